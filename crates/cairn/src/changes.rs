@@ -1,0 +1,626 @@
+//! The change log (CORE-8): every mutation, in commit order.
+//!
+//! Each write appends `(seq, collection, id, op, version, actor, at, deleted, before, after)`
+//! in its own transaction, so the log and the data can never disagree. Rows carry a SHA-256
+//! over all their columns and are verified on read, like records. The log feeds:
+//! - [`Store::changes_since`]: sync cursors and `cairn changes`;
+//! - [`Store::subscribe`]: committed changes delivered in order in-process. A subscriber that
+//!   falls behind is not dropped: it notices the gap in seqs and reads the missed changes
+//!   back from the log, so it never misses one;
+//! - [`Store::history`], [`Store::revert`], [`Store::undo`] and [`Store::redo`]: reverting is
+//!   a new change that brings back an earlier state; history is never rewritten.
+//!
+//! Undo/redo is computed from the log alone: replaying a record's changes builds a stack of
+//! states where an `undo` steps back, a `redo` steps forward and any other change drops the
+//! redo part and pushes. No extra state exists that could drift from the log.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, Weak};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::collection;
+use crate::error::{Error, Result};
+use crate::record::{self, NewState, Record};
+use crate::store::{Inner, Store};
+use crate::timestamp::Timestamp;
+use crate::writer::Tx;
+
+/// What a change did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ChangeOp {
+    /// A record was created.
+    Create,
+    /// A record's body was replaced.
+    Replace,
+    /// A record was patched.
+    Patch,
+    /// A record was soft-deleted.
+    Delete,
+    /// A soft-deleted record was removed for good.
+    Purge,
+    /// A record was brought back to an earlier version.
+    Revert,
+    /// A record's last change was undone.
+    Undo,
+    /// A record's last undo was redone.
+    Redo,
+    /// A collection was created (`after` is its schema).
+    CollectionCreate,
+    /// A collection's schema changed.
+    CollectionUpdate,
+    /// A collection was dropped (`before` is its schema).
+    CollectionDrop,
+    /// A setting was set (`id` is its key).
+    SettingSet,
+    /// A setting went back to its default.
+    SettingReset,
+    /// A setting was defined.
+    SettingDefine,
+}
+
+impl ChangeOp {
+    /// The op's name as stored in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Create => "create",
+            ChangeOp::Replace => "replace",
+            ChangeOp::Patch => "patch",
+            ChangeOp::Delete => "delete",
+            ChangeOp::Purge => "purge",
+            ChangeOp::Revert => "revert",
+            ChangeOp::Undo => "undo",
+            ChangeOp::Redo => "redo",
+            ChangeOp::CollectionCreate => "collection_create",
+            ChangeOp::CollectionUpdate => "collection_update",
+            ChangeOp::CollectionDrop => "collection_drop",
+            ChangeOp::SettingSet => "setting_set",
+            ChangeOp::SettingReset => "setting_reset",
+            ChangeOp::SettingDefine => "setting_define",
+        }
+    }
+
+    const ALL: [ChangeOp; 14] = [
+        ChangeOp::Create,
+        ChangeOp::Replace,
+        ChangeOp::Patch,
+        ChangeOp::Delete,
+        ChangeOp::Purge,
+        ChangeOp::Revert,
+        ChangeOp::Undo,
+        ChangeOp::Redo,
+        ChangeOp::CollectionCreate,
+        ChangeOp::CollectionUpdate,
+        ChangeOp::CollectionDrop,
+        ChangeOp::SettingSet,
+        ChangeOp::SettingReset,
+        ChangeOp::SettingDefine,
+    ];
+
+    fn parse(text: &str) -> Option<ChangeOp> {
+        Self::ALL.into_iter().find(|op| op.as_str() == text)
+    }
+
+    /// True for changes to a record (as opposed to schemas and settings).
+    pub fn is_record_op(self) -> bool {
+        matches!(
+            self,
+            ChangeOp::Create
+                | ChangeOp::Replace
+                | ChangeOp::Patch
+                | ChangeOp::Delete
+                | ChangeOp::Purge
+                | ChangeOp::Revert
+                | ChangeOp::Undo
+                | ChangeOp::Redo
+        )
+    }
+}
+
+/// One entry of the change log.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Change {
+    /// Position in the log: strictly increasing, without gaps.
+    pub seq: u64,
+    /// The collection (empty for settings).
+    pub collection: String,
+    /// The record id (the setting key for settings; empty for collection changes).
+    pub id: String,
+    /// What happened.
+    pub op: ChangeOp,
+    /// The record's version after the change.
+    pub version: u64,
+    /// Who made it.
+    pub actor: String,
+    /// When it committed (the group's start time).
+    pub at: Timestamp,
+    /// True when the record is soft-deleted (or gone) after the change.
+    pub deleted: bool,
+    /// The body before the change, if there was one.
+    pub before: Option<Value>,
+    /// The body after the change; `None` when the row is gone (purge, drop).
+    pub after: Option<Value>,
+}
+
+pub(crate) struct NewChange<'a> {
+    pub(crate) collection: &'a str,
+    pub(crate) id: &'a str,
+    pub(crate) op: ChangeOp,
+    pub(crate) version: u64,
+    pub(crate) deleted: bool,
+    pub(crate) before: Option<&'a [u8]>,
+    pub(crate) after: Option<&'a [u8]>,
+}
+
+/// SHA-256 over every column but seq, each length-prefixed so that no two rows hash alike.
+fn row_hash(seq: u64, c: &NewChange<'_>, actor: &str, at: i64) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let mut field = |bytes: Option<&[u8]>| match bytes {
+        Some(b) => {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+        None => h.update(u64::MAX.to_le_bytes()),
+    };
+    field(Some(&seq.to_le_bytes()));
+    field(Some(c.collection.as_bytes()));
+    field(Some(c.id.as_bytes()));
+    field(Some(c.op.as_str().as_bytes()));
+    field(Some(&c.version.to_le_bytes()));
+    field(Some(actor.as_bytes()));
+    field(Some(&at.to_le_bytes()));
+    field(Some(&[u8::from(c.deleted)]));
+    field(c.before);
+    field(c.after);
+    h.finalize().into()
+}
+
+impl Tx<'_> {
+    /// Appends a change; it becomes visible to others when the transaction commits.
+    pub(crate) fn log(&mut self, c: NewChange<'_>) -> Result<u64> {
+        let seq: u64 = self
+            .conn
+            .prepare_cached("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'cairn_changes'), 0) + 1")?
+            .query_row([], |r| r.get(0))?;
+        let hash = row_hash(seq, &c, self.actor, self.now.0);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO cairn_changes (seq, collection, record_id, op, version, actor, at, deleted, before, after, sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![seq, c.collection, c.id, c.op.as_str(), c.version, self.actor, self.now.0, c.deleted, c.before, c.after, hash])?;
+        let parse = |b: Option<&[u8]>| b.and_then(|b| serde_json::from_slice(b).ok());
+        self.changes.push(Change {
+            seq,
+            collection: c.collection.to_string(),
+            id: c.id.to_string(),
+            op: c.op,
+            version: c.version,
+            actor: self.actor.to_string(),
+            at: self.now,
+            deleted: c.deleted,
+            before: parse(c.before),
+            after: parse(c.after),
+        });
+        Ok(seq)
+    }
+
+    /// The highest version the log holds for a record (0 when it never existed).
+    pub(crate) fn last_logged_version(&mut self, collection: &str, id: &str) -> Result<u64> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT max(version) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2",
+            )?
+            .query_row([collection, id], |r| r.get::<_, Option<u64>>(0))?
+            .unwrap_or(0))
+    }
+
+    /// Brings a record back to the state it had at `version`, as a new change.
+    pub fn revert(
+        &mut self,
+        collection: &str,
+        id: &str,
+        version: u64,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let history = history(self.conn, collection, id)?;
+        let target = history
+            .iter()
+            .find(|c| c.version == version)
+            .ok_or_else(|| Error::VersionNotFound {
+                collection: collection.into(),
+                id: id.into(),
+                version,
+            })?
+            .clone();
+        self.restore_state(collection, id, &target, ChangeOp::Revert, expected)
+    }
+
+    /// Undoes the record's latest change that is not already undone.
+    pub fn undo(&mut self, collection: &str, id: &str) -> Result<Record> {
+        let history = history(self.conn, collection, id)?;
+        let (stack, pos) = undo_stack(&history);
+        if pos == 0 {
+            return Err(Error::NothingTo {
+                action: "undo",
+                collection: collection.into(),
+                id: id.into(),
+            });
+        }
+        let target = stack[pos - 1].clone();
+        self.restore_state(collection, id, &target, ChangeOp::Undo, None)
+    }
+
+    /// Redoes the record's latest undo, if nothing else changed it since.
+    pub fn redo(&mut self, collection: &str, id: &str) -> Result<Record> {
+        let history = history(self.conn, collection, id)?;
+        let (stack, pos) = undo_stack(&history);
+        if pos + 1 >= stack.len() {
+            return Err(Error::NothingTo {
+                action: "redo",
+                collection: collection.into(),
+                id: id.into(),
+            });
+        }
+        let target = stack[pos + 1].clone();
+        self.restore_state(collection, id, &target, ChangeOp::Redo, None)
+    }
+
+    fn restore_state(
+        &mut self,
+        collection: &str,
+        id: &str,
+        target: &Change,
+        op: ChangeOp,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let c = self.collection(collection)?;
+        let Some(Value::Object(body)) = target.after.clone() else {
+            return Err(Error::NotAllowed(format!(
+                "version {} of `{collection}/{id}` is a purge; there is no state to bring back",
+                target.version
+            )));
+        };
+        let current = record::read(self.conn, &c, id)?;
+        if let (Some(expected), actual) = (expected, current.as_ref().map_or(0, |r| r.version)) {
+            if expected != actual {
+                return Err(Error::Conflict {
+                    collection: collection.into(),
+                    id: id.into(),
+                    expected,
+                    actual,
+                });
+            }
+        }
+        // The body must satisfy the schema as it is now, which may have changed since.
+        let body = c.schema.normalize(Some(id), Value::Object(body))?;
+        self.write_state(
+            &c,
+            id,
+            current.as_ref(),
+            NewState {
+                body,
+                deleted: target.deleted,
+                op,
+            },
+        )
+    }
+}
+
+/// The undo stack of a record: states (as the changes that produced them) and the position
+/// of the current one.
+fn undo_stack(history: &[Change]) -> (Vec<Change>, usize) {
+    let mut stack: Vec<Change> = Vec::new();
+    let mut pos = 0usize;
+    for change in history {
+        match change.op {
+            ChangeOp::Undo if pos > 0 => pos -= 1,
+            ChangeOp::Redo if pos + 1 < stack.len() => pos += 1,
+            _ => {
+                stack.truncate(pos + 1);
+                stack.push(change.clone());
+                pos = stack.len() - 1;
+            }
+        }
+    }
+    (stack, pos)
+}
+
+const CHANGE_COLUMNS: &str =
+    "seq, collection, record_id, op, version, actor, at, deleted, before, after, sha256";
+
+fn change_from_row(row: &Row<'_>) -> Result<Change> {
+    let seq: u64 = row.get(0)?;
+    let corrupt = |detail: String| Error::Corruption {
+        location: format!("change log entry {seq}"),
+        detail,
+    };
+    let op_text: String = row.get(3)?;
+    let op = ChangeOp::parse(&op_text).ok_or_else(|| corrupt(format!("unknown op {op_text:?}")))?;
+    let collection: String = row.get(1)?;
+    let id: String = row.get(2)?;
+    let actor: String = row.get(5)?;
+    let before: Option<Vec<u8>> = row.get(8)?;
+    let after: Option<Vec<u8>> = row.get(9)?;
+    let stored: Vec<u8> = row.get(10)?;
+    let new = NewChange {
+        collection: &collection,
+        id: &id,
+        op,
+        version: row.get(4)?,
+        deleted: row.get(7)?,
+        before: before.as_deref(),
+        after: after.as_deref(),
+    };
+    let at: i64 = row.get(6)?;
+    if row_hash(seq, &new, &actor, at).as_slice() != stored.as_slice() {
+        return Err(corrupt(
+            "the entry does not match its SHA-256 checksum".into(),
+        ));
+    }
+    let parse = |b: &Option<Vec<u8>>| -> Result<Option<Value>> {
+        b.as_deref()
+            .map(serde_json::from_slice)
+            .transpose()
+            .map_err(|e| corrupt(format!("body is not JSON: {e}")))
+    };
+    Ok(Change {
+        seq,
+        op,
+        version: new.version,
+        deleted: new.deleted,
+        before: parse(&before)?,
+        after: parse(&after)?,
+        collection,
+        id,
+        actor,
+        at: Timestamp(at),
+    })
+}
+
+fn query_changes(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Change>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(change_from_row(row)?);
+    }
+    Ok(out)
+}
+
+pub(crate) fn changes_since(conn: &Connection, seq: u64, limit: usize) -> Result<Vec<Change>> {
+    let sql =
+        format!("SELECT {CHANGE_COLUMNS} FROM cairn_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    query_changes(conn, &sql, params![seq, limit as i64])
+}
+
+pub(crate) fn history(conn: &Connection, collection: &str, id: &str) -> Result<Vec<Change>> {
+    let sql = format!(
+        "SELECT {CHANGE_COLUMNS} FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND op IN ({}) ORDER BY seq",
+        ChangeOp::ALL.iter().filter(|op| op.is_record_op()).map(|op| format!("'{}'", op.as_str())).collect::<Vec<_>>().join(",")
+    );
+    query_changes(conn, &sql, params![collection, id])
+}
+
+fn last_seq(conn: &Connection) -> Result<u64> {
+    Ok(conn
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'cairn_changes'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?
+        .unwrap_or(0))
+}
+
+impl Store {
+    /// Up to `limit` changes with a seq greater than `seq`, in order.
+    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>> {
+        changes_since(&*self.reader()?, seq, limit)
+    }
+
+    /// The seq of the newest committed change (0 for an empty log).
+    pub fn last_seq(&self) -> Result<u64> {
+        last_seq(&*self.reader()?)
+    }
+
+    /// Every change of one record, oldest first. Works for purged records too.
+    pub fn history(&self, collection: &str, id: &str) -> Result<Vec<Change>> {
+        let conn = self.reader()?;
+        let history = history(&conn, collection, id)?;
+        if history.is_empty() {
+            collection::load(&conn, collection)?;
+            return Err(Error::NotFound {
+                collection: collection.into(),
+                id: id.into(),
+                deleted: false,
+            });
+        }
+        Ok(history)
+    }
+
+    /// Brings a record back to its state at `version` (a new change with op `revert`).
+    /// Works on deleted and purged records too.
+    pub fn revert(
+        &self,
+        collection: &str,
+        id: &str,
+        version: u64,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.revert(&collection, &id, version, expected))
+    }
+
+    /// Undoes the record's latest change (a new change with op `undo`).
+    pub fn undo(&self, collection: &str, id: &str) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.undo(&collection, &id))
+    }
+
+    /// Redoes the record's latest undo (a new change with op `redo`).
+    pub fn redo(&self, collection: &str, id: &str) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.redo(&collection, &id))
+    }
+
+    /// Subscribes to committed changes after `since` (default: from now on), delivered in
+    /// seq order, none missed.
+    pub fn subscribe(&self, since: Option<u64>) -> Result<Subscription> {
+        let (sender, receiver) = mpsc::sync_channel(SUBSCRIBER_BUFFER);
+        let lagged = Arc::new(AtomicBool::new(false));
+        self.inner
+            .hub
+            .subscribers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Subscriber {
+                sender,
+                lagged: lagged.clone(),
+            });
+        // Registered first, then positioned: anything committed in between is either in the
+        // channel or read back from the log, and duplicates are skipped by seq.
+        let last = match since {
+            Some(seq) => seq,
+            None => self.last_seq()?,
+        };
+        Ok(Subscription {
+            store: Arc::downgrade(&self.inner),
+            receiver,
+            lagged,
+            last,
+            backlog: VecDeque::new(),
+        })
+    }
+}
+
+const SUBSCRIBER_BUFFER: usize = 1024;
+
+/// Fans committed changes out to subscribers.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    subscribers: Mutex<Vec<Subscriber>>,
+}
+
+#[derive(Debug)]
+struct Subscriber {
+    sender: mpsc::SyncSender<Change>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Hub {
+    /// Called by the writer after a commit. Never blocks: a full subscriber is marked lagged
+    /// and catches up from the log itself.
+    pub(crate) fn publish(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
+        subscribers.retain(|s| {
+            for change in changes {
+                match s.sender.try_send(change.clone()) {
+                    Ok(()) => {}
+                    Err(mpsc::TrySendError::Full(_)) => {
+                        s.lagged.store(true, Ordering::Release);
+                        return true;
+                    }
+                    Err(mpsc::TrySendError::Disconnected(_)) => return false,
+                }
+            }
+            true
+        });
+    }
+}
+
+/// A stream of committed changes; see [`Store::subscribe`].
+#[derive(Debug)]
+pub struct Subscription {
+    store: Weak<Inner>,
+    receiver: mpsc::Receiver<Change>,
+    lagged: Arc<AtomicBool>,
+    last: u64,
+    backlog: VecDeque<Change>,
+}
+
+impl Subscription {
+    /// The next change, waiting up to `timeout`; `Ok(None)` when none came in time.
+    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Change>> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.lagged.swap(false, Ordering::AcqRel) {
+                // Whatever is queued is also in the log; read it all back from there.
+                while self.receiver.try_recv().is_ok() {}
+                self.fill_backlog(None)?;
+            }
+            if let Some(change) = self.backlog.pop_front() {
+                if change.seq > self.last {
+                    self.last = change.seq;
+                    return Ok(Some(change));
+                }
+                continue;
+            }
+            let wait = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.receiver.recv_timeout(wait) {
+                Ok(change) if change.seq <= self.last => continue,
+                Ok(change) => {
+                    if change.seq > self.last + 1 {
+                        self.fill_backlog(Some(change.seq))?;
+                    }
+                    self.backlog.push_back(change);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
+                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::WriterStopped),
+            }
+        }
+    }
+
+    /// The next change, waiting as long as it takes.
+    pub fn recv(&mut self) -> Result<Change> {
+        loop {
+            if let Some(change) = self.recv_timeout(Duration::from_secs(3600))? {
+                return Ok(change);
+            }
+        }
+    }
+
+    /// The seq of the last change delivered.
+    pub fn last_seq(&self) -> u64 {
+        self.last
+    }
+
+    /// Reads changes after `self.last` (and before `until`) from the log into the backlog.
+    fn fill_backlog(&mut self, until: Option<u64>) -> Result<()> {
+        let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
+        let conn = inner.readers.get()?;
+        let mut from = self
+            .backlog
+            .back()
+            .map_or(self.last, |c| c.seq.max(self.last));
+        loop {
+            let page = changes_since(&conn, from, 1000)?;
+            let Some(tail) = page.last() else {
+                return Ok(());
+            };
+            from = tail.seq;
+            for change in page {
+                if until.is_some_and(|u| change.seq >= u) {
+                    return Ok(());
+                }
+                self.backlog.push_back(change);
+            }
+        }
+    }
+}

@@ -1,0 +1,476 @@
+//! Collections (CORE-1): creating, reading, updating and dropping schemas.
+//!
+//! Each collection's records live in their own table `c_<name>` so that later features can
+//! add columns and indexes per field. A schema update never makes stored data invalid: it is
+//! refused when a live record would not satisfy the new schema (use a migration to change
+//! the data first). Dropping a collection writes its schema and every record (deleted ones
+//! too) into `quarantine/` and fsyncs them before the table goes: nothing is deleted outright.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use crate::changes::{ChangeOp, NewChange};
+use crate::error::{Error, Result};
+use crate::record::{canonical_json, ScanOptions};
+use crate::schema::{CollectionSchema, FieldType};
+use crate::sql::{quote, records_table, unique_column, unique_index};
+use crate::store::{Store, QUARANTINE_DIR};
+use crate::timestamp::Timestamp;
+use crate::writer::Tx;
+
+/// A collection as the engine uses it: its schema and where its records live.
+#[derive(Debug, Clone)]
+pub(crate) struct Collection {
+    pub(crate) schema: CollectionSchema,
+    pub(crate) table: String,
+}
+
+impl Collection {
+    pub(crate) fn name(&self) -> &str {
+        &self.schema.name
+    }
+
+    pub(crate) fn unique_fields(&self) -> impl Iterator<Item = &str> {
+        self.schema
+            .fields
+            .iter()
+            .filter(|f| f.unique)
+            .map(|f| f.name.as_str())
+    }
+}
+
+/// A collection's schema and statistics.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct CollectionInfo {
+    /// The schema.
+    pub schema: CollectionSchema,
+    /// Bumped by every schema update; 1 after creation.
+    pub schema_version: u64,
+    /// Records that are not deleted.
+    pub live_records: u64,
+    /// Soft-deleted records (not yet purged).
+    pub deleted_records: u64,
+    /// When the collection was created.
+    pub created_at: Timestamp,
+    /// When the schema last changed.
+    pub updated_at: Timestamp,
+}
+
+/// Confirmation for [`Store::drop_collection`].
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct DropOptions {
+    /// Must equal the collection's name.
+    pub confirm: String,
+}
+
+impl DropOptions {
+    /// Confirms dropping the collection `name`.
+    pub fn confirm(name: &str) -> Self {
+        DropOptions {
+            confirm: name.to_string(),
+        }
+    }
+}
+
+/// What a drop did.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct DropReport {
+    /// The collection dropped.
+    pub collection: String,
+    /// Records exported (live and deleted).
+    pub records: u64,
+    /// Folder in `quarantine/` holding `schema.json` and `records.jsonl`.
+    pub quarantine_dir: PathBuf,
+}
+
+/// Reads a collection's catalog entry.
+pub(crate) fn load(conn: &Connection, name: &str) -> Result<Collection> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT schema, table_name FROM cairn_collections WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((schema, table)) = row else {
+        return Err(Error::UnknownCollection {
+            collection: name.to_string(),
+        });
+    };
+    let schema = serde_json::from_str(&schema).map_err(|e| Error::Corruption {
+        location: format!("schema of collection `{name}`"),
+        detail: e.to_string(),
+    })?;
+    Ok(Collection { schema, table })
+}
+
+fn exists(conn: &Connection, name: &str) -> bool {
+    conn.prepare_cached("SELECT 1 FROM cairn_collections WHERE name = ?1")
+        .and_then(|mut s| s.exists([name]))
+        .unwrap_or(false)
+}
+
+fn info(conn: &Connection, name: &str) -> Result<CollectionInfo> {
+    let collection = load(conn, name)?;
+    let (schema_version, created_at, updated_at): (u64, i64, i64) = conn.query_row(
+        "SELECT schema_version, created_at, updated_at FROM cairn_collections WHERE name = ?1",
+        [name],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let (live, deleted): (u64, u64) = conn.query_row(
+        &format!(
+            "SELECT count(*) FILTER (WHERE deleted_at IS NULL), count(*) FILTER (WHERE deleted_at IS NOT NULL) FROM {}",
+            quote(&collection.table)
+        ),
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(CollectionInfo {
+        schema: collection.schema,
+        schema_version,
+        live_records: live,
+        deleted_records: deleted,
+        created_at: Timestamp(created_at),
+        updated_at: Timestamp(updated_at),
+    })
+}
+
+impl Tx<'_> {
+    /// The collection `name`, from the writer's cache.
+    pub(crate) fn collection(&mut self, name: &str) -> Result<Arc<Collection>> {
+        if let Some(c) = self.state.collections.get(name) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(load(self.conn, name)?);
+        self.state.collections.insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// Creates a collection. See [`Store::create_collection`].
+    pub fn create_collection(&mut self, schema: CollectionSchema) -> Result<()> {
+        let conn = self.conn;
+        schema.validate(&|name| exists(conn, name))?;
+        if exists(conn, &schema.name) {
+            return Err(Error::CollectionExists {
+                collection: schema.name,
+            });
+        }
+        let table = records_table(&schema.name);
+        conn.execute_batch(&format!(
+            "CREATE TABLE {t} (
+                rid        INTEGER PRIMARY KEY,
+                id         TEXT NOT NULL UNIQUE,
+                version    INTEGER NOT NULL,
+                created_at INTEGER NOT NULL,
+                updated_at INTEGER NOT NULL,
+                deleted_at INTEGER,
+                body       BLOB NOT NULL,
+                sha256     BLOB NOT NULL
+            ) STRICT",
+            t = quote(&table)
+        ))?;
+        let json = canonical_json(
+            &serde_json::to_value(&schema).map_err(|e| Error::NotAllowed(e.to_string()))?,
+        );
+        conn.execute(
+            "INSERT INTO cairn_collections (name, table_name, schema, schema_version, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 1, ?4, ?4)",
+            params![schema.name, table, std::str::from_utf8(&json).unwrap_or_default(), self.now.0],
+        )?;
+        let collection = Collection { schema, table };
+        for field in collection.unique_fields() {
+            add_unique(conn, &collection, field)?;
+        }
+        self.log(NewChange {
+            collection: collection.name(),
+            id: "",
+            op: ChangeOp::CollectionCreate,
+            version: 1,
+            deleted: false,
+            before: None,
+            after: Some(&json),
+        })?;
+        self.state.collections.remove(collection.name());
+        Ok(())
+    }
+
+    /// Replaces a collection's schema. See [`Store::update_collection`].
+    pub fn update_collection(&mut self, schema: CollectionSchema) -> Result<()> {
+        let conn = self.conn;
+        let old = load(conn, &schema.name)?;
+        schema.validate(&|name| exists(conn, name))?;
+        let new = Collection {
+            schema,
+            table: old.table.clone(),
+        };
+
+        // Every live record must satisfy the new schema as it is stored now.
+        let mut scan = ScanOptions {
+            include_deleted: false,
+            ..ScanOptions::default()
+        };
+        loop {
+            let page = crate::record::scan(conn, &old, &scan)?;
+            let Some(last) = page.last() else { break };
+            scan.after = Some(last.id.clone());
+            for record in &page {
+                let normalized = new.schema.normalize(
+                    Some(&record.id),
+                    serde_json::Value::Object(record.body.clone()),
+                )?;
+                if normalized != record.body {
+                    let field = new
+                        .schema
+                        .fields
+                        .iter()
+                        .find(|f| normalized.get(&f.name) != record.body.get(&f.name))
+                        .map(|f| f.name.clone());
+                    return Err(Error::Validation {
+                        collection: new.name().to_string(),
+                        id: Some(record.id.clone()),
+                        field,
+                        reason: "the new schema would change this stored record (a new default or format); use a migration to change data".into(),
+                    });
+                }
+            }
+        }
+
+        let was_unique: Vec<&str> = old.unique_fields().collect();
+        let now_unique: Vec<&str> = new.unique_fields().collect();
+        for field in was_unique.iter().filter(|f| !now_unique.contains(f)) {
+            conn.execute_batch(&format!(
+                "DROP INDEX {}; ALTER TABLE {} DROP COLUMN {}",
+                quote(&unique_index(new.name(), field)),
+                quote(&new.table),
+                quote(&unique_column(field))
+            ))?;
+        }
+        for field in now_unique.iter().filter(|f| !was_unique.contains(f)) {
+            add_unique(conn, &new, field)?;
+        }
+        let before = canonical_json(
+            &serde_json::to_value(&old.schema).map_err(|e| Error::NotAllowed(e.to_string()))?,
+        );
+        let after = canonical_json(
+            &serde_json::to_value(&new.schema).map_err(|e| Error::NotAllowed(e.to_string()))?,
+        );
+        let version: u64 = conn.query_row(
+            "UPDATE cairn_collections SET schema = ?2, schema_version = schema_version + 1, updated_at = ?3
+             WHERE name = ?1 RETURNING schema_version",
+            params![new.name(), std::str::from_utf8(&after).unwrap_or_default(), self.now.0],
+            |r| r.get(0),
+        )?;
+        self.log(NewChange {
+            collection: new.name(),
+            id: "",
+            op: ChangeOp::CollectionUpdate,
+            version,
+            deleted: false,
+            before: Some(&before),
+            after: Some(&after),
+        })?;
+        self.state.collections.remove(new.name());
+        Ok(())
+    }
+
+    /// Drops a collection after exporting it into quarantine. See [`Store::drop_collection`].
+    pub fn drop_collection(&mut self, name: &str, options: &DropOptions) -> Result<DropReport> {
+        let conn = self.conn;
+        let collection = load(conn, name)?;
+        if options.confirm != name {
+            return Err(Error::ConfirmationRequired {
+                what: format!("dropping collection `{name}`"),
+                hint: format!("confirm with the collection's name (`--confirm {name}`)"),
+            });
+        }
+        let referenced_by: Vec<String> = {
+            let mut stmt =
+                conn.prepare("SELECT name, schema FROM cairn_collections WHERE name != ?1")?;
+            let rows = stmt.query_map([name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (other, schema) = row?;
+                if let Ok(schema) = serde_json::from_str::<CollectionSchema>(&schema) {
+                    if schema.fields.iter().any(|f| {
+                        f.kind == FieldType::Relation && f.collection.as_deref() == Some(name)
+                    }) {
+                        out.push(other);
+                    }
+                }
+            }
+            out
+        };
+        if !referenced_by.is_empty() {
+            return Err(Error::NotAllowed(format!(
+                "collection `{name}` is the target of relations in {}; remove those fields first",
+                referenced_by.join(", ")
+            )));
+        }
+
+        let quarantine = self.dir.join(QUARANTINE_DIR).join(format!(
+            "{}-dropped-collection-{name}",
+            self.now.to_string().replace(':', "")
+        ));
+        let records = export_to_quarantine(conn, &collection, &quarantine)?;
+        let schema_json = canonical_json(
+            &serde_json::to_value(&collection.schema)
+                .map_err(|e| Error::NotAllowed(e.to_string()))?,
+        );
+        conn.execute_batch(&format!("DROP TABLE {}", quote(&collection.table)))?;
+        let version: u64 = conn.query_row(
+            "DELETE FROM cairn_collections WHERE name = ?1 RETURNING schema_version",
+            [name],
+            |r| r.get(0),
+        )?;
+        self.log(NewChange {
+            collection: name,
+            id: "",
+            op: ChangeOp::CollectionDrop,
+            version: version + 1,
+            deleted: true,
+            before: Some(&schema_json),
+            after: None,
+        })?;
+        self.state.collections.remove(name);
+        Ok(DropReport {
+            collection: name.to_string(),
+            records,
+            quarantine_dir: quarantine,
+        })
+    }
+}
+
+/// Adds the column and partial unique index that enforce a unique field, filling the column
+/// from the stored bodies. Fails with [`Error::Unique`] when existing records collide.
+fn add_unique(conn: &Connection, collection: &Collection, field: &str) -> Result<()> {
+    let table = quote(&collection.table);
+    let column = quote(&unique_column(field));
+    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} ANY"))?;
+    let mut scan = ScanOptions {
+        include_deleted: false,
+        ..ScanOptions::default()
+    };
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut update = conn.prepare(&format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1"))?;
+    loop {
+        let page = crate::record::scan(conn, collection, &scan)?;
+        let Some(last) = page.last() else { break };
+        scan.after = Some(last.id.clone());
+        for record in &page {
+            let Some(value) = record.body.get(field) else {
+                continue;
+            };
+            let key = value.to_string();
+            if let Some(other) = seen.insert(key, record.id.clone()) {
+                return Err(Error::Unique {
+                    collection: collection.name().to_string(),
+                    id: record.id.clone(),
+                    field: field.to_string(),
+                    other_id: other,
+                });
+            }
+            update.execute(params![record.id, crate::record::sql_value(value)])?;
+        }
+    }
+    conn.execute_batch(&format!(
+        "CREATE UNIQUE INDEX {} ON {table} ({column}) WHERE deleted_at IS NULL AND {column} IS NOT NULL",
+        quote(&unique_index(collection.name(), field))
+    ))?;
+    Ok(())
+}
+
+/// Writes `schema.json` and `records.jsonl` (every record, deleted ones too, with their
+/// metadata) into `dir`, fsynced. Returns the number of records written.
+fn export_to_quarantine(
+    conn: &Connection,
+    collection: &Collection,
+    dir: &std::path::Path,
+) -> Result<u64> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create quarantine folder", dir, e))?;
+    let write_file =
+        |name: &str, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>| -> Result<()> {
+            let path = dir.join(name);
+            let file = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+            let mut out = std::io::BufWriter::new(file);
+            fill(&mut out)?;
+            let file = out
+                .into_inner()
+                .map_err(|e| Error::io("write", &path, e.into_error()))?;
+            file.sync_all().map_err(|e| Error::io("fsync", &path, e))
+        };
+    let io_err = |e: std::io::Error| Error::io("write", dir, e);
+    write_file("schema.json", &mut |out| {
+        serde_json::to_writer_pretty(&mut *out, &collection.schema)
+            .map_err(|e| io_err(e.into()))?;
+        out.write_all(b"\n").map_err(io_err)
+    })?;
+    let mut count = 0u64;
+    write_file("records.jsonl", &mut |out| {
+        let mut scan = ScanOptions {
+            include_deleted: true,
+            ..ScanOptions::default()
+        };
+        loop {
+            let page = crate::record::scan(conn, collection, &scan)?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            scan.after = Some(last.id.clone());
+            for record in &page {
+                serde_json::to_writer(&mut *out, record).map_err(|e| io_err(e.into()))?;
+                out.write_all(b"\n").map_err(io_err)?;
+                count += 1;
+            }
+        }
+    })?;
+    crate::fsutil::sync_dir(dir)?;
+    if let Some(parent) = dir.parent() {
+        crate::fsutil::sync_dir(parent)?;
+    }
+    Ok(count)
+}
+
+impl Store {
+    /// Creates a collection from a schema.
+    pub fn create_collection(&self, schema: CollectionSchema) -> Result<CollectionInfo> {
+        let name = schema.name.clone();
+        self.write(move |tx| tx.create_collection(schema))?;
+        self.collection(&name)
+    }
+
+    /// Replaces a collection's schema. Refused when a stored live record would not satisfy the
+    /// new schema as it is, or when a field made unique has duplicate values.
+    pub fn update_collection(&self, schema: CollectionSchema) -> Result<CollectionInfo> {
+        let name = schema.name.clone();
+        self.write(move |tx| tx.update_collection(schema))?;
+        self.collection(&name)
+    }
+
+    /// Drops a collection. `options.confirm` must equal `name`. The schema and every record are
+    /// first exported into `quarantine/`; the report says where.
+    pub fn drop_collection(&self, name: &str, options: DropOptions) -> Result<DropReport> {
+        let name = name.to_string();
+        self.write(move |tx| tx.drop_collection(&name, &options))
+    }
+
+    /// A collection's schema and counts.
+    pub fn collection(&self, name: &str) -> Result<CollectionInfo> {
+        info(&*self.reader()?, name)
+    }
+
+    /// All collections, by name.
+    pub fn collections(&self) -> Result<Vec<CollectionInfo>> {
+        let conn = self.reader()?;
+        let names: Vec<String> = conn
+            .prepare("SELECT name FROM cairn_collections ORDER BY name")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        names.iter().map(|n| info(&conn, n)).collect()
+    }
+}

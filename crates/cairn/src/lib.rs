@@ -1,0 +1,62 @@
+//! cairn: a local-first data engine that does not lose data.
+//!
+//! A store is a directory holding an SQLite database in WAL mode with `synchronous=FULL`.
+//! Records live in collections with typed schemas; every body carries a SHA-256 checked on
+//! each read; every mutation is appended to a change log in the same transaction; concurrent
+//! writes are folded into group commits, and a write returns only once it is on disk.
+//!
+//! ```
+//! use cairn::{CollectionSchema, Store, StoreOptions};
+//! use serde_json::json;
+//!
+//! # fn main() -> cairn::Result<()> {
+//! # let dir = tempfile::tempdir().expect("tempdir");
+//! let store = Store::open(dir.path(), StoreOptions::default())?;
+//! store.create_collection(CollectionSchema::from_json(
+//!     r#"{"name": "notes", "fields": [
+//!         {"name": "title", "type": "text", "required": true, "summary": true},
+//!         {"name": "tags", "type": "tags"}]}"#,
+//!     "schema",
+//! )?)?;
+//!
+//! let note = store.create("notes", json!({"title": "Call Acme", "tags": ["acme"]}))?;
+//! let edited = store.patch("notes", &note.id, json!({"title": "Call Acme back"}), Some(note.version))?;
+//! assert_eq!(edited.version, 2);
+//!
+//! // A write that names a stale version is refused instead of overwriting.
+//! let stale = store.patch("notes", &note.id, json!({"title": "lost?"}), Some(1));
+//! assert!(stale.unwrap_err().is_conflict());
+//!
+//! // History and undo come from the change log.
+//! assert_eq!(store.history("notes", &note.id)?.len(), 2);
+//! let undone = store.undo("notes", &note.id)?;
+//! assert_eq!(undone.body["title"], "Call Acme");
+//! # Ok(())
+//! # }
+//! ```
+
+mod changes;
+mod collection;
+pub mod demo;
+mod error;
+mod fsutil;
+mod record;
+mod schema;
+mod settings;
+mod sql;
+mod store;
+pub mod taskerino;
+mod timestamp;
+mod writer;
+
+pub use changes::{Change, ChangeOp, Subscription};
+pub use collection::{CollectionInfo, DropOptions, DropReport};
+pub use error::{Error, Result};
+pub use record::{
+    canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN,
+};
+pub use schema::{CollectionSchema, FieldDef, FieldType};
+pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};
+pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
+pub use timestamp::Timestamp;
+pub use writer::Tx;

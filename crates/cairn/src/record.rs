@@ -1,0 +1,748 @@
+//! Records (CORE-2) and their checksums (CORE-4).
+//!
+//! A record is an id, a version, timestamps and a body: a JSON object valid under its
+//! collection's schema. The body is stored as canonical JSON (object keys sorted, no
+//! whitespace), and the SHA-256 of those exact bytes is stored beside it. Every read
+//! recomputes the hash before parsing; a mismatch is [`Error::Corruption`] naming the record,
+//! never data returned.
+//!
+//! Versions start at 1 and grow by one with every change, across deletes and purges: an id's
+//! versions never repeat, so the change log's (collection, id, version) names one state.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::changes::{ChangeOp, NewChange};
+use crate::collection::{self, Collection};
+use crate::error::{Error, Result};
+use crate::schema::json_kind;
+use crate::sql::{quote, unique_column};
+use crate::store::Store;
+use crate::timestamp::Timestamp;
+use crate::writer::Tx;
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Record {
+    /// The collection it belongs to.
+    pub collection: String,
+    /// Its id, unique within the collection.
+    pub id: String,
+    /// 1 when created, one more after every change.
+    pub version: u64,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub updated_at: Timestamp,
+    /// When it was soft-deleted; `None` for live records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Timestamp>,
+    /// The fields, normalised by the schema.
+    pub body: Map<String, Value>,
+    /// SHA-256 (hex) of the canonical body.
+    pub sha256: String,
+}
+
+/// Paging through a collection in id order; see [`Store::scan`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ScanOptions {
+    /// Start after this id (exclusive). Default: from the start.
+    pub after: Option<String>,
+    /// Most records returned. Default: 500.
+    pub limit: usize,
+    /// Include soft-deleted records. Default: false.
+    pub include_deleted: bool,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            after: None,
+            limit: 500,
+            include_deleted: false,
+        }
+    }
+}
+
+impl ScanOptions {
+    /// The first `limit` records after `after`.
+    pub fn page(after: Option<String>, limit: usize) -> Self {
+        ScanOptions {
+            after,
+            limit,
+            ..Self::default()
+        }
+    }
+}
+
+/// The longest record id accepted.
+pub const MAX_ID_LEN: usize = 128;
+
+/// Checks a record id: 1 to 128 characters of `A-Z a-z 0-9 _ - . :`, starting with a letter
+/// or digit. Ids go into file names, URLs and command lines, so the set is kept plain.
+pub fn validate_id(id: &str) -> Result<()> {
+    let reason = if id.is_empty() {
+        Some("an id cannot be empty".to_string())
+    } else if id.len() > MAX_ID_LEN {
+        Some(format!("an id is at most {MAX_ID_LEN} characters"))
+    } else if !id.as_bytes()[0].is_ascii_alphanumeric() {
+        Some("an id starts with a letter or digit".to_string())
+    } else {
+        id.chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':')))
+            .map(|c| format!("character {c:?} is not allowed (use A-Z a-z 0-9 _ - . :)"))
+    };
+    match reason {
+        Some(reason) => Err(Error::InvalidId {
+            id: id.to_string(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A new time-sortable id (UUIDv7).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Canonical JSON: object keys sorted by byte order at every level, no whitespace.
+/// Independent of serde_json's map ordering features, so the bytes (and checksums) of a
+/// value never depend on how the program was built.
+pub fn canonical_json(value: &Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_canonical(value, &mut out);
+    out
+}
+
+/// [`canonical_json`] of a JSON object given as a map.
+pub(crate) fn canonical_object(map: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::new();
+    write_object(map, &mut out);
+    out
+}
+
+fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => write_object(map, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(b']');
+        }
+        scalar => out.extend_from_slice(scalar.to_string().as_bytes()),
+    }
+}
+
+fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(Value::String(key.clone()).to_string().as_bytes());
+        out.push(b':');
+        write_canonical(value, out);
+    }
+    out.push(b'}');
+}
+
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The SQL value a JSON scalar is stored as in a unique column.
+pub(crate) fn sql_value(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => SqlValue::Text(s.clone()),
+        other => SqlValue::Text(other.to_string()),
+    }
+}
+
+/// Parses a JSON document given by a user; errors name the input and the line and column.
+pub fn parse_json(text: &str, source_name: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| Error::invalid_input(source_name, e.to_string()))
+}
+
+const COLUMNS: &str = "id, version, created_at, updated_at, deleted_at, body, sha256";
+
+/// Builds a record from a row selected with [`COLUMNS`], verifying its checksum.
+fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
+    let id: String = row.get(0)?;
+    let body: Vec<u8> = row.get(5)?;
+    let stored: Vec<u8> = row.get(6)?;
+    let corrupt = |detail: String| Error::Corruption {
+        location: format!("record `{collection}/{id}`"),
+        detail,
+    };
+    if stored.as_slice() != sha256(&body).as_slice() {
+        return Err(corrupt(
+            "the body does not match its SHA-256 checksum".into(),
+        ));
+    }
+    let body = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(map)) => map,
+        Ok(other) => {
+            return Err(corrupt(format!(
+                "the body is {} instead of an object",
+                json_kind(&other)
+            )))
+        }
+        Err(e) => return Err(corrupt(format!("the body is not JSON: {e}"))),
+    };
+    Ok(Record {
+        collection: collection.to_string(),
+        version: row.get(1)?,
+        created_at: Timestamp(row.get(2)?),
+        updated_at: Timestamp(row.get(3)?),
+        deleted_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
+        body,
+        sha256: hex(&stored),
+        id,
+    })
+}
+
+/// Reads one record (live or deleted), verifying its checksum.
+pub(crate) fn read(conn: &Connection, collection: &Collection, id: &str) -> Result<Option<Record>> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE id = ?1",
+        quote(&collection.table)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query([id])?;
+    match rows.next()? {
+        Some(row) => from_row(collection.name(), row).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// One page of records in id order, checksums verified.
+pub(crate) fn scan(
+    conn: &Connection,
+    collection: &Collection,
+    options: &ScanOptions,
+) -> Result<Vec<Record>> {
+    let filter = if options.include_deleted {
+        ""
+    } else {
+        "AND deleted_at IS NULL"
+    };
+    let sql = format!(
+        "SELECT {COLUMNS} FROM {} WHERE id > ?1 {filter} ORDER BY id LIMIT ?2",
+        quote(&collection.table)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![
+        options.after.as_deref().unwrap_or(""),
+        options.limit as i64
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(from_row(collection.name(), row)?);
+    }
+    Ok(out)
+}
+
+/// The state a write leaves a record in.
+pub(crate) struct NewState {
+    pub(crate) body: Map<String, Value>,
+    pub(crate) deleted: bool,
+    pub(crate) op: ChangeOp,
+}
+
+impl Tx<'_> {
+    /// Reads a record inside the transaction (sees this transaction's own writes).
+    pub fn get(&mut self, collection: &str, id: &str) -> Result<Record> {
+        let c = self.collection(collection)?;
+        live(&c, id, read(self.conn, &c, id)?)
+    }
+
+    /// Creates a record; `id` is generated (UUIDv7) when `None`.
+    pub fn create(&mut self, collection: &str, id: Option<&str>, body: Value) -> Result<Record> {
+        let c = self.collection(collection)?;
+        let id = match id {
+            Some(id) => {
+                validate_id(id)?;
+                id.to_string()
+            }
+            None => new_id(),
+        };
+        if read(self.conn, &c, &id)?.is_some() {
+            return Err(Error::AlreadyExists {
+                collection: collection.to_string(),
+                id,
+            });
+        }
+        let body = c.schema.normalize(Some(&id), body)?;
+        self.write_state(
+            &c,
+            &id,
+            None,
+            NewState {
+                body,
+                deleted: false,
+                op: ChangeOp::Create,
+            },
+        )
+    }
+
+    /// Replaces a record's body whole. `expected`: the version the caller last saw.
+    pub fn replace(
+        &mut self,
+        collection: &str,
+        id: &str,
+        body: Value,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let c = self.collection(collection)?;
+        let current = self.current(&c, id, expected)?;
+        let body = c.schema.normalize(Some(id), body)?;
+        self.write_state(
+            &c,
+            id,
+            Some(&current),
+            NewState {
+                body,
+                deleted: false,
+                op: ChangeOp::Replace,
+            },
+        )
+    }
+
+    /// Creates the record with this id, or replaces it when it exists. With `expected`, a
+    /// missing record counts as version 0.
+    pub fn put(
+        &mut self,
+        collection: &str,
+        id: &str,
+        body: Value,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let c = self.collection(collection)?;
+        validate_id(id)?;
+        match (read(self.conn, &c, id)?, expected) {
+            (None, None | Some(0)) => self.create(collection, Some(id), body),
+            (None, Some(expected)) => Err(Error::Conflict {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                expected,
+                actual: 0,
+            }),
+            (Some(_), _) => self.replace(collection, id, body, expected),
+        }
+    }
+
+    /// Applies a JSON Merge Patch (RFC 7396): `null` removes a field, objects merge, anything
+    /// else replaces.
+    pub fn patch(
+        &mut self,
+        collection: &str,
+        id: &str,
+        patch: &Value,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let c = self.collection(collection)?;
+        if !patch.is_object() {
+            return Err(Error::Validation {
+                collection: collection.to_string(),
+                id: Some(id.to_string()),
+                field: None,
+                reason: format!("a patch must be a JSON object, got {}", json_kind(patch)),
+            });
+        }
+        let current = self.current(&c, id, expected)?;
+        let mut merged = Value::Object(current.body.clone());
+        json_patch::merge(&mut merged, patch);
+        let body = c.schema.normalize(Some(id), merged)?;
+        self.write_state(
+            &c,
+            id,
+            Some(&current),
+            NewState {
+                body,
+                deleted: false,
+                op: ChangeOp::Patch,
+            },
+        )
+    }
+
+    /// Soft-deletes a record: it disappears from reads but stays, with its history, until
+    /// purged; `revert` or `undo` bring it back.
+    pub fn delete(&mut self, collection: &str, id: &str, expected: Option<u64>) -> Result<Record> {
+        let c = self.collection(collection)?;
+        let current = self.current(&c, id, expected)?;
+        let body = current.body.clone();
+        self.write_state(
+            &c,
+            id,
+            Some(&current),
+            NewState {
+                body,
+                deleted: true,
+                op: ChangeOp::Delete,
+            },
+        )
+    }
+
+    /// Removes a soft-deleted record from its collection for good. Its history stays in the
+    /// change log. Returns the version number the purge was logged under.
+    pub fn purge(&mut self, collection: &str, id: &str) -> Result<u64> {
+        let c = self.collection(collection)?;
+        let Some(current) = read(self.conn, &c, id)? else {
+            return Err(Error::NotFound {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                deleted: false,
+            });
+        };
+        if current.deleted_at.is_none() {
+            return Err(Error::NotAllowed(format!(
+                "record `{collection}/{id}` is live; delete it before purging"
+            )));
+        }
+        self.conn
+            .prepare_cached(&format!("DELETE FROM {} WHERE id = ?1", quote(&c.table)))?
+            .execute([id])?;
+        let version = current.version + 1;
+        let before = canonical_object(&current.body);
+        self.log(NewChange {
+            collection,
+            id,
+            op: ChangeOp::Purge,
+            version,
+            deleted: true,
+            before: Some(&before),
+            after: None,
+        })?;
+        Ok(version)
+    }
+
+    /// The live record `id`, checked against the version the caller expects.
+    fn current(&mut self, c: &Collection, id: &str, expected: Option<u64>) -> Result<Record> {
+        let record = live(c, id, read(self.conn, c, id)?)?;
+        match expected {
+            Some(expected) if expected != record.version => Err(Error::Conflict {
+                collection: c.name().to_string(),
+                id: id.to_string(),
+                expected,
+                actual: record.version,
+            }),
+            _ => Ok(record),
+        }
+    }
+
+    /// Writes a record's new state and appends the change. `current` is the row as it is
+    /// (`None` when there is none: a create, or bringing back a purged record).
+    pub(crate) fn write_state(
+        &mut self,
+        c: &Collection,
+        id: &str,
+        current: Option<&Record>,
+        new: NewState,
+    ) -> Result<Record> {
+        let NewState { body, deleted, op } = new;
+        let bytes = canonical_object(&body);
+        let limit = self.max_body_bytes()?;
+        if bytes.len() as u64 > limit {
+            return Err(Error::BodyTooLarge {
+                collection: c.name().to_string(),
+                id: Some(id.to_string()),
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let unique: Vec<(&str, SqlValue)> = c
+            .unique_fields()
+            .map(|f| {
+                (
+                    f,
+                    body.get(f)
+                        .filter(|_| !deleted)
+                        .map(sql_value)
+                        .unwrap_or(SqlValue::Null),
+                )
+            })
+            .collect();
+        for (field, value) in &unique {
+            if *value == SqlValue::Null {
+                continue;
+            }
+            let sql = format!(
+                "SELECT id FROM {} WHERE {} = ?1 AND deleted_at IS NULL AND id != ?2 LIMIT 1",
+                quote(&c.table),
+                quote(&unique_column(field))
+            );
+            let other: Option<String> = self
+                .conn
+                .prepare_cached(&sql)?
+                .query_row(params![value, id], |r| r.get(0))
+                .optional()?;
+            if let Some(other_id) = other {
+                return Err(Error::Unique {
+                    collection: c.name().to_string(),
+                    id: id.to_string(),
+                    field: field.to_string(),
+                    other_id,
+                });
+            }
+        }
+
+        let version = match current {
+            Some(current) => current.version + 1,
+            None => self.last_logged_version(c.name(), id)? + 1,
+        };
+        let created_at = current.map(|r| r.created_at).unwrap_or(self.now);
+        let deleted_at = if deleted {
+            Some(current.and_then(|r| r.deleted_at).unwrap_or(self.now))
+        } else {
+            None
+        };
+        let checksum = sha256(&bytes);
+        let mut sql_params: Vec<SqlValue> = vec![
+            SqlValue::Text(id.to_string()),
+            SqlValue::Integer(version as i64),
+            SqlValue::Integer(created_at.0),
+            SqlValue::Integer(self.now.0),
+            deleted_at
+                .map(|t| SqlValue::Integer(t.0))
+                .unwrap_or(SqlValue::Null),
+            SqlValue::Blob(bytes.clone()),
+            SqlValue::Blob(checksum.to_vec()),
+        ];
+        let mut columns: Vec<String> = [
+            "id",
+            "version",
+            "created_at",
+            "updated_at",
+            "deleted_at",
+            "body",
+            "sha256",
+        ]
+        .map(String::from)
+        .to_vec();
+        for (field, value) in unique {
+            columns.push(quote(&unique_column(field)));
+            sql_params.push(value);
+        }
+        let sql = if current.is_some() {
+            let sets: Vec<String> = columns
+                .iter()
+                .enumerate()
+                .skip(1)
+                .map(|(i, col)| format!("{col} = ?{}", i + 1))
+                .collect();
+            format!(
+                "UPDATE {} SET {} WHERE id = ?1",
+                quote(&c.table),
+                sets.join(", ")
+            )
+        } else {
+            let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({})",
+                quote(&c.table),
+                columns.join(", "),
+                marks.join(", ")
+            )
+        };
+        self.conn
+            .prepare_cached(&sql)?
+            .execute(rusqlite::params_from_iter(sql_params))?;
+
+        let before = current.map(|r| canonical_object(&r.body));
+        self.log(NewChange {
+            collection: c.name(),
+            id,
+            op,
+            version,
+            deleted,
+            before: before.as_deref(),
+            after: Some(&bytes),
+        })?;
+        Ok(Record {
+            collection: c.name().to_string(),
+            id: id.to_string(),
+            version,
+            created_at,
+            updated_at: self.now,
+            deleted_at,
+            body,
+            sha256: hex(&checksum),
+        })
+    }
+}
+
+/// Turns a read into "the live record" or the right not-found error.
+fn live(c: &Collection, id: &str, record: Option<Record>) -> Result<Record> {
+    match record {
+        Some(r) if r.deleted_at.is_none() => Ok(r),
+        other => Err(Error::NotFound {
+            collection: c.name().to_string(),
+            id: id.to_string(),
+            deleted: other.is_some(),
+        }),
+    }
+}
+
+impl Store {
+    /// Reads a live record, verifying its checksum.
+    pub fn get(&self, collection: &str, id: &str) -> Result<Record> {
+        let conn = self.reader()?;
+        let c = collection::load(&conn, collection)?;
+        live(&c, id, read(&conn, &c, id)?)
+    }
+
+    /// Reads a record whether or not it is soft-deleted.
+    pub fn get_including_deleted(&self, collection: &str, id: &str) -> Result<Record> {
+        let conn = self.reader()?;
+        let c = collection::load(&conn, collection)?;
+        read(&conn, &c, id)?.ok_or_else(|| Error::NotFound {
+            collection: collection.into(),
+            id: id.into(),
+            deleted: false,
+        })
+    }
+
+    /// Records in id order, one page at a time; continue with `after` = the last id seen.
+    pub fn scan(&self, collection: &str, options: &ScanOptions) -> Result<Vec<Record>> {
+        let conn = self.reader()?;
+        let c = collection::load(&conn, collection)?;
+        scan(&conn, &c, options)
+    }
+
+    /// Creates a record with a new UUIDv7 id.
+    pub fn create(&self, collection: &str, body: Value) -> Result<Record> {
+        let collection = collection.to_string();
+        self.write(move |tx| tx.create(&collection, None, body))
+    }
+
+    /// Creates a record with the id the caller chose.
+    pub fn create_with_id(&self, collection: &str, id: &str, body: Value) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.create(&collection, Some(&id), body))
+    }
+
+    /// Creates or replaces the record `id`. See [`Tx::put`].
+    pub fn put(
+        &self,
+        collection: &str,
+        id: &str,
+        body: Value,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.put(&collection, &id, body, expected))
+    }
+
+    /// Replaces a live record's body. With `expected`, fails with [`Error::Conflict`] unless
+    /// the record is still at that version.
+    pub fn replace(
+        &self,
+        collection: &str,
+        id: &str,
+        body: Value,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.replace(&collection, &id, body, expected))
+    }
+
+    /// Applies a JSON Merge Patch (RFC 7396) to a live record.
+    pub fn patch(
+        &self,
+        collection: &str,
+        id: &str,
+        patch: Value,
+        expected: Option<u64>,
+    ) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.patch(&collection, &id, &patch, expected))
+    }
+
+    /// Soft-deletes a live record.
+    pub fn delete(&self, collection: &str, id: &str, expected: Option<u64>) -> Result<Record> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.delete(&collection, &id, expected))
+    }
+
+    /// Removes a soft-deleted record for good (its history stays in the change log).
+    pub fn purge(&self, collection: &str, id: &str) -> Result<u64> {
+        let (collection, id) = (collection.to_string(), id.to_string());
+        self.write(move |tx| tx.purge(&collection, &id))
+    }
+
+    /// Runs `f` as one transaction: all of its writes, across any collections, commit
+    /// together or none do (CORE-3). `f` runs on the writer thread; it must not block.
+    pub fn transaction<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        self.write(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ids_are_checked() {
+        for ok in [
+            "a",
+            "session-1697040000000-0.123",
+            "A:b_c",
+            &"x".repeat(128),
+        ] {
+            validate_id(ok).expect(ok);
+        }
+        for bad in [
+            "",
+            "-a",
+            ".hidden",
+            "a/b",
+            "../etc",
+            "a b",
+            "é",
+            &"x".repeat(129),
+        ] {
+            assert!(
+                matches!(validate_id(bad), Err(Error::InvalidId { .. })),
+                "{bad:?}"
+            );
+        }
+        validate_id(&new_id()).expect("generated ids are valid");
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level() {
+        let v = json!({"b": 1, "a": {"d": [true, null], "c": "x\"y"}, "é": 1.5});
+        assert_eq!(
+            String::from_utf8(canonical_json(&v)).expect("utf8"),
+            r#"{"a":{"c":"x\"y","d":[true,null]},"b":1,"é":1.5}"#
+        );
+    }
+}

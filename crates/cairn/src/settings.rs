@@ -1,0 +1,425 @@
+//! Typed settings (CORE-9): a key/value table with definitions, defaults and validation.
+//!
+//! Every key has a definition: its type, its default, optional bounds or choices. cairn's own
+//! settings are built in (they cannot be redefined); applications define theirs with
+//! [`Store::define_setting`]. Values are validated on every set, stored as JSON, and changes
+//! go through the change log like any other mutation. Reading a key that was never set
+//! returns its default.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::changes::{ChangeOp, NewChange};
+use crate::error::{Error, Result};
+use crate::record::canonical_json;
+use crate::store::Store;
+use crate::timestamp::parse_datetime;
+use crate::writer::Tx;
+
+/// The type of a setting's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SettingType {
+    /// A string.
+    Text,
+    /// A signed 64-bit integer.
+    Integer,
+    /// Any number.
+    Number,
+    /// `true` or `false`.
+    Bool,
+    /// An RFC 3339 date-time.
+    Datetime,
+    /// Any JSON value.
+    Json,
+}
+
+/// The definition of a setting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingDef {
+    /// `[a-z][a-z0-9_]*` segments separated by dots, e.g. `ui.theme`.
+    pub key: String,
+    /// The value type.
+    #[serde(rename = "type")]
+    pub kind: SettingType,
+    /// The value when never set.
+    pub default: Value,
+    /// What it does.
+    #[serde(default)]
+    pub description: String,
+    /// Smallest allowed value (numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest allowed value (numbers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The only allowed values, when given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<Value>>,
+}
+
+/// A setting's definition with its current value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Setting {
+    /// The definition.
+    #[serde(flatten)]
+    pub def: SettingDef,
+    /// The current value (the default when never set).
+    pub value: Value,
+    /// True when the value is the default because it was never set (or was reset).
+    pub is_default: bool,
+    /// True for cairn's own settings.
+    pub builtin: bool,
+}
+
+/// Largest record body, in bytes of canonical JSON.
+pub const MAX_BODY_BYTES: &str = "records.max_body_bytes";
+
+/// cairn's own settings.
+pub fn builtin_settings() -> Vec<SettingDef> {
+    vec![SettingDef {
+        key: MAX_BODY_BYTES.into(),
+        kind: SettingType::Integer,
+        default: Value::from(1024 * 1024),
+        description: "Largest record body accepted, in bytes of canonical JSON".into(),
+        min: Some(256.0),
+        max: Some(256.0 * 1024.0 * 1024.0),
+        choices: None,
+    }]
+}
+
+fn builtin(key: &str) -> Option<SettingDef> {
+    builtin_settings().into_iter().find(|d| d.key == key)
+}
+
+fn valid_key(key: &str) -> bool {
+    key.len() <= 128 && key.split('.').all(crate::sql::is_valid_name)
+}
+
+impl SettingDef {
+    /// Checks `value` against this definition.
+    pub fn check(&self, value: &Value) -> Result<()> {
+        let fail = |reason: String| {
+            Err(Error::InvalidSetting {
+                key: self.key.clone(),
+                reason,
+            })
+        };
+        let type_ok = match self.kind {
+            SettingType::Text => value.is_string(),
+            SettingType::Integer => value.is_i64(),
+            SettingType::Number => value.is_number(),
+            SettingType::Bool => value.is_boolean(),
+            SettingType::Datetime => value.as_str().is_some_and(|s| parse_datetime(s).is_some()),
+            SettingType::Json => true,
+        };
+        if !type_ok {
+            let kind = serde_json::to_value(self.kind).unwrap_or_default();
+            return fail(format!(
+                "expected a {} value, got {value}",
+                kind.as_str().unwrap_or("?")
+            ));
+        }
+        if let Some(n) = value.as_f64() {
+            if self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max) {
+                let bound = |b: Option<f64>| b.map_or("-".to_string(), |b| b.to_string());
+                return fail(format!(
+                    "{value} is outside {}..={}",
+                    bound(self.min),
+                    bound(self.max)
+                ));
+            }
+        }
+        if let Some(choices) = &self.choices {
+            if !choices.contains(value) {
+                let list: Vec<String> = choices.iter().map(Value::to_string).collect();
+                return fail(format!("{value} is not one of {}", list.join(", ")));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !valid_key(&self.key) {
+            return Err(Error::InvalidSetting {
+                key: self.key.clone(),
+                reason: "keys are dot-separated names of a-z, 0-9 and _ (e.g. `ui.theme`)".into(),
+            });
+        }
+        if let (Some(min), Some(max)) = (self.min, self.max) {
+            if min > max {
+                return Err(Error::InvalidSetting {
+                    key: self.key.clone(),
+                    reason: "min is greater than max".into(),
+                });
+            }
+        }
+        self.check(&self.default).map_err(|e| match e {
+            Error::InvalidSetting { key, reason } => Error::InvalidSetting {
+                key,
+                reason: format!("default: {reason}"),
+            },
+            other => other,
+        })
+    }
+}
+
+fn definition(conn: &Connection, key: &str) -> Result<SettingDef> {
+    if let Some(def) = builtin(key) {
+        return Ok(def);
+    }
+    let text: Option<String> = conn
+        .prepare_cached("SELECT def FROM cairn_setting_defs WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    let text = text.ok_or_else(|| Error::UnknownSetting {
+        key: key.to_string(),
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Corruption {
+        location: format!("definition of setting `{key}`"),
+        detail: e.to_string(),
+    })
+}
+
+fn stored_value(conn: &Connection, key: &str) -> Result<Option<Value>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT value FROM cairn_settings WHERE key = ?1")?
+        .query_row([key], |r| r.get(0))
+        .optional()?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| Error::Corruption {
+            location: format!("value of setting `{key}`"),
+            detail: e.to_string(),
+        })
+    })
+    .transpose()
+}
+
+fn setting(conn: &Connection, key: &str) -> Result<Setting> {
+    let def = definition(conn, key)?;
+    let stored = stored_value(conn, key)?;
+    Ok(Setting {
+        builtin: builtin(key).is_some(),
+        is_default: stored.is_none(),
+        value: stored.unwrap_or_else(|| def.default.clone()),
+        def,
+    })
+}
+
+impl Tx<'_> {
+    /// Sets a setting after validating the value against its definition.
+    pub fn set_setting(&mut self, key: &str, value: Value) -> Result<()> {
+        let def = definition(self.conn, key)?;
+        def.check(&value)?;
+        let before = stored_value(self.conn, key)?.map(|v| canonical_json(&v));
+        let after = canonical_json(&value);
+        self.conn.execute(
+            "INSERT INTO cairn_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![key, std::str::from_utf8(&after).unwrap_or_default(), self.now.0],
+        )?;
+        self.state.max_body_bytes = None;
+        self.log(NewChange {
+            collection: "",
+            id: key,
+            op: ChangeOp::SettingSet,
+            version: 0,
+            deleted: false,
+            before: before.as_deref(),
+            after: Some(&after),
+        })?;
+        Ok(())
+    }
+
+    /// Removes a setting's stored value so that it reads as its default.
+    pub fn reset_setting(&mut self, key: &str) -> Result<()> {
+        definition(self.conn, key)?;
+        let before = stored_value(self.conn, key)?.map(|v| canonical_json(&v));
+        self.conn
+            .execute("DELETE FROM cairn_settings WHERE key = ?1", [key])?;
+        self.state.max_body_bytes = None;
+        self.log(NewChange {
+            collection: "",
+            id: key,
+            op: ChangeOp::SettingReset,
+            version: 0,
+            deleted: false,
+            before: before.as_deref(),
+            after: None,
+        })?;
+        Ok(())
+    }
+
+    /// Defines (or redefines) an application setting. A stored value that the new
+    /// definition would refuse makes the definition fail.
+    pub fn define_setting(&mut self, def: SettingDef) -> Result<()> {
+        def.validate()?;
+        if builtin(&def.key).is_some() {
+            return Err(Error::InvalidSetting {
+                key: def.key,
+                reason: "built-in settings cannot be redefined".into(),
+            });
+        }
+        if let Some(current) = stored_value(self.conn, &def.key)? {
+            def.check(&current).map_err(|e| Error::InvalidSetting {
+                key: def.key.clone(),
+                reason: format!(
+                    "the stored value does not fit the new definition ({e}); reset it first"
+                ),
+            })?;
+        }
+        let text = canonical_json(
+            &serde_json::to_value(&def).map_err(|e| Error::NotAllowed(e.to_string()))?,
+        );
+        self.conn.execute(
+            "INSERT INTO cairn_setting_defs (key, def) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET def = excluded.def",
+            params![def.key, std::str::from_utf8(&text).unwrap_or_default()],
+        )?;
+        self.log(NewChange {
+            collection: "",
+            id: &def.key,
+            op: ChangeOp::SettingDefine,
+            version: 0,
+            deleted: false,
+            before: None,
+            after: Some(&text),
+        })?;
+        Ok(())
+    }
+
+    /// The body size limit, cached by the writer until a setting changes.
+    pub(crate) fn max_body_bytes(&mut self) -> Result<u64> {
+        if let Some(limit) = self.state.max_body_bytes {
+            return Ok(limit);
+        }
+        let limit = setting(self.conn, MAX_BODY_BYTES)?
+            .value
+            .as_u64()
+            .unwrap_or(1024 * 1024);
+        self.state.max_body_bytes = Some(limit);
+        Ok(limit)
+    }
+}
+
+impl Store {
+    /// A setting with its definition and current value.
+    pub fn setting(&self, key: &str) -> Result<Setting> {
+        setting(&*self.reader()?, key)
+    }
+
+    /// A setting's value, deserialized into `T`.
+    pub fn setting_value<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
+        let s = self.setting(key)?;
+        serde_json::from_value(s.value).map_err(|e| Error::InvalidSetting {
+            key: key.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Every defined setting, built-in ones first, then by key.
+    pub fn settings(&self) -> Result<Vec<Setting>> {
+        let conn = self.reader()?;
+        let mut keys: Vec<String> = builtin_settings().into_iter().map(|d| d.key).collect();
+        let defined: Vec<String> = conn
+            .prepare("SELECT key FROM cairn_setting_defs ORDER BY key")?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        keys.extend(defined);
+        keys.iter().map(|k| setting(&conn, k)).collect()
+    }
+
+    /// Validates and stores a setting.
+    pub fn set_setting(&self, key: &str, value: Value) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |tx| tx.set_setting(&key, value))
+    }
+
+    /// Puts a setting back to its default.
+    pub fn reset_setting(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.write(move |tx| tx.reset_setting(&key))
+    }
+
+    /// Defines an application setting.
+    pub fn define_setting(&self, def: SettingDef) -> Result<()> {
+        self.write(move |tx| tx.define_setting(def))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+    use serde_json::json;
+
+    #[test]
+    fn settings_are_typed_defaulted_and_validated() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        assert_eq!(
+            store.setting_value::<u64>(MAX_BODY_BYTES).expect("default"),
+            1024 * 1024
+        );
+        assert!(matches!(
+            store.set_setting(MAX_BODY_BYTES, json!("big")),
+            Err(Error::InvalidSetting { .. })
+        ));
+        assert!(matches!(
+            store.set_setting(MAX_BODY_BYTES, json!(10)),
+            Err(Error::InvalidSetting { .. })
+        ));
+        assert!(matches!(
+            store.set_setting("nope", json!(1)),
+            Err(Error::UnknownSetting { .. })
+        ));
+        store.set_setting(MAX_BODY_BYTES, json!(4096)).expect("set");
+        assert_eq!(
+            store.setting(MAX_BODY_BYTES).expect("get").value,
+            json!(4096)
+        );
+
+        let theme = SettingDef {
+            key: "ui.theme".into(),
+            kind: SettingType::Text,
+            default: json!("light"),
+            description: String::new(),
+            min: None,
+            max: None,
+            choices: Some(vec![json!("light"), json!("dark")]),
+        };
+        store.define_setting(theme.clone()).expect("define");
+        assert_eq!(
+            store.setting_value::<String>("ui.theme").expect("default"),
+            "light"
+        );
+        assert!(matches!(
+            store.set_setting("ui.theme", json!("pink")),
+            Err(Error::InvalidSetting { .. })
+        ));
+        store.set_setting("ui.theme", json!("dark")).expect("set");
+        let bad_default = SettingDef {
+            default: json!(3),
+            ..theme.clone()
+        };
+        assert!(matches!(
+            store.define_setting(bad_default),
+            Err(Error::InvalidSetting { .. })
+        ));
+        let bad_key = SettingDef {
+            key: "UI theme".into(),
+            ..theme
+        };
+        assert!(matches!(
+            store.define_setting(bad_key),
+            Err(Error::InvalidSetting { .. })
+        ));
+        store.reset_setting("ui.theme").expect("reset");
+        let s = store.setting("ui.theme").expect("get");
+        assert!(s.is_default && s.value == json!("light"));
+        assert_eq!(store.settings().expect("list").len(), 2);
+    }
+}

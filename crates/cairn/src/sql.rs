@@ -1,0 +1,65 @@
+//! The one place where names from schemas become SQL identifiers.
+//!
+//! Values never enter SQL text: they are bound as `?N` parameters. Identifiers cannot be
+//! bound, so every collection and field name is checked against a strict pattern when its
+//! schema is created, and quoted here again before use.
+
+/// True when `name` is a valid collection or field name: `[a-z][a-z0-9_]*`, at most 48 bytes.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 48
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// Quotes an identifier that has passed [`is_valid_name`] (or is built from such names).
+pub(crate) fn quote(ident: &str) -> String {
+    debug_assert!(
+        ident
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+        "unvalidated identifier {ident}"
+    );
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// The table holding a collection's records.
+pub(crate) fn records_table(collection: &str) -> String {
+    format!("c_{collection}")
+}
+
+/// The column holding a unique field's value, for its unique index.
+pub(crate) fn unique_column(field: &str) -> String {
+    format!("u_{field}")
+}
+
+/// The unique index over a field's column.
+pub(crate) fn unique_index(collection: &str, field: &str) -> String {
+    format!("c_{collection}__u_{field}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_strict() {
+        assert!(is_valid_name("sessions"));
+        assert!(is_valid_name("ai_settings2"));
+        for bad in [
+            "",
+            "Sessions",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "x;drop",
+            &"a".repeat(49),
+        ] {
+            assert!(!is_valid_name(bad), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,478 @@
+//! Opening a data directory, and the [`Store`] handle every operation hangs off.
+//!
+//! A data directory holds `store.db` (SQLite, WAL mode, `synchronous=FULL`: a commit that
+//! returned is on disk), `cairn.lock`, and the `quarantine/` folder where cairn moves whatever
+//! it must set aside instead of deleting it. One process holds the write lock; others may open
+//! the store read-only.
+//!
+//! cairn's own tables are created and upgraded by the numbered SQL files in
+//! `store/migrations/`, applied in order inside a transaction each; `PRAGMA user_version`
+//! records how far a store has come and `PRAGMA application_id` marks the file as cairn's.
+
+mod lock;
+mod pool;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use serde::{Deserialize, Serialize};
+
+use crate::changes::Hub;
+use crate::error::{Error, Result};
+use crate::writer::{Tx, Writer};
+use lock::WriteLock;
+pub(crate) use lock::LOCK_FILE;
+pub(crate) use pool::{PooledConn, ReadPool};
+
+/// The SQLite file inside a data directory.
+pub const DB_FILE: &str = "store.db";
+/// The folder where cairn keeps what it set aside instead of deleting.
+pub const QUARANTINE_DIR: &str = "quarantine";
+
+/// `PRAGMA application_id` of a cairn store ("cair").
+pub(crate) const APPLICATION_ID: i32 = 0x6361_6972;
+
+/// cairn's own table migrations, in order. Entry `i` brings a store to format version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("store/migrations/0001_initial.sql")];
+
+/// The newest store format this build reads and writes.
+pub const FORMAT_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// How to open a store. All fields have defaults; unknown keys in a config file are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct StoreOptions {
+    /// Create the directory and the store when they do not exist. Default: `true`.
+    pub create: bool,
+    /// Open without the write lock; every write fails with [`Error::ReadOnly`]. Default: `false`.
+    pub read_only: bool,
+    /// The actor recorded in the change log for writes made through this handle.
+    /// Default: `"local"`. See [`Store::as_actor`].
+    pub actor: String,
+    /// Read connections kept open between reads. Default: 4.
+    pub read_connections: usize,
+    /// Most write requests folded into one transaction (one fsync). Default: 512.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            create: true,
+            read_only: false,
+            actor: "local".into(),
+            read_connections: 4,
+            max_batch: 512,
+        }
+    }
+}
+
+impl StoreOptions {
+    /// Options for opening an existing store read-only.
+    pub fn read_only() -> Self {
+        StoreOptions {
+            create: false,
+            read_only: true,
+            ..Self::default()
+        }
+    }
+
+    /// Options for opening an existing store for writing, without creating one.
+    pub fn existing() -> Self {
+        StoreOptions {
+            create: false,
+            ..Self::default()
+        }
+    }
+}
+
+/// An open cairn store. Cheap to clone; all clones share one writer and one read pool.
+///
+/// The store closes when the last clone is dropped, or explicitly with [`Store::close`].
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub(crate) inner: Arc<Inner>,
+    pub(crate) actor: Arc<str>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) dir: PathBuf,
+    pub(crate) read_only: bool,
+    pub(crate) readers: ReadPool,
+    pub(crate) hub: Arc<Hub>,
+    writer: Mutex<Option<Writer>>,
+    lock: Option<WriteLock>,
+}
+
+impl Store {
+    /// Opens (or, with `options.create`, creates) the store in `dir`.
+    ///
+    /// Refuses a directory that holds other files but no store, a `store.db` that is not
+    /// cairn's, a store written by a newer cairn, and — unless `read_only` — a store another
+    /// process holds for writing.
+    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let dir = dir.as_ref().to_path_buf();
+        let db_path = dir.join(DB_FILE);
+        if !db_path.exists() {
+            check_can_create(&dir, &options)?;
+            std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
+        }
+        let lock = if options.read_only {
+            None
+        } else {
+            Some(WriteLock::acquire(&dir)?)
+        };
+        // The lock is held from here on, so nobody else creates the db in between.
+        let (writer, hub) = if options.read_only {
+            let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .map_err(|e| not_a_store(&dir, e))?;
+            check_format(&dir, &conn, false)?;
+            (None, Arc::new(Hub::default()))
+        } else {
+            let conn = open_write_connection(&dir, &db_path)?;
+            for sub in [QUARANTINE_DIR] {
+                let p = dir.join(sub);
+                std::fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
+            }
+            let hub = Arc::new(Hub::default());
+            (
+                Some(Writer::spawn(
+                    conn,
+                    hub.clone(),
+                    dir.clone(),
+                    options.max_batch.max(1),
+                )?),
+                hub,
+            )
+        };
+        let readers = ReadPool::new(db_path, options.read_connections);
+        let inner = Inner {
+            dir,
+            read_only: options.read_only,
+            readers,
+            hub,
+            writer: Mutex::new(writer),
+            lock,
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+            actor: Arc::from(options.actor.as_str()),
+        })
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// True when opened with [`StoreOptions::read_only`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    /// A handle to the same store whose writes are recorded under `actor` in the change log.
+    pub fn as_actor(&self, actor: &str) -> Store {
+        Store {
+            inner: self.inner.clone(),
+            actor: Arc::from(actor),
+        }
+    }
+
+    /// The actor recorded for this handle's writes.
+    pub fn actor(&self) -> &str {
+        &self.actor
+    }
+
+    /// Stops the writer after the writes already queued, checkpoints the WAL into `store.db`
+    /// and releases the lock. Other clones of this handle fail with [`Error::WriterStopped`]
+    /// on their next write.
+    pub fn close(self) -> Result<()> {
+        let writer = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match writer {
+            Some(writer) => writer.shutdown(),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` on the writer thread inside its own savepoint of the next group commit, and
+    /// returns once the commit is durable. If `f` fails, none of its writes take effect.
+    pub(crate) fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
+    {
+        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(writer) = guard.as_ref() else {
+            return Err(if self.inner.read_only {
+                Error::ReadOnly
+            } else {
+                Error::WriterStopped
+            });
+        };
+        let pending = writer.submit(self.actor.clone(), f)?;
+        drop(guard);
+        pending.wait()
+    }
+
+    /// A read connection from the pool.
+    pub(crate) fn reader(&self) -> Result<PooledConn<'_>> {
+        self.inner.readers.get()
+    }
+
+    /// The path of the write lock file, when this handle holds it.
+    pub fn lock_path(&self) -> Option<&Path> {
+        self.inner.lock.as_ref().map(|l| l.path())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let writer = self
+            .writer
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(writer) = writer {
+            if let Err(e) = writer.shutdown() {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "closing the store failed");
+            }
+        }
+    }
+}
+
+fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
+    if !options.create || options.read_only {
+        return Err(Error::NoStore {
+            path: dir.to_path_buf(),
+        });
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: "it is a file, not a directory".into(),
+        });
+    }
+    if dir.is_dir() {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
+        let mut foreign = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name != LOCK_FILE && name != QUARANTINE_DIR {
+                foreign.push(name);
+            }
+        }
+        if !foreign.is_empty() {
+            foreign.sort();
+            foreign.truncate(5);
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: format!(
+                    "it has no {DB_FILE} but holds other files ({}); choose an empty directory",
+                    foreign.join(", ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn not_a_store(dir: &Path, e: rusqlite::Error) -> Error {
+    Error::NotAStore {
+        path: dir.to_path_buf(),
+        reason: format!("{DB_FILE} cannot be opened as SQLite ({e})"),
+    }
+}
+
+fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
+    let conn = Connection::open(db_path).map_err(|e| not_a_store(dir, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let is_new = check_format(dir, &conn, true)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+        .map_err(|e| not_a_store(dir, e))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: format!("cannot switch {DB_FILE} to WAL mode ({mode})"),
+        });
+    }
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    upgrade(&conn, is_new)?;
+    Ok(conn)
+}
+
+/// Checks that `store.db` is a cairn store of a format this build knows. Returns true when
+/// the file is empty (a store being created).
+fn check_format(dir: &Path, conn: &Connection, writable: bool) -> Result<bool> {
+    let read = |pragma: &str| -> Result<i64> {
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
+            .map_err(|e| not_a_store(dir, e))
+    };
+    let app_id = read("application_id")?;
+    let version = read("user_version")?;
+    let tables = conn
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map_err(|e| not_a_store(dir, e))?;
+    if app_id == 0 && version == 0 && tables == 0 {
+        if !writable {
+            return Err(Error::NotAStore {
+                path: dir.to_path_buf(),
+                reason: format!("{DB_FILE} is empty"),
+            });
+        }
+        return Ok(true);
+    }
+    if app_id != i64::from(APPLICATION_ID) {
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+            reason: format!("{DB_FILE} is an SQLite database of another program"),
+        });
+    }
+    if version > i64::from(FORMAT_VERSION) {
+        return Err(Error::TooNew {
+            path: dir.to_path_buf(),
+            found: version as u32,
+            supported: FORMAT_VERSION,
+        });
+    }
+    Ok(false)
+}
+
+/// Applies cairn's own migrations that this store has not seen yet, each in a transaction.
+fn upgrade(conn: &Connection, is_new: bool) -> Result<()> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i + 1;
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let applied = conn
+            .execute_batch(sql)
+            .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {version}")));
+        match applied {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+    }
+    if is_new {
+        conn.execute(
+            "INSERT INTO cairn_meta (key, value) VALUES ('created_by', ?1), ('created_at', ?2)",
+            rusqlite::params![
+                concat!("cairn ", env!("CARGO_PKG_VERSION")),
+                crate::Timestamp::now().to_string()
+            ],
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creates_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s");
+        Store::open(&path, StoreOptions::default())
+            .expect("create")
+            .close()
+            .expect("close");
+        assert!(path.join(DB_FILE).exists() && path.join(QUARANTINE_DIR).is_dir());
+        let store = Store::open(&path, StoreOptions::existing()).expect("reopen");
+        let conn = store.reader().expect("reader");
+        let (mode, sync): (String, i64) = conn
+            .query_row(
+                "SELECT * FROM pragma_journal_mode(), pragma_synchronous()",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("pragmas");
+        assert_eq!(mode, "wal");
+        // The read connections have the default; the writer's FULL is checked in writer tests.
+        let _ = sync;
+    }
+
+    #[test]
+    fn refuses_missing_foreign_and_newer_stores() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            Store::open(&missing, StoreOptions::existing()),
+            Err(Error::NoStore { .. })
+        ));
+
+        let foreign = dir.path().join("foreign");
+        std::fs::create_dir(&foreign).expect("mkdir");
+        std::fs::write(foreign.join("notes.txt"), "mine").expect("write");
+        let err = Store::open(&foreign, StoreOptions::default()).expect_err("foreign dir");
+        assert!(matches!(err, Error::NotAStore { .. }), "{err}");
+        assert!(err.to_string().contains("notes.txt"));
+
+        let other_sqlite = dir.path().join("other");
+        std::fs::create_dir(&other_sqlite).expect("mkdir");
+        Connection::open(other_sqlite.join(DB_FILE))
+            .expect("db")
+            .execute_batch("CREATE TABLE t(x)")
+            .expect("ddl");
+        assert!(matches!(
+            Store::open(&other_sqlite, StoreOptions::default()),
+            Err(Error::NotAStore { .. })
+        ));
+
+        let garbage = dir.path().join("garbage");
+        std::fs::create_dir(&garbage).expect("mkdir");
+        std::fs::write(garbage.join(DB_FILE), vec![0x42u8; 8192]).expect("write");
+        assert!(matches!(
+            Store::open(&garbage, StoreOptions::default()),
+            Err(Error::NotAStore { .. })
+        ));
+
+        let newer = dir.path().join("newer");
+        Store::open(&newer, StoreOptions::default())
+            .expect("create")
+            .close()
+            .expect("close");
+        Connection::open(newer.join(DB_FILE))
+            .expect("db")
+            .execute_batch(&format!("PRAGMA user_version = {}", FORMAT_VERSION + 1))
+            .expect("bump");
+        let err = Store::open(&newer, StoreOptions::default()).expect_err("newer");
+        assert!(
+            matches!(err, Error::TooNew { found, .. } if found == FORMAT_VERSION + 1),
+            "{err}"
+        );
+        assert!(matches!(
+            Store::open(&newer, StoreOptions::read_only()),
+            Err(Error::TooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn second_writer_is_refused_but_reader_allowed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("create");
+        // File locks are per open file description, so a second open in this process conflicts too.
+        let err = Store::open(dir.path(), StoreOptions::default()).expect_err("second writer");
+        assert!(
+            matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()),
+            "{err}"
+        );
+        let reader = Store::open(dir.path(), StoreOptions::read_only()).expect("read-only");
+        assert!(reader.is_read_only());
+        drop(store);
+        Store::open(dir.path(), StoreOptions::default()).expect("lock released on drop");
+    }
+}

@@ -1,0 +1,56 @@
+//! The data directory's write lock: an advisory file lock on `cairn.lock` holding the pid.
+//!
+//! The OS releases the lock when the process dies, so a killed writer never leaves a stale
+//! lock behind; the pid inside is only there to name the holder in the error.
+
+use std::fs::{File, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+pub(crate) const LOCK_FILE: &str = "cairn.lock";
+
+/// Holds the exclusive lock until dropped.
+#[derive(Debug)]
+pub(crate) struct WriteLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl WriteLock {
+    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
+        let path = dir.join(LOCK_FILE);
+        let mut file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::io("open lock file", &path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(Error::Locked {
+                    path: dir.to_path_buf(),
+                    pid: text.trim().parse().ok(),
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
+        }
+        let write_pid = |file: &mut File| -> std::io::Result<()> {
+            file.set_len(0)?;
+            file.rewind()?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_data()
+        };
+        write_pid(&mut file).map_err(|e| Error::io("write lock file", &path, e))?;
+        Ok(WriteLock { _file: file, path })
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+}

@@ -1,0 +1,46 @@
+-- cairn's own tables, format version 1. Never edit this file once shipped: add 0002_*.sql.
+PRAGMA application_id = 1667328370; -- "cair"
+
+CREATE TABLE cairn_meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- One row per collection; its records live in the table named by table_name.
+CREATE TABLE cairn_collections (
+    name           TEXT PRIMARY KEY,
+    table_name     TEXT NOT NULL UNIQUE,
+    schema         TEXT NOT NULL,
+    schema_version INTEGER NOT NULL,
+    created_at     INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL
+) STRICT;
+
+-- The change log: one row per mutation, appended in the mutation's transaction.
+-- before/after are canonical JSON; after is NULL when the row is gone (purge, drop).
+-- sha256 covers every other column, so damage to history is detected like damage to records.
+CREATE TABLE cairn_changes (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection TEXT NOT NULL,
+    record_id  TEXT NOT NULL,
+    op         TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    actor      TEXT NOT NULL,
+    at         INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL,
+    before     BLOB,
+    after      BLOB,
+    sha256     BLOB NOT NULL
+) STRICT;
+CREATE INDEX cairn_changes_by_record ON cairn_changes (collection, record_id, seq);
+
+CREATE TABLE cairn_setting_defs (
+    key TEXT PRIMARY KEY,
+    def TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE cairn_settings (
+    key        TEXT PRIMARY KEY,
+    value      TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
