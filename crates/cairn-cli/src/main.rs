@@ -1,1 +1,91 @@
-fn main() {}
+//! `cairn`: the command-line face of the cairn library. Commands parse arguments, call the
+//! library and format its answers; no behaviour lives here.
+//!
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected.
+
+mod commands;
+mod input;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::output::Output;
+
+/// cairn: a local-first data engine that does not lose data.
+#[derive(Debug, Parser)]
+#[command(name = "cairn", version, about, after_help = EXIT_CODES)]
+struct Cli {
+    /// Data directory of the store.
+    #[arg(long, global = true, env = "CAIRN_DIR", value_name = "DIR")]
+    dir: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+
+    /// Actor recorded in the change log for writes.
+    #[arg(long, global = true, env = "CAIRN_ACTOR", default_value = "cli")]
+    actor: String,
+
+    #[command(subcommand)]
+    command: commands::Command,
+}
+
+const EXIT_CODES: &str =
+    "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected.";
+
+/// A mistake in how the command was called (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let out = Output::new(cli.json);
+    let dir = match cli
+        .dir
+        .clone()
+        .or_else(|| dirs::data_dir().map(|d| d.join("cairn")))
+    {
+        Some(dir) => dir,
+        None => {
+            out.error("no data directory: pass --dir DIR or set CAIRN_DIR");
+            return ExitCode::from(2);
+        }
+    };
+    let ctx = commands::Context {
+        dir,
+        actor: cli.actor,
+        out,
+    };
+    match commands::run(&ctx, cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            ctx.out.error(&format!("{e:#}"));
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn exit_code(e: &anyhow::Error) -> u8 {
+    if e.downcast_ref::<UsageError>().is_some() {
+        return 2;
+    }
+    match e.downcast_ref::<cairn::Error>() {
+        Some(err) if err.is_conflict() => 3,
+        Some(err) if err.is_not_found() => 4,
+        Some(err) if err.is_corruption() => 5,
+        Some(cairn::Error::NoStore { .. }) => 4,
+        _ => 1,
+    }
+}

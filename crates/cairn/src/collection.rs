@@ -63,7 +63,6 @@ pub struct CollectionInfo {
 
 /// Confirmation for [`Store::drop_collection`].
 #[derive(Debug, Clone, Default)]
-#[non_exhaustive]
 pub struct DropOptions {
     /// Must equal the collection's name.
     pub confirm: String,

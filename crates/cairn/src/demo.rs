@@ -13,7 +13,6 @@ use crate::timestamp::{format_datetime, Timestamp};
 
 /// How much demo data to make.
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct DemoOptions {
     /// Number of sessions. Default: 120. Notes and tasks scale with it.
     pub sessions: usize,

@@ -166,6 +166,10 @@ pub enum Error {
     #[error("commit failed, nothing was written: {0}")]
     CommitFailed(String),
 
+    /// An operation of a batch failed; nothing of the batch was written.
+    #[error("operation {index} of the batch failed, nothing was written: {source}")]
+    Batch { index: usize, source: Box<Error> },
+
     /// The store's writer has stopped (the store was closed or its writer thread failed).
     #[error("the store's writer has stopped")]
     WriterStopped,

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod batch;
 mod changes;
 mod collection;
 pub mod demo;
@@ -49,6 +50,7 @@ pub mod taskerino;
 mod timestamp;
 mod writer;
 
+pub use batch::{parse_batch, BatchOp, BatchResult};
 pub use changes::{Change, ChangeOp, Subscription};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use error::{Error, Result};

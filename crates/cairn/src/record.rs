@@ -49,7 +49,6 @@ pub struct Record {
 
 /// Paging through a collection in id order; see [`Store::scan`].
 #[derive(Debug, Clone)]
-#[non_exhaustive]
 pub struct ScanOptions {
     /// Start after this id (exclusive). Default: from the start.
     pub after: Option<String>,

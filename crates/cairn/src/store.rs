@@ -42,7 +42,6 @@ pub const FORMAT_VERSION: u32 = MIGRATIONS.len() as u32;
 /// How to open a store. All fields have defaults; unknown keys in a config file are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-#[non_exhaustive]
 pub struct StoreOptions {
     /// Create the directory and the store when they do not exist. Default: `true`.
     pub create: bool,

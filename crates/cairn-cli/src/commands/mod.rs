@@ -1,0 +1,87 @@
+//! The subcommands. Each module maps its arguments onto one library call and formats the
+//! answer.
+
+mod changes;
+mod collection;
+mod demo;
+mod record;
+mod settings;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn::{Store, StoreOptions};
+use clap::Subcommand;
+
+use crate::output::Output;
+
+pub struct Context {
+    pub dir: PathBuf,
+    pub actor: String,
+    pub out: Output,
+}
+
+impl Context {
+    /// Opens the store for writing; it must exist.
+    pub fn open_write(&self) -> Result<Store> {
+        let options = StoreOptions {
+            actor: self.actor.clone(),
+            ..StoreOptions::existing()
+        };
+        Ok(Store::open(&self.dir, options)?)
+    }
+
+    /// Opens the store read-only, so that reads work while another process writes.
+    pub fn open_read(&self) -> Result<Store> {
+        Ok(Store::open(&self.dir, StoreOptions::read_only())?)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a store in the data directory (nothing happens if one is there).
+    Init,
+    /// Create a store with a Taskerino-like schema and sample data, and show what to try.
+    Demo(demo::DemoArgs),
+    /// Define, inspect, change and drop collections.
+    #[command(subcommand)]
+    Collection(collection::CollectionCommand),
+    #[command(flatten)]
+    Record(record::RecordCommand),
+    /// Print the change log.
+    Changes(changes::ChangesArgs),
+    /// Read and change typed settings.
+    #[command(subcommand)]
+    Settings(settings::SettingsCommand),
+}
+
+pub fn run(ctx: &Context, command: Command) -> Result<()> {
+    match command {
+        Command::Init => init(ctx),
+        Command::Demo(args) => demo::run(ctx, args),
+        Command::Collection(cmd) => collection::run(ctx, cmd),
+        Command::Record(cmd) => record::run(ctx, cmd),
+        Command::Changes(args) => changes::run(ctx, args),
+        Command::Settings(cmd) => settings::run(ctx, cmd),
+    }
+}
+
+fn init(ctx: &Context) -> Result<()> {
+    let existed = ctx.dir.join(cairn::DB_FILE).exists();
+    let store = Store::open(&ctx.dir, StoreOptions::default())?;
+    let dir = store.dir().display().to_string();
+    store.close()?;
+    let report = serde_json::json!({ "dir": dir, "created": !existed, "format_version": cairn::FORMAT_VERSION });
+    ctx.out.show(&report, || {
+        if existed {
+            println!(
+                "{dir} already holds a cairn store (format {})",
+                cairn::FORMAT_VERSION
+            );
+        } else {
+            println!("created a cairn store in {dir}");
+            println!("next: cairn --dir {dir} collection create SCHEMA.json");
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Human tables or JSON, chosen once by `--json`.
+
+use comfy_table::{presets::UTF8_BORDERS_ONLY, Table};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    pub json: bool,
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    /// Prints `value` as JSON (with `--json`) or runs `human` to print it for people.
+    pub fn show<T: Serialize>(&self, value: &T, human: impl FnOnce()) {
+        if self.json {
+            match serde_json::to_string_pretty(value) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: cannot print JSON: {e}"),
+            }
+        } else {
+            human();
+        }
+    }
+
+    /// One JSON line per item (for streams like `changes --follow`).
+    pub fn line<T: Serialize>(&self, value: &T, human: impl FnOnce()) {
+        if self.json {
+            match serde_json::to_string(value) {
+                Ok(text) => println!("{text}"),
+                Err(e) => eprintln!("error: cannot print JSON: {e}"),
+            }
+        } else {
+            human();
+        }
+    }
+
+    pub fn error(&self, message: &str) {
+        if self.json {
+            eprintln!("{}", serde_json::json!({ "error": message }));
+        } else {
+            eprintln!("error: {message}");
+        }
+    }
+}
+
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_BORDERS_ONLY)
+        .set_header(header.to_vec());
+    for row in rows {
+        table.add_row(row);
+    }
+    table
+}
+
+/// Shortens `text` to at most `max` characters for a table cell.
+pub fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut s: String = text.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    }
+}
