@@ -11,8 +11,9 @@
 //!   a new change that brings back an earlier state; history is never rewritten.
 //!
 //! Undo/redo is computed from the log alone: replaying a record's changes builds a stack of
-//! states where an `undo` steps back, a `redo` steps forward and any other change drops the
-//! redo part and pushes. No extra state exists that could drift from the log.
+//! states where an `undo` steps back, a `redo` steps forward, a purge empties the stack and
+//! any other change drops the redo part and pushes. No extra state exists that could drift
+//! from the log.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -325,6 +326,11 @@ fn undo_stack(history: &[Change]) -> (Vec<Change>, usize) {
         match change.op {
             ChangeOp::Undo if pos > 0 => pos -= 1,
             ChangeOp::Redo if pos + 1 < stack.len() => pos += 1,
+            // A purge is deliberate and final: undo never crosses it (revert still can).
+            ChangeOp::Purge => {
+                stack.clear();
+                pos = 0;
+            }
             _ => {
                 stack.truncate(pos + 1);
                 stack.push(change.clone());
