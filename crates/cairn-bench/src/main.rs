@@ -1,1 +1,43 @@
-fn main() {}
+//! cairn's benchmark harness. Every figure is printed as a ratio against a baseline measured
+//! in the same run on the same machine, because absolute numbers on a shared machine say
+//! little. Rounds alternate baseline and subject so that drift in machine load hits both.
+//!
+//! `cargo run --release -p cairn-bench -- write` runs P1 and P2.
+
+mod write;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cairn-bench", about = "cairn benchmarks: ratios against same-run baselines")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Debug, Subcommand)]
+enum Bench {
+    /// P1: durable single-writer creates vs raw rusqlite; P2: 16 concurrent writers vs P1.
+    Write(write::WriteArgs),
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().bench {
+        Bench::Write(args) => write::run(&args),
+    }
+}
+
+/// The median of some measurements.
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}

@@ -34,8 +34,7 @@ struct Cli {
     command: commands::Command,
 }
 
-const EXIT_CODES: &str =
-    "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected.";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected.";
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug)]
@@ -52,22 +51,14 @@ impl std::error::Error for UsageError {}
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let out = Output::new(cli.json);
-    let dir = match cli
-        .dir
-        .clone()
-        .or_else(|| dirs::data_dir().map(|d| d.join("cairn")))
-    {
+    let dir = match cli.dir.clone().or_else(|| dirs::data_dir().map(|d| d.join("cairn"))) {
         Some(dir) => dir,
         None => {
             out.error("no data directory: pass --dir DIR or set CAIRN_DIR");
             return ExitCode::from(2);
         }
     };
-    let ctx = commands::Context {
-        dir,
-        actor: cli.actor,
-        out,
-    };
+    let ctx = commands::Context { dir, actor: cli.actor, out };
     match commands::run(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

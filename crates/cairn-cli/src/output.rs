@@ -48,9 +48,7 @@ impl Output {
 
 pub fn table(header: &[&str], rows: Vec<Vec<String>>) -> Table {
     let mut table = Table::new();
-    table
-        .load_preset(UTF8_BORDERS_ONLY)
-        .set_header(header.to_vec());
+    table.load_preset(UTF8_BORDERS_ONLY).set_header(header.to_vec());
     for row in rows {
         table.add_row(row);
     }

@@ -18,38 +18,15 @@ use crate::writer::Tx;
 #[non_exhaustive]
 pub enum BatchOp {
     /// Create a record (id generated when absent).
-    Create {
-        collection: String,
-        id: Option<String>,
-        body: Value,
-    },
+    Create { collection: String, id: Option<String>, body: Value },
     /// Create or replace a record.
-    Put {
-        collection: String,
-        id: String,
-        body: Value,
-        expected: Option<u64>,
-    },
+    Put { collection: String, id: String, body: Value, expected: Option<u64> },
     /// Replace a live record's body.
-    Replace {
-        collection: String,
-        id: String,
-        body: Value,
-        expected: Option<u64>,
-    },
+    Replace { collection: String, id: String, body: Value, expected: Option<u64> },
     /// JSON Merge Patch a live record.
-    Patch {
-        collection: String,
-        id: String,
-        patch: Value,
-        expected: Option<u64>,
-    },
+    Patch { collection: String, id: String, patch: Value, expected: Option<u64> },
     /// Soft-delete a record.
-    Delete {
-        collection: String,
-        id: String,
-        expected: Option<u64>,
-    },
+    Delete { collection: String, id: String, expected: Option<u64> },
 }
 
 /// The outcome of one operation of a committed batch.
@@ -65,34 +42,11 @@ pub struct BatchResult {
 impl BatchOp {
     fn apply(&self, tx: &mut Tx<'_>) -> Result<Record> {
         match self {
-            BatchOp::Create {
-                collection,
-                id,
-                body,
-            } => tx.create(collection, id.as_deref(), body.clone()),
-            BatchOp::Put {
-                collection,
-                id,
-                body,
-                expected,
-            } => tx.put(collection, id, body.clone(), *expected),
-            BatchOp::Replace {
-                collection,
-                id,
-                body,
-                expected,
-            } => tx.replace(collection, id, body.clone(), *expected),
-            BatchOp::Patch {
-                collection,
-                id,
-                patch,
-                expected,
-            } => tx.patch(collection, id, patch, *expected),
-            BatchOp::Delete {
-                collection,
-                id,
-                expected,
-            } => tx.delete(collection, id, *expected),
+            BatchOp::Create { collection, id, body } => tx.create(collection, id.as_deref(), body.clone()),
+            BatchOp::Put { collection, id, body, expected } => tx.put(collection, id, body.clone(), *expected),
+            BatchOp::Replace { collection, id, body, expected } => tx.replace(collection, id, body.clone(), *expected),
+            BatchOp::Patch { collection, id, patch, expected } => tx.patch(collection, id, patch, *expected),
+            BatchOp::Delete { collection, id, expected } => tx.delete(collection, id, *expected),
         }
     }
 }
@@ -109,10 +63,7 @@ impl Store {
         self.write(move |tx| {
             let mut results = Vec::with_capacity(ops.len());
             for (index, op) in ops.iter().enumerate() {
-                let record = op.apply(tx).map_err(|source| Error::Batch {
-                    index,
-                    source: Box::new(source),
-                })?;
+                let record = op.apply(tx).map_err(|source| Error::Batch { index, source: Box::new(source) })?;
                 results.push(BatchResult { index, record });
             }
             Ok(results)
@@ -130,11 +81,8 @@ mod tests {
     fn a_failing_operation_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
-        let schema =
-            r#"{"name":"notes","fields":[{"name":"title","type":"text","required":true}]}"#;
-        store
-            .create_collection(CollectionSchema::from_json(schema, "t").expect("schema"))
-            .expect("create");
+        let schema = r#"{"name":"notes","fields":[{"name":"title","type":"text","required":true}]}"#;
+        store.create_collection(CollectionSchema::from_json(schema, "t").expect("schema")).expect("create");
         let ops = parse_batch(
             r#"[{"op":"create","collection":"notes","id":"a","body":{"title":"one"}},
                 {"op":"create","collection":"notes","id":"b","body":{"title":2}}]"#,
@@ -146,18 +94,11 @@ mod tests {
             matches!(&err, Error::Batch { index: 1, source } if matches!(**source, Error::Validation { .. })),
             "{err}"
         );
-        assert!(store
-            .get("notes", "a")
-            .expect_err("rolled back")
-            .is_not_found());
+        assert!(store.get("notes", "a").expect_err("rolled back").is_not_found());
         let seq = store.last_seq().expect("seq");
 
         let ops = vec![
-            BatchOp::Create {
-                collection: "notes".into(),
-                id: Some("a".into()),
-                body: json!({"title": "one"}),
-            },
+            BatchOp::Create { collection: "notes".into(), id: Some("a".into()), body: json!({"title": "one"}) },
             BatchOp::Patch {
                 collection: "notes".into(),
                 id: "a".into(),

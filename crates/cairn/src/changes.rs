@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -157,11 +157,12 @@ pub(crate) struct NewChange<'a> {
     pub(crate) op: ChangeOp,
     pub(crate) version: u64,
     pub(crate) deleted: bool,
-    pub(crate) before: Option<&'a [u8]>,
+    /// The entry whose `after` is this change's `before`.
+    pub(crate) prev_seq: Option<u64>,
     pub(crate) after: Option<&'a [u8]>,
 }
 
-/// SHA-256 over every column but seq, each length-prefixed so that no two rows hash alike.
+/// SHA-256 over every column but itself, each length-prefixed so that no two rows hash alike.
 fn row_hash(seq: u64, c: &NewChange<'_>, actor: &str, at: i64) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut field = |bytes: Option<&[u8]>| match bytes {
@@ -179,25 +180,47 @@ fn row_hash(seq: u64, c: &NewChange<'_>, actor: &str, at: i64) -> [u8; 32] {
     field(Some(actor.as_bytes()));
     field(Some(&at.to_le_bytes()));
     field(Some(&[u8::from(c.deleted)]));
-    field(c.before);
+    field(c.prev_seq.map(u64::to_le_bytes).as_ref().map(|b| b.as_slice()));
     field(c.after);
     h.finalize().into()
 }
 
 impl Tx<'_> {
-    /// Appends a change; it becomes visible to others when the transaction commits.
+    /// Appends a change and returns its seq; it becomes visible when the transaction commits.
     pub(crate) fn log(&mut self, c: NewChange<'_>) -> Result<u64> {
         let seq: u64 = self
             .conn
-            .prepare_cached("SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'cairn_changes'), 0) + 1")?
+            .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM cairn_changes")?
             .query_row([], |r| r.get(0))?;
         let hash = row_hash(seq, &c, self.actor, self.now.0);
         self.conn
             .prepare_cached(
-                "INSERT INTO cairn_changes (seq, collection, record_id, op, version, actor, at, deleted, before, after, sha256)
+                "INSERT INTO cairn_changes (seq, collection, record_id, op, version, actor, at, deleted, prev_seq, after, sha256)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
-            .execute(params![seq, c.collection, c.id, c.op.as_str(), c.version, self.actor, self.now.0, c.deleted, c.before, c.after, hash])?;
+            .execute(params![
+                seq,
+                c.collection,
+                c.id,
+                c.op.as_str(),
+                c.version,
+                self.actor,
+                self.now.0,
+                c.deleted,
+                c.prev_seq,
+                c.after,
+                hash
+            ])?;
+        if !self.publish {
+            return Ok(seq);
+        }
+        let before: Option<Vec<u8>> = match c.prev_seq {
+            Some(prev) => self
+                .conn
+                .prepare_cached("SELECT after FROM cairn_changes WHERE seq = ?1")?
+                .query_row([prev], |r| r.get(0))?,
+            None => None,
+        };
         let parse = |b: Option<&[u8]>| b.and_then(|b| serde_json::from_slice(b).ok());
         self.changes.push(Change {
             seq,
@@ -208,40 +231,38 @@ impl Tx<'_> {
             actor: self.actor.to_string(),
             at: self.now,
             deleted: c.deleted,
-            before: parse(c.before),
+            before: parse(before.as_deref()),
             after: parse(c.after),
         });
         Ok(seq)
+    }
+
+    /// The seq of the newest change to (collection, id) with one of `ops`: the predecessor of
+    /// a schema or setting change, whose `after` is the new change's `before`.
+    pub(crate) fn last_change_seq(&self, collection: &str, id: &str, ops: &[ChangeOp]) -> Result<Option<u64>> {
+        let sql = format!(
+            "SELECT max(seq) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND op IN ({})",
+            op_list(ops.iter().copied())
+        );
+        Ok(self.conn.prepare_cached(&sql)?.query_row([collection, id], |r| r.get(0))?)
     }
 
     /// The highest version the log holds for a record (0 when it never existed).
     pub(crate) fn last_logged_version(&mut self, collection: &str, id: &str) -> Result<u64> {
         Ok(self
             .conn
-            .prepare_cached(
-                "SELECT max(version) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2",
-            )?
+            .prepare_cached("SELECT max(version) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2")?
             .query_row([collection, id], |r| r.get::<_, Option<u64>>(0))?
             .unwrap_or(0))
     }
 
     /// Brings a record back to the state it had at `version`, as a new change.
-    pub fn revert(
-        &mut self,
-        collection: &str,
-        id: &str,
-        version: u64,
-        expected: Option<u64>,
-    ) -> Result<Record> {
+    pub fn revert(&mut self, collection: &str, id: &str, version: u64, expected: Option<u64>) -> Result<Record> {
         let history = history(self.conn, collection, id)?;
         let target = history
             .iter()
             .find(|c| c.version == version)
-            .ok_or_else(|| Error::VersionNotFound {
-                collection: collection.into(),
-                id: id.into(),
-                version,
-            })?
+            .ok_or_else(|| Error::VersionNotFound { collection: collection.into(), id: id.into(), version })?
             .clone();
         self.restore_state(collection, id, &target, ChangeOp::Revert, expected)
     }
@@ -251,11 +272,7 @@ impl Tx<'_> {
         let history = history(self.conn, collection, id)?;
         let (stack, pos) = undo_stack(&history);
         if pos == 0 {
-            return Err(Error::NothingTo {
-                action: "undo",
-                collection: collection.into(),
-                id: id.into(),
-            });
+            return Err(Error::NothingTo { action: "undo", collection: collection.into(), id: id.into() });
         }
         let target = stack[pos - 1].clone();
         self.restore_state(collection, id, &target, ChangeOp::Undo, None)
@@ -266,11 +283,7 @@ impl Tx<'_> {
         let history = history(self.conn, collection, id)?;
         let (stack, pos) = undo_stack(&history);
         if pos + 1 >= stack.len() {
-            return Err(Error::NothingTo {
-                action: "redo",
-                collection: collection.into(),
-                id: id.into(),
-            });
+            return Err(Error::NothingTo { action: "redo", collection: collection.into(), id: id.into() });
         }
         let target = stack[pos + 1].clone();
         self.restore_state(collection, id, &target, ChangeOp::Redo, None)
@@ -294,26 +307,12 @@ impl Tx<'_> {
         let current = record::read(self.conn, &c, id)?;
         if let (Some(expected), actual) = (expected, current.as_ref().map_or(0, |r| r.version)) {
             if expected != actual {
-                return Err(Error::Conflict {
-                    collection: collection.into(),
-                    id: id.into(),
-                    expected,
-                    actual,
-                });
+                return Err(Error::Conflict { collection: collection.into(), id: id.into(), expected, actual });
             }
         }
         // The body must satisfy the schema as it is now, which may have changed since.
         let body = c.schema.normalize(Some(id), Value::Object(body))?;
-        self.write_state(
-            &c,
-            id,
-            current.as_ref(),
-            NewState {
-                body,
-                deleted: target.deleted,
-                op,
-            },
-        )
+        self.write_state(&c, id, current.as_ref(), NewState { body, deleted: target.deleted, op })
     }
 }
 
@@ -341,43 +340,38 @@ fn undo_stack(history: &[Change]) -> (Vec<Change>, usize) {
     (stack, pos)
 }
 
-const CHANGE_COLUMNS: &str =
-    "seq, collection, record_id, op, version, actor, at, deleted, before, after, sha256";
+/// A change row with the `after` of its predecessor, which is its `before`.
+const CHANGE_SELECT: &str =
+    "SELECT c.seq, c.collection, c.record_id, c.op, c.version, c.actor, c.at, c.deleted, c.prev_seq,
+        c.after, c.sha256, p.after
+     FROM cairn_changes c LEFT JOIN cairn_changes p ON p.seq = c.prev_seq";
 
 fn change_from_row(row: &Row<'_>) -> Result<Change> {
     let seq: u64 = row.get(0)?;
-    let corrupt = |detail: String| Error::Corruption {
-        location: format!("change log entry {seq}"),
-        detail,
-    };
+    let corrupt = |detail: String| Error::Corruption { location: format!("change log entry {seq}"), detail };
     let op_text: String = row.get(3)?;
     let op = ChangeOp::parse(&op_text).ok_or_else(|| corrupt(format!("unknown op {op_text:?}")))?;
     let collection: String = row.get(1)?;
     let id: String = row.get(2)?;
     let actor: String = row.get(5)?;
-    let before: Option<Vec<u8>> = row.get(8)?;
     let after: Option<Vec<u8>> = row.get(9)?;
     let stored: Vec<u8> = row.get(10)?;
+    let before: Option<Vec<u8>> = row.get(11)?;
     let new = NewChange {
         collection: &collection,
         id: &id,
         op,
         version: row.get(4)?,
         deleted: row.get(7)?,
-        before: before.as_deref(),
+        prev_seq: row.get(8)?,
         after: after.as_deref(),
     };
     let at: i64 = row.get(6)?;
     if row_hash(seq, &new, &actor, at).as_slice() != stored.as_slice() {
-        return Err(corrupt(
-            "the entry does not match its SHA-256 checksum".into(),
-        ));
+        return Err(corrupt("the entry does not match its SHA-256 checksum".into()));
     }
     let parse = |b: &Option<Vec<u8>>| -> Result<Option<Value>> {
-        b.as_deref()
-            .map(serde_json::from_slice)
-            .transpose()
-            .map_err(|e| corrupt(format!("body is not JSON: {e}")))
+        b.as_deref().map(serde_json::from_slice).transpose().map_err(|e| corrupt(format!("body is not JSON: {e}")))
     };
     Ok(Change {
         seq,
@@ -393,11 +387,19 @@ fn change_from_row(row: &Row<'_>) -> Result<Change> {
     })
 }
 
-fn query_changes(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<Change>> {
+/// An SQL list of op names. They are compile-time constants, so writing them into SQL text
+/// is safe.
+fn op_list(ops: impl Iterator<Item = ChangeOp>) -> String {
+    ops.map(|op| format!("'{}'", op.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// Ops of the change log's schema entries.
+pub(crate) const COLLECTION_OPS: [ChangeOp; 3] =
+    [ChangeOp::CollectionCreate, ChangeOp::CollectionUpdate, ChangeOp::CollectionDrop];
+/// Ops of the change log's setting value entries.
+pub(crate) const SETTING_VALUE_OPS: [ChangeOp; 2] = [ChangeOp::SettingSet, ChangeOp::SettingReset];
+
+fn query_changes(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<Vec<Change>> {
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
@@ -408,28 +410,20 @@ fn query_changes(
 }
 
 pub(crate) fn changes_since(conn: &Connection, seq: u64, limit: usize) -> Result<Vec<Change>> {
-    let sql =
-        format!("SELECT {CHANGE_COLUMNS} FROM cairn_changes WHERE seq > ?1 ORDER BY seq LIMIT ?2");
+    let sql = format!("{CHANGE_SELECT} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2");
     query_changes(conn, &sql, params![seq, limit as i64])
 }
 
 pub(crate) fn history(conn: &Connection, collection: &str, id: &str) -> Result<Vec<Change>> {
     let sql = format!(
-        "SELECT {CHANGE_COLUMNS} FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND op IN ({}) ORDER BY seq",
-        ChangeOp::ALL.iter().filter(|op| op.is_record_op()).map(|op| format!("'{}'", op.as_str())).collect::<Vec<_>>().join(",")
+        "{CHANGE_SELECT} WHERE c.collection = ?1 AND c.record_id = ?2 AND c.op IN ({}) ORDER BY c.seq",
+        op_list(ChangeOp::ALL.into_iter().filter(|op| op.is_record_op()))
     );
     query_changes(conn, &sql, params![collection, id])
 }
 
 fn last_seq(conn: &Connection) -> Result<u64> {
-    Ok(conn
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'cairn_changes'",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?
-        .unwrap_or(0))
+    Ok(conn.query_row("SELECT coalesce(max(seq), 0) FROM cairn_changes", [], |r| r.get(0))?)
 }
 
 impl Store {
@@ -449,24 +443,14 @@ impl Store {
         let history = history(&conn, collection, id)?;
         if history.is_empty() {
             collection::load(&conn, collection)?;
-            return Err(Error::NotFound {
-                collection: collection.into(),
-                id: id.into(),
-                deleted: false,
-            });
+            return Err(Error::NotFound { collection: collection.into(), id: id.into(), deleted: false });
         }
         Ok(history)
     }
 
     /// Brings a record back to its state at `version` (a new change with op `revert`).
     /// Works on deleted and purged records too.
-    pub fn revert(
-        &self,
-        collection: &str,
-        id: &str,
-        version: u64,
-        expected: Option<u64>,
-    ) -> Result<Record> {
+    pub fn revert(&self, collection: &str, id: &str, version: u64, expected: Option<u64>) -> Result<Record> {
         let (collection, id) = (collection.to_string(), id.to_string());
         self.write(move |tx| tx.revert(&collection, &id, version, expected))
     }
@@ -493,23 +477,14 @@ impl Store {
             .subscribers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(Subscriber {
-                sender,
-                lagged: lagged.clone(),
-            });
+            .push(Subscriber { sender, lagged: lagged.clone() });
         // Registered first, then positioned: anything committed in between is either in the
         // channel or read back from the log, and duplicates are skipped by seq.
         let last = match since {
             Some(seq) => seq,
             None => self.last_seq()?,
         };
-        Ok(Subscription {
-            store: Arc::downgrade(&self.inner),
-            receiver,
-            lagged,
-            last,
-            backlog: VecDeque::new(),
-        })
+        Ok(Subscription { store: Arc::downgrade(&self.inner), receiver, lagged, last, backlog: VecDeque::new() })
     }
 }
 
@@ -528,6 +503,11 @@ struct Subscriber {
 }
 
 impl Hub {
+    /// True when someone listens, so the writer knows whether to build [`Change`] values.
+    pub(crate) fn has_subscribers(&self) -> bool {
+        !self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+    }
+
     /// Called by the writer after a commit. Never blocks: a full subscriber is marked lagged
     /// and catches up from the log itself.
     pub(crate) fn publish(&self, changes: &[Change]) {
@@ -611,10 +591,7 @@ impl Subscription {
     fn fill_backlog(&mut self, until: Option<u64>) -> Result<()> {
         let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
         let conn = inner.readers.get()?;
-        let mut from = self
-            .backlog
-            .back()
-            .map_or(self.last, |c| c.seq.max(self.last));
+        let mut from = self.backlog.back().map_or(self.last, |c| c.seq.max(self.last));
         loop {
             let page = changes_since(&conn, from, 1000)?;
             let Some(tail) = page.last() else {

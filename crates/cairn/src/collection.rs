@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::changes::{ChangeOp, NewChange};
+use crate::changes::{ChangeOp, NewChange, COLLECTION_OPS};
 use crate::error::{Error, Result};
 use crate::record::{canonical_json, ScanOptions};
 use crate::schema::{CollectionSchema, FieldType};
@@ -22,24 +22,71 @@ use crate::store::{Store, QUARANTINE_DIR};
 use crate::timestamp::Timestamp;
 use crate::writer::Tx;
 
-/// A collection as the engine uses it: its schema and where its records live.
+/// A collection as the engine uses it: its schema, where its records live, and the SQL that
+/// reads and writes them, built once per schema rather than on every call.
 #[derive(Debug, Clone)]
 pub(crate) struct Collection {
     pub(crate) schema: CollectionSchema,
     pub(crate) table: String,
+    pub(crate) sql: RecordSql,
+}
+
+/// Statements over one collection's table. Parameters: `?1` is always the record id.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordSql {
+    pub(crate) select: String,
+    pub(crate) exists: String,
+    pub(crate) scan_live: String,
+    pub(crate) scan_all: String,
+    pub(crate) insert: String,
+    pub(crate) update: String,
+    pub(crate) delete: String,
+    /// (field, statement finding another live record with the same value as `?1`, not `?2`)
+    pub(crate) unique_checks: Vec<(String, String)>,
 }
 
 impl Collection {
+    pub(crate) fn new(schema: CollectionSchema, table: String) -> Self {
+        let t = quote(&table);
+        // The body lives in the change log entry that wrote it (see the migration's notes).
+        let cols = "r.id, r.version, r.created_at, r.updated_at, r.deleted_at, b.after, r.sha256, r.seq";
+        let from = format!("{t} r JOIN cairn_changes b ON b.seq = r.seq");
+        let unique: Vec<&str> = schema.fields.iter().filter(|f| f.unique).map(|f| f.name.as_str()).collect();
+        let mut columns: Vec<String> =
+            ["id", "version", "created_at", "updated_at", "deleted_at", "seq", "sha256"].map(String::from).to_vec();
+        columns.extend(unique.iter().map(|f| quote(&unique_column(f))));
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let sets: Vec<String> = columns.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
+        let sql = RecordSql {
+            select: format!("SELECT {cols} FROM {from} WHERE r.id = ?1"),
+            exists: format!("SELECT 1 FROM {t} WHERE id = ?1"),
+            scan_live: format!(
+                "SELECT {cols} FROM {from} WHERE r.id > ?1 AND r.deleted_at IS NULL ORDER BY r.id LIMIT ?2"
+            ),
+            scan_all: format!("SELECT {cols} FROM {from} WHERE r.id > ?1 ORDER BY r.id LIMIT ?2"),
+            insert: format!("INSERT INTO {t} ({}) VALUES ({})", columns.join(", "), marks.join(", ")),
+            update: format!("UPDATE {t} SET {} WHERE id = ?1", sets.join(", ")),
+            delete: format!("DELETE FROM {t} WHERE id = ?1"),
+            unique_checks: unique
+                .iter()
+                .map(|f| {
+                    let check = format!(
+                        "SELECT id FROM {t} WHERE {} = ?1 AND deleted_at IS NULL AND id != ?2 LIMIT 1",
+                        quote(&unique_column(f))
+                    );
+                    (f.to_string(), check)
+                })
+                .collect(),
+        };
+        Collection { schema, table, sql }
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.schema.name
     }
 
     pub(crate) fn unique_fields(&self) -> impl Iterator<Item = &str> {
-        self.schema
-            .fields
-            .iter()
-            .filter(|f| f.unique)
-            .map(|f| f.name.as_str())
+        self.schema.fields.iter().filter(|f| f.unique).map(|f| f.name.as_str())
     }
 }
 
@@ -71,9 +118,7 @@ pub struct DropOptions {
 impl DropOptions {
     /// Confirms dropping the collection `name`.
     pub fn confirm(name: &str) -> Self {
-        DropOptions {
-            confirm: name.to_string(),
-        }
+        DropOptions { confirm: name.to_string() }
     }
 }
 
@@ -96,15 +141,11 @@ pub(crate) fn load(conn: &Connection, name: &str) -> Result<Collection> {
         .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     let Some((schema, table)) = row else {
-        return Err(Error::UnknownCollection {
-            collection: name.to_string(),
-        });
+        return Err(Error::UnknownCollection { collection: name.to_string() });
     };
-    let schema = serde_json::from_str(&schema).map_err(|e| Error::Corruption {
-        location: format!("schema of collection `{name}`"),
-        detail: e.to_string(),
-    })?;
-    Ok(Collection { schema, table })
+    let schema = serde_json::from_str(&schema)
+        .map_err(|e| Error::Corruption { location: format!("schema of collection `{name}`"), detail: e.to_string() })?;
+    Ok(Collection::new(schema, table))
 }
 
 fn exists(conn: &Connection, name: &str) -> bool {
@@ -154,9 +195,7 @@ impl Tx<'_> {
         let conn = self.conn;
         schema.validate(&|name| exists(conn, name))?;
         if exists(conn, &schema.name) {
-            return Err(Error::CollectionExists {
-                collection: schema.name,
-            });
+            return Err(Error::CollectionExists { collection: schema.name });
         }
         let table = records_table(&schema.name);
         conn.execute_batch(&format!(
@@ -167,20 +206,18 @@ impl Tx<'_> {
                 created_at INTEGER NOT NULL,
                 updated_at INTEGER NOT NULL,
                 deleted_at INTEGER,
-                body       BLOB NOT NULL,
+                seq        INTEGER NOT NULL,
                 sha256     BLOB NOT NULL
             ) STRICT",
             t = quote(&table)
         ))?;
-        let json = canonical_json(
-            &serde_json::to_value(&schema).map_err(|e| Error::NotAllowed(e.to_string()))?,
-        );
+        let json = canonical_json(&serde_json::to_value(&schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
         conn.execute(
             "INSERT INTO cairn_collections (name, table_name, schema, schema_version, created_at, updated_at)
              VALUES (?1, ?2, ?3, 1, ?4, ?4)",
             params![schema.name, table, std::str::from_utf8(&json).unwrap_or_default(), self.now.0],
         )?;
-        let collection = Collection { schema, table };
+        let collection = Collection::new(schema, table);
         for field in collection.unique_fields() {
             add_unique(conn, &collection, field)?;
         }
@@ -190,7 +227,7 @@ impl Tx<'_> {
             op: ChangeOp::CollectionCreate,
             version: 1,
             deleted: false,
-            before: None,
+            prev_seq: self.last_change_seq(collection.name(), "", &COLLECTION_OPS)?,
             after: Some(&json),
         })?;
         self.state.collections.remove(collection.name());
@@ -202,25 +239,17 @@ impl Tx<'_> {
         let conn = self.conn;
         let old = load(conn, &schema.name)?;
         schema.validate(&|name| exists(conn, name))?;
-        let new = Collection {
-            schema,
-            table: old.table.clone(),
-        };
+        let new = Collection::new(schema, old.table.clone());
 
         // Every live record must satisfy the new schema as it is stored now.
-        let mut scan = ScanOptions {
-            include_deleted: false,
-            ..ScanOptions::default()
-        };
+        let mut scan = ScanOptions { include_deleted: false, ..ScanOptions::default() };
         loop {
             let page = crate::record::scan(conn, &old, &scan)?;
             let Some(last) = page.last() else { break };
             scan.after = Some(last.id.clone());
             for record in &page {
-                let normalized = new.schema.normalize(
-                    Some(&record.id),
-                    serde_json::Value::Object(record.body.clone()),
-                )?;
+                let normalized =
+                    new.schema.normalize(Some(&record.id), serde_json::Value::Object(record.body.clone()))?;
                 if normalized != record.body {
                     let field = new
                         .schema
@@ -251,12 +280,7 @@ impl Tx<'_> {
         for field in now_unique.iter().filter(|f| !was_unique.contains(f)) {
             add_unique(conn, &new, field)?;
         }
-        let before = canonical_json(
-            &serde_json::to_value(&old.schema).map_err(|e| Error::NotAllowed(e.to_string()))?,
-        );
-        let after = canonical_json(
-            &serde_json::to_value(&new.schema).map_err(|e| Error::NotAllowed(e.to_string()))?,
-        );
+        let after = canonical_json(&serde_json::to_value(&new.schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
         let version: u64 = conn.query_row(
             "UPDATE cairn_collections SET schema = ?2, schema_version = schema_version + 1, updated_at = ?3
              WHERE name = ?1 RETURNING schema_version",
@@ -269,7 +293,7 @@ impl Tx<'_> {
             op: ChangeOp::CollectionUpdate,
             version,
             deleted: false,
-            before: Some(&before),
+            prev_seq: self.last_change_seq(new.name(), "", &COLLECTION_OPS)?,
             after: Some(&after),
         })?;
         self.state.collections.remove(new.name());
@@ -287,18 +311,17 @@ impl Tx<'_> {
             });
         }
         let referenced_by: Vec<String> = {
-            let mut stmt =
-                conn.prepare("SELECT name, schema FROM cairn_collections WHERE name != ?1")?;
-            let rows = stmt.query_map([name], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?;
+            let mut stmt = conn.prepare("SELECT name, schema FROM cairn_collections WHERE name != ?1")?;
+            let rows = stmt.query_map([name], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
             let mut out = Vec::new();
             for row in rows {
                 let (other, schema) = row?;
                 if let Ok(schema) = serde_json::from_str::<CollectionSchema>(&schema) {
-                    if schema.fields.iter().any(|f| {
-                        f.kind == FieldType::Relation && f.collection.as_deref() == Some(name)
-                    }) {
+                    if schema
+                        .fields
+                        .iter()
+                        .any(|f| f.kind == FieldType::Relation && f.collection.as_deref() == Some(name))
+                    {
                         out.push(other);
                     }
                 }
@@ -312,36 +335,27 @@ impl Tx<'_> {
             )));
         }
 
-        let quarantine = self.dir.join(QUARANTINE_DIR).join(format!(
-            "{}-dropped-collection-{name}",
-            self.now.to_string().replace(':', "")
-        ));
+        let quarantine = self
+            .dir
+            .join(QUARANTINE_DIR)
+            .join(format!("{}-dropped-collection-{name}", self.now.to_string().replace(':', "")));
         let records = export_to_quarantine(conn, &collection, &quarantine)?;
-        let schema_json = canonical_json(
-            &serde_json::to_value(&collection.schema)
-                .map_err(|e| Error::NotAllowed(e.to_string()))?,
-        );
         conn.execute_batch(&format!("DROP TABLE {}", quote(&collection.table)))?;
-        let version: u64 = conn.query_row(
-            "DELETE FROM cairn_collections WHERE name = ?1 RETURNING schema_version",
-            [name],
-            |r| r.get(0),
-        )?;
+        let version: u64 =
+            conn.query_row("DELETE FROM cairn_collections WHERE name = ?1 RETURNING schema_version", [name], |r| {
+                r.get(0)
+            })?;
         self.log(NewChange {
             collection: name,
             id: "",
             op: ChangeOp::CollectionDrop,
             version: version + 1,
             deleted: true,
-            before: Some(&schema_json),
+            prev_seq: self.last_change_seq(name, "", &COLLECTION_OPS)?,
             after: None,
         })?;
         self.state.collections.remove(name);
-        Ok(DropReport {
-            collection: name.to_string(),
-            records,
-            quarantine_dir: quarantine,
-        })
+        Ok(DropReport { collection: name.to_string(), records, quarantine_dir: quarantine })
     }
 }
 
@@ -351,10 +365,7 @@ fn add_unique(conn: &Connection, collection: &Collection, field: &str) -> Result
     let table = quote(&collection.table);
     let column = quote(&unique_column(field));
     conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} ANY"))?;
-    let mut scan = ScanOptions {
-        include_deleted: false,
-        ..ScanOptions::default()
-    };
+    let mut scan = ScanOptions { include_deleted: false, ..ScanOptions::default() };
     let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     let mut update = conn.prepare(&format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1"))?;
     loop {
@@ -386,35 +397,24 @@ fn add_unique(conn: &Connection, collection: &Collection, field: &str) -> Result
 
 /// Writes `schema.json` and `records.jsonl` (every record, deleted ones too, with their
 /// metadata) into `dir`, fsynced. Returns the number of records written.
-fn export_to_quarantine(
-    conn: &Connection,
-    collection: &Collection,
-    dir: &std::path::Path,
-) -> Result<u64> {
+fn export_to_quarantine(conn: &Connection, collection: &Collection, dir: &std::path::Path) -> Result<u64> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io("create quarantine folder", dir, e))?;
-    let write_file =
-        |name: &str, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>| -> Result<()> {
-            let path = dir.join(name);
-            let file = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
-            let mut out = std::io::BufWriter::new(file);
-            fill(&mut out)?;
-            let file = out
-                .into_inner()
-                .map_err(|e| Error::io("write", &path, e.into_error()))?;
-            file.sync_all().map_err(|e| Error::io("fsync", &path, e))
-        };
+    let write_file = |name: &str, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>| -> Result<()> {
+        let path = dir.join(name);
+        let file = std::fs::File::create(&path).map_err(|e| Error::io("create", &path, e))?;
+        let mut out = std::io::BufWriter::new(file);
+        fill(&mut out)?;
+        let file = out.into_inner().map_err(|e| Error::io("write", &path, e.into_error()))?;
+        file.sync_all().map_err(|e| Error::io("fsync", &path, e))
+    };
     let io_err = |e: std::io::Error| Error::io("write", dir, e);
     write_file("schema.json", &mut |out| {
-        serde_json::to_writer_pretty(&mut *out, &collection.schema)
-            .map_err(|e| io_err(e.into()))?;
+        serde_json::to_writer_pretty(&mut *out, &collection.schema).map_err(|e| io_err(e.into()))?;
         out.write_all(b"\n").map_err(io_err)
     })?;
     let mut count = 0u64;
     write_file("records.jsonl", &mut |out| {
-        let mut scan = ScanOptions {
-            include_deleted: true,
-            ..ScanOptions::default()
-        };
+        let mut scan = ScanOptions { include_deleted: true, ..ScanOptions::default() };
         loop {
             let page = crate::record::scan(conn, collection, &scan)?;
             let Some(last) = page.last() else {

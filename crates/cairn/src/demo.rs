@@ -69,21 +69,11 @@ const COMPANIES: &[(&str, &str)] = &[
     ("Hooli", "hooli.example"),
     ("Vandelay Imports", "vandelay.example"),
 ];
-const FIRST: &[&str] = &[
-    "Ana", "Ben", "Chloé", "Dmitri", "Eve", "Farah", "Gus", "Hana", "Iris", "Jon", "Kemal", "Lena",
-];
-const LAST: &[&str] = &[
-    "Okafor", "Schmidt", "Nguyen", "García", "Kowalski", "Haddad", "Smith", "Tanaka", "Rossi",
-    "Berg",
-];
-const ROLES: &[&str] = &[
-    "CTO",
-    "Product manager",
-    "Designer",
-    "Account lead",
-    "Engineer",
-    "Founder",
-];
+const FIRST: &[&str] =
+    &["Ana", "Ben", "Chloé", "Dmitri", "Eve", "Farah", "Gus", "Hana", "Iris", "Jon", "Kemal", "Lena"];
+const LAST: &[&str] =
+    &["Okafor", "Schmidt", "Nguyen", "García", "Kowalski", "Haddad", "Smith", "Tanaka", "Rossi", "Berg"];
+const ROLES: &[&str] = &["CTO", "Product manager", "Designer", "Account lead", "Engineer", "Founder"];
 const TOPICS: &[(&str, &str)] = &[
     ("Q4 roadmap", "project"),
     ("Hiring", "area"),
@@ -108,24 +98,8 @@ const ACTIVITIES: &[&str] = &[
     "Quarterly report",
     "Pairing session",
 ];
-const TAGS: &[&str] = &[
-    "urgent",
-    "follow-up",
-    "meeting",
-    "research",
-    "bug",
-    "design",
-    "billing",
-    "hiring",
-    "idea",
-];
-const STATUSES: &[&str] = &[
-    "completed",
-    "completed",
-    "completed",
-    "interrupted",
-    "active",
-];
+const TAGS: &[&str] = &["urgent", "follow-up", "meeting", "research", "bug", "design", "billing", "hiring", "idea"];
+const STATUSES: &[&str] = &["completed", "completed", "completed", "interrupted", "active"];
 const SENTENCES: &[&str] = &[
     "Walked through the checkout flow and found the retry logic drops the second payment attempt.",
     "Agreed to ship the onboarding checklist behind a flag next sprint.",
@@ -143,21 +117,13 @@ const SENTENCES: &[&str] = &[
 /// the report) when the collections already exist with data.
 pub fn install(store: &Store, options: &DemoOptions) -> Result<DemoReport> {
     let schemas = taskerino::schemas();
-    let existing: Vec<String> = store
-        .collections()?
-        .into_iter()
-        .map(|c| c.schema.name)
-        .collect();
+    let existing: Vec<String> = store.collections()?.into_iter().map(|c| c.schema.name).collect();
     if schemas.iter().all(|s| existing.contains(&s.name)) {
         let counts = schemas
             .iter()
             .map(|s| Ok((s.name.clone(), store.collection(&s.name)?.live_records)))
             .collect::<Result<Vec<_>>>()?;
-        return Ok(DemoReport {
-            created: false,
-            counts,
-            example_ids: example_ids(),
-        });
+        return Ok(DemoReport { created: false, counts, example_ids: example_ids() });
     }
     if let Some(clash) = schemas.iter().find(|s| existing.contains(&s.name)) {
         return Err(Error::NotAllowed(format!(
@@ -182,34 +148,15 @@ pub fn install(store: &Store, options: &DemoOptions) -> Result<DemoReport> {
     let store = store.as_actor("demo");
     // A little history so that `history`, `undo` and `revert` have something to show.
     store.patch("tasks", "task-0001", json!({"status": "in-progress"}), None)?;
-    store.patch(
-        "tasks",
-        "task-0001",
-        json!({"status": "done", "done": true}),
-        None,
-    )?;
-    store.patch(
-        "sessions",
-        "session-0001",
-        json!({"name": "Checkout debugging with Acme"}),
-        None,
-    )?;
-    Ok(DemoReport {
-        created: true,
-        counts,
-        example_ids: example_ids(),
-    })
+    store.patch("tasks", "task-0001", json!({"status": "done", "done": true}), None)?;
+    store.patch("sessions", "session-0001", json!({"name": "Checkout debugging with Acme"}), None)?;
+    Ok(DemoReport { created: true, counts, example_ids: example_ids() })
 }
 
 fn example_ids() -> Vec<(String, String)> {
-    [
-        ("sessions", "session-0001"),
-        ("notes", "note-0001"),
-        ("tasks", "task-0001"),
-        ("contacts", "contact-01"),
-    ]
-    .map(|(c, id)| (c.to_string(), id.to_string()))
-    .to_vec()
+    [("sessions", "session-0001"), ("notes", "note-0001"), ("tasks", "task-0001"), ("contacts", "contact-01")]
+        .map(|(c, id)| (c.to_string(), id.to_string()))
+        .to_vec()
 }
 
 fn generate(options: &DemoOptions) -> Vec<(String, String, Value)> {
@@ -247,16 +194,11 @@ fn generate(options: &DemoOptions) -> Vec<(String, String, Value)> {
         );
     }
     for (i, (name, kind)) in TOPICS.iter().enumerate() {
-        push(
-            "topics",
-            format!("topic-{:02}", i + 1),
-            json!({"name": name, "kind": kind}),
-        );
+        push("topics", format!("topic-{:02}", i + 1), json!({"name": name, "kind": kind}));
     }
     for i in 0..options.sessions {
-        let begun = start
-            + (i as i64) * (180 * day_ms / options.sessions.max(1) as i64)
-            + rng.below(8 * 3_600_000) as i64;
+        let begun =
+            start + (i as i64) * (180 * day_ms / options.sessions.max(1) as i64) + rng.below(8 * 3_600_000) as i64;
         let minutes = 15 + rng.below(150) as i64;
         let status = rng.pick(STATUSES);
         let company = rng.below(COMPANIES.len());

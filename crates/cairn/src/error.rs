@@ -24,11 +24,7 @@ pub enum Error {
 
     /// The store was written by a newer cairn whose format this build does not know.
     #[error("store at {path} has format version {found}, this cairn supports up to {supported}; upgrade cairn")]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        supported: u32,
-    },
+    TooNew { path: PathBuf, found: u32, supported: u32 },
 
     /// Another process holds the store's write lock.
     #[error("store at {path} is locked for writing by {}; open it read-only or stop that process", holder_text(.pid))]
@@ -48,20 +44,11 @@ pub enum Error {
 
     /// A collection schema is invalid.
     #[error("invalid schema for collection `{collection}`{}: {reason}", field_text(.field))]
-    InvalidSchema {
-        collection: String,
-        field: Option<String>,
-        reason: String,
-    },
+    InvalidSchema { collection: String, field: Option<String>, reason: String },
 
     /// A record does not satisfy its collection's schema.
     #[error("invalid record in `{collection}`{}{}: {reason}", id_text(.id), field_text(.field))]
-    Validation {
-        collection: String,
-        id: Option<String>,
-        field: Option<String>,
-        reason: String,
-    },
+    Validation { collection: String, id: Option<String>, field: Option<String>, reason: String },
 
     /// A record id is malformed.
     #[error("invalid record id {id:?}: {reason}")]
@@ -69,46 +56,23 @@ pub enum Error {
 
     /// A record body is larger than the store's `records.max_body_bytes` setting.
     #[error("record in `{collection}`{} is {size} bytes, over the limit of {limit} bytes (setting records.max_body_bytes)", id_text(.id))]
-    BodyTooLarge {
-        collection: String,
-        id: Option<String>,
-        size: usize,
-        limit: u64,
-    },
+    BodyTooLarge { collection: String, id: Option<String>, size: usize, limit: u64 },
 
     /// The record does not exist (or is soft-deleted, when `deleted` is true).
     #[error("record `{collection}/{id}` {}", if *.deleted { "is deleted (see `cairn history`, or revert it)" } else { "not found" })]
-    NotFound {
-        collection: String,
-        id: String,
-        deleted: bool,
-    },
+    NotFound { collection: String, id: String, deleted: bool },
 
     /// A record with this id already exists (live or soft-deleted).
     #[error("record `{collection}/{id}` already exists")]
     AlreadyExists { collection: String, id: String },
 
     /// The write named a version that is no longer the record's current version.
-    #[error(
-        "version conflict on `{collection}/{id}`: expected version {expected}, found {actual}"
-    )]
-    Conflict {
-        collection: String,
-        id: String,
-        expected: u64,
-        actual: u64,
-    },
+    #[error("version conflict on `{collection}/{id}`: expected version {expected}, found {actual}")]
+    Conflict { collection: String, id: String, expected: u64, actual: u64 },
 
     /// A unique field already holds this value in another record.
-    #[error(
-        "unique field `{field}` of `{collection}/{id}` has the same value as record `{other_id}`"
-    )]
-    Unique {
-        collection: String,
-        id: String,
-        field: String,
-        other_id: String,
-    },
+    #[error("unique field `{field}` of `{collection}/{id}` has the same value as record `{other_id}`")]
+    Unique { collection: String, id: String, field: String, other_id: String },
 
     /// Stored data failed its checksum or SQLite reported a damaged file.
     #[error("corruption detected in {location}: {detail}")]
@@ -116,19 +80,11 @@ pub enum Error {
 
     /// The record has no version with this number in its history.
     #[error("record `{collection}/{id}` has no version {version} in its history")]
-    VersionNotFound {
-        collection: String,
-        id: String,
-        version: u64,
-    },
+    VersionNotFound { collection: String, id: String, version: u64 },
 
     /// Undo or redo has nothing to act on.
     #[error("nothing to {action} for `{collection}/{id}`")]
-    NothingTo {
-        action: &'static str,
-        collection: String,
-        id: String,
-    },
+    NothingTo { action: &'static str, collection: String, id: String },
 
     /// The operation is not allowed in the record's or store's current state.
     #[error("{0}")]
@@ -152,11 +108,7 @@ pub enum Error {
 
     /// A file-system operation failed.
     #[error("{action} {path}: {source}")]
-    Io {
-        action: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { action: &'static str, path: PathBuf, source: std::io::Error },
 
     /// SQLite returned an error that is not corruption.
     #[error("sqlite: {0}")]
@@ -176,23 +128,12 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        action: &'static str,
-        path: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        Error::Io {
-            action,
-            path: path.into(),
-            source,
-        }
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { action, path: path.into(), source }
     }
 
     pub(crate) fn invalid_input(source_name: impl Into<String>, reason: impl Into<String>) -> Self {
-        Error::InvalidInput {
-            source_name: source_name.into(),
-            reason: reason.into(),
-        }
+        Error::InvalidInput { source_name: source_name.into(), reason: reason.into() }
     }
 
     /// True when this error reports damaged data.
@@ -221,10 +162,9 @@ impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
         match e.sqlite_error_code() {
-            Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => Error::Corruption {
-                location: "store.db".into(),
-                detail: e.to_string(),
-            },
+            Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
+                Error::Corruption { location: "store.db".into(), detail: e.to_string() }
+            }
             _ => Error::Sqlite(e),
         }
     }
@@ -238,14 +178,9 @@ fn holder_text(pid: &Option<u32>) -> String {
 }
 
 fn id_text(id: &Option<String>) -> String {
-    id.as_ref()
-        .map(|id| format!(", record `{id}`"))
-        .unwrap_or_default()
+    id.as_ref().map(|id| format!(", record `{id}`")).unwrap_or_default()
 }
 
 fn field_text(field: &Option<String>) -> String {
-    field
-        .as_ref()
-        .map(|f| format!(", field `{f}`"))
-        .unwrap_or_default()
+    field.as_ref().map(|f| format!(", field `{f}`")).unwrap_or_default()
 }

@@ -54,9 +54,7 @@ pub use batch::{parse_batch, BatchOp, BatchResult};
 pub use changes::{Change, ChangeOp, Subscription};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use error::{Error, Result};
-pub use record::{
-    canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN,
-};
+pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};
 pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};

@@ -157,8 +157,7 @@ impl CollectionSchema {
 
     /// Reads a schema from TOML text; `source_name` names the input in errors.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Self> {
-        toml::from_str(text)
-            .map_err(|e| Error::invalid_input(source_name, e.to_string().trim_end().to_string()))
+        toml::from_str(text).map_err(|e| Error::invalid_input(source_name, e.to_string().trim_end().to_string()))
     }
 
     /// The field called `name`.
@@ -177,8 +176,7 @@ impl CollectionSchema {
         if !is_valid_name(&self.name) {
             return Err(err(
                 None,
-                "collection names are 1-48 characters of a-z, 0-9 and _, starting with a letter"
-                    .into(),
+                "collection names are 1-48 characters of a-z, 0-9 and _, starting with a letter".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -187,8 +185,7 @@ impl CollectionSchema {
             if !is_valid_name(&f.name) {
                 return Err(err(
                     name,
-                    "field names are 1-48 characters of a-z, 0-9 and _, starting with a letter"
-                        .into(),
+                    "field names are 1-48 characters of a-z, 0-9 and _, starting with a letter".into(),
                 ));
             }
             if f.name == "id" {
@@ -198,66 +195,35 @@ impl CollectionSchema {
                 return Err(err(name, "field defined twice".into()));
             }
             match (f.kind, &f.collection) {
-                (FieldType::Relation, None) => {
-                    return Err(err(name, "a relation needs `collection`".into()))
-                }
+                (FieldType::Relation, None) => return Err(err(name, "a relation needs `collection`".into())),
                 (FieldType::Relation, Some(target)) => {
                     if target != &self.name && !collection_exists(target) {
-                        return Err(err(
-                            name,
-                            format!("relation target `{target}` does not exist"),
-                        ));
+                        return Err(err(name, format!("relation target `{target}` does not exist")));
                     }
                 }
-                (_, Some(_)) => {
-                    return Err(err(
-                        name,
-                        "`collection` is only allowed on relation fields".into(),
-                    ))
-                }
+                (_, Some(_)) => return Err(err(name, "`collection` is only allowed on relation fields".into())),
                 (_, None) => {}
             }
             if f.unique && !f.kind.scalar() {
-                return Err(err(
-                    name,
-                    format!("a {} field cannot be unique", f.kind.as_str()),
-                ));
+                return Err(err(name, format!("a {} field cannot be unique", f.kind.as_str())));
             }
-            if f.indexed
-                && matches!(
-                    f.kind,
-                    FieldType::Json | FieldType::Attachment | FieldType::Attachments
-                )
-            {
-                return Err(err(
-                    name,
-                    format!("a {} field cannot be indexed", f.kind.as_str()),
-                ));
+            if f.indexed && matches!(f.kind, FieldType::Json | FieldType::Attachment | FieldType::Attachments) {
+                return Err(err(name, format!("a {} field cannot be indexed", f.kind.as_str())));
             }
             if f.fulltext && !matches!(f.kind, FieldType::Text | FieldType::Tags) {
-                return Err(err(
-                    name,
-                    "only text and tags fields can be full-text indexed".into(),
-                ));
+                return Err(err(name, "only text and tags fields can be full-text indexed".into()));
             }
             if f.encrypted && (f.indexed || f.unique || f.fulltext) {
-                return Err(err(
-                    name,
-                    "an encrypted field cannot be indexed, unique or full-text".into(),
-                ));
+                return Err(err(name, "an encrypted field cannot be indexed, unique or full-text".into()));
             }
             if let Some(default) = &f.default {
                 if default.is_null() {
-                    return Err(err(
-                        name,
-                        "a default cannot be null (leave it out instead)".into(),
-                    ));
+                    return Err(err(name, "a default cannot be null (leave it out instead)".into()));
                 }
                 if f.unique {
                     return Err(err(name, "a unique field cannot have a default".into()));
                 }
-                check_value(f, default)
-                    .map_err(|reason| err(name, format!("default: {reason}")))?;
+                check_value(f, default).map_err(|reason| err(name, format!("default: {reason}")))?;
             }
         }
         Ok(())
@@ -274,29 +240,17 @@ impl CollectionSchema {
             reason,
         };
         let Value::Object(mut body) = body else {
-            return Err(err(
-                None,
-                format!(
-                    "a record body must be a JSON object, got {}",
-                    json_kind(&body)
-                ),
-            ));
+            return Err(err(None, format!("a record body must be a JSON object, got {}", json_kind(&body))));
         };
         if let Some(key) = body.keys().find(|k| self.field(k).is_none()) {
-            let reason = if key == "id" {
-                "the id is not part of the body"
-            } else {
-                "unknown field"
-            };
+            let reason = if key == "id" { "the id is not part of the body" } else { "unknown field" };
             return Err(err(Some(key), reason.to_string()));
         }
         body.retain(|_, v| !v.is_null());
         for f in &self.fields {
             match body.get_mut(&f.name) {
                 Some(value) => {
-                    if let Some(canonical) =
-                        check_value(f, value).map_err(|reason| err(Some(&f.name), reason))?
-                    {
+                    if let Some(canonical) = check_value(f, value).map_err(|reason| err(Some(&f.name), reason))? {
                         *value = canonical;
                     }
                 }
@@ -304,9 +258,7 @@ impl CollectionSchema {
                     Some(default) => {
                         body.insert(f.name.clone(), default.clone());
                     }
-                    None if f.required => {
-                        return Err(err(Some(&f.name), "required field is missing".into()))
-                    }
+                    None if f.required => return Err(err(Some(&f.name), "required field is missing".into())),
                     None => {}
                 },
             }
@@ -343,9 +295,7 @@ fn check_value(f: &FieldDef, value: &Value) -> std::result::Result<Option<Value>
                     let canonical = format_datetime(dt);
                     Ok((canonical != *s).then(|| Value::String(canonical)))
                 }
-                None => Err(format!(
-                    "{s:?} is not an RFC 3339 date-time or YYYY-MM-DD date"
-                )),
+                None => Err(format!("{s:?} is not an RFC 3339 date-time or YYYY-MM-DD date")),
             },
             _ => expected("a date-time string"),
         },
@@ -357,12 +307,8 @@ fn check_value(f: &FieldDef, value: &Value) -> std::result::Result<Option<Value>
             let mut seen = std::collections::HashSet::new();
             for item in items {
                 match item {
-                    Value::String(s) if s.trim().is_empty() => {
-                        return Err("tags cannot be empty".into())
-                    }
-                    Value::String(s) if !seen.insert(s.as_str()) => {
-                        return Err(format!("tag {s:?} appears twice"))
-                    }
+                    Value::String(s) if s.trim().is_empty() => return Err("tags cannot be empty".into()),
+                    Value::String(s) if !seen.insert(s.as_str()) => return Err(format!("tag {s:?} appears twice")),
                     Value::String(_) => {}
                     other => return Err(format!("tags must be strings, got {}", json_kind(other))),
                 }
@@ -388,10 +334,7 @@ fn check_value(f: &FieldDef, value: &Value) -> std::result::Result<Option<Value>
 
 fn check_attachment(value: &Value) -> std::result::Result<(), String> {
     let Value::Object(map) = value else {
-        return Err(format!(
-            "expected an attachment object, got {}",
-            json_kind(value)
-        ));
+        return Err(format!("expected an attachment object, got {}", json_kind(value)));
     };
     for key in map.keys() {
         if !matches!(key.as_str(), "hash" | "name" | "mime" | "size") {
@@ -400,9 +343,7 @@ fn check_attachment(value: &Value) -> std::result::Result<(), String> {
     }
     match map.get("hash") {
         Some(Value::String(h))
-            if h.len() == 64
-                && h.bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {}
+            if h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) => {}
         _ => return Err("an attachment needs `hash`: 64 lowercase hex digits (SHA-256)".into()),
     }
     for key in ["name", "mime"] {
@@ -455,29 +396,17 @@ mod tests {
     fn normalises_defaults_nulls_and_datetimes() {
         let s = notes();
         s.validate(&|_| false).expect("valid");
-        let body = s
-            .normalize(
-                Some("n1"),
-                json!({"title":"a","count":null,"at":"2025-01-02T03:04:05+01:00"}),
-            )
-            .expect("valid");
-        assert_eq!(
-            Value::Object(body),
-            json!({"title":"a","pinned":false,"at":"2025-01-02T02:04:05.000Z"})
-        );
+        let body =
+            s.normalize(Some("n1"), json!({"title":"a","count":null,"at":"2025-01-02T03:04:05+01:00"})).expect("valid");
+        assert_eq!(Value::Object(body), json!({"title":"a","pinned":false,"at":"2025-01-02T02:04:05.000Z"}));
     }
 
     #[test]
     fn validation_errors_name_collection_record_and_field() {
         let s = notes();
-        let e = s
-            .normalize(Some("n1"), json!({"title": 5}))
-            .expect_err("wrong type");
+        let e = s.normalize(Some("n1"), json!({"title": 5})).expect_err("wrong type");
         let text = e.to_string();
-        assert!(
-            text.contains("`notes`") && text.contains("`n1`") && text.contains("`title`"),
-            "{text}"
-        );
+        assert!(text.contains("`notes`") && text.contains("`n1`") && text.contains("`title`"), "{text}");
         for (body, field) in [
             (json!({"pinned": true}), "title"),
             (json!({"title": "x", "nope": 1}), "nope"),
@@ -492,10 +421,7 @@ mod tests {
                 other => panic!("{body}: {other:?}"),
             }
         }
-        assert!(matches!(
-            s.normalize(None, json!([1])),
-            Err(Error::Validation { field: None, .. })
-        ));
+        assert!(matches!(s.normalize(None, json!([1])), Err(Error::Validation { field: None, .. })));
     }
 
     #[test]
@@ -513,23 +439,13 @@ mod tests {
         ];
         for case in cases {
             let schema = CollectionSchema::from_json(case, "t").expect("parses");
-            assert!(
-                matches!(
-                    schema.validate(&|_| false),
-                    Err(Error::InvalidSchema { .. })
-                ),
-                "{case}"
-            );
+            assert!(matches!(schema.validate(&|_| false), Err(Error::InvalidSchema { .. })), "{case}");
         }
-        let unknown_key = CollectionSchema::from_json(
-            r#"{"name":"a","fields":[{"name":"x","type":"text","colour":1}]}"#,
-            "f.json",
-        );
+        let unknown_key =
+            CollectionSchema::from_json(r#"{"name":"a","fields":[{"name":"x","type":"text","colour":1}]}"#, "f.json");
         assert!(matches!(unknown_key, Err(Error::InvalidInput { .. })));
-        let unknown_type = CollectionSchema::from_json(
-            r#"{"name":"a","fields":[{"name":"x","type":"blob"}]}"#,
-            "f.json",
-        );
+        let unknown_type =
+            CollectionSchema::from_json(r#"{"name":"a","fields":[{"name":"x","type":"blob"}]}"#, "f.json");
         assert!(matches!(unknown_type, Err(Error::InvalidInput { .. })));
     }
 

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::changes::{ChangeOp, NewChange};
+use crate::changes::{ChangeOp, NewChange, SETTING_VALUE_OPS};
 use crate::error::{Error, Result};
 use crate::record::canonical_json;
 use crate::store::Store;
@@ -103,12 +103,7 @@ fn valid_key(key: &str) -> bool {
 impl SettingDef {
     /// Checks `value` against this definition.
     pub fn check(&self, value: &Value) -> Result<()> {
-        let fail = |reason: String| {
-            Err(Error::InvalidSetting {
-                key: self.key.clone(),
-                reason,
-            })
-        };
+        let fail = |reason: String| Err(Error::InvalidSetting { key: self.key.clone(), reason });
         let type_ok = match self.kind {
             SettingType::Text => value.is_string(),
             SettingType::Integer => value.is_i64(),
@@ -119,19 +114,12 @@ impl SettingDef {
         };
         if !type_ok {
             let kind = serde_json::to_value(self.kind).unwrap_or_default();
-            return fail(format!(
-                "expected a {} value, got {value}",
-                kind.as_str().unwrap_or("?")
-            ));
+            return fail(format!("expected a {} value, got {value}", kind.as_str().unwrap_or("?")));
         }
         if let Some(n) = value.as_f64() {
             if self.min.is_some_and(|min| n < min) || self.max.is_some_and(|max| n > max) {
                 let bound = |b: Option<f64>| b.map_or("-".to_string(), |b| b.to_string());
-                return fail(format!(
-                    "{value} is outside {}..={}",
-                    bound(self.min),
-                    bound(self.max)
-                ));
+                return fail(format!("{value} is outside {}..={}", bound(self.min), bound(self.max)));
             }
         }
         if let Some(choices) = &self.choices {
@@ -152,17 +140,13 @@ impl SettingDef {
         }
         if let (Some(min), Some(max)) = (self.min, self.max) {
             if min > max {
-                return Err(Error::InvalidSetting {
-                    key: self.key.clone(),
-                    reason: "min is greater than max".into(),
-                });
+                return Err(Error::InvalidSetting { key: self.key.clone(), reason: "min is greater than max".into() });
             }
         }
         self.check(&self.default).map_err(|e| match e {
-            Error::InvalidSetting { key, reason } => Error::InvalidSetting {
-                key,
-                reason: format!("default: {reason}"),
-            },
+            Error::InvalidSetting { key, reason } => {
+                Error::InvalidSetting { key, reason: format!("default: {reason}") }
+            }
             other => other,
         })
     }
@@ -176,13 +160,9 @@ fn definition(conn: &Connection, key: &str) -> Result<SettingDef> {
         .prepare_cached("SELECT def FROM cairn_setting_defs WHERE key = ?1")?
         .query_row([key], |r| r.get(0))
         .optional()?;
-    let text = text.ok_or_else(|| Error::UnknownSetting {
-        key: key.to_string(),
-    })?;
-    serde_json::from_str(&text).map_err(|e| Error::Corruption {
-        location: format!("definition of setting `{key}`"),
-        detail: e.to_string(),
-    })
+    let text = text.ok_or_else(|| Error::UnknownSetting { key: key.to_string() })?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::Corruption { location: format!("definition of setting `{key}`"), detail: e.to_string() })
 }
 
 fn stored_value(conn: &Connection, key: &str) -> Result<Option<Value>> {
@@ -191,10 +171,8 @@ fn stored_value(conn: &Connection, key: &str) -> Result<Option<Value>> {
         .query_row([key], |r| r.get(0))
         .optional()?;
     text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| Error::Corruption {
-            location: format!("value of setting `{key}`"),
-            detail: e.to_string(),
-        })
+        serde_json::from_str(&t)
+            .map_err(|e| Error::Corruption { location: format!("value of setting `{key}`"), detail: e.to_string() })
     })
     .transpose()
 }
@@ -215,7 +193,6 @@ impl Tx<'_> {
     pub fn set_setting(&mut self, key: &str, value: Value) -> Result<()> {
         let def = definition(self.conn, key)?;
         def.check(&value)?;
-        let before = stored_value(self.conn, key)?.map(|v| canonical_json(&v));
         let after = canonical_json(&value);
         self.conn.execute(
             "INSERT INTO cairn_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
@@ -229,7 +206,7 @@ impl Tx<'_> {
             op: ChangeOp::SettingSet,
             version: 0,
             deleted: false,
-            before: before.as_deref(),
+            prev_seq: self.last_change_seq("", key, &SETTING_VALUE_OPS)?,
             after: Some(&after),
         })?;
         Ok(())
@@ -238,9 +215,7 @@ impl Tx<'_> {
     /// Removes a setting's stored value so that it reads as its default.
     pub fn reset_setting(&mut self, key: &str) -> Result<()> {
         definition(self.conn, key)?;
-        let before = stored_value(self.conn, key)?.map(|v| canonical_json(&v));
-        self.conn
-            .execute("DELETE FROM cairn_settings WHERE key = ?1", [key])?;
+        self.conn.execute("DELETE FROM cairn_settings WHERE key = ?1", [key])?;
         self.state.max_body_bytes = None;
         self.log(NewChange {
             collection: "",
@@ -248,7 +223,7 @@ impl Tx<'_> {
             op: ChangeOp::SettingReset,
             version: 0,
             deleted: false,
-            before: before.as_deref(),
+            prev_seq: self.last_change_seq("", key, &SETTING_VALUE_OPS)?,
             after: None,
         })?;
         Ok(())
@@ -259,22 +234,15 @@ impl Tx<'_> {
     pub fn define_setting(&mut self, def: SettingDef) -> Result<()> {
         def.validate()?;
         if builtin(&def.key).is_some() {
-            return Err(Error::InvalidSetting {
-                key: def.key,
-                reason: "built-in settings cannot be redefined".into(),
-            });
+            return Err(Error::InvalidSetting { key: def.key, reason: "built-in settings cannot be redefined".into() });
         }
         if let Some(current) = stored_value(self.conn, &def.key)? {
             def.check(&current).map_err(|e| Error::InvalidSetting {
                 key: def.key.clone(),
-                reason: format!(
-                    "the stored value does not fit the new definition ({e}); reset it first"
-                ),
+                reason: format!("the stored value does not fit the new definition ({e}); reset it first"),
             })?;
         }
-        let text = canonical_json(
-            &serde_json::to_value(&def).map_err(|e| Error::NotAllowed(e.to_string()))?,
-        );
+        let text = canonical_json(&serde_json::to_value(&def).map_err(|e| Error::NotAllowed(e.to_string()))?);
         self.conn.execute(
             "INSERT INTO cairn_setting_defs (key, def) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET def = excluded.def",
             params![def.key, std::str::from_utf8(&text).unwrap_or_default()],
@@ -285,7 +253,7 @@ impl Tx<'_> {
             op: ChangeOp::SettingDefine,
             version: 0,
             deleted: false,
-            before: None,
+            prev_seq: self.last_change_seq("", &def.key, &[ChangeOp::SettingDefine])?,
             after: Some(&text),
         })?;
         Ok(())
@@ -296,10 +264,7 @@ impl Tx<'_> {
         if let Some(limit) = self.state.max_body_bytes {
             return Ok(limit);
         }
-        let limit = setting(self.conn, MAX_BODY_BYTES)?
-            .value
-            .as_u64()
-            .unwrap_or(1024 * 1024);
+        let limit = setting(self.conn, MAX_BODY_BYTES)?.value.as_u64().unwrap_or(1024 * 1024);
         self.state.max_body_bytes = Some(limit);
         Ok(limit)
     }
@@ -314,10 +279,8 @@ impl Store {
     /// A setting's value, deserialized into `T`.
     pub fn setting_value<T: DeserializeOwned>(&self, key: &str) -> Result<T> {
         let s = self.setting(key)?;
-        serde_json::from_value(s.value).map_err(|e| Error::InvalidSetting {
-            key: key.to_string(),
-            reason: e.to_string(),
-        })
+        serde_json::from_value(s.value)
+            .map_err(|e| Error::InvalidSetting { key: key.to_string(), reason: e.to_string() })
     }
 
     /// Every defined setting, built-in ones first, then by key.
@@ -360,27 +323,12 @@ mod tests {
     fn settings_are_typed_defaulted_and_validated() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
-        assert_eq!(
-            store.setting_value::<u64>(MAX_BODY_BYTES).expect("default"),
-            1024 * 1024
-        );
-        assert!(matches!(
-            store.set_setting(MAX_BODY_BYTES, json!("big")),
-            Err(Error::InvalidSetting { .. })
-        ));
-        assert!(matches!(
-            store.set_setting(MAX_BODY_BYTES, json!(10)),
-            Err(Error::InvalidSetting { .. })
-        ));
-        assert!(matches!(
-            store.set_setting("nope", json!(1)),
-            Err(Error::UnknownSetting { .. })
-        ));
+        assert_eq!(store.setting_value::<u64>(MAX_BODY_BYTES).expect("default"), 1024 * 1024);
+        assert!(matches!(store.set_setting(MAX_BODY_BYTES, json!("big")), Err(Error::InvalidSetting { .. })));
+        assert!(matches!(store.set_setting(MAX_BODY_BYTES, json!(10)), Err(Error::InvalidSetting { .. })));
+        assert!(matches!(store.set_setting("nope", json!(1)), Err(Error::UnknownSetting { .. })));
         store.set_setting(MAX_BODY_BYTES, json!(4096)).expect("set");
-        assert_eq!(
-            store.setting(MAX_BODY_BYTES).expect("get").value,
-            json!(4096)
-        );
+        assert_eq!(store.setting(MAX_BODY_BYTES).expect("get").value, json!(4096));
 
         let theme = SettingDef {
             key: "ui.theme".into(),
@@ -392,31 +340,13 @@ mod tests {
             choices: Some(vec![json!("light"), json!("dark")]),
         };
         store.define_setting(theme.clone()).expect("define");
-        assert_eq!(
-            store.setting_value::<String>("ui.theme").expect("default"),
-            "light"
-        );
-        assert!(matches!(
-            store.set_setting("ui.theme", json!("pink")),
-            Err(Error::InvalidSetting { .. })
-        ));
+        assert_eq!(store.setting_value::<String>("ui.theme").expect("default"), "light");
+        assert!(matches!(store.set_setting("ui.theme", json!("pink")), Err(Error::InvalidSetting { .. })));
         store.set_setting("ui.theme", json!("dark")).expect("set");
-        let bad_default = SettingDef {
-            default: json!(3),
-            ..theme.clone()
-        };
-        assert!(matches!(
-            store.define_setting(bad_default),
-            Err(Error::InvalidSetting { .. })
-        ));
-        let bad_key = SettingDef {
-            key: "UI theme".into(),
-            ..theme
-        };
-        assert!(matches!(
-            store.define_setting(bad_key),
-            Err(Error::InvalidSetting { .. })
-        ));
+        let bad_default = SettingDef { default: json!(3), ..theme.clone() };
+        assert!(matches!(store.define_setting(bad_default), Err(Error::InvalidSetting { .. })));
+        let bad_key = SettingDef { key: "UI theme".into(), ..theme };
+        assert!(matches!(store.define_setting(bad_key), Err(Error::InvalidSetting { .. })));
         store.reset_setting("ui.theme").expect("reset");
         let s = store.setting("ui.theme").expect("get");
         assert!(s.is_default && s.value == json!("light"));

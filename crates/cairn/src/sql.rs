@@ -10,19 +10,12 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 48
         && bytes[0].is_ascii_lowercase()
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
 }
 
 /// Quotes an identifier that has passed [`is_valid_name`] (or is built from such names).
 pub(crate) fn quote(ident: &str) -> String {
-    debug_assert!(
-        ident
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_'),
-        "unvalidated identifier {ident}"
-    );
+    debug_assert!(ident.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "unvalidated identifier {ident}");
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
@@ -49,16 +42,7 @@ mod tests {
     fn names_are_strict() {
         assert!(is_valid_name("sessions"));
         assert!(is_valid_name("ai_settings2"));
-        for bad in [
-            "",
-            "Sessions",
-            "1abc",
-            "a-b",
-            "a b",
-            "a\"b",
-            "x;drop",
-            &"a".repeat(49),
-        ] {
+        for bad in ["", "Sessions", "1abc", "a-b", "a b", "a\"b", "x;drop", &"a".repeat(49)] {
             assert!(!is_valid_name(bad), "{bad:?} accepted");
         }
     }

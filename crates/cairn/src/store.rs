@@ -30,6 +30,9 @@ pub const DB_FILE: &str = "store.db";
 /// The folder where cairn keeps what it set aside instead of deleting.
 pub const QUARANTINE_DIR: &str = "quarantine";
 
+/// Prepared statements kept per connection: a few per collection plus cairn's own.
+pub(crate) const STATEMENT_CACHE: usize = 256;
+
 /// `PRAGMA application_id` of a cairn store ("cair").
 pub(crate) const APPLICATION_ID: i32 = 0x6361_6972;
 
@@ -58,32 +61,19 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions {
-            create: true,
-            read_only: false,
-            actor: "local".into(),
-            read_connections: 4,
-            max_batch: 512,
-        }
+        StoreOptions { create: true, read_only: false, actor: "local".into(), read_connections: 4, max_batch: 512 }
     }
 }
 
 impl StoreOptions {
     /// Options for opening an existing store read-only.
     pub fn read_only() -> Self {
-        StoreOptions {
-            create: false,
-            read_only: true,
-            ..Self::default()
-        }
+        StoreOptions { create: false, read_only: true, ..Self::default() }
     }
 
     /// Options for opening an existing store for writing, without creating one.
     pub fn existing() -> Self {
-        StoreOptions {
-            create: false,
-            ..Self::default()
-        }
+        StoreOptions { create: false, ..Self::default() }
     }
 }
 
@@ -119,11 +109,7 @@ impl Store {
             check_can_create(&dir, &options)?;
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         }
-        let lock = if options.read_only {
-            None
-        } else {
-            Some(WriteLock::acquire(&dir)?)
-        };
+        let lock = if options.read_only { None } else { Some(WriteLock::acquire(&dir)?) };
         // The lock is held from here on, so nobody else creates the db in between.
         let (writer, hub) = if options.read_only {
             let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -137,29 +123,11 @@ impl Store {
                 std::fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
             }
             let hub = Arc::new(Hub::default());
-            (
-                Some(Writer::spawn(
-                    conn,
-                    hub.clone(),
-                    dir.clone(),
-                    options.max_batch.max(1),
-                )?),
-                hub,
-            )
+            (Some(Writer::spawn(conn, hub.clone(), dir.clone(), options.max_batch.max(1))?), hub)
         };
         let readers = ReadPool::new(db_path, options.read_connections);
-        let inner = Inner {
-            dir,
-            read_only: options.read_only,
-            readers,
-            hub,
-            writer: Mutex::new(writer),
-            lock,
-        };
-        Ok(Store {
-            inner: Arc::new(inner),
-            actor: Arc::from(options.actor.as_str()),
-        })
+        let inner = Inner { dir, read_only: options.read_only, readers, hub, writer: Mutex::new(writer), lock };
+        Ok(Store { inner: Arc::new(inner), actor: Arc::from(options.actor.as_str()) })
     }
 
     /// The data directory.
@@ -174,10 +142,7 @@ impl Store {
 
     /// A handle to the same store whose writes are recorded under `actor` in the change log.
     pub fn as_actor(&self, actor: &str) -> Store {
-        Store {
-            inner: self.inner.clone(),
-            actor: Arc::from(actor),
-        }
+        Store { inner: self.inner.clone(), actor: Arc::from(actor) }
     }
 
     /// The actor recorded for this handle's writes.
@@ -189,12 +154,7 @@ impl Store {
     /// and releases the lock. Other clones of this handle fail with [`Error::WriterStopped`]
     /// on their next write.
     pub fn close(self) -> Result<()> {
-        let writer = self
-            .inner
-            .writer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
         match writer {
             Some(writer) => writer.shutdown(),
             None => Ok(()),
@@ -210,11 +170,7 @@ impl Store {
     {
         let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
         let Some(writer) = guard.as_ref() else {
-            return Err(if self.inner.read_only {
-                Error::ReadOnly
-            } else {
-                Error::WriterStopped
-            });
+            return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
         };
         let pending = writer.submit(self.actor.clone(), f)?;
         drop(guard);
@@ -234,11 +190,7 @@ impl Store {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let writer = self
-            .writer
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let writer = self.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             if let Err(e) = writer.shutdown() {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "closing the store failed");
@@ -249,15 +201,10 @@ impl Drop for Inner {
 
 fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
     if !options.create || options.read_only {
-        return Err(Error::NoStore {
-            path: dir.to_path_buf(),
-        });
+        return Err(Error::NoStore { path: dir.to_path_buf() });
     }
     if dir.exists() && !dir.is_dir() {
-        return Err(Error::NotAStore {
-            path: dir.to_path_buf(),
-            reason: "it is a file, not a directory".into(),
-        });
+        return Err(Error::NotAStore { path: dir.to_path_buf(), reason: "it is a file, not a directory".into() });
     }
     if dir.is_dir() {
         let entries = std::fs::read_dir(dir).map_err(|e| Error::io("read directory", dir, e))?;
@@ -285,26 +232,24 @@ fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
 }
 
 fn not_a_store(dir: &Path, e: rusqlite::Error) -> Error {
-    Error::NotAStore {
-        path: dir.to_path_buf(),
-        reason: format!("{DB_FILE} cannot be opened as SQLite ({e})"),
-    }
+    Error::NotAStore { path: dir.to_path_buf(), reason: format!("{DB_FILE} cannot be opened as SQLite ({e})") }
 }
 
 fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
     let conn = Connection::open(db_path).map_err(|e| not_a_store(dir, e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let is_new = check_format(dir, &conn, true)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-        .map_err(|e| not_a_store(dir, e))?;
+    let mode: String =
+        conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(|e| not_a_store(dir, e))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(Error::NotAStore {
             path: dir.to_path_buf(),
             reason: format!("cannot switch {DB_FILE} to WAL mode ({mode})"),
         });
     }
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")?;
+    // 32 MiB of page cache keeps a group's b-tree pages in memory instead of spilling them.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768;")?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     upgrade(&conn, is_new)?;
     Ok(conn)
 }
@@ -313,22 +258,16 @@ fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
 /// the file is empty (a store being created).
 fn check_format(dir: &Path, conn: &Connection, writable: bool) -> Result<bool> {
     let read = |pragma: &str| -> Result<i64> {
-        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0))
-            .map_err(|e| not_a_store(dir, e))
+        conn.query_row(&format!("PRAGMA {pragma}"), [], |r| r.get(0)).map_err(|e| not_a_store(dir, e))
     };
     let app_id = read("application_id")?;
     let version = read("user_version")?;
     let tables = conn
-        .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
-            r.get::<_, i64>(0)
-        })
+        .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get::<_, i64>(0))
         .map_err(|e| not_a_store(dir, e))?;
     if app_id == 0 && version == 0 && tables == 0 {
         if !writable {
-            return Err(Error::NotAStore {
-                path: dir.to_path_buf(),
-                reason: format!("{DB_FILE} is empty"),
-            });
+            return Err(Error::NotAStore { path: dir.to_path_buf(), reason: format!("{DB_FILE} is empty") });
         }
         return Ok(true);
     }
@@ -339,11 +278,7 @@ fn check_format(dir: &Path, conn: &Connection, writable: bool) -> Result<bool> {
         });
     }
     if version > i64::from(FORMAT_VERSION) {
-        return Err(Error::TooNew {
-            path: dir.to_path_buf(),
-            found: version as u32,
-            supported: FORMAT_VERSION,
-        });
+        return Err(Error::TooNew { path: dir.to_path_buf(), found: version as u32, supported: FORMAT_VERSION });
     }
     Ok(false)
 }
@@ -354,9 +289,8 @@ fn upgrade(conn: &Connection, is_new: bool) -> Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
         let version = i + 1;
         conn.execute_batch("BEGIN IMMEDIATE")?;
-        let applied = conn
-            .execute_batch(sql)
-            .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {version}")));
+        let applied =
+            conn.execute_batch(sql).and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {version}")));
         match applied {
             Ok(()) => conn.execute_batch("COMMIT")?,
             Err(e) => {
@@ -368,10 +302,7 @@ fn upgrade(conn: &Connection, is_new: bool) -> Result<()> {
     if is_new {
         conn.execute(
             "INSERT INTO cairn_meta (key, value) VALUES ('created_by', ?1), ('created_at', ?2)",
-            rusqlite::params![
-                concat!("cairn ", env!("CARGO_PKG_VERSION")),
-                crate::Timestamp::now().to_string()
-            ],
+            rusqlite::params![concat!("cairn ", env!("CARGO_PKG_VERSION")), crate::Timestamp::now().to_string()],
         )?;
     }
     Ok(())
@@ -385,19 +316,12 @@ mod tests {
     fn creates_and_reopens() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("s");
-        Store::open(&path, StoreOptions::default())
-            .expect("create")
-            .close()
-            .expect("close");
+        Store::open(&path, StoreOptions::default()).expect("create").close().expect("close");
         assert!(path.join(DB_FILE).exists() && path.join(QUARANTINE_DIR).is_dir());
         let store = Store::open(&path, StoreOptions::existing()).expect("reopen");
         let conn = store.reader().expect("reader");
         let (mode, sync): (String, i64) = conn
-            .query_row(
-                "SELECT * FROM pragma_journal_mode(), pragma_synchronous()",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT * FROM pragma_journal_mode(), pragma_synchronous()", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .expect("pragmas");
         assert_eq!(mode, "wal");
         // The read connections have the default; the writer's FULL is checked in writer tests.
@@ -408,10 +332,7 @@ mod tests {
     fn refuses_missing_foreign_and_newer_stores() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("missing");
-        assert!(matches!(
-            Store::open(&missing, StoreOptions::existing()),
-            Err(Error::NoStore { .. })
-        ));
+        assert!(matches!(Store::open(&missing, StoreOptions::existing()), Err(Error::NoStore { .. })));
 
         let foreign = dir.path().join("foreign");
         std::fs::create_dir(&foreign).expect("mkdir");
@@ -422,41 +343,23 @@ mod tests {
 
         let other_sqlite = dir.path().join("other");
         std::fs::create_dir(&other_sqlite).expect("mkdir");
-        Connection::open(other_sqlite.join(DB_FILE))
-            .expect("db")
-            .execute_batch("CREATE TABLE t(x)")
-            .expect("ddl");
-        assert!(matches!(
-            Store::open(&other_sqlite, StoreOptions::default()),
-            Err(Error::NotAStore { .. })
-        ));
+        Connection::open(other_sqlite.join(DB_FILE)).expect("db").execute_batch("CREATE TABLE t(x)").expect("ddl");
+        assert!(matches!(Store::open(&other_sqlite, StoreOptions::default()), Err(Error::NotAStore { .. })));
 
         let garbage = dir.path().join("garbage");
         std::fs::create_dir(&garbage).expect("mkdir");
         std::fs::write(garbage.join(DB_FILE), vec![0x42u8; 8192]).expect("write");
-        assert!(matches!(
-            Store::open(&garbage, StoreOptions::default()),
-            Err(Error::NotAStore { .. })
-        ));
+        assert!(matches!(Store::open(&garbage, StoreOptions::default()), Err(Error::NotAStore { .. })));
 
         let newer = dir.path().join("newer");
-        Store::open(&newer, StoreOptions::default())
-            .expect("create")
-            .close()
-            .expect("close");
+        Store::open(&newer, StoreOptions::default()).expect("create").close().expect("close");
         Connection::open(newer.join(DB_FILE))
             .expect("db")
             .execute_batch(&format!("PRAGMA user_version = {}", FORMAT_VERSION + 1))
             .expect("bump");
         let err = Store::open(&newer, StoreOptions::default()).expect_err("newer");
-        assert!(
-            matches!(err, Error::TooNew { found, .. } if found == FORMAT_VERSION + 1),
-            "{err}"
-        );
-        assert!(matches!(
-            Store::open(&newer, StoreOptions::read_only()),
-            Err(Error::TooNew { .. })
-        ));
+        assert!(matches!(err, Error::TooNew { found, .. } if found == FORMAT_VERSION + 1), "{err}");
+        assert!(matches!(Store::open(&newer, StoreOptions::read_only()), Err(Error::TooNew { .. })));
     }
 
     #[test]
@@ -465,10 +368,7 @@ mod tests {
         let store = Store::open(dir.path(), StoreOptions::default()).expect("create");
         // File locks are per open file description, so a second open in this process conflicts too.
         let err = Store::open(dir.path(), StoreOptions::default()).expect_err("second writer");
-        assert!(
-            matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()),
-            "{err}"
-        );
+        assert!(matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()), "{err}");
         let reader = Store::open(dir.path(), StoreOptions::read_only()).expect("read-only");
         assert!(reader.is_read_only());
         drop(store);

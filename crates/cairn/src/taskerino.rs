@@ -63,10 +63,7 @@ pub fn schemas() -> Vec<CollectionSchema> {
             {"name": "session", "type": "relation", "collection": "sessions"}]}),
     ];
     defs.into_iter()
-        .map(|v| {
-            serde_json::from_value(v)
-                .expect("the built-in Taskerino schema is valid JSON for CollectionSchema")
-        })
+        .map(|v| serde_json::from_value(v).expect("the built-in Taskerino schema is valid JSON for CollectionSchema"))
         .collect()
 }
 
@@ -77,20 +74,9 @@ mod tests {
         let schemas = super::schemas();
         let mut known: Vec<String> = Vec::new();
         for s in &schemas {
-            s.validate(&|name| known.iter().any(|k| k == name))
-                .expect("valid");
+            s.validate(&|name| known.iter().any(|k| k == name)).expect("valid");
             known.push(s.name.clone());
         }
-        assert_eq!(
-            known,
-            [
-                "companies",
-                "contacts",
-                "topics",
-                "sessions",
-                "notes",
-                "tasks"
-            ]
-        );
+        assert_eq!(known, ["companies", "contacts", "topics", "sessions", "notes", "tasks"]);
     }
 }

@@ -15,6 +15,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -47,12 +48,7 @@ impl<T> Pending<T> {
 }
 
 impl Writer {
-    pub(crate) fn spawn(
-        conn: Connection,
-        hub: Arc<Hub>,
-        dir: PathBuf,
-        max_batch: usize,
-    ) -> Result<Self> {
+    pub(crate) fn spawn(conn: Connection, hub: Arc<Hub>, dir: PathBuf, max_batch: usize) -> Result<Self> {
         let (queue, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("cairn-writer".into())
@@ -67,15 +63,8 @@ impl Writer {
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
         let (reply, rx) = mpsc::sync_channel(1);
-        let job = TypedJob {
-            f: Some(f),
-            actor,
-            out: None,
-            reply,
-        };
-        self.queue
-            .send(Msg::Job(Box::new(job)))
-            .map_err(|_| Error::WriterStopped)?;
+        let job = TypedJob { f: Some(f), actor, out: None, reply };
+        self.queue.send(Msg::Job(Box::new(job))).map_err(|_| Error::WriterStopped)?;
         Ok(Pending { reply: rx })
     }
 
@@ -111,15 +100,14 @@ pub struct Tx<'a> {
     pub(crate) actor: &'a str,
     pub(crate) dir: &'a Path,
     pub(crate) now: Timestamp,
+    /// Whether anyone subscribes; if not, committed changes are not materialised.
+    pub(crate) publish: bool,
     pub(crate) changes: Vec<Change>,
 }
 
 impl std::fmt::Debug for Tx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tx")
-            .field("actor", &self.actor)
-            .field("changes", &self.changes.len())
-            .finish()
+        f.debug_struct("Tx").field("actor", &self.actor).field("changes", &self.changes.len()).finish()
     }
 }
 
@@ -156,9 +144,7 @@ where
         let Some(f) = self.f.take() else { return false };
         let result = match catch_unwind(AssertUnwindSafe(|| f(tx))) {
             Ok(result) => result,
-            Err(_) => Err(Error::NotAllowed(
-                "the write closure panicked; its writes were rolled back".into(),
-            )),
+            Err(_) => Err(Error::NotAllowed("the write closure panicked; its writes were rolled back".into())),
         };
         let ok = result.is_ok();
         self.out = Some(result);
@@ -185,6 +171,9 @@ where
     }
 }
 
+/// Longest a group waits for callers who are likely to write again (see `writer_loop`).
+const MAX_GATHER: Duration = Duration::from_micros(500);
+
 fn writer_loop(
     conn: Connection,
     queue: mpsc::Receiver<Msg>,
@@ -194,22 +183,34 @@ fn writer_loop(
 ) -> Result<()> {
     let mut state = WriterState::default();
     let mut stopping = false;
+    // Callers answered by the last group usually write again at once, but on a busy machine
+    // they need a moment to be scheduled. Waiting briefly for as many as the last group had
+    // keeps groups large under concurrency (Postgres' commit_delay idea, made adaptive); a
+    // lone writer had a group of one, so it never waits.
+    let mut expected = 1usize;
     while !stopping {
         let first = match queue.recv() {
             Ok(Msg::Job(job)) => job,
             Ok(Msg::Shutdown) | Err(_) => break,
         };
         let mut batch = vec![first];
+        let deadline = Instant::now() + MAX_GATHER;
         while batch.len() < max_batch {
-            match queue.try_recv() {
+            let next = if batch.len() < expected {
+                queue.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(drop)
+            } else {
+                queue.try_recv().map_err(drop)
+            };
+            match next {
                 Ok(Msg::Job(job)) => batch.push(job),
                 Ok(Msg::Shutdown) => {
                     stopping = true;
                     break;
                 }
-                Err(_) => break,
+                Err(()) => break,
             }
         }
+        expected = batch.len();
         commit_group(&conn, &mut state, &hub, &dir, batch);
     }
     // Fold the WAL into store.db so the file on its own is complete; readers may keep part
@@ -218,14 +219,13 @@ fn writer_loop(
     Ok(())
 }
 
-fn commit_group(
-    conn: &Connection,
-    state: &mut WriterState,
-    hub: &Hub,
-    dir: &Path,
-    mut batch: Vec<Box<dyn Job>>,
-) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+/// Runs a transaction-control statement through the statement cache.
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+fn commit_group(conn: &Connection, state: &mut WriterState, hub: &Hub, dir: &Path, mut batch: Vec<Box<dyn Job>>) {
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
         let msg = e.to_string();
         for job in batch {
             job.complete(Err(msg.clone()));
@@ -233,36 +233,30 @@ fn commit_group(
         return;
     }
     let now = Timestamp::now();
+    let publish = hub.has_subscribers();
     let mut committed = Vec::new();
     for job in &mut batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT cairn_job") {
+        if let Err(e) = control(conn, "SAVEPOINT cairn_job") {
             job.abort(e.into());
             continue;
         }
         let actor = job.actor().to_string();
-        let mut tx = Tx {
-            conn,
-            state,
-            actor: &actor,
-            dir,
-            now,
-            changes: Vec::new(),
-        };
+        let mut tx = Tx { conn, state, actor: &actor, dir, now, publish, changes: Vec::new() };
         let ok = job.run(&mut tx);
         let changes = std::mem::take(&mut tx.changes);
         if ok {
-            match conn.execute_batch("RELEASE cairn_job") {
+            match control(conn, "RELEASE cairn_job") {
                 Ok(()) => committed.extend(changes),
                 Err(e) => job.abort(e.into()),
             }
         } else {
             state.invalidate();
-            if let Err(e) = conn.execute_batch("ROLLBACK TO cairn_job; RELEASE cairn_job") {
+            if let Err(e) = control(conn, "ROLLBACK TO cairn_job").and_then(|()| control(conn, "RELEASE cairn_job")) {
                 tracing::error!(error = %e, "rolling back a failed write failed");
             }
         }
     }
-    match conn.execute_batch("COMMIT") {
+    match control(conn, "COMMIT") {
         Ok(()) => {
             hub.publish(&committed);
             for job in batch {

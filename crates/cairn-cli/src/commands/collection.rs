@@ -34,21 +34,14 @@ pub fn run(ctx: &Context, cmd: CollectionCommand) -> Result<()> {
             let store = ctx.open_write()?;
             let info = store.create_collection(schema_file(&schema)?)?;
             ctx.out.show(&info, || {
-                println!(
-                    "created collection `{}` with {} fields",
-                    info.schema.name,
-                    info.schema.fields.len()
-                )
+                println!("created collection `{}` with {} fields", info.schema.name, info.schema.fields.len())
             });
         }
         CollectionCommand::Update { schema } => {
             let store = ctx.open_write()?;
             let info = store.update_collection(schema_file(&schema)?)?;
             ctx.out.show(&info, || {
-                println!(
-                    "updated collection `{}` (schema version {})",
-                    info.schema.name, info.schema_version
-                )
+                println!("updated collection `{}` (schema version {})", info.schema.name, info.schema_version)
             });
         }
         CollectionCommand::List => {
@@ -66,19 +59,7 @@ pub fn run(ctx: &Context, cmd: CollectionCommand) -> Result<()> {
                         ]
                     })
                     .collect();
-                println!(
-                    "{}",
-                    table(
-                        &[
-                            "collection",
-                            "fields",
-                            "records",
-                            "deleted",
-                            "schema updated"
-                        ],
-                        rows
-                    )
-                );
+                println!("{}", table(&["collection", "fields", "records", "deleted", "schema updated"], rows));
             });
         }
         CollectionCommand::Show { name } => {
@@ -119,10 +100,7 @@ fn ask(info: &CollectionInfo) -> Result<String> {
 }
 
 fn print_collection(info: &CollectionInfo) {
-    println!(
-        "collection {}  (schema version {})",
-        info.schema.name, info.schema_version
-    );
+    println!("collection {}  (schema version {})", info.schema.name, info.schema_version);
     if !info.schema.description.is_empty() {
         println!("{}", info.schema.description);
     }
@@ -151,11 +129,7 @@ fn print_collection(info: &CollectionInfo) {
             .into_iter()
             .filter_map(|(on, name)| on.then_some(name))
             .collect();
-            let default = f
-                .default
-                .as_ref()
-                .map(|d| d.to_string())
-                .unwrap_or_default();
+            let default = f.default.as_ref().map(|d| d.to_string()).unwrap_or_default();
             vec![f.name.clone(), kind, flags.join(" "), default]
         })
         .collect();

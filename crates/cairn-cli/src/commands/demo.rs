@@ -13,16 +13,8 @@ pub struct DemoArgs {
 }
 
 pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
-    let store = Store::open(
-        &ctx.dir,
-        StoreOptions {
-            actor: ctx.actor.clone(),
-            ..StoreOptions::default()
-        },
-    )?;
-    let options = DemoOptions {
-        sessions: args.sessions.max(1),
-    };
+    let store = Store::open(&ctx.dir, StoreOptions { actor: ctx.actor.clone(), ..StoreOptions::default() })?;
+    let options = DemoOptions { sessions: args.sessions.max(1) };
     let report = install(&store, &options)?;
     store.close()?;
     let dir = ctx.dir.display().to_string();
@@ -42,7 +34,9 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         println!("  cairn --dir {d} history tasks task-0001");
         println!("  cairn --dir {d} undo tasks task-0001");
         println!("  cairn --dir {d} patch notes note-0001 '{{\"pinned\": true}}' --expect 1");
-        println!("  cairn --dir {d} patch notes note-0001 '{{\"pinned\": false}}' --expect 1   # exit 3: version conflict");
+        println!(
+            "  cairn --dir {d} patch notes note-0001 '{{\"pinned\": false}}' --expect 1   # exit 3: version conflict"
+        );
         println!("  cairn --dir {d} changes --since 0 --limit 10");
         println!("  cairn --dir {d} settings list");
         println!("(with cargo: cargo run --release -- --dir {d} <command>)");
@@ -51,10 +45,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
 }
 
 fn shell_quote(text: &str) -> String {
-    if text
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c))
-    {
+    if text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-~".contains(c)) {
         text.to_string()
     } else {
         format!("'{}'", text.replace('\'', "'\\''"))

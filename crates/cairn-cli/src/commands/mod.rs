@@ -24,10 +24,7 @@ pub struct Context {
 impl Context {
     /// Opens the store for writing; it must exist.
     pub fn open_write(&self) -> Result<Store> {
-        let options = StoreOptions {
-            actor: self.actor.clone(),
-            ..StoreOptions::existing()
-        };
+        let options = StoreOptions { actor: self.actor.clone(), ..StoreOptions::existing() };
         Ok(Store::open(&self.dir, options)?)
     }
 
@@ -74,10 +71,7 @@ fn init(ctx: &Context) -> Result<()> {
     let report = serde_json::json!({ "dir": dir, "created": !existed, "format_version": cairn::FORMAT_VERSION });
     ctx.out.show(&report, || {
         if existed {
-            println!(
-                "{dir} already holds a cairn store (format {})",
-                cairn::FORMAT_VERSION
-            );
+            println!("{dir} already holds a cairn store (format {})", cairn::FORMAT_VERSION);
         } else {
             println!("created a cairn store in {dir}");
             println!("next: cairn --dir {dir} collection create SCHEMA.json");

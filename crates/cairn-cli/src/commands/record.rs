@@ -94,13 +94,7 @@ pub struct Expect {
 
 pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
     match cmd {
-        RecordCommand::Put {
-            collection,
-            id,
-            body,
-            file,
-            expect,
-        } => {
+        RecordCommand::Put { collection, id, body, file, expect } => {
             let body = json_arg(body.as_deref(), file.as_deref(), "body")?;
             let store = ctx.open_write()?;
             let record = match id {
@@ -109,39 +103,20 @@ pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
             };
             print_written(ctx, "stored", &record);
         }
-        RecordCommand::Get {
-            collection,
-            id,
-            deleted,
-        } => {
+        RecordCommand::Get { collection, id, deleted } => {
             let store = ctx.open_read()?;
-            let record = if deleted {
-                store.get_including_deleted(&collection, &id)?
-            } else {
-                store.get(&collection, &id)?
-            };
+            let record =
+                if deleted { store.get_including_deleted(&collection, &id)? } else { store.get(&collection, &id)? };
             ctx.out.show(&record, || print_record(&record));
         }
-        RecordCommand::List {
-            collection,
-            after,
-            limit,
-            deleted,
-        } => {
-            let options = ScanOptions {
-                include_deleted: deleted,
-                ..ScanOptions::page(after, limit)
-            };
+        RecordCommand::List { collection, after, limit, deleted } => {
+            let options = ScanOptions { include_deleted: deleted, ..ScanOptions::page(after, limit) };
             let records = ctx.open_read()?.scan(&collection, &options)?;
             ctx.out.show(&records, || {
                 let rows = records
                     .iter()
                     .map(|r| {
-                        let state = if r.deleted_at.is_some() {
-                            " (deleted)"
-                        } else {
-                            ""
-                        };
+                        let state = if r.deleted_at.is_some() { " (deleted)" } else { "" };
                         vec![
                             format!("{}{state}", r.id),
                             r.version.to_string(),
@@ -156,24 +131,12 @@ pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
                 }
             });
         }
-        RecordCommand::Patch {
-            collection,
-            id,
-            patch,
-            file,
-            expect,
-        } => {
+        RecordCommand::Patch { collection, id, patch, file, expect } => {
             let patch = json_arg(patch.as_deref(), file.as_deref(), "patch")?;
-            let record = ctx
-                .open_write()?
-                .patch(&collection, &id, patch, expect.expect)?;
+            let record = ctx.open_write()?.patch(&collection, &id, patch, expect.expect)?;
             print_written(ctx, "patched", &record);
         }
-        RecordCommand::Delete {
-            collection,
-            id,
-            expect,
-        } => {
+        RecordCommand::Delete { collection, id, expect } => {
             let record = ctx.open_write()?.delete(&collection, &id, expect.expect)?;
             print_written(ctx, "deleted", &record);
         }
@@ -181,24 +144,15 @@ pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
             let version = ctx.open_write()?.purge(&collection, &id)?;
             let report = serde_json::json!({"collection": collection, "id": id, "purged_as_version": version});
             ctx.out.show(&report, || {
-                println!(
-                    "purged {collection}/{id} (history kept; `cairn history {collection} {id}`)"
-                )
+                println!("purged {collection}/{id} (history kept; `cairn history {collection} {id}`)")
             });
         }
         RecordCommand::History { collection, id } => {
             let history = ctx.open_read()?.history(&collection, &id)?;
             ctx.out.show(&history, || print_changes(&history, false));
         }
-        RecordCommand::Revert {
-            collection,
-            id,
-            version,
-            expect,
-        } => {
-            let record = ctx
-                .open_write()?
-                .revert(&collection, &id, version, expect.expect)?;
+        RecordCommand::Revert { collection, id, version, expect } => {
+            let record = ctx.open_write()?.revert(&collection, &id, version, expect.expect)?;
             print_written(ctx, &format!("reverted to version {version} as"), &record);
         }
         RecordCommand::Undo { collection, id } => {
@@ -215,10 +169,7 @@ pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
             ctx.out.show(&results, || {
                 println!("committed {} operations atomically", results.len());
                 for r in &results {
-                    println!(
-                        "  {}: {}/{} version {}",
-                        r.index, r.record.collection, r.record.id, r.record.version
-                    );
+                    println!("  {}: {}/{} version {}", r.index, r.record.collection, r.record.id, r.record.version);
                 }
             });
         }
@@ -228,36 +179,18 @@ pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
 
 fn print_written(ctx: &Context, what: &str, record: &Record) {
     ctx.out.show(record, || {
-        let state = if record.deleted_at.is_some() {
-            " (deleted)"
-        } else {
-            ""
-        };
-        println!(
-            "{what} {}/{} version {}{state}",
-            record.collection, record.id, record.version
-        )
+        let state = if record.deleted_at.is_some() { " (deleted)" } else { "" };
+        println!("{what} {}/{} version {}{state}", record.collection, record.id, record.version)
     });
 }
 
 fn print_record(record: &Record) {
-    let state = record
-        .deleted_at
-        .map(|t| format!("  deleted {t}"))
-        .unwrap_or_default();
+    let state = record.deleted_at.map(|t| format!("  deleted {t}")).unwrap_or_default();
     println!(
         "{}/{}  version {}  created {}  updated {}{state}\nsha256 {}",
-        record.collection,
-        record.id,
-        record.version,
-        record.created_at,
-        record.updated_at,
-        record.sha256
+        record.collection, record.id, record.version, record.created_at, record.updated_at, record.sha256
     );
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&record.body).unwrap_or_default()
-    );
+    println!("{}", serde_json::to_string_pretty(&record.body).unwrap_or_default());
 }
 
 /// Prints changes as a table; `with_target` adds the collection/id column.

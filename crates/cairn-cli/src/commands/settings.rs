@@ -46,9 +46,7 @@ fn parse_type(text: &str) -> std::result::Result<SettingType, String> {
 fn value_arg(kind: SettingType, text: &str) -> Result<Value> {
     match serde_json::from_str::<Value>(text) {
         Ok(Value::String(s)) => Ok(Value::String(s)),
-        _ if matches!(kind, SettingType::Text | SettingType::Datetime) => {
-            Ok(Value::String(text.to_string()))
-        }
+        _ if matches!(kind, SettingType::Text | SettingType::Datetime) => Ok(Value::String(text.to_string())),
         Ok(v) => Ok(v),
         Err(e) => Err(UsageError(format!("{text:?} is not a JSON value: {e}")).into()),
     }
@@ -62,17 +60,8 @@ pub fn run(ctx: &Context, cmd: SettingsCommand) -> Result<()> {
                 let rows = settings
                     .iter()
                     .map(|s| {
-                        let value = if s.is_default {
-                            format!("{} (default)", s.value)
-                        } else {
-                            s.value.to_string()
-                        };
-                        vec![
-                            s.def.key.clone(),
-                            kind_name(s),
-                            value,
-                            clip(&s.def.description, 50),
-                        ]
+                        let value = if s.is_default { format!("{} (default)", s.value) } else { s.value.to_string() };
+                        vec![s.def.key.clone(), kind_name(s), value, clip(&s.def.description, 50)]
                     })
                     .collect();
                 println!("{}", table(&["key", "type", "value", "description"], rows));
@@ -87,34 +76,19 @@ pub fn run(ctx: &Context, cmd: SettingsCommand) -> Result<()> {
             let kind = store.setting(&key)?.def.kind;
             store.set_setting(&key, value_arg(kind, &value)?)?;
             let setting = store.setting(&key)?;
-            ctx.out
-                .show(&setting, || println!("{key} = {}", setting.value));
+            ctx.out.show(&setting, || println!("{key} = {}", setting.value));
         }
         SettingsCommand::Reset { key } => {
             let store = ctx.open_write()?;
             store.reset_setting(&key)?;
             let setting = store.setting(&key)?;
-            ctx.out
-                .show(&setting, || println!("{key} = {} (default)", setting.value));
+            ctx.out.show(&setting, || println!("{key} = {} (default)", setting.value));
         }
-        SettingsCommand::Define {
-            key,
-            kind,
-            default,
-            description,
-            min,
-            max,
-            choices,
-        } => {
+        SettingsCommand::Define { key, kind, default, description, min, max, choices } => {
             let choices = if choices.is_empty() {
                 None
             } else {
-                Some(
-                    choices
-                        .iter()
-                        .map(|c| value_arg(kind, c))
-                        .collect::<Result<Vec<_>>>()?,
-                )
+                Some(choices.iter().map(|c| value_arg(kind, c)).collect::<Result<Vec<_>>>()?)
             };
             let def = SettingDef {
                 key: key.clone(),
@@ -128,21 +102,12 @@ pub fn run(ctx: &Context, cmd: SettingsCommand) -> Result<()> {
             let store = ctx.open_write()?;
             store.define_setting(def)?;
             let setting = store.setting(&key)?;
-            ctx.out.show(&setting, || {
-                println!(
-                    "defined {key} ({}) = {}",
-                    kind_name(&setting),
-                    setting.value
-                )
-            });
+            ctx.out.show(&setting, || println!("defined {key} ({}) = {}", kind_name(&setting), setting.value));
         }
     }
     Ok(())
 }
 
 fn kind_name(s: &Setting) -> String {
-    serde_json::to_value(s.def.kind)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    serde_json::to_value(s.def.kind).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }

@@ -33,10 +33,7 @@ impl WriteLock {
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
                 let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked {
-                    path: dir.to_path_buf(),
-                    pid: text.trim().parse().ok(),
-                });
+                return Err(Error::Locked { path: dir.to_path_buf(), pid: text.trim().parse().ok() });
             }
             Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }

@@ -26,11 +26,7 @@ pub(crate) struct PooledConn<'a> {
 
 impl ReadPool {
     pub(crate) fn new(path: PathBuf, max_idle: usize) -> Self {
-        ReadPool {
-            path,
-            idle: Mutex::new(Vec::new()),
-            max_idle,
-        }
+        ReadPool { path, idle: Mutex::new(Vec::new()), max_idle }
     }
 
     pub(crate) fn get(&self) -> Result<PooledConn<'_>> {
@@ -39,18 +35,14 @@ impl ReadPool {
             Some(conn) => conn,
             None => self.open()?,
         };
-        Ok(PooledConn {
-            pool: self,
-            conn: Some(conn),
-        })
+        Ok(PooledConn { pool: self, conn: Some(conn) })
     }
 
     fn open(&self) -> Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            | OpenFlags::SQLITE_OPEN_URI;
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
         let conn = Connection::open_with_flags(&self.path, flags)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
         Ok(conn)
     }
 }

@@ -36,9 +36,7 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
     match name {
         "title" => "[a-z]{0,6}".prop_map(Value::from).boxed(),
         "n" => (-5i64..5).prop_map(Value::from).boxed(),
-        _ => proptest::sample::subsequence(vec!["x", "y", "z"], 0..3)
-            .prop_map(|t| json!(t))
-            .boxed(),
+        _ => proptest::sample::subsequence(vec!["x", "y", "z"], 0..3).prop_map(|t| json!(t)).boxed(),
     }
 }
 
@@ -60,9 +58,7 @@ fn body() -> impl Strategy<Value = Value> {
 }
 
 fn patch() -> impl Strategy<Value = Value> {
-    let entry = |name: &'static str| {
-        proptest::option::of(prop_oneof![Just(Value::Null), field_value(name)])
-    };
+    let entry = |name: &'static str| proptest::option::of(prop_oneof![Just(Value::Null), field_value(name)]);
     (entry("title"), entry("n"), entry("tags")).prop_map(|(title, n, tags)| {
         let mut m = Map::new();
         for (k, v) in [("title", title), ("n", n), ("tags", tags)] {
@@ -109,25 +105,13 @@ fn as_map(v: &Value) -> Map<String, Value> {
 }
 
 fn state_of(r: &Record) -> State {
-    State {
-        version: r.version,
-        body: r.body.clone(),
-        deleted: r.deleted_at.is_some(),
-    }
+    State { version: r.version, body: r.body.clone(), deleted: r.deleted_at.is_some() }
 }
 
 /// All rows of `notes`, deleted ones included.
 fn stored(store: &Store) -> BTreeMap<String, State> {
-    let options = ScanOptions {
-        include_deleted: true,
-        ..ScanOptions::page(None, 100)
-    };
-    store
-        .scan("notes", &options)
-        .expect("scan")
-        .iter()
-        .map(|r| (r.id.clone(), state_of(r)))
-        .collect()
+    let options = ScanOptions { include_deleted: true, ..ScanOptions::page(None, 100) };
+    store.scan("notes", &options).expect("scan").iter().map(|r| (r.id.clone(), state_of(r))).collect()
 }
 
 /// Rebuilds the collection from nothing but the change log.
@@ -141,11 +125,7 @@ fn replay(store: &Store) -> BTreeMap<String, State> {
             Some(after) => {
                 out.insert(
                     change.id.clone(),
-                    State {
-                        version: change.version,
-                        body: as_map(&after),
-                        deleted: change.deleted,
-                    },
+                    State { version: change.version, body: as_map(&after), deleted: change.deleted },
                 );
             }
             None => {
@@ -168,26 +148,13 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let id = IDS[i];
                 let result = store.create_with_id("notes", id, b.clone());
                 if model.contains_key(id) {
-                    prop_assert!(
-                        matches!(result, Err(Error::AlreadyExists { .. })),
-                        "{result:?}"
-                    );
+                    prop_assert!(matches!(result, Err(Error::AlreadyExists { .. })), "{result:?}");
                 } else if !valid(&as_map(&b)) {
-                    prop_assert!(
-                        matches!(result, Err(Error::Validation { .. })),
-                        "{result:?}"
-                    );
+                    prop_assert!(matches!(result, Err(Error::Validation { .. })), "{result:?}");
                 } else {
                     let r = result.expect("create");
                     let version = last_version.get(id).copied().unwrap_or(0) + 1;
-                    prop_assert_eq!(
-                        state_of(&r),
-                        State {
-                            version,
-                            body: as_map(&b),
-                            deleted: false
-                        }
-                    );
+                    prop_assert_eq!(state_of(&r), State { version, body: as_map(&b), deleted: false });
                     model.insert(id.into(), state_of(&r));
                 }
             }
@@ -204,28 +171,14 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         prop_assert!(matches!(result, Err(Error::NotFound { .. })), "{result:?}")
                     }
                     Some(current) => {
-                        let mut body = if is_patch {
-                            current.body.clone()
-                        } else {
-                            Map::new()
-                        };
+                        let mut body = if is_patch { current.body.clone() } else { Map::new() };
                         merge(&mut body, &as_map(&b));
                         if valid(&body) {
                             let r = result.expect("write");
-                            prop_assert_eq!(
-                                state_of(&r),
-                                State {
-                                    version: current.version + 1,
-                                    body,
-                                    deleted: false
-                                }
-                            );
+                            prop_assert_eq!(state_of(&r), State { version: current.version + 1, body, deleted: false });
                             model.insert(id.into(), state_of(&r));
                         } else {
-                            prop_assert!(
-                                matches!(result, Err(Error::Validation { .. })),
-                                "{result:?}"
-                            );
+                            prop_assert!(matches!(result, Err(Error::Validation { .. })), "{result:?}");
                         }
                     }
                 }
@@ -238,11 +191,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         let r = result.expect("delete");
                         prop_assert_eq!(
                             state_of(&r),
-                            State {
-                                version: current.version + 1,
-                                body: current.body,
-                                deleted: true
-                            }
+                            State { version: current.version + 1, body: current.body, deleted: true }
                         );
                         model.insert(id.into(), state_of(&r));
                     }
@@ -281,27 +230,18 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(None) => {
                         prop_assert!(matches!(result, Err(Error::NotAllowed(_))), "{result:?}")
                     }
-                    None => prop_assert!(
-                        matches!(result, Err(Error::VersionNotFound { .. })),
-                        "{result:?}"
-                    ),
+                    None => prop_assert!(matches!(result, Err(Error::VersionNotFound { .. })), "{result:?}"),
                 }
             }
             Op::Undo(i) | Op::Redo(i) => {
                 let id = IDS[i];
-                let result = if matches!(op, Op::Undo(_)) {
-                    store.undo("notes", id)
-                } else {
-                    store.redo("notes", id)
-                };
+                let result = if matches!(op, Op::Undo(_)) { store.undo("notes", id) } else { store.redo("notes", id) };
                 match result {
                     Ok(r) => {
                         // Undo and redo only ever bring back a state the record had.
                         let earlier = states.iter().any(|((sid, _), s)| {
                             sid == id
-                                && s.as_ref().is_some_and(|s| {
-                                    s.body == r.body && s.deleted == r.deleted_at.is_some()
-                                })
+                                && s.as_ref().is_some_and(|s| s.body == r.body && s.deleted == r.deleted_at.is_some())
                         });
                         prop_assert!(earlier, "undo/redo produced a state never seen: {r:?}");
                         model.insert(id.into(), state_of(&r));
@@ -338,11 +278,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     }
     let stored = stored(&store);
     prop_assert_eq!(&stored, &model, "store differs from the reference model");
-    prop_assert_eq!(
-        &replay(&store),
-        &stored,
-        "replaying the change log does not reproduce the store"
-    );
+    prop_assert_eq!(&replay(&store), &stored, "replaying the change log does not reproduce the store");
     // Every change has the seq after the previous one.
     let changes = store.changes_since(0, 1_000_000).expect("changes");
     prop_assert!(changes.windows(2).all(|w| w[1].seq == w[0].seq + 1));
@@ -361,53 +297,27 @@ proptest! {
 #[test]
 fn undo_and_redo_walk_a_records_history() {
     let (_dir, store) = with_notes();
-    store
-        .create_with_id("notes", "a", json!({"title": "v1"}))
-        .expect("create");
-    store
-        .patch("notes", "a", json!({"title": "v2"}), None)
-        .expect("v2");
-    store
-        .patch("notes", "a", json!({"title": "v3"}), None)
-        .expect("v3");
+    store.create_with_id("notes", "a", json!({"title": "v1"})).expect("create");
+    store.patch("notes", "a", json!({"title": "v2"}), None).expect("v2");
+    store.patch("notes", "a", json!({"title": "v3"}), None).expect("v3");
     let title = |r: Record| r.body["title"].as_str().map(str::to_string).expect("title");
     assert_eq!(title(store.undo("notes", "a").expect("undo")), "v2");
     assert_eq!(title(store.undo("notes", "a").expect("undo")), "v1");
-    assert!(matches!(
-        store.undo("notes", "a"),
-        Err(Error::NothingTo { action: "undo", .. })
-    ));
+    assert!(matches!(store.undo("notes", "a"), Err(Error::NothingTo { action: "undo", .. })));
     assert_eq!(title(store.redo("notes", "a").expect("redo")), "v2");
     assert_eq!(title(store.redo("notes", "a").expect("redo")), "v3");
-    assert!(matches!(
-        store.redo("notes", "a"),
-        Err(Error::NothingTo { action: "redo", .. })
-    ));
+    assert!(matches!(store.redo("notes", "a"), Err(Error::NothingTo { action: "redo", .. })));
     // A new edit after an undo drops the redo branch.
     store.undo("notes", "a").expect("undo");
-    store
-        .patch("notes", "a", json!({"title": "v4"}), None)
-        .expect("edit");
-    assert!(matches!(
-        store.redo("notes", "a"),
-        Err(Error::NothingTo { .. })
-    ));
+    store.patch("notes", "a", json!({"title": "v4"}), None).expect("edit");
+    assert!(matches!(store.redo("notes", "a"), Err(Error::NothingTo { .. })));
     // Undo of a delete brings the record back.
     store.delete("notes", "a", None).expect("delete");
     assert_eq!(title(store.undo("notes", "a").expect("undelete")), "v4");
-    let ops: Vec<ChangeOp> = store
-        .history("notes", "a")
-        .expect("history")
-        .iter()
-        .map(|c| c.op)
-        .collect();
+    let ops: Vec<ChangeOp> = store.history("notes", "a").expect("history").iter().map(|c| c.op).collect();
     assert_eq!(ops.len(), 11);
     assert_eq!(ops.last(), Some(&ChangeOp::Undo));
-    assert!(store
-        .history("notes", "a")
-        .expect("history")
-        .iter()
-        .all(|c| c.actor == "local"));
+    assert!(store.history("notes", "a").expect("history").iter().all(|c| c.actor == "local"));
 }
 
 #[test]
@@ -431,26 +341,14 @@ fn subscribers_get_every_committed_change_in_order() {
             Ok(())
         })
         .expect("commit");
-    let first = from_start
-        .recv_timeout(Duration::from_secs(5))
-        .expect("recv")
-        .expect("collection create");
+    let first = from_start.recv_timeout(Duration::from_secs(5)).expect("recv").expect("collection create");
     assert_eq!((first.seq, first.op), (1, ChangeOp::CollectionCreate));
     for sub in [&mut from_start, &mut live, &mut slow] {
         for (n, id) in ids.iter().enumerate() {
-            let change = sub
-                .recv_timeout(Duration::from_secs(5))
-                .expect("recv")
-                .expect("a change");
-            assert_eq!(
-                (change.seq, change.id.as_str(), change.op),
-                (n as u64 + 2, id.as_str(), ChangeOp::Create)
-            );
+            let change = sub.recv_timeout(Duration::from_secs(5)).expect("recv").expect("a change");
+            assert_eq!((change.seq, change.id.as_str(), change.op), (n as u64 + 2, id.as_str(), ChangeOp::Create));
             assert_eq!(change.actor, "editor");
         }
-        assert!(sub
-            .recv_timeout(Duration::from_millis(20))
-            .expect("recv")
-            .is_none());
+        assert!(sub.recv_timeout(Duration::from_millis(20)).expect("recv").is_none());
     }
 }

@@ -13,27 +13,19 @@ fn read_modify_write_with_expected_versions_loses_no_update() {
     let (_dir, store) = with_notes();
     let counters = ["c0", "c1"];
     for id in counters {
-        store
-            .create_with_id("notes", id, json!({"title": id, "n": 0}))
-            .expect("create counter");
+        store.create_with_id("notes", id, json!({"title": id, "n": 0})).expect("create counter");
     }
     let successes: Arc<[AtomicU64; 2]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
     let conflicts = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = (0..8)
         .map(|t| {
-            let (store, successes, conflicts) =
-                (store.clone(), successes.clone(), conflicts.clone());
+            let (store, successes, conflicts) = (store.clone(), successes.clone(), conflicts.clone());
             std::thread::spawn(move || {
                 for i in 0..1000 {
                     let which = (t + i) % 2;
                     let current = store.get("notes", counters[which]).expect("get");
                     let n = current.body["n"].as_i64().expect("n");
-                    match store.patch(
-                        "notes",
-                        counters[which],
-                        json!({"n": n + 1}),
-                        Some(current.version),
-                    ) {
+                    match store.patch("notes", counters[which], json!({"n": n + 1}), Some(current.version)) {
                         Ok(_) => {
                             successes[which].fetch_add(1, Ordering::Relaxed);
                         }
@@ -53,11 +45,7 @@ fn read_modify_write_with_expected_versions_loses_no_update() {
     for (which, id) in counters.iter().enumerate() {
         let ok = successes[which].load(Ordering::Relaxed);
         let record = store.get("notes", id).expect("get");
-        assert_eq!(
-            record.body["n"].as_u64(),
-            Some(ok),
-            "{id}: the counter equals the number of successful updates"
-        );
+        assert_eq!(record.body["n"].as_u64(), Some(ok), "{id}: the counter equals the number of successful updates");
         assert_eq!(record.version, ok + 1);
         total += ok;
     }
@@ -75,13 +63,8 @@ fn a_failing_write_does_not_fail_the_others_in_its_group() {
             std::thread::spawn(move || {
                 let mut ok = 0;
                 for i in 0..50 {
-                    let good = store.create_with_id(
-                        "notes",
-                        &format!("t{t}-{i}"),
-                        json!({"title": "fine"}),
-                    );
-                    let bad =
-                        store.create_with_id("notes", &format!("bad{t}-{i}"), json!({"title": 42}));
+                    let good = store.create_with_id("notes", &format!("t{t}-{i}"), json!({"title": "fine"}));
+                    let bad = store.create_with_id("notes", &format!("bad{t}-{i}"), json!({"title": 42}));
                     assert!(matches!(bad, Err(Error::Validation { .. })));
                     ok += usize::from(good.is_ok());
                 }

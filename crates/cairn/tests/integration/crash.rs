@@ -27,9 +27,7 @@ fn acknowledged_writes_survive_sigkill() {
     let dir = tmp.path().join("store");
     {
         let store = Store::open(&dir, StoreOptions::default()).expect("create");
-        store
-            .create_collection(crate::notes_schema())
-            .expect("notes");
+        store.create_collection(crate::notes_schema()).expect("notes");
         store.close().expect("close");
     }
     // id -> (version acknowledged, title acknowledged)
@@ -53,16 +51,8 @@ fn acknowledged_writes_survive_sigkill() {
         });
         // Wait until the child writes, then let it run for a random while before the kill.
         let started = std::time::Instant::now();
-        while !lines
-            .lock()
-            .expect("lines")
-            .iter()
-            .any(|l| l.starts_with("ACK "))
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "child never acknowledged a write"
-            );
+        while !lines.lock().expect("lines").iter().any(|l| l.starts_with("ACK ")) {
+            assert!(started.elapsed() < Duration::from_secs(30), "child never acknowledged a write");
             std::thread::sleep(Duration::from_millis(2));
         }
         std::thread::sleep(Duration::from_millis(fastrand::u64(1..150)));
@@ -87,30 +77,19 @@ fn acknowledged_writes_survive_sigkill() {
 
         let store = Store::open(&dir, StoreOptions::default()).expect("reopen after SIGKILL");
         for (id, (version, title)) in &acked {
-            let record = store
-                .get("notes", id)
-                .unwrap_or_else(|e| panic!("cycle {cycle}: acknowledged {id} lost: {e}"));
-            assert!(
-                record.version >= *version,
-                "cycle {cycle}: {id} went back from v{version} to v{}",
-                record.version
-            );
+            let record =
+                store.get("notes", id).unwrap_or_else(|e| panic!("cycle {cycle}: acknowledged {id} lost: {e}"));
+            assert!(record.version >= *version, "cycle {cycle}: {id} went back from v{version} to v{}", record.version);
             if record.version == *version {
                 assert_eq!(record.body["title"], json!(title), "cycle {cycle}: {id}");
             }
         }
         drop(store);
         let conn = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("sqlite");
-        let check: String = conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-            .expect("integrity_check");
+        let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
         assert_eq!(check, "ok", "cycle {cycle}");
     }
-    assert!(
-        acked.len() > 24,
-        "the children acknowledged {} records",
-        acked.len()
-    );
+    assert!(acked.len() > 24, "the children acknowledged {} records", acked.len());
 }
 
 /// The child: four threads creating and patching records as fast as group commit allows,
@@ -129,21 +108,15 @@ fn child_writer(dir: &Path) -> ! {
                     out.flush().expect("flush");
                 };
                 let own = format!("counter-{cycle}-{t}");
-                let r = store
-                    .create_with_id("notes", &own, json!({"title": "n0"}))
-                    .expect("create counter");
+                let r = store.create_with_id("notes", &own, json!({"title": "n0"})).expect("create counter");
                 ack(&own, r.version, "n0");
                 for i in 1u64.. {
                     let id = format!("c{cycle}-t{t}-{i}");
                     let title = format!("t{i}");
-                    let r = store
-                        .create_with_id("notes", &id, json!({"title": title, "n": i}))
-                        .expect("create");
+                    let r = store.create_with_id("notes", &id, json!({"title": title, "n": i})).expect("create");
                     ack(&id, r.version, &title);
                     let title = format!("n{i}");
-                    let r = store
-                        .patch("notes", &own, json!({"title": title}), Some(i))
-                        .expect("patch");
+                    let r = store.patch("notes", &own, json!({"title": title}), Some(i)).expect("patch");
                     ack(&own, r.version, &title);
                 }
             })

@@ -32,8 +32,6 @@ pub fn notes_schema() -> CollectionSchema {
 
 pub fn with_notes() -> (tempfile::TempDir, Store) {
     let (dir, store) = temp_store();
-    store
-        .create_collection(notes_schema())
-        .expect("create notes");
+    store.create_collection(notes_schema()).expect("create notes");
     (dir, store)
 }

@@ -17,10 +17,13 @@ CREATE TABLE cairn_collections (
 ) STRICT;
 
 -- The change log: one row per mutation, appended in the mutation's transaction.
--- before/after are canonical JSON; after is NULL when the row is gone (purge, drop).
+-- It is also where record bodies live: `after` is the canonical JSON a change produced (NULL
+-- when the row is gone: purge, drop), each body is stored once, and a change's `before` is
+-- the `after` of the change named by prev_seq. Record rows point at their body by seq.
 -- sha256 covers every other column, so damage to history is detected like damage to records.
+-- seq is assigned by cairn as max(seq) + 1; rows are never deleted, so seqs never repeat.
 CREATE TABLE cairn_changes (
-    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq        INTEGER PRIMARY KEY,
     collection TEXT NOT NULL,
     record_id  TEXT NOT NULL,
     op         TEXT NOT NULL,
@@ -28,7 +31,7 @@ CREATE TABLE cairn_changes (
     actor      TEXT NOT NULL,
     at         INTEGER NOT NULL,
     deleted    INTEGER NOT NULL,
-    before     BLOB,
+    prev_seq   INTEGER,
     after      BLOB,
     sha256     BLOB NOT NULL
 ) STRICT;

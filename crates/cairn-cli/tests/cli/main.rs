@@ -1,0 +1,223 @@
+//! The `cairn` binary end to end: arguments, output, exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+fn cairn(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--dir")
+        .arg(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run cairn")
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("exit code")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn json(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(out)))
+}
+
+const SCHEMA: &str = r#"{"name": "notes", "fields": [
+    {"name": "title", "type": "text", "required": true, "summary": true},
+    {"name": "n", "type": "integer"}]}"#;
+
+fn store_with_notes() -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    assert_eq!(code(&cairn(&dir, &["init"])), 0);
+    let schema = tmp.path().join("notes.json");
+    std::fs::write(&schema, SCHEMA).expect("schema file");
+    let out = cairn(&dir, &["collection", "create", schema.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    (tmp, dir)
+}
+
+#[test]
+fn records_round_trip_with_documented_exit_codes() {
+    let (_tmp, dir) = store_with_notes();
+    let out = cairn(&dir, &["--json", "put", "notes", "a", "--body", r#"{"title": "hello"}"#]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["version"], 1);
+
+    let out = cairn(&dir, &["--json", "get", "notes", "a"]);
+    assert_eq!(json(&out)["body"]["title"], "hello");
+
+    let out = cairn(&dir, &["patch", "notes", "a", r#"{"n": 2}"#, "--expect", "1"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cairn(&dir, &["patch", "notes", "a", r#"{"n": 3}"#, "--expect", "1"]);
+    assert_eq!(code(&out), 3, "version conflict: {}", stderr(&out));
+    assert!(stderr(&out).contains("expected version 1, found 2"));
+
+    assert_eq!(code(&cairn(&dir, &["get", "notes", "missing"])), 4);
+    assert_eq!(code(&cairn(&dir, &["get", "ghosts", "a"])), 4);
+    assert_eq!(code(&cairn(&dir, &["revert", "notes", "a", "9"])), 4);
+
+    let out = cairn(&dir, &["--json", "history", "notes", "a"]);
+    let ops: Vec<String> =
+        json(&out).as_array().expect("list").iter().map(|c| c["op"].as_str().expect("op").to_string()).collect();
+    assert_eq!(ops, ["create", "patch"]);
+    assert_eq!(code(&cairn(&dir, &["undo", "notes", "a"])), 0);
+    assert_eq!(code(&cairn(&dir, &["redo", "notes", "a"])), 0);
+    assert_eq!(code(&cairn(&dir, &["delete", "notes", "a"])), 0);
+    assert_eq!(code(&cairn(&dir, &["get", "notes", "a"])), 4);
+    assert_eq!(code(&cairn(&dir, &["get", "notes", "a", "--deleted"])), 0);
+    assert_eq!(code(&cairn(&dir, &["purge", "notes", "a"])), 0);
+    let out = cairn(&dir, &["revert", "notes", "a", "2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = cairn(&dir, &["--json", "changes", "--since", "0"]);
+    let changes = json(&out);
+    let seqs: Vec<u64> = changes.as_array().expect("list").iter().map(|c| c["seq"].as_u64().expect("seq")).collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    assert_eq!(changes[0]["op"], "collection_create");
+    assert_eq!(changes[1]["actor"], "cli");
+}
+
+#[test]
+fn bad_input_gets_clear_errors_and_exit_codes() {
+    let (tmp, dir) = store_with_notes();
+    // Malformed JSON names where it broke.
+    let out = cairn(&dir, &["put", "notes", "a", "--body", "{\"title\": \"x\",}"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("the body argument") && stderr(&out).contains("column"), "{}", stderr(&out));
+    // Wrong type and unknown field name the collection, record and field.
+    let out = cairn(&dir, &["put", "notes", "a", "--body", r#"{"title": 5}"#]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("`notes`, record `a`, field `title`"), "{}", stderr(&out));
+    let out = cairn(&dir, &["put", "notes", "a", "--body", r#"{"title": "x", "extra": 1}"#]);
+    assert!(stderr(&out).contains("field `extra`"), "{}", stderr(&out));
+    // Invalid id.
+    let out = cairn(&dir, &["put", "notes", "../x", "--body", r#"{"title": "x"}"#]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("invalid record id"), "{}", stderr(&out));
+    // Missing body, unknown subcommand, bad flag: usage errors.
+    assert_eq!(code(&cairn(&dir, &["put", "notes", "a"])), 2);
+    assert_eq!(code(&cairn(&dir, &["frobnicate"])), 2);
+    assert_eq!(code(&cairn(&dir, &["get", "notes"])), 2);
+    // Over the configured size limit.
+    assert_eq!(code(&cairn(&dir, &["settings", "set", "records.max_body_bytes", "1024"])), 0);
+    let big = format!(r#"{{"title": "{}"}}"#, "x".repeat(3000));
+    let out = cairn(&dir, &["put", "notes", "big", "--body", &big]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("over the limit of 1024 bytes"), "{}", stderr(&out));
+    // A bad schema file.
+    let bad = tmp.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"x\"\n[[fields]]\nname = \"a\"\ntype = \"blob\"\n").expect("write");
+    let out = cairn(&dir, &["collection", "create", bad.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("bad.toml"), "{}", stderr(&out));
+    // A directory that is not a store, a store that does not exist.
+    let foreign = tmp.path().join("photos");
+    std::fs::create_dir(&foreign).expect("mkdir");
+    std::fs::write(foreign.join("cat.jpg"), b"\xff\xd8").expect("write");
+    let out = cairn(&foreign, &["init"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("not a cairn store") && stderr(&out).contains("cat.jpg"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_dir(&foreign).expect("ls").count(), 1, "nothing was written into the foreign directory");
+    let out = cairn(&tmp.path().join("nowhere"), &["get", "notes", "a"]);
+    assert_eq!(code(&out), 4);
+    assert!(stderr(&out).contains("cairn init"), "{}", stderr(&out));
+    // JSON errors with --json.
+    let out = cairn(&dir, &["--json", "get", "notes", "zzz"]);
+    let err: Value = serde_json::from_slice(&out.stderr).expect("json error");
+    assert!(err["error"].as_str().expect("message").contains("not found"));
+}
+
+#[test]
+fn a_second_writer_process_is_refused_naming_the_holder() {
+    let (_tmp, dir) = store_with_notes();
+    let holder = cairn::Store::open(&dir, cairn::StoreOptions::existing()).expect("this process holds the lock");
+    let out = cairn(&dir, &["put", "notes", "a", "--body", r#"{"title": "x"}"#]);
+    assert_eq!(code(&out), 1);
+    let text = stderr(&out);
+    assert!(text.contains("locked for writing") && text.contains(&format!("process {}", std::process::id())), "{text}");
+    // Reads still work while another process writes.
+    holder.create_with_id("notes", "b", serde_json::json!({"title": "from the holder"})).expect("write");
+    let out = cairn(&dir, &["--json", "get", "notes", "b"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["body"]["title"], "from the holder");
+}
+
+#[test]
+fn cairn_dir_environment_variable_is_honoured_by_demo() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo-store");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(["demo", "--sessions", "10"])
+        .env("CAIRN_DIR", &dir)
+        .output()
+        .expect("run demo");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("sessions") && stdout(&out).contains("Try:"));
+    assert!(dir.join(cairn::DB_FILE).exists());
+    // Running it again writes nothing and still succeeds.
+    let again =
+        Command::new(env!("CARGO_BIN_EXE_cairn")).arg("demo").env("CAIRN_DIR", &dir).output().expect("run demo");
+    assert_eq!(code(&again), 0);
+    assert!(stdout(&again).contains("already there"));
+    let out = cairn(&dir, &["--json", "collection", "list"]);
+    let list = json(&out);
+    let names: Vec<&str> =
+        list.as_array().expect("list").iter().map(|c| c["schema"]["name"].as_str().expect("name")).collect();
+    assert_eq!(names, ["companies", "contacts", "notes", "sessions", "tasks", "topics"]);
+    // The demo's own suggestions work.
+    assert_eq!(code(&cairn(&dir, &["history", "tasks", "task-0001"])), 0);
+    assert_eq!(code(&cairn(&dir, &["undo", "tasks", "task-0001"])), 0);
+}
+
+#[test]
+fn collections_settings_batch_and_drop() {
+    let (tmp, dir) = store_with_notes();
+    let out = cairn(&dir, &["collection", "show", "notes"]);
+    assert!(stdout(&out).contains("required") && stdout(&out).contains("summary"), "{}", stdout(&out));
+    let updated = tmp.path().join("notes.toml");
+    std::fs::write(
+        &updated,
+        "name = \"notes\"\n[[fields]]\nname = \"title\"\ntype = \"text\"\nrequired = true\n[[fields]]\nname = \"n\"\ntype = \"integer\"\n[[fields]]\nname = \"mood\"\ntype = \"text\"\n",
+    )
+    .expect("write");
+    let out = cairn(&dir, &["--json", "collection", "update", updated.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["schema_version"], 2);
+
+    let batch = tmp.path().join("batch.json");
+    std::fs::write(&batch, r#"[{"op": "create", "collection": "notes", "id": "x", "body": {"title": "x"}}, {"op": "patch", "collection": "notes", "id": "x", "patch": {"n": "two"}}]"#).expect("write");
+    let out = cairn(&dir, &["batch", batch.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("operation 1 of the batch failed"), "{}", stderr(&out));
+    assert_eq!(code(&cairn(&dir, &["get", "notes", "x"])), 4, "nothing of a failed batch is written");
+
+    assert_eq!(
+        code(&cairn(
+            &dir,
+            &["settings", "define", "ui.theme", "--type", "text", "--default", "light", "--choices", "light,dark"]
+        )),
+        0
+    );
+    assert_eq!(code(&cairn(&dir, &["settings", "set", "ui.theme", "dark"])), 0);
+    assert_eq!(code(&cairn(&dir, &["settings", "set", "ui.theme", "pink"])), 1);
+    assert_eq!(stdout(&cairn(&dir, &["settings", "get", "ui.theme"])).trim(), "\"dark\"");
+    assert_eq!(code(&cairn(&dir, &["settings", "get", "ui.nope"])), 4);
+
+    let out = cairn(&dir, &["collection", "drop", "notes"]);
+    assert_eq!(code(&out), 1, "no confirmation without a terminal");
+    assert!(stderr(&out).contains("--confirm notes"), "{}", stderr(&out));
+    let out = cairn(&dir, &["--json", "collection", "drop", "notes", "--confirm", "notes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let quarantine = json(&out)["quarantine_dir"].as_str().expect("path").to_string();
+    assert!(Path::new(&quarantine).join("records.jsonl").exists());
+}
