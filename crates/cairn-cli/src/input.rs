@@ -23,7 +23,7 @@ pub fn read_text(path: &Path) -> Result<String> {
 pub fn json_arg(inline: Option<&str>, file: Option<&Path>, what: &str) -> Result<Value> {
     let (text, source) = match (inline, file) {
         (Some(_), Some(_)) => return Err(UsageError(format!("give the {what} inline or with --file, not both")).into()),
-        (Some(text), None) if text == "-" => (read_text(Path::new("-"))?, "stdin".to_string()),
+        (Some("-"), None) => (read_text(Path::new("-"))?, "stdin".to_string()),
         (Some(text), None) => (text.to_string(), format!("the {what} argument")),
         (None, Some(path)) => (read_text(path)?, path.display().to_string()),
         (None, None) => {

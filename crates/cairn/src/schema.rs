@@ -293,7 +293,7 @@ fn check_value(f: &FieldDef, value: &Value) -> std::result::Result<Option<Value>
             Value::String(s) => match parse_datetime(s) {
                 Some(dt) => {
                     let canonical = format_datetime(dt);
-                    Ok((canonical != *s).then(|| Value::String(canonical)))
+                    Ok((canonical != *s).then_some(Value::String(canonical)))
                 }
                 None => Err(format!("{s:?} is not an RFC 3339 date-time or YYYY-MM-DD date")),
             },

@@ -118,10 +118,8 @@ impl Store {
             (None, Arc::new(Hub::default()))
         } else {
             let conn = open_write_connection(&dir, &db_path)?;
-            for sub in [QUARANTINE_DIR] {
-                let p = dir.join(sub);
-                std::fs::create_dir_all(&p).map_err(|e| Error::io("create directory", &p, e))?;
-            }
+            let quarantine = dir.join(QUARANTINE_DIR);
+            std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
             let hub = Arc::new(Hub::default());
             (Some(Writer::spawn(conn, hub.clone(), dir.clone(), options.max_batch.max(1))?), hub)
         };

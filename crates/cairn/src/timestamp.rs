@@ -57,9 +57,9 @@ pub(crate) fn parse_datetime(text: &str) -> Option<OffsetDateTime> {
 pub(crate) fn format_datetime(dt: OffsetDateTime) -> String {
     let dt = dt.to_offset(time::UtcOffset::UTC);
     let nanos = dt.nanosecond();
-    let (frac, digits) = if nanos % 1_000_000 == 0 {
+    let (frac, digits) = if nanos.is_multiple_of(1_000_000) {
         (nanos / 1_000_000, 3)
-    } else if nanos % 1_000 == 0 {
+    } else if nanos.is_multiple_of(1_000) {
         (nanos / 1_000, 6)
     } else {
         (nanos, 9)

@@ -172,7 +172,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                     Some(current) => {
                         let mut body = if is_patch { current.body.clone() } else { Map::new() };
-                        merge(&mut body, &as_map(&b));
+                        merge(&mut body, &as_map(b));
                         if valid(&body) {
                             let r = result.expect("write");
                             prop_assert_eq!(state_of(&r), State { version: current.version + 1, body, deleted: false });
