@@ -106,17 +106,28 @@ fn cairn_concurrent(dir: &Path, count: usize, writers: usize) -> Result<f64> {
     for t in threads {
         t.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
     }
-    Ok((per * writers) as f64 / start.elapsed().as_secs_f64())
+    let rate = (per * writers) as f64 / start.elapsed().as_secs_f64();
+    let stats = store.write_stats();
+    eprintln!("  {writers} writers: mean group size {:.1}", stats.requests as f64 / stats.groups.max(1) as f64);
+    Ok(rate)
 }
 
 pub fn run(args: &WriteArgs) -> Result<()> {
     let (mut raw, mut single, mut concurrent) = (Vec::new(), Vec::new(), Vec::new());
     for round in 1..=args.rounds {
-        // A fresh directory per measurement so no run inherits another's file sizes.
+        // A fresh directory per measurement so no run inherits another's file sizes, and the
+        // order flips every round so that neither side always runs on a warmer (or busier)
+        // machine.
         let fresh = || tempfile::tempdir().context("temp dir");
-        raw.push(raw_rusqlite(fresh()?.path(), args.count)?);
-        single.push(cairn_single(fresh()?.path(), args.count)?);
-        concurrent.push(cairn_concurrent(fresh()?.path(), args.count, args.writers)?);
+        if round % 2 == 1 {
+            raw.push(raw_rusqlite(fresh()?.path(), args.count)?);
+            single.push(cairn_single(fresh()?.path(), args.count)?);
+            concurrent.push(cairn_concurrent(fresh()?.path(), args.count, args.writers)?);
+        } else {
+            concurrent.push(cairn_concurrent(fresh()?.path(), args.count, args.writers)?);
+            single.push(cairn_single(fresh()?.path(), args.count)?);
+            raw.push(raw_rusqlite(fresh()?.path(), args.count)?);
+        }
         eprintln!(
             "round {round}: raw {:.0}/s, cairn {:.0}/s, cairn x{} writers {:.0}/s",
             raw[round - 1],

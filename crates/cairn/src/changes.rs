@@ -20,12 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::Duration;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::collection;
+use crate::collection::{self, Collection};
 use crate::error::{Error, Result};
 use crate::record::{self, NewState, Record};
 use crate::store::{Inner, Store};
@@ -237,28 +237,26 @@ impl Tx<'_> {
         Ok(seq)
     }
 
-    /// The seq of the newest change to (collection, id) with one of `ops`: the predecessor of
-    /// a schema or setting change, whose `after` is the new change's `before`.
+    /// The seq of the newest change to (collection, id) with one of `ops`, which must be
+    /// purge, schema or setting ops (the ones [`KEY_INDEX_FILTER`] keeps).
     pub(crate) fn last_change_seq(&self, collection: &str, id: &str, ops: &[ChangeOp]) -> Result<Option<u64>> {
-        let sql = format!(
-            "SELECT max(seq) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND op IN ({})",
-            op_list(ops.iter().copied())
-        );
-        Ok(self.conn.prepare_cached(&sql)?.query_row([collection, id], |r| r.get(0))?)
+        last_keyed_change(self.conn, collection, id, ops)
     }
 
-    /// The highest version the log holds for a record (0 when it never existed).
-    pub(crate) fn last_logged_version(&mut self, collection: &str, id: &str) -> Result<u64> {
-        Ok(self
+    /// The latest purge of a record: (seq, version), if it was ever purged.
+    pub(crate) fn last_purge(&self, collection: &str, id: &str) -> Result<Option<(u64, u64)>> {
+        let Some(seq) = self.last_change_seq(collection, id, &[ChangeOp::Purge])? else { return Ok(None) };
+        let version = self
             .conn
-            .prepare_cached("SELECT max(version) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2")?
-            .query_row([collection, id], |r| r.get::<_, Option<u64>>(0))?
-            .unwrap_or(0))
+            .prepare_cached("SELECT version FROM cairn_changes WHERE seq = ?1")?
+            .query_row([seq], |r| r.get(0))?;
+        Ok(Some((seq, version)))
     }
 
     /// Brings a record back to the state it had at `version`, as a new change.
     pub fn revert(&mut self, collection: &str, id: &str, version: u64, expected: Option<u64>) -> Result<Record> {
-        let history = history(self.conn, collection, id)?;
+        let c = self.collection(collection)?;
+        let history = history(self.conn, &c, id)?;
         let target = history
             .iter()
             .find(|c| c.version == version)
@@ -269,7 +267,8 @@ impl Tx<'_> {
 
     /// Undoes the record's latest change that is not already undone.
     pub fn undo(&mut self, collection: &str, id: &str) -> Result<Record> {
-        let history = history(self.conn, collection, id)?;
+        let c = self.collection(collection)?;
+        let history = history(self.conn, &c, id)?;
         let (stack, pos) = undo_stack(&history);
         if pos == 0 {
             return Err(Error::NothingTo { action: "undo", collection: collection.into(), id: id.into() });
@@ -280,7 +279,8 @@ impl Tx<'_> {
 
     /// Redoes the record's latest undo, if nothing else changed it since.
     pub fn redo(&mut self, collection: &str, id: &str) -> Result<Record> {
-        let history = history(self.conn, collection, id)?;
+        let c = self.collection(collection)?;
+        let history = history(self.conn, &c, id)?;
         let (stack, pos) = undo_stack(&history);
         if pos + 1 >= stack.len() {
             return Err(Error::NothingTo { action: "redo", collection: collection.into(), id: id.into() });
@@ -346,7 +346,8 @@ const CHANGE_SELECT: &str =
         c.after, c.sha256, p.after
      FROM cairn_changes c LEFT JOIN cairn_changes p ON p.seq = c.prev_seq";
 
-fn change_from_row(row: &Row<'_>) -> Result<Change> {
+/// A change and the seq of its predecessor.
+fn change_from_row(row: &Row<'_>) -> Result<(Change, Option<u64>)> {
     let seq: u64 = row.get(0)?;
     let corrupt = |detail: String| Error::Corruption { location: format!("change log entry {seq}"), detail };
     let op_text: String = row.get(3)?;
@@ -373,18 +374,20 @@ fn change_from_row(row: &Row<'_>) -> Result<Change> {
     let parse = |b: &Option<Vec<u8>>| -> Result<Option<Value>> {
         b.as_deref().map(serde_json::from_slice).transpose().map_err(|e| corrupt(format!("body is not JSON: {e}")))
     };
-    Ok(Change {
+    let (version, deleted, prev_seq) = (new.version, new.deleted, new.prev_seq);
+    let change = Change {
         seq,
         op,
-        version: new.version,
-        deleted: new.deleted,
+        version,
+        deleted,
         before: parse(&before)?,
         after: parse(&after)?,
         collection,
         id,
         actor,
         at: Timestamp(at),
-    })
+    };
+    Ok((change, prev_seq))
 }
 
 /// An SQL list of op names. They are compile-time constants, so writing them into SQL text
@@ -404,7 +407,7 @@ fn query_changes(conn: &Connection, sql: &str, params: impl rusqlite::Params) ->
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(change_from_row(row)?);
+        out.push(change_from_row(row)?.0);
     }
     Ok(out)
 }
@@ -414,12 +417,59 @@ pub(crate) fn changes_since(conn: &Connection, seq: u64, limit: usize) -> Result
     query_changes(conn, &sql, params![seq, limit as i64])
 }
 
-pub(crate) fn history(conn: &Connection, collection: &str, id: &str) -> Result<Vec<Change>> {
+/// Keeps only purge, schema and setting entries; the same text as the partial index
+/// `cairn_changes_by_key`, so that SQLite uses it.
+const KEY_INDEX_FILTER: &str = "op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo')";
+
+fn last_keyed_change(conn: &Connection, collection: &str, id: &str, ops: &[ChangeOp]) -> Result<Option<u64>> {
+    debug_assert!(ops.iter().all(|op| !matches!(
+        op,
+        ChangeOp::Create
+            | ChangeOp::Replace
+            | ChangeOp::Patch
+            | ChangeOp::Delete
+            | ChangeOp::Revert
+            | ChangeOp::Undo
+            | ChangeOp::Redo
+    )));
     let sql = format!(
-        "{CHANGE_SELECT} WHERE c.collection = ?1 AND c.record_id = ?2 AND c.op IN ({}) ORDER BY c.seq",
-        op_list(ChangeOp::ALL.into_iter().filter(|op| op.is_record_op()))
+        "SELECT max(seq) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND {KEY_INDEX_FILTER} AND op IN ({})",
+        op_list(ops.iter().copied())
     );
-    query_changes(conn, &sql, params![collection, id])
+    Ok(conn.prepare_cached(&sql)?.query_row([collection, id], |r| r.get(0))?)
+}
+
+/// Every change of one record, oldest first: the prev_seq chain from its current version (or,
+/// for a purged record, from its latest purge). Empty when the record never existed.
+pub(crate) fn history(conn: &Connection, collection: &Collection, id: &str) -> Result<Vec<Change>> {
+    let head: Option<u64> = conn.prepare_cached(&collection.sql.head)?.query_row([id], |r| r.get(0)).optional()?;
+    let mut next = match head {
+        Some(seq) => Some(seq),
+        None => last_keyed_change(conn, collection.name(), id, &[ChangeOp::Purge])?,
+    };
+    let sql = format!("{CHANGE_SELECT} WHERE c.seq = ?1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut out = Vec::new();
+    while let Some(seq) = next {
+        let mut rows = stmt.query([seq])?;
+        let Some(row) = rows.next()? else {
+            return Err(Error::Corruption {
+                location: format!("history of `{}/{id}`", collection.name()),
+                detail: format!("change log entry {seq} is missing"),
+            });
+        };
+        let (change, prev) = change_from_row(row)?;
+        if change.collection != collection.name() || change.id != id || prev.is_some_and(|p| p >= seq) {
+            return Err(Error::Corruption {
+                location: format!("history of `{}/{id}`", collection.name()),
+                detail: format!("change log entry {seq} does not belong to this record's history"),
+            });
+        }
+        out.push(change);
+        next = prev;
+    }
+    out.reverse();
+    Ok(out)
 }
 
 fn last_seq(conn: &Connection) -> Result<u64> {
@@ -440,9 +490,8 @@ impl Store {
     /// Every change of one record, oldest first. Works for purged records too.
     pub fn history(&self, collection: &str, id: &str) -> Result<Vec<Change>> {
         let conn = self.reader()?;
-        let history = history(&conn, collection, id)?;
+        let history = history(&conn, &collection::load(&conn, collection)?, id)?;
         if history.is_empty() {
-            collection::load(&conn, collection)?;
             return Err(Error::NotFound { collection: collection.into(), id: id.into(), deleted: false });
         }
         Ok(history)
@@ -605,5 +654,30 @@ impl Subscription {
                 self.backlog.push_back(change);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StoreOptions;
+
+    #[test]
+    fn keyed_lookups_use_the_partial_index() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let conn = store.reader().expect("reader");
+        let sql = format!(
+            "EXPLAIN QUERY PLAN SELECT max(seq) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND {KEY_INDEX_FILTER} AND op IN ({})",
+            op_list([ChangeOp::Purge].into_iter())
+        );
+        let plan: Vec<String> = conn
+            .prepare(&sql)
+            .expect("prepare")
+            .query_map(["c", "i"], |r| r.get::<_, String>(3))
+            .expect("query")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        assert!(plan.iter().any(|step| step.contains("cairn_changes_by_key")), "{plan:?}");
     }
 }

@@ -36,6 +36,8 @@ pub(crate) struct Collection {
 pub(crate) struct RecordSql {
     pub(crate) select: String,
     pub(crate) exists: String,
+    /// The seq of the record's current version.
+    pub(crate) head: String,
     pub(crate) scan_live: String,
     pub(crate) scan_all: String,
     pub(crate) insert: String,
@@ -60,6 +62,7 @@ impl Collection {
         let sql = RecordSql {
             select: format!("SELECT {cols} FROM {from} WHERE r.id = ?1"),
             exists: format!("SELECT 1 FROM {t} WHERE id = ?1"),
+            head: format!("SELECT seq FROM {t} WHERE id = ?1"),
             scan_live: format!(
                 "SELECT {cols} FROM {from} WHERE r.id > ?1 AND r.deleted_at IS NULL ORDER BY r.id LIMIT ?2"
             ),
@@ -200,15 +203,14 @@ impl Tx<'_> {
         let table = records_table(&schema.name);
         conn.execute_batch(&format!(
             "CREATE TABLE {t} (
-                rid        INTEGER PRIMARY KEY,
-                id         TEXT NOT NULL UNIQUE,
+                id         TEXT PRIMARY KEY NOT NULL,
                 version    INTEGER NOT NULL,
                 created_at INTEGER NOT NULL,
                 updated_at INTEGER NOT NULL,
                 deleted_at INTEGER,
                 seq        INTEGER NOT NULL,
                 sha256     BLOB NOT NULL
-            ) STRICT",
+            ) WITHOUT ROWID, STRICT",
             t = quote(&table)
         ))?;
         let json = canonical_json(&serde_json::to_value(&schema).map_err(|e| Error::NotAllowed(e.to_string()))?);

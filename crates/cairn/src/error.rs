@@ -122,7 +122,7 @@ pub enum Error {
     #[error("operation {index} of the batch failed, nothing was written: {source}")]
     Batch { index: usize, source: Box<Error> },
 
-    /// The store's writer has stopped (the store was closed or its writer thread failed).
+    /// The store was closed; it accepts no more writes.
     #[error("the store's writer has stopped")]
     WriterStopped,
 }

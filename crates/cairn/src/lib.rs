@@ -59,4 +59,4 @@ pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};
 pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
 pub use timestamp::Timestamp;
-pub use writer::Tx;
+pub use writer::{Tx, WriteStats};

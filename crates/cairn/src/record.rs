@@ -388,22 +388,19 @@ impl Tx<'_> {
             }
         }
 
-        let version = match current {
-            Some(current) => current.version + 1,
-            None => self.last_logged_version(c.name(), id)? + 1,
+        // A record created again after a purge continues its versions and its history.
+        let (version, prev_seq) = match current {
+            Some(current) => (current.version + 1, Some(current.seq)),
+            None => match self.last_purge(c.name(), id)? {
+                Some((seq, version)) => (version + 1, Some(seq)),
+                None => (1, None),
+            },
         };
         let created_at = current.map(|r| r.created_at).unwrap_or(self.now);
         let deleted_at = if deleted { Some(current.and_then(|r| r.deleted_at).unwrap_or(self.now)) } else { None };
         let checksum = sha256(&bytes);
-        let seq = self.log(NewChange {
-            collection: c.name(),
-            id,
-            op,
-            version,
-            deleted,
-            prev_seq: current.map(|r| r.seq),
-            after: Some(&bytes),
-        })?;
+        let seq =
+            self.log(NewChange { collection: c.name(), id, op, version, deleted, prev_seq, after: Some(&bytes) })?;
         let mut stmt = self.conn.prepare_cached(if current.is_some() { &c.sql.update } else { &c.sql.insert })?;
         let fixed: [&dyn rusqlite::ToSql; 7] =
             [&id, &(version as i64), &created_at.0, &self.now.0, &deleted_at.map(|t| t.0), &seq, &checksum.as_slice()];
@@ -504,7 +501,8 @@ impl Store {
     }
 
     /// Runs `f` as one transaction: all of its writes, across any collections, commit
-    /// together or none do (CORE-3). `f` runs on the writer thread; it must not block.
+    /// together or none do (CORE-3). `f` may run on another caller's thread, inside the group
+    /// commit that includes it: keep it short, and do not call this store's write methods from it.
     pub fn transaction<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

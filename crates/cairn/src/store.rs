@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::changes::Hub;
 use crate::error::{Error, Result};
-use crate::writer::{Tx, Writer};
+use crate::writer::{Tx, WriteStats, Writer};
 use lock::WriteLock;
 pub(crate) use lock::LOCK_FILE;
 pub(crate) use pool::{PooledConn, ReadPool};
@@ -121,7 +121,7 @@ impl Store {
             let quarantine = dir.join(QUARANTINE_DIR);
             std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
             let hub = Arc::new(Hub::default());
-            (Some(Writer::spawn(conn, hub.clone(), dir.clone(), options.max_batch.max(1))?), hub)
+            (Some(Writer::new(conn, hub.clone(), dir.clone(), options.max_batch.max(1))), hub)
         };
         let readers = ReadPool::new(db_path, options.read_connections);
         let inner = Inner { dir, read_only: options.read_only, readers, hub, writer: Mutex::new(writer), lock };
@@ -159,20 +159,24 @@ impl Store {
         }
     }
 
-    /// Runs `f` on the writer thread inside its own savepoint of the next group commit, and
+    /// Runs `f` inside its own savepoint of the next group commit (see `writer`), and
     /// returns once the commit is durable. If `f` fails, none of its writes take effect.
     pub(crate) fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        let guard = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(writer) = guard.as_ref() else {
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(writer) = writer else {
             return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
         };
-        let pending = writer.submit(self.actor.clone(), f)?;
-        drop(guard);
-        pending.wait()
+        writer.submit(self.actor.clone(), f)
+    }
+
+    /// Counters of the write path since this store was opened (zero when read-only).
+    pub fn write_stats(&self) -> WriteStats {
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        writer.map(|w| w.stats()).unwrap_or_default()
     }
 
     /// A read connection from the pool.
@@ -246,7 +250,9 @@ fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
         });
     }
     // 32 MiB of page cache keeps a group's b-tree pages in memory instead of spilling them.
-    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768;")?;
+    conn.execute_batch(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
+    )?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     upgrade(&conn, is_new)?;
     Ok(conn)

@@ -1,20 +1,25 @@
-//! The write path: one thread owns the write connection and commits in groups.
+//! The write path: group commit with a rotating leader.
 //!
-//! Callers hand the writer a closure and wait. The writer takes every request that is queued
-//! (up to `max_batch`), runs each inside its own SAVEPOINT of one `BEGIN IMMEDIATE`
-//! transaction, and commits once: one fsync for the whole group. A request that fails rolls
-//! back to its savepoint and fails alone; the others still commit. Nobody is told "done"
-//! before the COMMIT returned, and with `synchronous=FULL` that means the WAL is on disk.
-//! Committed changes are published to subscribers in seq order before callers are answered.
+//! There is one write connection. A caller that wants to write queues its request; if no
+//! group is being committed, it becomes the leader: it takes every queued request (up to
+//! `max_batch`), runs each inside its own SAVEPOINT of one `BEGIN IMMEDIATE` transaction on
+//! its own thread, and commits once: one fsync for the whole group. Requests that arrive
+//! meanwhile queue up, and when the leader is done one of their callers leads the next group.
+//! A request that fails rolls back to its savepoint and fails alone; the others still commit.
+//! Nobody is told "done" before the COMMIT returned, and with `synchronous=FULL` that means
+//! the WAL is on disk. Committed changes are published to subscribers in seq order before
+//! callers are answered.
 //!
-//! Alternative considered: one transaction per caller on a shared connection behind a mutex.
-//! It costs one fsync per write, which is what group commit exists to avoid (P2).
+//! Alternatives measured: a dedicated writer thread fed by a channel costs two thread
+//! hand-offs per write, which on a machine with a fast fsync was a third of a lone writer's
+//! time (P1); one transaction per caller behind a mutex costs one fsync per write, which is
+//! what group commit exists to avoid (P2).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
-use std::thread::JoinHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -24,55 +29,214 @@ use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::timestamp::Timestamp;
 
-/// Handle to the writer thread.
-#[derive(Debug)]
+/// The shared write path of a store. Cheap to clone.
+#[derive(Clone)]
 pub(crate) struct Writer {
-    queue: mpsc::Sender<Msg>,
-    thread: JoinHandle<Result<()>>,
+    shared: Arc<Shared>,
 }
 
-enum Msg {
-    Job(Box<dyn Job>),
-    Shutdown,
-}
-
-/// A write request waiting for its group to commit.
-pub(crate) struct Pending<T> {
-    reply: mpsc::Receiver<Result<T>>,
-}
-
-impl<T> Pending<T> {
-    pub(crate) fn wait(self) -> Result<T> {
-        self.reply.recv().unwrap_or(Err(Error::WriterStopped))
+impl std::fmt::Debug for Writer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").finish_non_exhaustive()
     }
+}
+
+struct Shared {
+    stats: WriteCounters,
+    queue: Mutex<Queue>,
+    /// Signalled when a request is queued while the leader gathers its group.
+    arrived: Condvar,
+    /// Signalled when nobody leads any more (for `shutdown`).
+    idle: Condvar,
+    core: Mutex<Core>,
+    max_batch: usize,
+}
+
+struct Queue {
+    jobs: VecDeque<Box<dyn Job>>,
+    /// Someone holds leadership: it is committing a group, or has been handed it.
+    leading: bool,
+    /// The leader waits for more requests (see `MAX_GATHER`).
+    gathering: bool,
+    /// Size of the last group: how many callers are likely to write again right away.
+    expected: usize,
+    closed: bool,
+}
+
+/// What only the leader touches.
+struct Core {
+    conn: Connection,
+    state: WriterState,
+    hub: Arc<Hub>,
+    dir: PathBuf,
+}
+
+/// Longest a leader waits for the callers of the previous group to queue again. Under
+/// concurrency those callers are being woken and need a moment; without the wait, groups
+/// shrink to whoever happened to be scheduled in time. A lone writer's previous group had one
+/// request, its own, so it never waits.
+const MAX_GATHER: Duration = Duration::from_micros(300);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding these locks cannot leave them inconsistent: the queue is only
+    // pushed and drained, and a failed group is rolled back by SQLite.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What a waiting caller is told.
+enum Signal<T> {
+    /// Its request's group finished.
+    Done(Result<T>),
+    /// Leadership was handed to it: its request is the oldest one queued.
+    Lead,
 }
 
 impl Writer {
-    pub(crate) fn spawn(conn: Connection, hub: Arc<Hub>, dir: PathBuf, max_batch: usize) -> Result<Self> {
-        let (queue, rx) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("cairn-writer".into())
-            .spawn(move || writer_loop(conn, rx, hub, dir, max_batch))
-            .map_err(|e| Error::io("start writer thread for", "store", e))?;
-        Ok(Writer { queue, thread })
+    pub(crate) fn new(conn: Connection, hub: Arc<Hub>, dir: PathBuf, max_batch: usize) -> Self {
+        let shared = Shared {
+            stats: WriteCounters::default(),
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                leading: false,
+                gathering: false,
+                expected: 1,
+                closed: false,
+            }),
+            arrived: Condvar::new(),
+            idle: Condvar::new(),
+            core: Mutex::new(Core { conn, state: WriterState::default(), hub, dir }),
+            max_batch,
+        };
+        Writer { shared: Arc::new(shared) }
     }
 
-    pub(crate) fn submit<T, F>(&self, actor: Arc<str>, f: F) -> Result<Pending<T>>
+    /// Queues `f` and returns once its group committed (or it failed).
+    pub(crate) fn submit<T, F>(&self, actor: Arc<str>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        let (reply, rx) = mpsc::sync_channel(1);
-        let job = TypedJob { f: Some(f), actor, out: None, reply };
-        self.queue.send(Msg::Job(Box::new(job))).map_err(|_| Error::WriterStopped)?;
-        Ok(Pending { reply: rx })
+        let (reply, signals) = mpsc::channel();
+        let lead_now = {
+            let mut queue = lock(&self.shared.queue);
+            if queue.closed {
+                return Err(Error::WriterStopped);
+            }
+            queue.jobs.push_back(Box::new(TypedJob { f: Some(f), actor, out: None, reply }));
+            if queue.gathering {
+                self.shared.arrived.notify_one();
+            }
+            !std::mem::replace(&mut queue.leading, true)
+        };
+        if lead_now {
+            self.lead();
+        }
+        loop {
+            match signals.recv() {
+                Ok(Signal::Done(result)) => return result,
+                Ok(Signal::Lead) => self.lead(),
+                Err(_) => return Err(Error::WriterStopped),
+            }
+        }
     }
 
-    /// Finishes the queued writes, checkpoints the WAL and stops the thread.
-    pub(crate) fn shutdown(self) -> Result<()> {
-        let _ = self.queue.send(Msg::Shutdown);
-        self.thread.join().unwrap_or(Err(Error::WriterStopped))
+    /// Commits one group. The caller holds leadership; on return (or unwind) it has been
+    /// handed to the owner of the oldest queued request, or given up if none is queued.
+    fn lead(&self) {
+        struct HandOff<'a> {
+            shared: &'a Shared,
+            group: usize,
+        }
+        impl Drop for HandOff<'_> {
+            fn drop(&mut self) {
+                let mut queue = lock(&self.shared.queue);
+                queue.expected = self.group.max(1);
+                match queue.jobs.front() {
+                    Some(next) => next.promote(),
+                    None => {
+                        queue.leading = false;
+                        // Only `shutdown` waits for this, and only after closing the queue;
+                        // notifying costs a syscall, so it is not done on every write.
+                        if queue.closed {
+                            self.shared.idle.notify_all();
+                        }
+                    }
+                }
+            }
+        }
+        let batch: Vec<Box<dyn Job>> = {
+            let mut queue = lock(&self.shared.queue);
+            let want = queue.expected.min(self.shared.max_batch);
+            let deadline = Instant::now() + MAX_GATHER;
+            while queue.jobs.len() < want && !queue.closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                queue.gathering = true;
+                queue = self.shared.arrived.wait_timeout(queue, left).unwrap_or_else(|p| p.into_inner()).0;
+            }
+            queue.gathering = false;
+            let take = queue.jobs.len().min(self.shared.max_batch);
+            queue.jobs.drain(..take).collect()
+        };
+        let _hand_off = HandOff { shared: &self.shared, group: batch.len() };
+        if batch.is_empty() {
+            return;
+        }
+        self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut core = lock(&self.shared.core);
+        let Core { conn, state, hub, dir } = &mut *core;
+        commit_group(conn, state, hub, dir, batch);
     }
+
+    /// How many groups and requests this writer has committed (or failed) so far.
+    pub(crate) fn stats(&self) -> WriteStats {
+        WriteStats {
+            groups: self.shared.stats.groups.load(Ordering::Relaxed),
+            requests: self.shared.stats.requests.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refuses new writes, lets the queued ones commit, and checkpoints the WAL into
+    /// `store.db` so the file on its own is complete (readers may keep part of the WAL alive,
+    /// which is harmless).
+    pub(crate) fn shutdown(&self) -> Result<()> {
+        let mut queue = lock(&self.shared.queue);
+        queue.closed = true;
+        self.shared.arrived.notify_all();
+        while queue.leading || !queue.jobs.is_empty() {
+            if !queue.leading {
+                queue.leading = true;
+                drop(queue);
+                self.lead();
+                queue = lock(&self.shared.queue);
+                continue;
+            }
+            queue = self.shared.idle.wait(queue).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(queue);
+        let core = lock(&self.shared.core);
+        core.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct WriteCounters {
+    groups: AtomicU64,
+    requests: AtomicU64,
+}
+
+/// Counters of the write path since the store was opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct WriteStats {
+    /// Transactions committed (or rolled back) by group commit.
+    pub groups: u64,
+    /// Write requests they carried; `requests / groups` is the mean group size.
+    pub requests: u64,
 }
 
 /// The writer's caches. Cleared whenever a savepoint or commit rolls back, so they never
@@ -93,7 +257,9 @@ impl WriterState {
 /// A write transaction: the handle a write closure receives.
 ///
 /// Everything done through one `Tx` commits together or not at all (CORE-3). It runs on the
-/// writer thread, so keep closures short: other writers wait for the group to finish.
+/// leader's thread inside a group commit, so keep closures short: other writers wait for the
+/// group to finish, and a closure must not call its store's write methods (it would wait for
+/// itself).
 pub struct Tx<'a> {
     pub(crate) conn: &'a Connection,
     pub(crate) state: &'a mut WriterState,
@@ -124,6 +290,8 @@ trait Job: Send {
     /// Fails the request before it ran.
     fn abort(&mut self, error: Error);
     fn actor(&self) -> &str;
+    /// Hands leadership to the request's caller.
+    fn promote(&self);
     /// Answers the caller once the group's fate is known.
     fn complete(self: Box<Self>, commit: std::result::Result<(), String>);
 }
@@ -132,7 +300,7 @@ struct TypedJob<T, F> {
     f: Option<F>,
     actor: Arc<str>,
     out: Option<Result<T>>,
-    reply: mpsc::SyncSender<Result<T>>,
+    reply: mpsc::Sender<Signal<T>>,
 }
 
 impl<T, F> Job for TypedJob<T, F>
@@ -160,6 +328,12 @@ where
         &self.actor
     }
 
+    fn promote(&self) {
+        // A caller that is gone cannot lead; nothing waits on it either (it never is: the
+        // caller blocks until its request is answered).
+        let _ = self.reply.send(Signal::Lead);
+    }
+
     fn complete(self: Box<Self>, commit: std::result::Result<(), String>) {
         let answer = match (self.out, commit) {
             (Some(Ok(_)), Err(msg)) => Err(Error::CommitFailed(msg)),
@@ -167,56 +341,8 @@ where
             (None, _) => Err(Error::WriterStopped),
         };
         // The caller may have given up waiting; that is not the writer's problem.
-        let _ = self.reply.send(answer);
+        let _ = self.reply.send(Signal::Done(answer));
     }
-}
-
-/// Longest a group waits for callers who are likely to write again (see `writer_loop`).
-const MAX_GATHER: Duration = Duration::from_micros(500);
-
-fn writer_loop(
-    conn: Connection,
-    queue: mpsc::Receiver<Msg>,
-    hub: Arc<Hub>,
-    dir: PathBuf,
-    max_batch: usize,
-) -> Result<()> {
-    let mut state = WriterState::default();
-    let mut stopping = false;
-    // Callers answered by the last group usually write again at once, but on a busy machine
-    // they need a moment to be scheduled. Waiting briefly for as many as the last group had
-    // keeps groups large under concurrency (Postgres' commit_delay idea, made adaptive); a
-    // lone writer had a group of one, so it never waits.
-    let mut expected = 1usize;
-    while !stopping {
-        let first = match queue.recv() {
-            Ok(Msg::Job(job)) => job,
-            Ok(Msg::Shutdown) | Err(_) => break,
-        };
-        let mut batch = vec![first];
-        let deadline = Instant::now() + MAX_GATHER;
-        while batch.len() < max_batch {
-            let next = if batch.len() < expected {
-                queue.recv_timeout(deadline.saturating_duration_since(Instant::now())).map_err(drop)
-            } else {
-                queue.try_recv().map_err(drop)
-            };
-            match next {
-                Ok(Msg::Job(job)) => batch.push(job),
-                Ok(Msg::Shutdown) => {
-                    stopping = true;
-                    break;
-                }
-                Err(()) => break,
-            }
-        }
-        expected = batch.len();
-        commit_group(&conn, &mut state, &hub, &dir, batch);
-    }
-    // Fold the WAL into store.db so the file on its own is complete; readers may keep part
-    // of it alive, which is harmless.
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-    Ok(())
 }
 
 /// Runs a transaction-control statement through the statement cache.
@@ -234,27 +360,44 @@ fn commit_group(conn: &Connection, state: &mut WriterState, hub: &Hub, dir: &Pat
     }
     let now = Timestamp::now();
     let publish = hub.has_subscribers();
+    // A lone request needs no savepoint: if it fails, the whole transaction rolls back and
+    // nobody else is in it. (A savepoint costs its sub-journal on every write.)
+    let isolate = batch.len() > 1;
     let mut committed = Vec::new();
     for job in &mut batch {
-        if let Err(e) = control(conn, "SAVEPOINT cairn_job") {
-            job.abort(e.into());
-            continue;
+        if isolate {
+            if let Err(e) = control(conn, "SAVEPOINT cairn_job") {
+                job.abort(e.into());
+                continue;
+            }
         }
         let actor = job.actor().to_string();
         let mut tx = Tx { conn, state, actor: &actor, dir, now, publish, changes: Vec::new() };
         let ok = job.run(&mut tx);
         let changes = std::mem::take(&mut tx.changes);
         if ok {
-            match control(conn, "RELEASE cairn_job") {
+            match if isolate { control(conn, "RELEASE cairn_job") } else { Ok(()) } {
                 Ok(()) => committed.extend(changes),
                 Err(e) => job.abort(e.into()),
             }
-        } else {
-            state.invalidate();
-            if let Err(e) = control(conn, "ROLLBACK TO cairn_job").and_then(|()| control(conn, "RELEASE cairn_job")) {
-                tracing::error!(error = %e, "rolling back a failed write failed");
-            }
+            continue;
         }
+        state.invalidate();
+        let rollback = if isolate {
+            control(conn, "ROLLBACK TO cairn_job").and_then(|()| control(conn, "RELEASE cairn_job"))
+        } else {
+            control(conn, "ROLLBACK")
+        };
+        if let Err(e) = rollback {
+            tracing::error!(error = %e, "rolling back a failed write failed");
+        }
+    }
+    if !isolate && conn.is_autocommit() {
+        // The lone request failed and its transaction is already rolled back.
+        for job in batch {
+            job.complete(Ok(()));
+        }
+        return;
     }
     match control(conn, "COMMIT") {
         Ok(()) => {

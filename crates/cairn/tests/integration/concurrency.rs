@@ -77,3 +77,61 @@ fn a_failing_write_does_not_fail_the_others_in_its_group() {
     assert_eq!(store.collection("notes").expect("info").live_records, 800);
     assert_eq!(store.last_seq().expect("seq"), 801);
 }
+
+#[test]
+fn every_caller_is_answered_even_when_the_store_closes_under_load() {
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    let (dir, store) = with_notes();
+    let (done, finished) = mpsc::channel();
+    let threads: Vec<_> = (0..12)
+        .map(|t| {
+            let (store, done) = (store.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut acked = Vec::new();
+                for i in 0..400 {
+                    let id = format!("t{t}-{i}");
+                    let result = match i % 7 {
+                        // Invalid: fails alone.
+                        3 => store.create_with_id("notes", &id, json!({"title": 1})).map(|_| false),
+                        // Panics inside the transaction: rolled back, writer survives.
+                        5 => store
+                            .transaction(|tx| -> cairn::Result<bool> {
+                                tx.create("notes", Some("never"), json!({"title": "x"}))?;
+                                panic!("caller bug");
+                            })
+                            .map(|_| false),
+                        _ => store.create_with_id("notes", &id, json!({"title": "ok"})).map(|_| true),
+                    };
+                    match result {
+                        Ok(true) => acked.push(id),
+                        Ok(false) => unreachable!("invalid writes never succeed"),
+                        Err(Error::WriterStopped) => break,
+                        Err(Error::Validation { .. } | Error::NotAllowed(_)) => {}
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+                done.send(()).expect("report");
+                acked
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    store.clone().close().expect("close while writers run");
+    for _ in 0..threads.len() {
+        finished.recv_timeout(Duration::from_secs(60)).expect("a writer thread hung: some caller was never answered");
+    }
+    let acked: Vec<String> = threads.into_iter().flat_map(|t| t.join().expect("thread")).collect();
+    drop(store);
+    let store = cairn::Store::open(dir.path().join("store"), cairn::StoreOptions::default()).expect("reopen");
+    for id in &acked {
+        store.get("notes", id).unwrap_or_else(|e| panic!("acknowledged {id} missing: {e}"));
+    }
+    assert_eq!(
+        store.collection("notes").expect("info").live_records,
+        acked.len() as u64,
+        "nothing unacknowledged committed"
+    );
+    assert!(store.get("notes", "never").is_err());
+}

@@ -35,7 +35,12 @@ CREATE TABLE cairn_changes (
     after      BLOB,
     sha256     BLOB NOT NULL
 ) STRICT;
-CREATE INDEX cairn_changes_by_record ON cairn_changes (collection, record_id, seq);
+-- Finds the latest purge, schema or setting entry of a key. Record versions are deliberately
+-- not in it (so a record write touches one b-tree of the log, not two): a record's history is
+-- the prev_seq chain from its row, or from its latest purge. Queries repeat this WHERE clause
+-- word for word so that SQLite can use the index.
+CREATE INDEX cairn_changes_by_key ON cairn_changes (collection, record_id, seq)
+    WHERE op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo');
 
 CREATE TABLE cairn_setting_defs (
     key TEXT PRIMARY KEY,
