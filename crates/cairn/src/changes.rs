@@ -159,10 +159,25 @@ pub(crate) struct NewChange<'a> {
     pub(crate) deleted: bool,
     /// The entry whose `after` is this change's `before`.
     pub(crate) prev_seq: Option<u64>,
-    pub(crate) after: Option<&'a [u8]>,
+    pub(crate) after: Option<Body<'a>>,
 }
 
-/// SHA-256 over every column but itself, each length-prefixed so that no two rows hash alike.
+/// A canonical JSON body with its SHA-256, computed once and used by both the record's
+/// checksum and the change row's.
+#[derive(Clone, Copy)]
+pub(crate) struct Body<'a> {
+    pub(crate) bytes: &'a [u8],
+    pub(crate) sha256: [u8; 32],
+}
+
+impl<'a> Body<'a> {
+    pub(crate) fn new(bytes: &'a [u8]) -> Self {
+        Body { bytes, sha256: crate::record::sha256(bytes) }
+    }
+}
+
+/// SHA-256 over every column but itself (the body by its own SHA-256), each length-prefixed
+/// so that no two rows hash alike.
 fn row_hash(seq: u64, c: &NewChange<'_>, actor: &str, at: i64) -> [u8; 32] {
     let mut h = Sha256::new();
     let mut field = |bytes: Option<&[u8]>| match bytes {
@@ -181,17 +196,23 @@ fn row_hash(seq: u64, c: &NewChange<'_>, actor: &str, at: i64) -> [u8; 32] {
     field(Some(&at.to_le_bytes()));
     field(Some(&[u8::from(c.deleted)]));
     field(c.prev_seq.map(u64::to_le_bytes).as_ref().map(|b| b.as_slice()));
-    field(c.after);
+    field(c.after.as_ref().map(|b| b.sha256.as_slice()));
     h.finalize().into()
 }
 
 impl Tx<'_> {
     /// Appends a change and returns its seq; it becomes visible when the transaction commits.
     pub(crate) fn log(&mut self, c: NewChange<'_>) -> Result<u64> {
-        let seq: u64 = self
-            .conn
-            .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM cairn_changes")?
-            .query_row([], |r| r.get(0))?;
+        // The writer is the store's only writer, so the next seq can be cached; any rollback
+        // clears the cache (WriterState::invalidate).
+        let seq = match self.state.next_seq {
+            Some(seq) => seq,
+            None => self
+                .conn
+                .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM cairn_changes")?
+                .query_row([], |r| r.get(0))?,
+        };
+        self.state.next_seq = Some(seq + 1);
         let hash = row_hash(seq, &c, self.actor, self.now.0);
         self.conn
             .prepare_cached(
@@ -208,7 +229,7 @@ impl Tx<'_> {
                 self.now.0,
                 c.deleted,
                 c.prev_seq,
-                c.after,
+                c.after.map(|b| b.bytes),
                 hash
             ])?;
         if !self.publish {
@@ -232,7 +253,7 @@ impl Tx<'_> {
             at: self.now,
             deleted: c.deleted,
             before: parse(before.as_deref()),
-            after: parse(c.after),
+            after: parse(c.after.map(|b| b.bytes)),
         });
         Ok(seq)
     }
@@ -365,7 +386,7 @@ fn change_from_row(row: &Row<'_>) -> Result<(Change, Option<u64>)> {
         version: row.get(4)?,
         deleted: row.get(7)?,
         prev_seq: row.get(8)?,
-        after: after.as_deref(),
+        after: after.as_deref().map(Body::new),
     };
     let at: i64 = row.get(6)?;
     if row_hash(seq, &new, &actor, at).as_slice() != stored.as_slice() {

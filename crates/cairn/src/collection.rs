@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 
-use crate::changes::{ChangeOp, NewChange, COLLECTION_OPS};
+use crate::changes::{Body, ChangeOp, NewChange, COLLECTION_OPS};
 use crate::error::{Error, Result};
 use crate::record::{canonical_json, ScanOptions};
 use crate::schema::{CollectionSchema, FieldType};
@@ -230,7 +230,7 @@ impl Tx<'_> {
             version: 1,
             deleted: false,
             prev_seq: self.last_change_seq(collection.name(), "", &COLLECTION_OPS)?,
-            after: Some(&json),
+            after: Some(Body::new(&json)),
         })?;
         self.state.collections.remove(collection.name());
         Ok(())
@@ -296,7 +296,7 @@ impl Tx<'_> {
             version,
             deleted: false,
             prev_seq: self.last_change_seq(new.name(), "", &COLLECTION_OPS)?,
-            after: Some(&after),
+            after: Some(Body::new(&after)),
         })?;
         self.state.collections.remove(new.name());
         Ok(())

@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::changes::{ChangeOp, NewChange};
+use crate::changes::{Body, ChangeOp, NewChange};
 use crate::collection::{self, Collection};
 use crate::error::{Error, Result};
 use crate::schema::json_kind;
@@ -153,7 +153,13 @@ pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0x0f)] as char);
+    }
+    out
 }
 
 /// The SQL value a JSON scalar is stored as in a unique column.
@@ -398,9 +404,10 @@ impl Tx<'_> {
         };
         let created_at = current.map(|r| r.created_at).unwrap_or(self.now);
         let deleted_at = if deleted { Some(current.and_then(|r| r.deleted_at).unwrap_or(self.now)) } else { None };
-        let checksum = sha256(&bytes);
+        let body_bytes = Body::new(&bytes);
+        let checksum = body_bytes.sha256;
         let seq =
-            self.log(NewChange { collection: c.name(), id, op, version, deleted, prev_seq, after: Some(&bytes) })?;
+            self.log(NewChange { collection: c.name(), id, op, version, deleted, prev_seq, after: Some(body_bytes) })?;
         let mut stmt = self.conn.prepare_cached(if current.is_some() { &c.sql.update } else { &c.sql.insert })?;
         let fixed: [&dyn rusqlite::ToSql; 7] =
             [&id, &(version as i64), &created_at.0, &self.now.0, &deleted_at.map(|t| t.0), &seq, &checksum.as_slice()];

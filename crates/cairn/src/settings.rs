@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::changes::{ChangeOp, NewChange, SETTING_VALUE_OPS};
+use crate::changes::{Body, ChangeOp, NewChange, SETTING_VALUE_OPS};
 use crate::error::{Error, Result};
 use crate::record::canonical_json;
 use crate::store::Store;
@@ -207,7 +207,7 @@ impl Tx<'_> {
             version: 0,
             deleted: false,
             prev_seq: self.last_change_seq("", key, &SETTING_VALUE_OPS)?,
-            after: Some(&after),
+            after: Some(Body::new(&after)),
         })?;
         Ok(())
     }
@@ -254,7 +254,7 @@ impl Tx<'_> {
             version: 0,
             deleted: false,
             prev_seq: self.last_change_seq("", &def.key, &[ChangeOp::SettingDefine])?,
-            after: Some(&text),
+            after: Some(Body::new(&text)),
         })?;
         Ok(())
     }

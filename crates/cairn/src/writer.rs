@@ -245,12 +245,14 @@ pub struct WriteStats {
 pub(crate) struct WriterState {
     pub(crate) collections: HashMap<String, Arc<Collection>>,
     pub(crate) max_body_bytes: Option<u64>,
+    pub(crate) next_seq: Option<u64>,
 }
 
 impl WriterState {
     pub(crate) fn invalidate(&mut self) {
         self.collections.clear();
         self.max_body_bytes = None;
+        self.next_seq = None;
     }
 }
 

@@ -221,3 +221,43 @@ fn collections_settings_batch_and_drop() {
     let quarantine = json(&out)["quarantine_dir"].as_str().expect("path").to_string();
     assert!(Path::new(&quarantine).join("records.jsonl").exists());
 }
+
+#[test]
+fn changes_follow_prints_commits_of_another_process_as_they_happen() {
+    use std::io::{BufRead, BufReader};
+    use std::time::Duration;
+
+    let (_tmp, dir) = store_with_notes();
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--json", "changes", "--since", "1", "--follow"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn follower");
+    let stdout = follower.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // This process writes while the follower reads.
+    let store = cairn::Store::open(&dir, cairn::StoreOptions::existing()).expect("writer");
+    for i in 0..5 {
+        store.create_with_id("notes", &format!("f{i}"), serde_json::json!({"title": "followed"})).expect("write");
+    }
+    let mut ids = Vec::new();
+    while ids.len() < 5 {
+        let line = seen.recv_timeout(Duration::from_secs(20)).expect("the follower printed every change in time");
+        let change: Value = serde_json::from_str(&line).expect("one JSON object per line");
+        assert_eq!(change["seq"].as_u64(), Some(ids.len() as u64 + 2), "in order, none missed: {line}");
+        ids.push(change["id"].as_str().expect("id").to_string());
+    }
+    assert_eq!(ids, ["f0", "f1", "f2", "f3", "f4"]);
+    follower.kill().expect("stop follower");
+    follower.wait().expect("reap");
+}
