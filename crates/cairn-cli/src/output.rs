@@ -15,25 +15,21 @@ impl Output {
 
     /// Prints `value` as JSON (with `--json`) or runs `human` to print it for people.
     pub fn show<T: Serialize>(&self, value: &T, human: impl FnOnce()) {
-        if self.json {
-            match serde_json::to_string_pretty(value) {
-                Ok(text) => println!("{text}"),
-                Err(e) => eprintln!("error: cannot print JSON: {e}"),
-            }
-        } else {
-            human();
-        }
+        self.print(value, serde_json::to_string_pretty, human);
     }
 
     /// One JSON line per item (for streams like `changes --follow`).
     pub fn line<T: Serialize>(&self, value: &T, human: impl FnOnce()) {
-        if self.json {
-            match serde_json::to_string(value) {
-                Ok(text) => println!("{text}"),
-                Err(e) => eprintln!("error: cannot print JSON: {e}"),
-            }
-        } else {
-            human();
+        self.print(value, serde_json::to_string, human);
+    }
+
+    fn print<T: Serialize>(&self, value: &T, to_json: fn(&T) -> serde_json::Result<String>, human: impl FnOnce()) {
+        if !self.json {
+            return human();
+        }
+        match to_json(value) {
+            Ok(text) => println!("{text}"),
+            Err(e) => eprintln!("error: cannot print JSON: {e}"),
         }
     }
 

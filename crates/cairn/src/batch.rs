@@ -74,13 +74,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CollectionSchema, StoreOptions};
+    use crate::CollectionSchema;
     use serde_json::json;
 
     #[test]
     fn a_failing_operation_writes_nothing() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let (_dir, store) = crate::store::temp_store();
         let schema = r#"{"name":"notes","fields":[{"name":"title","type":"text","required":true}]}"#;
         store.create_collection(CollectionSchema::from_json(schema, "t").expect("schema")).expect("create");
         let ops = parse_batch(

@@ -681,12 +681,10 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StoreOptions;
 
     #[test]
     fn keyed_lookups_use_the_partial_index() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let (_dir, store) = crate::store::temp_store();
         let conn = store.reader().expect("reader");
         let sql = format!(
             "EXPLAIN QUERY PLAN SELECT max(seq) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2 AND {KEY_INDEX_FILTER} AND op IN ({})",

@@ -316,13 +316,11 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::StoreOptions;
     use serde_json::json;
 
     #[test]
     fn settings_are_typed_defaulted_and_validated() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let (_dir, store) = crate::store::temp_store();
         assert_eq!(store.setting_value::<u64>(MAX_BODY_BYTES).expect("default"), 1024 * 1024);
         assert!(matches!(store.set_setting(MAX_BODY_BYTES, json!("big")), Err(Error::InvalidSetting { .. })));
         assert!(matches!(store.set_setting(MAX_BODY_BYTES, json!(10)), Err(Error::InvalidSetting { .. })));

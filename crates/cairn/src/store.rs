@@ -312,6 +312,14 @@ fn upgrade(conn: &Connection, is_new: bool) -> Result<()> {
     Ok(())
 }
 
+/// A store in a fresh temp directory, for unit tests (the directory lives as long as the guard).
+#[cfg(test)]
+pub(crate) fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("open store");
+    (dir, store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,34 +40,21 @@ fn field_value(name: &'static str) -> BoxedStrategy<Value> {
     }
 }
 
+/// An object with the fields that are present.
+fn object(title: Option<Value>, n: Option<Value>, tags: Option<Value>) -> Value {
+    let fields = [("title", title), ("n", n), ("tags", tags)];
+    Value::Object(fields.into_iter().filter_map(|(k, v)| Some((k.to_string(), v?))).collect())
+}
+
 fn body() -> impl Strategy<Value = Value> {
-    (
-        proptest::option::weighted(0.9, field_value("title")),
-        proptest::option::of(field_value("n")),
-        proptest::option::of(field_value("tags")),
-    )
-        .prop_map(|(title, n, tags)| {
-            let mut m = Map::new();
-            for (k, v) in [("title", title), ("n", n), ("tags", tags)] {
-                if let Some(v) = v {
-                    m.insert(k.to_string(), v);
-                }
-            }
-            Value::Object(m)
-        })
+    let (title, n, tags) = (field_value("title"), field_value("n"), field_value("tags"));
+    (proptest::option::weighted(0.9, title), proptest::option::of(n), proptest::option::of(tags))
+        .prop_map(|(title, n, tags)| object(title, n, tags))
 }
 
 fn patch() -> impl Strategy<Value = Value> {
     let entry = |name: &'static str| proptest::option::of(prop_oneof![Just(Value::Null), field_value(name)]);
-    (entry("title"), entry("n"), entry("tags")).prop_map(|(title, n, tags)| {
-        let mut m = Map::new();
-        for (k, v) in [("title", title), ("n", n), ("tags", tags)] {
-            if let Some(v) = v {
-                m.insert(k.to_string(), v);
-            }
-        }
-        Value::Object(m)
-    })
+    (entry("title"), entry("n"), entry("tags")).prop_map(|(title, n, tags)| object(title, n, tags))
 }
 
 fn op() -> impl Strategy<Value = Op> {
