@@ -237,7 +237,7 @@ fn not_a_store(dir: &Path, e: rusqlite::Error) -> Error {
     Error::NotAStore { path: dir.to_path_buf(), reason: format!("{DB_FILE} cannot be opened as SQLite ({e})") }
 }
 
-fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
+pub(crate) fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
     let conn = Connection::open(db_path).map_err(|e| not_a_store(dir, e))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let is_new = check_format(dir, &conn, true)?;

@@ -340,7 +340,8 @@ where
         let answer = match (self.out, commit) {
             (Some(Ok(_)), Err(msg)) => Err(Error::CommitFailed(msg)),
             (Some(out), _) => out,
-            (None, _) => Err(Error::WriterStopped),
+            (None, Err(msg)) => Err(Error::CommitFailed(msg)),
+            (None, Ok(())) => Err(Error::WriterStopped),
         };
         // The caller may have given up waiting; that is not the writer's problem.
         let _ = self.reply.send(Signal::Done(answer));
@@ -353,19 +354,31 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 }
 
 fn commit_group(conn: &Connection, state: &mut WriterState, hub: &Hub, dir: &Path, mut batch: Vec<Box<dyn Job>>) {
-    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
-        let msg = e.to_string();
+    let fail_all = |batch: Vec<Box<dyn Job>>, msg: String| {
         for job in batch {
             job.complete(Err(msg.clone()));
         }
-        return;
+    };
+    // A transaction left open by an earlier failure (a failed rollback, a panic) would make
+    // every BEGIN fail: roll it back. Nothing in it was acknowledged.
+    if !conn.is_autocommit() {
+        state.invalidate();
+        if let Err(e) = control(conn, "ROLLBACK") {
+            return fail_all(batch, format!("cannot roll back an unfinished transaction: {e}"));
+        }
+    }
+    if let Err(e) = control(conn, "BEGIN IMMEDIATE") {
+        return fail_all(batch, e.to_string());
     }
     let now = Timestamp::now();
     let publish = hub.has_subscribers();
     // A lone request needs no savepoint: if it fails, the whole transaction rolls back and
-    // nobody else is in it. (A savepoint costs its sub-journal on every write.)
+    // nobody else is in it.
     let isolate = batch.len() > 1;
     let mut committed = Vec::new();
+    // Set when the group cannot be committed safely: a failed request's writes could not be
+    // undone, or a successful one's savepoint could not be released.
+    let mut broken: Option<String> = None;
     for job in &mut batch {
         if isolate {
             if let Err(e) = control(conn, "SAVEPOINT cairn_job") {
@@ -378,44 +391,116 @@ fn commit_group(conn: &Connection, state: &mut WriterState, hub: &Hub, dir: &Pat
         let ok = job.run(&mut tx);
         let changes = std::mem::take(&mut tx.changes);
         if ok {
-            match if isolate { control(conn, "RELEASE cairn_job") } else { Ok(()) } {
-                Ok(()) => committed.extend(changes),
-                Err(e) => job.abort(e.into()),
+            if isolate {
+                if let Err(e) = control(conn, "RELEASE cairn_job") {
+                    broken = Some(format!("cannot release a savepoint: {e}"));
+                    break;
+                }
             }
+            committed.extend(changes);
             continue;
         }
         state.invalidate();
-        let rollback = if isolate {
-            control(conn, "ROLLBACK TO cairn_job").and_then(|()| control(conn, "RELEASE cairn_job"))
-        } else {
-            control(conn, "ROLLBACK")
-        };
-        if let Err(e) = rollback {
-            tracing::error!(error = %e, "rolling back a failed write failed");
+        if !isolate {
+            // The lone request failed: roll everything back and answer with its own error. If
+            // the rollback fails, the next group rolls back the leftover transaction.
+            if let Err(e) = control(conn, "ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a failed write failed");
+            }
+            for job in batch {
+                job.complete(Ok(()));
+            }
+            return;
+        }
+        if let Err(e) = control(conn, "ROLLBACK TO cairn_job").and_then(|()| control(conn, "RELEASE cairn_job")) {
+            broken = Some(format!("cannot undo a failed write: {e}"));
+            break;
         }
     }
-    if !isolate && conn.is_autocommit() {
-        // The lone request failed and its transaction is already rolled back.
-        for job in batch {
-            job.complete(Ok(()));
-        }
-        return;
-    }
-    match control(conn, "COMMIT") {
+    let outcome = match broken {
+        Some(msg) => Err(msg),
+        None => control(conn, "COMMIT").map_err(|e| e.to_string()),
+    };
+    match outcome {
         Ok(()) => {
             hub.publish(&committed);
             for job in batch {
                 job.complete(Ok(()));
             }
         }
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK");
+        Err(msg) => {
             state.invalidate();
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "group commit failed");
-            for job in batch {
-                job.complete(Err(msg.clone()));
+            if let Err(e) = control(conn, "ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a failed group failed");
             }
+            tracing::error!(error = %msg, "group commit failed; nothing of it was written");
+            fail_all(batch, msg);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CollectionSchema, Store, StoreOptions, DB_FILE};
+    use serde_json::json;
+
+    type Reply = mpsc::Receiver<Signal<()>>;
+
+    fn job<F>(f: F) -> (Box<dyn Job>, Reply)
+    where
+        F: FnOnce(&mut Tx<'_>) -> Result<()> + Send + 'static,
+    {
+        let (reply, answer) = mpsc::channel();
+        (Box::new(TypedJob { f: Some(f), actor: Arc::from("test"), out: None, reply }), answer)
+    }
+
+    fn answer(rx: &Reply) -> Result<()> {
+        match rx.try_recv().expect("answered") {
+            Signal::Done(result) => result,
+            Signal::Lead => panic!("unexpected promotion"),
+        }
+    }
+
+    #[test]
+    fn a_failed_commit_fails_the_whole_group_and_writes_nothing() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("s");
+        let store = Store::open(&dir, StoreOptions::default()).expect("open");
+        let schema = r#"{"name": "notes", "fields": [{"name": "title", "type": "text"}]}"#;
+        store.create_collection(CollectionSchema::from_json(schema, "s").expect("schema")).expect("notes");
+        store.close().expect("close");
+
+        let conn = crate::store::open_write_connection(&dir, &dir.join(DB_FILE)).expect("connection");
+        conn.execute_batch(
+            "CREATE TABLE parent (y INTEGER PRIMARY KEY);
+             CREATE TABLE child (x INTEGER REFERENCES parent (y) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .expect("tables");
+        // A transaction someone left open: the group must roll it back, not commit it.
+        conn.execute_batch("BEGIN; INSERT INTO parent VALUES (42);").expect("leftover");
+
+        let (good, good_answer) = job(|tx| tx.create("notes", Some("a"), json!({"title": "fine"})).map(drop));
+        // Violates the deferred foreign key, which only COMMIT checks.
+        let (bad, bad_answer) = job(|tx| tx.conn.execute_batch("INSERT INTO child VALUES (7)").map_err(Error::from));
+        let hub = Hub::default();
+        let mut state = WriterState::default();
+        commit_group(&conn, &mut state, &hub, &dir, vec![good, bad]);
+
+        for rx in [&good_answer, &bad_answer] {
+            assert!(matches!(answer(rx), Err(Error::CommitFailed(msg)) if msg.contains("FOREIGN KEY")));
+        }
+        assert!(conn.is_autocommit(), "nothing is left open");
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).expect("count");
+        assert_eq!(count("SELECT count(*) FROM c_notes"), 0);
+        assert_eq!(count("SELECT count(*) FROM child"), 0);
+        assert_eq!(count("SELECT count(*) FROM parent"), 0, "the leftover transaction was rolled back");
+        assert_eq!(count("SELECT count(*) FROM cairn_changes WHERE record_id = 'a'"), 0);
+
+        // The next group works normally.
+        let (next, next_answer) = job(|tx| tx.create("notes", Some("b"), json!({"title": "ok"})).map(drop));
+        commit_group(&conn, &mut state, &hub, &dir, vec![next]);
+        answer(&next_answer).expect("committed");
+        assert_eq!(count("SELECT count(*) FROM c_notes"), 1);
     }
 }
