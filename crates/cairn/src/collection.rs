@@ -15,9 +15,11 @@ use serde::Serialize;
 
 use crate::changes::{Body, ChangeOp, NewChange, COLLECTION_OPS};
 use crate::error::{Error, Result};
+use crate::index;
 use crate::record::{canonical_json, ScanOptions};
+use crate::schema::FieldDef;
 use crate::schema::{CollectionSchema, FieldType};
-use crate::sql::{quote, records_table, unique_column, unique_index};
+use crate::sql::{quote, records_table, tags_table, value_column};
 use crate::store::{Store, QUARANTINE_DIR};
 use crate::timestamp::Timestamp;
 use crate::writer::Tx;
@@ -29,6 +31,8 @@ pub(crate) struct Collection {
     pub(crate) schema: CollectionSchema,
     pub(crate) table: String,
     pub(crate) sql: RecordSql,
+    /// Indexed tags fields, kept in the tags table.
+    pub(crate) tag_fields: Vec<String>,
 }
 
 /// Statements over one collection's table. Parameters: `?1` is always the record id.
@@ -43,6 +47,9 @@ pub(crate) struct RecordSql {
     pub(crate) insert: String,
     pub(crate) update: String,
     pub(crate) delete: String,
+    /// Fields with a value column, in the order `insert` and `update` bind them after the
+    /// seven fixed columns.
+    pub(crate) value_fields: Vec<FieldDef>,
     /// (field, statement finding another live record with the same value as `?1`, not `?2`)
     pub(crate) unique_checks: Vec<(String, String)>,
 }
@@ -53,10 +60,11 @@ impl Collection {
         // The body lives in the change log entry that wrote it (see the migration's notes).
         let cols = "r.id, r.version, r.created_at, r.updated_at, r.deleted_at, b.after, r.sha256, r.seq";
         let from = format!("{t} r JOIN cairn_changes b ON b.seq = r.seq");
-        let unique: Vec<&str> = schema.fields.iter().filter(|f| f.unique).map(|f| f.name.as_str()).collect();
+        let value_fields: Vec<FieldDef> = schema.fields.iter().filter(|f| index::has_column(f)).cloned().collect();
+        let unique: Vec<&str> = value_fields.iter().filter(|f| f.unique).map(|f| f.name.as_str()).collect();
         let mut columns: Vec<String> =
             ["id", "version", "created_at", "updated_at", "deleted_at", "seq", "sha256"].map(String::from).to_vec();
-        columns.extend(unique.iter().map(|f| quote(&unique_column(f))));
+        columns.extend(value_fields.iter().map(|f| quote(&value_column(&f.name))));
         let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
         let sets: Vec<String> = columns.iter().enumerate().skip(1).map(|(i, c)| format!("{c} = ?{}", i + 1)).collect();
         let sql = RecordSql {
@@ -75,21 +83,19 @@ impl Collection {
                 .map(|f| {
                     let check = format!(
                         "SELECT id FROM {t} WHERE {} = ?1 AND deleted_at IS NULL AND id != ?2 LIMIT 1",
-                        quote(&unique_column(f))
+                        quote(&value_column(f))
                     );
                     (f.to_string(), check)
                 })
                 .collect(),
+            value_fields,
         };
-        Collection { schema, table, sql }
+        let tag_fields = schema.fields.iter().filter(|f| index::has_tag_index(f)).map(|f| f.name.clone()).collect();
+        Collection { schema, table, sql, tag_fields }
     }
 
     pub(crate) fn name(&self) -> &str {
         &self.schema.name
-    }
-
-    pub(crate) fn unique_fields(&self) -> impl Iterator<Item = &str> {
-        self.schema.fields.iter().filter(|f| f.unique).map(|f| f.name.as_str())
     }
 }
 
@@ -220,9 +226,7 @@ impl Tx<'_> {
             params![schema.name, table, std::str::from_utf8(&json).unwrap_or_default(), self.now.0],
         )?;
         let collection = Collection::new(schema, table);
-        for field in collection.unique_fields() {
-            add_unique(conn, &collection, field)?;
-        }
+        index::sync_indexes(conn, None, &collection, &mut |_| {})?;
         self.log(NewChange {
             collection: collection.name(),
             id: "",
@@ -238,6 +242,15 @@ impl Tx<'_> {
 
     /// Replaces a collection's schema. See [`Store::update_collection`].
     pub fn update_collection(&mut self, schema: CollectionSchema) -> Result<()> {
+        self.update_collection_reporting(schema, &mut |_| {})
+    }
+
+    /// [`Tx::update_collection`], telling `progress` how many records index builds covered.
+    pub(crate) fn update_collection_reporting(
+        &mut self,
+        schema: CollectionSchema,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
         let conn = self.conn;
         let old = load(conn, &schema.name)?;
         schema.validate(&|name| exists(conn, name))?;
@@ -269,19 +282,7 @@ impl Tx<'_> {
             }
         }
 
-        let was_unique: Vec<&str> = old.unique_fields().collect();
-        let now_unique: Vec<&str> = new.unique_fields().collect();
-        for field in was_unique.iter().filter(|f| !now_unique.contains(f)) {
-            conn.execute_batch(&format!(
-                "DROP INDEX {}; ALTER TABLE {} DROP COLUMN {}",
-                quote(&unique_index(new.name(), field)),
-                quote(&new.table),
-                quote(&unique_column(field))
-            ))?;
-        }
-        for field in now_unique.iter().filter(|f| !was_unique.contains(f)) {
-            add_unique(conn, &new, field)?;
-        }
+        index::sync_indexes(conn, Some(&old), &new, progress)?;
         let after = canonical_json(&serde_json::to_value(&new.schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
         let version: u64 = conn.query_row(
             "UPDATE cairn_collections SET schema = ?2, schema_version = schema_version + 1, updated_at = ?3
@@ -342,7 +343,11 @@ impl Tx<'_> {
             .join(QUARANTINE_DIR)
             .join(format!("{}-dropped-collection-{name}", self.now.to_string().replace(':', "")));
         let records = export_to_quarantine(conn, &collection, &quarantine)?;
-        conn.execute_batch(&format!("DROP TABLE {}", quote(&collection.table)))?;
+        conn.execute_batch(&format!(
+            "DROP TABLE {}; DROP TABLE IF EXISTS {}",
+            quote(&collection.table),
+            quote(&tags_table(name))
+        ))?;
         let version: u64 =
             conn.query_row("DELETE FROM cairn_collections WHERE name = ?1 RETURNING schema_version", [name], |r| {
                 r.get(0)
@@ -359,42 +364,6 @@ impl Tx<'_> {
         self.state.collections.remove(name);
         Ok(DropReport { collection: name.to_string(), records, quarantine_dir: quarantine })
     }
-}
-
-/// Adds the column and partial unique index that enforce a unique field, filling the column
-/// from the stored bodies. Fails with [`Error::Unique`] when existing records collide.
-fn add_unique(conn: &Connection, collection: &Collection, field: &str) -> Result<()> {
-    let table = quote(&collection.table);
-    let column = quote(&unique_column(field));
-    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} ANY"))?;
-    let mut scan = ScanOptions { include_deleted: false, ..ScanOptions::default() };
-    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-    let mut update = conn.prepare(&format!("UPDATE {table} SET {column} = ?2 WHERE id = ?1"))?;
-    loop {
-        let page = crate::record::scan(conn, collection, &scan)?;
-        let Some(last) = page.last() else { break };
-        scan.after = Some(last.id.clone());
-        for record in &page {
-            let Some(value) = record.body.get(field) else {
-                continue;
-            };
-            let key = value.to_string();
-            if let Some(other) = seen.insert(key, record.id.clone()) {
-                return Err(Error::Unique {
-                    collection: collection.name().to_string(),
-                    id: record.id.clone(),
-                    field: field.to_string(),
-                    other_id: other,
-                });
-            }
-            update.execute(params![record.id, crate::record::sql_value(value)])?;
-        }
-    }
-    conn.execute_batch(&format!(
-        "CREATE UNIQUE INDEX {} ON {table} ({column}) WHERE deleted_at IS NULL AND {column} IS NOT NULL",
-        quote(&unique_index(collection.name(), field))
-    ))?;
-    Ok(())
 }
 
 /// Writes `schema.json` and `records.jsonl` (every record, deleted ones too, with their

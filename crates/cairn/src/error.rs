@@ -94,6 +94,14 @@ pub enum Error {
     #[error("{what} needs confirmation: {hint}")]
     ConfirmationRequired { what: String, hint: String },
 
+    /// A query filter could not be parsed or does not fit the collection's schema.
+    #[error("invalid filter at position {position}: {reason}")]
+    InvalidFilter { filter: String, position: usize, reason: String },
+
+    /// A query (sort, fields, cursor, limit) is invalid.
+    #[error("invalid query: {0}")]
+    InvalidQuery(String),
+
     /// The setting key is not defined.
     #[error("unknown setting `{key}`")]
     UnknownSetting { key: String },
@@ -128,6 +136,17 @@ pub enum Error {
 }
 
 impl Error {
+    /// For [`Error::InvalidFilter`]: the filter text and a caret line under the position.
+    pub fn filter_snippet(&self) -> Option<String> {
+        match self {
+            Error::InvalidFilter { filter, position, .. } => {
+                let column = filter.get(..*position).map_or(*position, |s| s.chars().count());
+                Some(format!("  {filter}\n  {}^", " ".repeat(column)))
+            }
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { action, path: path.into(), source }
     }

@@ -41,6 +41,8 @@ mod collection;
 pub mod demo;
 mod error;
 mod fsutil;
+mod index;
+mod query;
 mod record;
 mod schema;
 mod settings;
@@ -54,6 +56,9 @@ pub use batch::{parse_batch, BatchOp, BatchResult};
 pub use changes::{Change, ChangeOp, Subscription};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use error::{Error, Result};
+pub use query::{
+    parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
+};
 pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};

@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use crate::changes::{Body, ChangeOp, NewChange};
 use crate::collection::{self, Collection};
 use crate::error::{Error, Result};
+use crate::index;
 use crate::schema::json_kind;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
@@ -160,20 +161,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         out.push(DIGITS[usize::from(b & 0x0f)] as char);
     }
     out
-}
-
-/// The SQL value a JSON scalar is stored as in a unique column.
-pub(crate) fn sql_value(value: &Value) -> SqlValue {
-    match value {
-        Value::Null => SqlValue::Null,
-        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => SqlValue::Integer(i),
-            None => SqlValue::Real(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => SqlValue::Text(s.clone()),
-        other => SqlValue::Text(other.to_string()),
-    }
 }
 
 /// Parses a JSON document given by a user; errors name the input and the line and column.
@@ -371,17 +358,16 @@ impl Tx<'_> {
                 limit,
             });
         }
-        // A deleted record keeps its body but releases its unique values.
-        let unique: Vec<SqlValue> = c
+        // A deleted record keeps its body but leaves the indexes.
+        let columns: Vec<SqlValue> = c
             .sql
-            .unique_checks
+            .value_fields
             .iter()
-            .map(|(f, _)| body.get(f).filter(|_| !deleted).map(sql_value).unwrap_or(SqlValue::Null))
+            .map(|f| body.get(&f.name).filter(|_| !deleted).map_or(SqlValue::Null, |v| index::column_value(f, v)))
             .collect();
-        for ((field, check), value) in c.sql.unique_checks.iter().zip(&unique) {
-            if *value == SqlValue::Null {
-                continue;
-            }
+        for (field, check) in &c.sql.unique_checks {
+            let position = c.sql.value_fields.iter().position(|f| &f.name == field);
+            let Some(value) = position.map(|i| &columns[i]).filter(|v| **v != SqlValue::Null) else { continue };
             let other: Option<String> =
                 self.conn.prepare_cached(check)?.query_row(params![value, id], |r| r.get(0)).optional()?;
             if let Some(other_id) = other {
@@ -412,8 +398,11 @@ impl Tx<'_> {
         let fixed: [&dyn rusqlite::ToSql; 7] =
             [&id, &(version as i64), &created_at.0, &self.now.0, &deleted_at.map(|t| t.0), &seq, &checksum.as_slice()];
         stmt.execute(rusqlite::params_from_iter(
-            fixed.into_iter().chain(unique.iter().map(|v| v as &dyn rusqlite::ToSql)),
+            fixed.into_iter().chain(columns.iter().map(|v| v as &dyn rusqlite::ToSql)),
         ))?;
+        drop(stmt);
+        let live_before = current.filter(|r| r.deleted_at.is_none()).map(|r| &r.body);
+        index::update_tags(self.conn, c, id, live_before, Some(&body).filter(|_| !deleted))?;
         Ok(Record {
             collection: c.name().to_string(),
             id: id.to_string(),

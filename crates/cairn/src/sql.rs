@@ -24,14 +24,19 @@ pub(crate) fn records_table(collection: &str) -> String {
     format!("c_{collection}")
 }
 
-/// The column holding a unique field's value, for its unique index.
-pub(crate) fn unique_column(field: &str) -> String {
-    format!("u_{field}")
+/// The column holding an indexed or unique field's value.
+pub(crate) fn value_column(field: &str) -> String {
+    format!("v_{field}")
 }
 
-/// The unique index over a field's column.
-pub(crate) fn unique_index(collection: &str, field: &str) -> String {
-    format!("c_{collection}__u_{field}")
+/// The index over a value column.
+pub(crate) fn value_index(collection: &str, field: &str) -> String {
+    format!("c_{collection}__v_{field}")
+}
+
+/// The table of indexed tags: one row per (field, tag, record).
+pub(crate) fn tags_table(collection: &str) -> String {
+    format!("c_{collection}__tags")
 }
 
 #[cfg(test)]

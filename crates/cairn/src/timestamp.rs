@@ -23,7 +23,7 @@ impl Timestamp {
         self.0
     }
 
-    fn to_datetime(self) -> Option<OffsetDateTime> {
+    pub(crate) fn to_datetime(self) -> Option<OffsetDateTime> {
         OffsetDateTime::from_unix_timestamp_nanos(self.0 as i128 * 1_000_000).ok()
     }
 }
@@ -52,18 +52,14 @@ pub(crate) fn parse_datetime(text: &str) -> Option<OffsetDateTime> {
     Some(date.midnight().assume_utc())
 }
 
-/// The canonical text of a date-time: UTC, `Z`, milliseconds unless finer precision is present.
-/// Canonical forms of equal instants are equal, so checksums and uniqueness see one value.
+/// The canonical text of a date-time: UTC, `Z`, milliseconds, or microseconds when given
+/// (finer digits are dropped: date-times are kept to the microsecond, so that they fit an
+/// integer index column exactly). Equal instants have equal text, so checksums and unique
+/// indexes see one value.
 pub(crate) fn format_datetime(dt: OffsetDateTime) -> String {
     let dt = dt.to_offset(time::UtcOffset::UTC);
-    let nanos = dt.nanosecond();
-    let (frac, digits) = if nanos.is_multiple_of(1_000_000) {
-        (nanos / 1_000_000, 3)
-    } else if nanos.is_multiple_of(1_000) {
-        (nanos / 1_000, 6)
-    } else {
-        (nanos, 9)
-    };
+    let micros = dt.nanosecond() / 1_000;
+    let (frac, digits) = if micros.is_multiple_of(1_000) { (micros / 1_000, 3) } else { (micros, 6) };
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:0width$}Z",
         dt.year(),
@@ -75,6 +71,16 @@ pub(crate) fn format_datetime(dt: OffsetDateTime) -> String {
         frac,
         width = digits
     )
+}
+
+/// Microseconds since the Unix epoch: how date-times are stored in index columns.
+pub(crate) fn datetime_micros(dt: OffsetDateTime) -> i64 {
+    (dt.unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// The canonical text of a microsecond timestamp (the inverse of [`datetime_micros`]).
+pub(crate) fn micros_to_text(micros: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).ok().map(format_datetime)
 }
 
 #[cfg(test)]
@@ -89,6 +95,8 @@ mod tests {
         assert_eq!(format_datetime(dt), "2025-10-13T00:00:00.000Z");
         let dt = parse_datetime("2025-10-13T10:30:00.123456Z").expect("valid");
         assert_eq!(format_datetime(dt), "2025-10-13T10:30:00.123456Z");
+        let dt = parse_datetime("2025-10-13T10:30:00.123456789Z").expect("valid");
+        assert_eq!(format_datetime(dt), "2025-10-13T10:30:00.123456Z", "kept to the microsecond");
         assert!(parse_datetime("yesterday").is_none());
         assert!(parse_datetime("2025-13-01").is_none());
     }

@@ -43,6 +43,7 @@ impl ReadPool {
         let conn = Connection::open_with_flags(&self.path, flags)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
+        crate::query::register_functions(&conn)?;
         Ok(conn)
     }
 }
