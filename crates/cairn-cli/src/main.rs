@@ -63,6 +63,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             ctx.out.error(&format!("{e:#}"));
+            if let Some(snippet) = e.downcast_ref::<cairn::Error>().and_then(cairn::Error::filter_snippet) {
+                if !ctx.out.json {
+                    eprintln!("{snippet}");
+                }
+            }
             ExitCode::from(exit_code(&e))
         }
     }
@@ -76,6 +81,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(err) if err.is_conflict() => 3,
         Some(err) if err.is_not_found() => 4,
         Some(err) if err.is_corruption() => 5,
+        Some(cairn::Error::InvalidFilter { .. } | cairn::Error::InvalidQuery(_)) => 2,
         Some(cairn::Error::NoStore { .. }) => 4,
         _ => 1,
     }

@@ -246,3 +246,70 @@ mod tests {
         );
     }
 }
+
+/// One index of a collection, as `cairn index list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct IndexInfo {
+    /// The field.
+    pub field: String,
+    /// `value` (a column with an index), `unique`, or `tags` (the tags table).
+    pub kind: &'static str,
+}
+
+impl crate::Store {
+    /// The indexes of a collection.
+    pub fn indexes(&self, collection: &str) -> Result<Vec<IndexInfo>> {
+        let schema = self.collection(collection)?.schema;
+        Ok(schema
+            .fields
+            .iter()
+            .filter_map(|f| {
+                let kind = if has_tag_index(f) {
+                    "tags"
+                } else if has_column(f) && f.unique {
+                    "unique"
+                } else if has_column(f) {
+                    "value"
+                } else {
+                    return None;
+                };
+                Some(IndexInfo { field: f.name.clone(), kind })
+            })
+            .collect())
+    }
+
+    /// Indexes `field` (sets its `indexed` flag) and builds the index over the existing
+    /// records. Readers are not blocked while it builds; `progress` is told how many records
+    /// have been covered.
+    pub fn add_index(&self, collection: &str, field: &str, progress: impl FnMut(u64) + Send + 'static) -> Result<()> {
+        self.set_indexed(collection, field, true, Box::new(progress))
+    }
+
+    /// Drops the index of `field` (clears its `indexed` flag). Unique fields keep their column.
+    pub fn drop_index(&self, collection: &str, field: &str) -> Result<()> {
+        self.set_indexed(collection, field, false, Box::new(|_| {}))
+    }
+
+    fn set_indexed(
+        &self,
+        collection: &str,
+        field: &str,
+        on: bool,
+        mut progress: Box<dyn FnMut(u64) + Send>,
+    ) -> Result<()> {
+        let mut schema = self.collection(collection)?.schema;
+        let Some(f) = schema.fields.iter_mut().find(|f| f.name == field) else {
+            return Err(Error::InvalidSchema {
+                collection: collection.to_string(),
+                field: Some(field.to_string()),
+                reason: "no such field".into(),
+            });
+        };
+        if f.indexed == on {
+            return Ok(());
+        }
+        f.indexed = on;
+        self.write(move |tx| tx.update_collection_reporting(schema, &mut *progress))
+    }
+}

@@ -56,6 +56,7 @@ pub use batch::{parse_batch, BatchOp, BatchResult};
 pub use changes::{Change, ChangeOp, Subscription};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use error::{Error, Result};
+pub use index::IndexInfo;
 pub use query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };

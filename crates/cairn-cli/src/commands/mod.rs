@@ -4,6 +4,7 @@
 mod changes;
 mod collection;
 mod demo;
+mod query;
 mod record;
 mod settings;
 
@@ -45,6 +46,11 @@ pub enum Command {
     Collection(collection::CollectionCommand),
     #[command(flatten)]
     Record(record::RecordCommand),
+    /// Query a collection: filter, sort, paginate, choose fields.
+    Query(query::QueryArgs),
+    /// List, add and drop indexes.
+    #[command(subcommand)]
+    Index(query::IndexCommand),
     /// Print the change log.
     Changes(changes::ChangesArgs),
     /// Read and change typed settings.
@@ -58,6 +64,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Demo(args) => demo::run(ctx, args),
         Command::Collection(cmd) => collection::run(ctx, cmd),
         Command::Record(cmd) => record::run(ctx, cmd),
+        Command::Query(args) => query::run(ctx, args),
+        Command::Index(cmd) => query::run_index(ctx, cmd),
         Command::Changes(args) => changes::run(ctx, args),
         Command::Settings(cmd) => settings::run(ctx, cmd),
     }

@@ -1,0 +1,140 @@
+use anyhow::Result;
+use cairn::Query;
+use clap::{Args, Subcommand};
+
+use super::Context;
+use crate::output::{clip, table};
+use crate::UsageError;
+
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    collection: String,
+    /// Filter, e.g. 'status = "completed" and started_at >= 2025-06-01 and tags has "acme"'.
+    #[arg(long, short = 'f')]
+    filter: Option<String>,
+    /// Sort keys, e.g. -started_at,name (leading - for descending).
+    #[arg(long, short = 's', allow_hyphen_values = true)]
+    sort: Option<String>,
+    /// Records per page.
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: usize,
+    /// Continue after the page that printed this cursor.
+    #[arg(long, conflicts_with = "offset")]
+    cursor: Option<String>,
+    /// Skip this many records.
+    #[arg(long)]
+    offset: Option<usize>,
+    /// Fields to show, comma-separated (default: the collection's summary fields).
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+    /// Print only the number of matching records.
+    #[arg(long, conflicts_with_all = ["explain"])]
+    count: bool,
+    /// Print how the query runs (which index, or a scan) instead of running it.
+    #[arg(long)]
+    explain: bool,
+}
+
+pub fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
+    let store = ctx.open_read()?;
+    if args.count {
+        let n = store.count(&args.collection, args.filter.as_deref())?;
+        ctx.out.show(&serde_json::json!({ "count": n }), || println!("{n}"));
+        return Ok(());
+    }
+    let query = Query {
+        filter: args.filter.clone(),
+        sort: args.sort.clone(),
+        limit: args.limit,
+        offset: args.offset,
+        cursor: args.cursor.clone(),
+        fields: (!args.fields.is_empty()).then(|| args.fields.clone()),
+    };
+    if args.explain {
+        let plan = store.explain(&args.collection, &query)?;
+        ctx.out.show(&plan, || {
+            for step in &plan {
+                println!("{step}");
+            }
+        });
+        return Ok(());
+    }
+    let page = store.query(&args.collection, &query)?;
+    ctx.out.show(&page, || {
+        let mut columns: Vec<String> = Vec::new();
+        for row in &page.rows {
+            for key in row.fields.keys() {
+                if !columns.contains(key) {
+                    columns.push(key.clone());
+                }
+            }
+        }
+        if let Some(wanted) = &query.fields {
+            columns.sort_by_key(|c| wanted.iter().position(|w| w == c));
+        }
+        let mut header = vec!["id"];
+        header.extend(columns.iter().map(String::as_str));
+        let rows = page
+            .rows
+            .iter()
+            .map(|row| {
+                let mut cells = vec![row.id.clone()];
+                cells.extend(columns.iter().map(|c| match row.fields.get(c) {
+                    Some(serde_json::Value::String(s)) => clip(s, 40),
+                    Some(v) => clip(&v.to_string(), 40),
+                    None => String::new(),
+                }));
+                cells
+            })
+            .collect();
+        println!("{}", table(&header, rows));
+        match &page.next_cursor {
+            Some(cursor) => println!("{} rows; next page: --cursor {cursor}", page.rows.len()),
+            None => println!("{} rows", page.rows.len()),
+        }
+    });
+    Ok(())
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IndexCommand {
+    /// List a collection's indexes.
+    List { collection: String },
+    /// Index a field and build the index over existing records (readers are not blocked).
+    Add { collection: String, field: String },
+    /// Drop a field's index.
+    Drop { collection: String, field: String },
+}
+
+pub fn run_index(ctx: &Context, cmd: IndexCommand) -> Result<()> {
+    match cmd {
+        IndexCommand::List { collection } => {
+            let list = ctx.open_read()?.indexes(&collection)?;
+            ctx.out.show(&list, || {
+                let rows = list.iter().map(|i| vec![i.field.clone(), i.kind.to_string()]).collect();
+                println!("{}", table(&["field", "index"], rows));
+            });
+        }
+        IndexCommand::Add { collection, field } => {
+            let store = ctx.open_write()?;
+            let total = store.collection(&collection)?.live_records;
+            let bar = if ctx.out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(total) };
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("indexing {prefix} {bar:30} {pos}/{len} records")
+                    .map_err(|e| UsageError(e.to_string()))?,
+            );
+            bar.set_prefix(format!("{collection}.{field}"));
+            let shown = bar.clone();
+            store.add_index(&collection, &field, move |done| shown.set_position(done))?;
+            bar.finish_and_clear();
+            let report = serde_json::json!({ "collection": collection, "field": field, "records": total });
+            ctx.out.show(&report, || println!("indexed {collection}.{field} over {total} records"));
+        }
+        IndexCommand::Drop { collection, field } => {
+            ctx.open_write()?.drop_index(&collection, &field)?;
+            let report = serde_json::json!({ "collection": collection, "field": field });
+            ctx.out.show(&report, || println!("dropped the index of {collection}.{field}"));
+        }
+    }
+    Ok(())
+}
