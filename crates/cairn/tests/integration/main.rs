@@ -5,6 +5,7 @@ mod collections;
 mod concurrency;
 mod crash;
 mod integrity;
+mod query;
 mod records;
 
 use cairn::{CollectionSchema, Store, StoreOptions};
