@@ -33,6 +33,8 @@ pub(crate) struct Collection {
     pub(crate) sql: RecordSql,
     /// Indexed tags fields, kept in the tags table.
     pub(crate) tag_fields: Vec<String>,
+    /// Fields in the full-text index.
+    pub(crate) fulltext_fields: Vec<String>,
 }
 
 /// Statements over one collection's table. Parameters: `?1` is always the record id.
@@ -91,7 +93,8 @@ impl Collection {
             value_fields,
         };
         let tag_fields = schema.fields.iter().filter(|f| index::has_tag_index(f)).map(|f| f.name.clone()).collect();
-        Collection { schema, table, sql, tag_fields }
+        let fulltext_fields = crate::search::fulltext_fields(&schema);
+        Collection { schema, table, sql, tag_fields, fulltext_fields }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -344,9 +347,11 @@ impl Tx<'_> {
             .join(format!("{}-dropped-collection-{name}", self.now.to_string().replace(':', "")));
         let records = export_to_quarantine(conn, &collection, &quarantine)?;
         conn.execute_batch(&format!(
-            "DROP TABLE {}; DROP TABLE IF EXISTS {}",
+            "DROP TABLE {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}",
             quote(&collection.table),
-            quote(&tags_table(name))
+            quote(&tags_table(name)),
+            quote(&crate::search::fts_table(name)),
+            quote(&crate::search::fts_ids_table(name))
         ))?;
         let version: u64 =
             conn.query_row("DELETE FROM cairn_collections WHERE name = ?1 RETURNING schema_version", [name], |r| {

@@ -199,6 +199,7 @@ pub(crate) fn sync_indexes(
             conn.prepare(&format!("DELETE FROM {tags} WHERE field = ?1"))?.execute([&f.name])?;
         }
     }
+    crate::search::sync_fts(conn, old, new, progress)?;
     for field in &new.tag_fields {
         if old_tags.iter().any(|o| &o.name == field) {
             continue;

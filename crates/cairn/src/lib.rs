@@ -45,6 +45,7 @@ mod index;
 mod query;
 mod record;
 mod schema;
+mod search;
 mod settings;
 mod sql;
 mod store;
@@ -62,6 +63,7 @@ pub use query::{
 };
 pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
+pub use search::{Hit, Search};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};
 pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
 pub use timestamp::Timestamp;

@@ -458,6 +458,26 @@ struct Plan {
     projection: Vec<String>,
 }
 
+/// The fields a page returns: those asked for (checked), or the summary fields, or all.
+pub(crate) fn projection(c: &Collection, fields: Option<&Vec<String>>) -> Result<Vec<String>> {
+    if let Some(fields) = fields {
+        if let Some(f) = fields.iter().find(|f| c.schema.field(f).is_none()) {
+            return Err(Error::InvalidQuery(format!("unknown field `{f}` in collection `{}`", c.name())));
+        }
+        return Ok(fields.clone());
+    }
+    let summary: Vec<String> = c.schema.fields.iter().filter(|f| f.summary).map(|f| f.name.clone()).collect();
+    Ok(if summary.is_empty() { c.schema.fields.iter().map(|f| f.name.clone()).collect() } else { summary })
+}
+
+/// A filter compiled to an SQL condition over `r` (the record row) and `b` (its body), with
+/// its parameters numbered from `?1`.
+pub(crate) fn compile_filter(c: &Collection, text: &str) -> Result<(String, Vec<SqlValue>)> {
+    let mut sql = Sql::default();
+    let condition = compile(c, text, &parse_filter(text)?, &mut sql)?;
+    Ok((condition, sql.params))
+}
+
 fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
     if query.limit == 0 || query.limit > MAX_LIMIT {
         return Err(Error::InvalidQuery(format!("limit must be between 1 and {MAX_LIMIT}")));
@@ -489,24 +509,7 @@ fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
         conditions.push(after_condition(&key_exprs, &cursor, &mut sql));
     }
 
-    let projection: Vec<String> = match &query.fields {
-        Some(fields) => {
-            for f in fields {
-                if c.schema.field(f).is_none() {
-                    return Err(Error::InvalidQuery(format!("unknown field `{f}` in collection `{}`", c.name())));
-                }
-            }
-            fields.clone()
-        }
-        None => {
-            let summary: Vec<String> = c.schema.fields.iter().filter(|f| f.summary).map(|f| f.name.clone()).collect();
-            if summary.is_empty() {
-                c.schema.fields.iter().map(|f| f.name.clone()).collect()
-            } else {
-                summary
-            }
-        }
-    };
+    let projection = projection(c, query.fields.as_ref())?;
     // Lazy loading: when every projected field has a value column, the body is not read.
     let column_fields: Option<Vec<FieldDef>> =
         projection.iter().map(|name| c.schema.field(name).filter(|f| index::has_column(f)).cloned()).collect();
@@ -559,19 +562,7 @@ fn run(conn: &Connection, c: &Collection, query: &Query) -> Result<Page> {
             None => {
                 let body: Option<Vec<u8>> = row.get(base)?;
                 let sha: Vec<u8> = row.get(base + 1)?;
-                let body = body.unwrap_or_default();
-                if crate::record::sha256(&body).as_slice() != sha.as_slice() {
-                    return Err(Error::Corruption {
-                        location: format!("record `{}/{id}`", c.name()),
-                        detail: "the body does not match its SHA-256 checksum".into(),
-                    });
-                }
-                let Ok(Value::Object(mut all)) = serde_json::from_slice::<Value>(&body) else {
-                    return Err(Error::Corruption {
-                        location: format!("record `{}/{id}`", c.name()),
-                        detail: "the body is not a JSON object".into(),
-                    });
-                };
+                let mut all = crate::record::verified_body(c.name(), &id, body.as_deref().unwrap_or_default(), &sha)?;
                 for name in &plan.projection {
                     if let Some(v) = all.remove(name) {
                         fields.insert(name.clone(), v);

@@ -174,16 +174,13 @@ fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
     let id: String = row.get(0)?;
     let body: Option<Vec<u8>> = row.get(5)?;
     let stored: Vec<u8> = row.get(6)?;
-    let corrupt = |detail: String| Error::Corruption { location: format!("record `{collection}/{id}`"), detail };
-    let Some(body) = body else { return Err(corrupt("its body is missing from the change log".into())) };
-    if stored.as_slice() != sha256(&body).as_slice() {
-        return Err(corrupt("the body does not match its SHA-256 checksum".into()));
-    }
-    let body = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(map)) => map,
-        Ok(other) => return Err(corrupt(format!("the body is {} instead of an object", json_kind(&other)))),
-        Err(e) => return Err(corrupt(format!("the body is not JSON: {e}"))),
+    let Some(body) = body else {
+        return Err(Error::Corruption {
+            location: format!("record `{collection}/{id}`"),
+            detail: "its body is missing from the change log".into(),
+        });
     };
+    let body = verified_body(collection, &id, &body, &stored)?;
     Ok(Record {
         collection: collection.to_string(),
         version: row.get(1)?,
@@ -195,6 +192,19 @@ fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
         seq: row.get(7)?,
         id,
     })
+}
+
+/// Checks a stored body against its SHA-256 and parses it; any mismatch is corruption.
+pub(crate) fn verified_body(collection: &str, id: &str, body: &[u8], sha: &[u8]) -> Result<Map<String, Value>> {
+    let corrupt = |detail: String| Error::Corruption { location: format!("record `{collection}/{id}`"), detail };
+    if sha != sha256(body).as_slice() {
+        return Err(corrupt("the body does not match its SHA-256 checksum".into()));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(corrupt(format!("the body is {} instead of an object", json_kind(&other)))),
+        Err(e) => Err(corrupt(format!("the body is not JSON: {e}"))),
+    }
 }
 
 /// Reads one record (live or deleted), verifying its checksum.
@@ -402,7 +412,11 @@ impl Tx<'_> {
         ))?;
         drop(stmt);
         let live_before = current.filter(|r| r.deleted_at.is_none()).map(|r| &r.body);
-        index::update_tags(self.conn, c, id, live_before, Some(&body).filter(|_| !deleted))?;
+        let live_after = Some(&body).filter(|_| !deleted);
+        index::update_tags(self.conn, c, id, live_before, live_after)?;
+        if live_before.is_some() || live_after.is_some() {
+            crate::search::update_fts(self.conn, c, id, live_after)?;
+        }
         Ok(Record {
             collection: c.name().to_string(),
             id: id.to_string(),

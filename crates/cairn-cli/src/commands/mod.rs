@@ -48,6 +48,8 @@ pub enum Command {
     Record(record::RecordCommand),
     /// Query a collection: filter, sort, paginate, choose fields.
     Query(query::QueryArgs),
+    /// Full-text search a collection's fulltext fields, best matches first.
+    Search(query::SearchArgs),
     /// List, add and drop indexes.
     #[command(subcommand)]
     Index(query::IndexCommand),
@@ -65,6 +67,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Collection(cmd) => collection::run(ctx, cmd),
         Command::Record(cmd) => record::run(ctx, cmd),
         Command::Query(args) => query::run(ctx, args),
+        Command::Search(args) => query::run_search(ctx, args),
         Command::Index(cmd) => query::run_index(ctx, cmd),
         Command::Changes(args) => changes::run(ctx, args),
         Command::Settings(cmd) => settings::run(ctx, cmd),

@@ -138,3 +138,48 @@ pub fn run_index(ctx: &Context, cmd: IndexCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct SearchArgs {
+    collection: String,
+    /// Words (all must match), prefix* words and "quoted phrases".
+    terms: String,
+    /// A filter the hits must also match.
+    #[arg(long, short = 'f')]
+    filter: Option<String>,
+    #[arg(long, short = 'n', default_value_t = 20)]
+    limit: usize,
+    #[arg(long, default_value_t = 0)]
+    offset: usize,
+    /// Fields to show with each hit, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    fields: Vec<String>,
+}
+
+pub fn run_search(ctx: &Context, args: SearchArgs) -> Result<()> {
+    let search = cairn::Search {
+        terms: args.terms,
+        filter: args.filter,
+        limit: args.limit,
+        offset: args.offset,
+        fields: (!args.fields.is_empty()).then_some(args.fields),
+        ..cairn::Search::default()
+    };
+    let hits = ctx.open_read()?.search(&args.collection, &search)?;
+    ctx.out.show(&hits, || {
+        let rows = hits
+            .iter()
+            .map(|h| {
+                let fields: Vec<String> = h
+                    .fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {}", v.as_str().map_or_else(|| v.to_string(), str::to_string)))
+                    .collect();
+                vec![h.id.clone(), format!("{:.2}", h.rank), clip(&h.snippet, 70), clip(&fields.join("; "), 50)]
+            })
+            .collect();
+        println!("{}", table(&["id", "rank", "snippet", "fields"], rows));
+        println!("{} hits", hits.len());
+    });
+    Ok(())
+}

@@ -7,6 +7,7 @@ mod crash;
 mod integrity;
 mod query;
 mod records;
+mod search;
 
 use cairn::{CollectionSchema, Store, StoreOptions};
 
