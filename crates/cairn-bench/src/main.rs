@@ -2,8 +2,9 @@
 //! in the same run on the same machine, because absolute numbers on a shared machine say
 //! little. Rounds alternate baseline and subject so that drift in machine load hits both.
 //!
-//! `cargo run --release -p cairn-bench -- write` runs P1 and P2.
+//! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4.
 
+mod query;
 mod write;
 
 use anyhow::Result;
@@ -20,11 +21,18 @@ struct Cli {
 enum Bench {
     /// P1: durable single-writer creates vs raw rusqlite; P2: 16 concurrent writers vs P1.
     Write(write::WriteArgs),
+    /// P3: open + first page (time, peak RSS); P4: filtered/sorted/paged and full-text queries.
+    Query(query::QueryArgs),
+    /// (internal) One cold P3 measurement in this process: `cairn` or `json`, then the data dir.
+    #[command(hide = true)]
+    Probe { which: String, dir: std::path::PathBuf },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Write(args) => write::run(&args),
+        Bench::Query(args) => query::run(&args),
+        Bench::Probe { which, dir } => query::probe(&which, &dir),
     }
 }
 

@@ -514,27 +514,48 @@ fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
     let column_fields: Option<Vec<FieldDef>> =
         projection.iter().map(|name| c.schema.field(name).filter(|f| index::has_column(f)).cloned()).collect();
     let mut select = vec!["r.id".to_string(), "r.version".into(), "r.updated_at".into()];
-    select.extend(key_exprs.iter().map(|(e, _)| e.clone()));
+    select.extend(key_exprs.iter().enumerate().map(|(i, (e, _))| format!("{e} AS k{i}")));
     match &column_fields {
         Some(fields) => select.extend(fields.iter().map(|f| format!("r.{}", quote(&value_column(&f.name))))),
-        None => {
-            sql.needs_body = true;
-            select.extend(["b.after".to_string(), "r.sha256".into()]);
-        }
+        None => select.extend(["r.seq".to_string(), "r.sha256".into()]),
     }
+    // The body is joined here only when the filter or a sort key reads it.
     let from =
         if sql.needs_body { format!("{table} r JOIN cairn_changes b ON b.seq = r.seq") } else { format!("{table} r") };
-    let mut order: Vec<String> =
-        key_exprs.iter().map(|(e, desc)| format!("{e} {} NULLS LAST", if *desc { "DESC" } else { "ASC" })).collect();
-    order.push("r.id ASC".into());
+    // ORDER BY the sort keys (missing values last), then the id.
+    let order = |keys: &[String], id: &str| -> String {
+        let mut order: Vec<String> = key_exprs
+            .iter()
+            .zip(keys)
+            .map(|((_, desc), k)| format!("{k} {} NULLS LAST", if *desc { "DESC" } else { "ASC" }))
+            .collect();
+        order.push(format!("{id} ASC"));
+        order.join(", ")
+    };
+    let inner_keys: Vec<String> = key_exprs.iter().map(|(e, _)| e.clone()).collect();
     let limit = sql.param(SqlValue::Integer(query.limit as i64));
     let offset = sql.param(SqlValue::Integer(query.offset.unwrap_or(0) as i64));
-    let text = format!(
+    let page = format!(
         "SELECT {} FROM {from} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {offset}",
         select.join(", "),
         conditions.join(" AND "),
-        order.join(", ")
+        order(&inner_keys, "r.id")
     );
+    let text = match &column_fields {
+        Some(_) => page,
+        // Bodies are read for the page's rows only, after the page is chosen.
+        None => {
+            let aliases: Vec<String> = (0..key_exprs.len()).map(|i| format!("p.k{i}")).collect();
+            let mut outer = vec!["p.id".to_string(), "p.version".into(), "p.updated_at".into()];
+            outer.extend(aliases.iter().cloned());
+            outer.extend(["b.after".to_string(), "p.sha256".into()]);
+            format!(
+                "SELECT {} FROM ({page}) p JOIN cairn_changes b ON b.seq = p.seq ORDER BY {}",
+                outer.join(", "),
+                order(&aliases, "p.id")
+            )
+        }
+    };
     Ok(Plan { sql: text, params: sql.params, keys: keys.len(), columns: column_fields, projection })
 }
 

@@ -261,3 +261,78 @@ fn changes_follow_prints_commits_of_another_process_as_they_happen() {
     follower.kill().expect("stop follower");
     follower.wait().expect("reap");
 }
+
+#[test]
+fn query_search_and_index_commands() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("demo");
+    assert_eq!(code(&cairn(&dir, &["demo", "--sessions", "30"])), 0);
+
+    let filter = r#"status = "completed" and tags has "acme""#;
+    let out =
+        cairn(&dir, &["--json", "query", "sessions", "--filter", filter, "--sort", "-started_at", "--limit", "2"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let page = json(&out);
+    let rows = page["rows"].as_array().expect("rows");
+    assert!(!rows.is_empty());
+    for row in rows {
+        assert_eq!(row["fields"]["status"], "completed");
+        assert!(row["fields"]["tags"].as_array().expect("tags").contains(&Value::from("acme")));
+    }
+    let count: u64 = json(&cairn(&dir, &["--json", "query", "sessions", "--filter", filter, "--count"]))["count"]
+        .as_u64()
+        .expect("count");
+    // Walk every page by cursor: the pages add up to the count.
+    let mut seen = rows.len() as u64;
+    let mut cursor = page["next_cursor"].as_str().map(String::from);
+    while let Some(c) = cursor {
+        let out = cairn(
+            &dir,
+            &[
+                "--json",
+                "query",
+                "sessions",
+                "--filter",
+                filter,
+                "--sort",
+                "-started_at",
+                "--limit",
+                "2",
+                "--cursor",
+                &c,
+            ],
+        );
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let page = json(&out);
+        seen += page["rows"].as_array().expect("rows").len() as u64;
+        cursor = page["next_cursor"].as_str().map(String::from);
+    }
+    assert_eq!(seen, count);
+
+    let out = cairn(&dir, &["query", "sessions", "--filter", filter, "--explain"]);
+    assert!(
+        stdout(&out).contains("c_sessions__v_status") || stdout(&out).contains("c_sessions__tags"),
+        "{}",
+        stdout(&out)
+    );
+
+    // A bad filter is a usage error with a caret under the problem.
+    let out = cairn(&dir, &["query", "sessions", "--filter", "started_at >= \"soon\""]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("type mismatch") && stderr(&out).contains('^'), "{}", stderr(&out));
+    let out = cairn(&dir, &["query", "sessions", "--cursor", "not-a-cursor"]);
+    assert_eq!(code(&out), 2);
+    assert!(stderr(&out).contains("invalid cursor"), "{}", stderr(&out));
+
+    let out = cairn(&dir, &["--json", "search", "notes", "checkout retry", "--limit", "3"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let hits = json(&out);
+    assert!(!hits.as_array().expect("hits").is_empty());
+    assert!(hits[0]["snippet"].as_str().expect("snippet").contains("[checkout]"));
+
+    assert_eq!(code(&cairn(&dir, &["index", "add", "tasks", "done"])), 0);
+    let list = json(&cairn(&dir, &["--json", "index", "list", "tasks"]));
+    assert!(list.as_array().expect("list").iter().any(|i| i["field"] == "done"));
+    assert_eq!(code(&cairn(&dir, &["index", "drop", "tasks", "done"])), 0);
+    assert_eq!(code(&cairn(&dir, &["index", "add", "tasks", "nope"])), 1);
+}

@@ -1,0 +1,29 @@
+//! Fuzzes the filter parser and the schema check: no input may panic, and every error must
+//! point inside the text. Run: `cargo fuzz run filter` (from this folder's parent).
+#![no_main]
+
+use cairn::{CollectionSchema, Error, Filter};
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match cairn::parse_filter(text) {
+        Ok(_) => {}
+        Err(Error::InvalidFilter { position, .. }) => assert!(position <= text.len()),
+        Err(other) => panic!("unexpected error kind: {other}"),
+    }
+    let schema = CollectionSchema::from_json(
+        r#"{"name": "s", "fields": [
+            {"name": "name", "type": "text", "indexed": true},
+            {"name": "n", "type": "integer"},
+            {"name": "at", "type": "datetime", "indexed": true},
+            {"name": "tags", "type": "tags", "indexed": true},
+            {"name": "meta", "type": "json"}]}"#,
+        "fuzz schema",
+    )
+    .expect("valid schema");
+    if let Ok(filter) = Filter::new(&schema, text) {
+        let body = serde_json::json!({"name": "x", "n": 1, "tags": ["a"], "meta": {"k": 2}});
+        let _ = filter.matches(body.as_object().expect("object"));
+    }
+});
