@@ -258,6 +258,8 @@ pub(crate) fn literal_value(resolved: &Resolved<'_>, lit: &Lit, text: &str) -> R
 struct Sql {
     params: Vec<SqlValue>,
     needs_body: bool,
+    /// Conditions are checked row by row (an ordered walk), never used to find rows.
+    row_at_a_time: bool,
 }
 
 impl Sql {
@@ -342,10 +344,15 @@ fn compile(c: &Collection, text: &str, expr: &Expr, sql: &mut Sql) -> Result<Str
                     if index::has_tag_index(resolved.field) {
                         let field = sql.param(SqlValue::Text(resolved.field.name.clone()));
                         let tag = sql.param(SqlValue::Text(tag.clone()));
-                        format!(
-                            "(r.id IN (SELECT id FROM {} WHERE field = {field} AND tag = {tag}))",
-                            quote(&tags_table(c.name()))
-                        )
+                        let tags = quote(&tags_table(c.name()));
+                        if sql.row_at_a_time {
+                            format!(
+                                "(EXISTS (SELECT 1 FROM {tags} WHERE field = {field} AND tag = {tag} AND id = r.id))"
+                            )
+                        } else {
+                            // A list the planner may also drive the query from.
+                            format!("(r.id IN (SELECT id FROM {tags} WHERE field = {field} AND tag = {tag}))")
+                        }
                     } else {
                         sql.needs_body = true;
                         let path = sql.param(SqlValue::Text(resolved.json_path()));
@@ -470,22 +477,35 @@ pub(crate) fn projection(c: &Collection, fields: Option<&Vec<String>>) -> Result
     Ok(if summary.is_empty() { c.schema.fields.iter().map(|f| f.name.clone()).collect() } else { summary })
 }
 
-/// A filter compiled to an SQL condition over `r` (the record row) and `b` (its body), with
-/// its parameters numbered from `?1`.
-pub(crate) fn compile_filter(c: &Collection, text: &str) -> Result<(String, Vec<SqlValue>)> {
+/// A filter compiled to an SQL condition over `r` (the record row) and, when the third value
+/// is true, `b` (its body, a `cairn_changes` row), with its parameters numbered from `?1`.
+pub(crate) fn compile_filter(c: &Collection, text: &str) -> Result<(String, Vec<SqlValue>, bool)> {
     let mut sql = Sql::default();
     let condition = compile(c, text, &parse_filter(text)?, &mut sql)?;
-    Ok((condition, sql.params))
+    Ok((condition, sql.params, sql.needs_body))
 }
 
-fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
+/// Rows the ordered walk (see [`plan`]) reads per row the page asks for before giving up.
+/// Tiny under test, so that property tests often see a walk cut short and the fallback.
+const WALK_FACTOR: usize = if cfg!(test) { 2 } else { 50 };
+/// No ordered walk is tried when it would read more rows than this.
+const MAX_WALK: usize = 200_000;
+
+/// Compiles a query. With `walk`, the page is chosen from the first `walk` live rows in sort
+/// order only, read along the first sort key's index (or the primary key): SQLite's planner
+/// does not credit `ORDER BY … LIMIT` with stopping early, so for a filter that many rows match
+/// it would rather collect every match from another index and sort them all. Rows whose first
+/// key is missing sort last, so they are left out of the walk. The walk's page is the right one
+/// whenever it is full; `run` falls back to the planner's choice otherwise. `None` is returned
+/// when no walk applies (a sort key without a value column, or a cursor past the walkable rows).
+fn plan(c: &Collection, query: &Query, count_only: bool, walk: Option<usize>) -> Result<Option<Plan>> {
     if query.limit == 0 || query.limit > MAX_LIMIT {
         return Err(Error::InvalidQuery(format!("limit must be between 1 and {MAX_LIMIT}")));
     }
     if query.cursor.is_some() && query.offset.is_some() {
         return Err(Error::InvalidQuery("use a cursor or an offset, not both".into()));
     }
-    let mut sql = Sql::default();
+    let mut sql = Sql { row_at_a_time: walk.is_some(), ..Sql::default() };
     let mut conditions = vec!["r.deleted_at IS NULL".to_string()];
     if let Some(text) = &query.filter {
         let expr = parse_filter(text)?;
@@ -499,14 +519,17 @@ fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
             format!("{table} r")
         };
         let text = format!("SELECT count(*) FROM {from} WHERE {}", conditions.join(" AND "));
-        return Ok(Plan { sql: text, params: sql.params, keys: 0, columns: None, projection: Vec::new() });
+        return Ok(Some(Plan { sql: text, params: sql.params, keys: 0, columns: None, projection: Vec::new() }));
     }
 
     let keys = parse_sort(&c.schema, query.sort.as_deref().unwrap_or(""))?;
     let key_exprs: Vec<(String, bool)> = keys.iter().map(|k| (sql.value_expr(&k.resolved), k.descending)).collect();
-    if let Some(token) = &query.cursor {
-        let cursor = decode_cursor(token, &fingerprint(c.name(), query), keys.len())?;
-        conditions.push(after_condition(&key_exprs, &cursor, &mut sql));
+    let cursor = match &query.cursor {
+        Some(token) => Some(decode_cursor(token, &fingerprint(c.name(), query), keys.len())?),
+        None => None,
+    };
+    if let Some(cursor) = &cursor {
+        conditions.push(after_condition(&key_exprs, cursor, &mut sql));
     }
 
     let projection = projection(c, query.fields.as_ref())?;
@@ -519,9 +542,6 @@ fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
         Some(fields) => select.extend(fields.iter().map(|f| format!("r.{}", quote(&value_column(&f.name))))),
         None => select.extend(["r.seq".to_string(), "r.sha256".into()]),
     }
-    // The body is joined here only when the filter or a sort key reads it.
-    let from =
-        if sql.needs_body { format!("{table} r JOIN cairn_changes b ON b.seq = r.seq") } else { format!("{table} r") };
     // ORDER BY the sort keys (missing values last), then the id.
     let order = |keys: &[String], id: &str| -> String {
         let mut order: Vec<String> = key_exprs
@@ -533,6 +553,36 @@ fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
         order.join(", ")
     };
     let inner_keys: Vec<String> = key_exprs.iter().map(|(e, _)| e.clone()).collect();
+    let rows = match walk {
+        None => format!("{table} r"),
+        Some(_) if keys.iter().any(|k| !k.resolved.has_column()) => return Ok(None),
+        Some(n) => {
+            let mut bounds = vec!["r.deleted_at IS NULL".to_string()];
+            if let Some(((first, descending), _)) = key_exprs.split_first() {
+                bounds.push(format!("{first} IS NOT NULL"));
+                // Start the walk at the cursor: a range the index can seek to.
+                match cursor.as_ref().map(|c| &c.k[0]) {
+                    Some(SqlVal::Null) => return Ok(None),
+                    Some(value) => {
+                        let v = sql.param(value.to_sql());
+                        bounds.push(format!("{first} {} {v}", if *descending { "<=" } else { ">=" }));
+                    }
+                    None => {}
+                }
+            } else if let Some(cursor) = &cursor {
+                let id = sql.param(SqlValue::Text(cursor.id.clone()));
+                bounds.push(format!("r.id > {id}"));
+            }
+            let n = sql.param(SqlValue::Integer(n as i64));
+            format!(
+                "(SELECT r.* FROM {table} r WHERE {} ORDER BY {} LIMIT {n}) r",
+                bounds.join(" AND "),
+                order(&inner_keys, "r.id")
+            )
+        }
+    };
+    // The body is joined here only when the filter or a sort key reads it.
+    let from = if sql.needs_body { format!("{rows} JOIN cairn_changes b ON b.seq = r.seq") } else { rows };
     let limit = sql.param(SqlValue::Integer(query.limit as i64));
     let offset = sql.param(SqlValue::Integer(query.offset.unwrap_or(0) as i64));
     let page = format!(
@@ -550,17 +600,46 @@ fn plan(c: &Collection, query: &Query, count_only: bool) -> Result<Plan> {
             outer.extend(aliases.iter().cloned());
             outer.extend(["b.after".to_string(), "p.sha256".into()]);
             format!(
-                "SELECT {} FROM ({page}) p JOIN cairn_changes b ON b.seq = p.seq ORDER BY {}",
+                "SELECT {} FROM ({page}) p CROSS JOIN cairn_changes b ON b.seq = p.seq ORDER BY {}",
                 outer.join(", "),
                 order(&aliases, "p.id")
             )
         }
     };
-    Ok(Plan { sql: text, params: sql.params, keys: keys.len(), columns: column_fields, projection })
+    Ok(Some(Plan { sql: text, params: sql.params, keys: keys.len(), columns: column_fields, projection }))
+}
+
+/// The ordered walk worth trying for a query, if any: a filter narrows the rows and a page
+/// small enough that reading `WALK_FACTOR` rows for each of its rows is cheap.
+fn walk_length(query: &Query) -> Option<usize> {
+    let wanted = query.limit.saturating_add(query.offset.unwrap_or(0));
+    let n = wanted.saturating_mul(WALK_FACTOR);
+    (query.filter.is_some() && n <= MAX_WALK).then_some(n)
+}
+
+/// The plans `run` tries, in order.
+fn plans(c: &Collection, query: &Query) -> Result<Vec<Plan>> {
+    let mut plans = Vec::new();
+    if let Some(n) = walk_length(query) {
+        plans.extend(plan(c, query, false, Some(n))?);
+    }
+    plans.extend(plan(c, query, false, None)?);
+    Ok(plans)
 }
 
 fn run(conn: &Connection, c: &Collection, query: &Query) -> Result<Page> {
-    let plan = plan(c, query, false)?;
+    let plans = plans(c, query)?;
+    let last = plans.len() - 1;
+    for (i, plan) in plans.into_iter().enumerate() {
+        let page = run_plan(conn, c, query, &plan)?;
+        if i == last || page.rows.len() == query.limit {
+            return Ok(page);
+        }
+    }
+    unreachable!("the planner's own plan is always last")
+}
+
+fn run_plan(conn: &Connection, c: &Collection, query: &Query, plan: &Plan) -> Result<Page> {
     let mut stmt = conn.prepare_cached(&plan.sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(plan.params.iter()))?;
     let mut out = Vec::new();
@@ -658,7 +737,7 @@ impl Store {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
         let query = Query { filter: filter.map(str::to_string), ..Query::default() };
-        let plan = plan(&c, &query, true)?;
+        let plan = plan(&c, &query, true, None)?.expect("a count always has a plan");
         let count =
             conn.prepare_cached(&plan.sql)?.query_row(rusqlite::params_from_iter(plan.params.iter()), |r| r.get(0))?;
         Ok(count)
@@ -668,9 +747,21 @@ impl Store {
     pub fn explain(&self, collection: &str, query: &Query) -> Result<Vec<String>> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        let plan = plan(&c, query, false)?;
-        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", plan.sql))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(plan.params.iter()), |r| r.get::<_, String>(3))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let plans = plans(&c, query)?;
+        let mut lines = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            if plans.len() > 1 {
+                lines.push(match i {
+                    0 => "-- first: an ordered walk of the first rows in sort order".to_string(),
+                    _ => "-- then, when that page is not full:".to_string(),
+                });
+            }
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", plan.sql))?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(plan.params.iter()), |r| r.get::<_, String>(3))?;
+            for row in rows {
+                lines.push(row?);
+            }
+        }
+        Ok(lines)
     }
 }

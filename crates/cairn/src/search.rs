@@ -196,11 +196,22 @@ impl Store {
         }
         let matched = fts_query(&search.terms)?;
         let fields = crate::query::projection(&c, search.fields.as_ref())?;
-        let (filter_sql, mut params) = match &search.filter {
+        let (filter_sql, mut params, needs_body) = match &search.filter {
             Some(text) => crate::query::compile_filter(&c, text)?,
-            None => ("1".to_string(), Vec::new()),
+            None => ("1".to_string(), Vec::new(), false),
+        };
+        let (fts, t) = (quote(&fts_table(c.name())), quote(&c.table));
+        // Soft-deleted records leave the full-text index, so without a filter the page is
+        // chosen from the index alone; a filter needs each match's record row (and body).
+        let record_join = match (&search.filter, needs_body) {
+            (None, _) => String::new(),
+            (Some(_), false) => format!("JOIN {t} r ON r.id = f.id AND r.deleted_at IS NULL"),
+            (Some(_), true) => {
+                format!("JOIN {t} r ON r.id = f.id AND r.deleted_at IS NULL JOIN cairn_changes b ON b.seq = r.seq")
+            }
         };
         let n = params.len();
+        let (m, a, b, l, o) = (n + 1, n + 2, n + 3, n + 4, n + 5);
         params.extend([
             rusqlite::types::Value::Text(matched),
             rusqlite::types::Value::Text(search.highlight.0.clone()),
@@ -208,18 +219,18 @@ impl Store {
             rusqlite::types::Value::Integer(search.limit as i64),
             rusqlite::types::Value::Integer(search.offset as i64),
         ]);
+        // The page is chosen first (ties in rank broken by index row); record rows, bodies
+        // and snippets are read for its rows only. CROSS JOIN fixes that join order: the
+        // planner would otherwise start from the whole match and look each row up in the page.
         let sql = format!(
-            "SELECT r.id, f.rank, snippet({fts}, -1, ?{a}, ?{b}, '…', 16), b.after, r.sha256
-             FROM {fts} f JOIN {t} r ON r.id = f.id JOIN cairn_changes b ON b.seq = r.seq
-             WHERE {fts} MATCH ?{m} AND r.deleted_at IS NULL AND {filter_sql}
-             ORDER BY f.rank, r.id LIMIT ?{l} OFFSET ?{o}",
-            fts = quote(&fts_table(c.name())),
-            t = quote(&c.table),
-            m = n + 1,
-            a = n + 2,
-            b = n + 3,
-            l = n + 4,
-            o = n + 5,
+            "SELECT r.id, p.rank, snippet({fts}, -1, ?{a}, ?{b}, '…', 16), c.after, r.sha256
+             FROM (SELECT f.rowid AS fts_rowid, f.rank AS rank FROM {fts} f {record_join}
+                   WHERE {fts} MATCH ?{m} AND {filter_sql}
+                   ORDER BY f.rank, f.rowid LIMIT ?{l} OFFSET ?{o}) p
+             CROSS JOIN {fts} ON {fts}.rowid = p.fts_rowid AND {fts} MATCH ?{m}
+             CROSS JOIN {t} r ON r.id = {fts}.id AND r.deleted_at IS NULL
+             CROSS JOIN cairn_changes c ON c.seq = r.seq
+             ORDER BY p.rank, p.fts_rowid"
         );
         let mut stmt = conn.prepare_cached(&sql)?;
         let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;

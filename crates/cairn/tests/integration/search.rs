@@ -74,6 +74,10 @@ fn combines_with_filters_snippets_and_pages() {
     notes(&store);
     let filtered = Search { filter: Some("status = \"done\"".into()), ..terms("checkout") };
     assert_eq!(ids(&store, filtered), ["d", "c"]);
+    // A filter on a field without a value column reads the bodies of the matches.
+    let from_body =
+        Search { filter: Some("content contains \"payment\" or title = \"Groceries\"".into()), ..terms("checkout") };
+    assert_eq!(ids(&store, from_body), ["d", "c"]);
     let hits =
         store.search("notes", &Search { highlight: ("<b>".into(), "</b>".into()), ..terms("retry") }).expect("search");
     let d = hits.iter().find(|h| h.id == "d").expect("d matches");
