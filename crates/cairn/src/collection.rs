@@ -160,6 +160,15 @@ pub(crate) fn load(conn: &Connection, name: &str) -> Result<Collection> {
     Ok(Collection::new(schema, table))
 }
 
+/// Every collection's catalog entry, in name order.
+pub(crate) fn load_all(conn: &Connection) -> Result<Vec<Collection>> {
+    let names: Vec<String> = conn
+        .prepare_cached("SELECT name FROM cairn_collections ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    names.iter().map(|name| load(conn, name)).collect()
+}
+
 fn exists(conn: &Connection, name: &str) -> bool {
     conn.prepare_cached("SELECT 1 FROM cairn_collections WHERE name = ?1")
         .and_then(|mut s| s.exists([name]))

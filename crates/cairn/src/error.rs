@@ -78,6 +78,18 @@ pub enum Error {
     #[error("corruption detected in {location}: {detail}")]
     Corruption { location: String, detail: String },
 
+    /// An upload was refused: its name or declared type (BLOB-3).
+    #[error("upload {name:?} refused: {reason}")]
+    InvalidUpload { name: String, reason: String },
+
+    /// A blob is larger than the store's `blobs.max_bytes` setting.
+    #[error("blob is over the limit of {limit} bytes (setting blobs.max_bytes)")]
+    BlobTooLarge { limit: u64 },
+
+    /// The store has no blob with this hash.
+    #[error("no blob {hash} in the store")]
+    BlobNotFound { hash: String },
+
     /// The record has no version with this number in its history.
     #[error("record `{collection}/{id}` has no version {version} in its history")]
     VersionNotFound { collection: String, id: String, version: u64 },
@@ -165,6 +177,7 @@ impl Error {
         matches!(
             self,
             Error::NotFound { .. }
+                | Error::BlobNotFound { .. }
                 | Error::UnknownCollection { .. }
                 | Error::VersionNotFound { .. }
                 | Error::UnknownSetting { .. }

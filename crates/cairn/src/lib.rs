@@ -36,6 +36,7 @@
 //! ```
 
 mod batch;
+mod blob;
 mod changes;
 mod collection;
 pub mod demo;
@@ -54,6 +55,10 @@ mod timestamp;
 mod writer;
 
 pub use batch::{parse_batch, BatchOp, BatchResult};
+pub use blob::{
+    mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
+    BLOBS_DIR, GC_GRACE_SECONDS, MAX_BLOB_BYTES,
+};
 pub use changes::{Change, ChangeOp, Subscription};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use error::{Error, Result};

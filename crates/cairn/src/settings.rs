@@ -81,15 +81,35 @@ pub const MAX_BODY_BYTES: &str = "records.max_body_bytes";
 
 /// cairn's own settings.
 pub fn builtin_settings() -> Vec<SettingDef> {
-    vec![SettingDef {
-        key: MAX_BODY_BYTES.into(),
-        kind: SettingType::Integer,
-        default: Value::from(1024 * 1024),
-        description: "Largest record body accepted, in bytes of canonical JSON".into(),
-        min: Some(256.0),
-        max: Some(256.0 * 1024.0 * 1024.0),
-        choices: None,
-    }]
+    vec![
+        SettingDef {
+            key: MAX_BODY_BYTES.into(),
+            kind: SettingType::Integer,
+            default: Value::from(1024 * 1024),
+            description: "Largest record body accepted, in bytes of canonical JSON".into(),
+            min: Some(256.0),
+            max: Some(256.0 * 1024.0 * 1024.0),
+            choices: None,
+        },
+        SettingDef {
+            key: crate::blob::MAX_BLOB_BYTES.into(),
+            kind: SettingType::Integer,
+            default: Value::from(16_i64 << 30),
+            description: "Largest attachment accepted, in bytes".into(),
+            min: Some(1.0),
+            max: None,
+            choices: None,
+        },
+        SettingDef {
+            key: crate::blob::GC_GRACE_SECONDS.into(),
+            kind: SettingType::Integer,
+            default: Value::from(7 * 24 * 3600),
+            description: "Seconds an attachment nothing links to is kept before `blob gc` may remove it".into(),
+            min: Some(0.0),
+            max: None,
+            choices: None,
+        },
+    ]
 }
 
 fn builtin(key: &str) -> Option<SettingDef> {
@@ -348,6 +368,6 @@ mod tests {
         store.reset_setting("ui.theme").expect("reset");
         let s = store.setting("ui.theme").expect("get");
         assert!(s.is_default && s.value == json!("light"));
-        assert_eq!(store.settings().expect("list").len(), 2);
+        assert_eq!(store.settings().expect("list").len(), builtin_settings().len() + 1);
     }
 }

@@ -37,7 +37,8 @@ pub(crate) const STATEMENT_CACHE: usize = 256;
 pub(crate) const APPLICATION_ID: i32 = 0x6361_6972;
 
 /// cairn's own table migrations, in order. Entry `i` brings a store to format version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("store/migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("store/migrations/0001_initial.sql"), include_str!("store/migrations/0002_blobs.sql")];
 
 /// The newest store format this build reads and writes.
 pub const FORMAT_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -120,6 +121,7 @@ impl Store {
             let conn = open_write_connection(&dir, &db_path)?;
             let quarantine = dir.join(QUARANTINE_DIR);
             std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
+            crate::blob::recover(&dir)?;
             let hub = Arc::new(Hub::default());
             (Some(Writer::new(conn, hub.clone(), dir.clone(), options.max_batch.max(1))), hub)
         };

@@ -1,6 +1,7 @@
 //! The subcommands. Each module maps its arguments onto one library call and formats the
 //! answer.
 
+mod blob;
 mod changes;
 mod collection;
 mod demo;
@@ -53,6 +54,11 @@ pub enum Command {
     /// List, add and drop indexes.
     #[command(subcommand)]
     Index(query::IndexCommand),
+    /// Attach a file to a record's attachment field (stored once, by content).
+    Attach(blob::AttachArgs),
+    /// Read, list, verify and collect attachment blobs.
+    #[command(subcommand)]
+    Blob(blob::BlobCommand),
     /// Print the change log.
     Changes(changes::ChangesArgs),
     /// Read and change typed settings.
@@ -69,6 +75,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Query(args) => query::run(ctx, args),
         Command::Search(args) => query::run_search(ctx, args),
         Command::Index(cmd) => query::run_index(ctx, cmd),
+        Command::Attach(args) => blob::run_attach(ctx, args),
+        Command::Blob(cmd) => blob::run(ctx, cmd),
         Command::Changes(args) => changes::run(ctx, args),
         Command::Settings(cmd) => settings::run(ctx, cmd),
     }

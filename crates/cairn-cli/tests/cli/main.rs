@@ -336,3 +336,71 @@ fn query_search_and_index_commands() {
     assert_eq!(code(&cairn(&dir, &["index", "drop", "tasks", "done"])), 0);
     assert_eq!(code(&cairn(&dir, &["index", "add", "tasks", "nope"])), 1);
 }
+
+#[test]
+fn attach_and_blob_commands() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    assert_eq!(code(&cairn(&dir, &["init"])), 0);
+    let schema = tmp.path().join("docs.json");
+    std::fs::write(&schema, r#"{"name": "docs", "fields": [{"name": "files", "type": "attachments"}]}"#)
+        .expect("schema");
+    assert_eq!(code(&cairn(&dir, &["collection", "create", schema.to_str().expect("utf8")])), 0);
+    assert_eq!(code(&cairn(&dir, &["put", "docs", "d", "--body", "{}"])), 0);
+    let file = tmp.path().join("minutes.txt");
+    std::fs::write(&file, "minutes of the meeting\n".repeat(500)).expect("file");
+    let path = file.to_str().expect("utf8");
+
+    let out = cairn(&dir, &["--json", "attach", "docs", "d", "files", path]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let attachment = json(&out)["attachment"].clone();
+    assert_eq!(attachment["name"], "minutes.txt");
+    assert_eq!(attachment["mime"], "text/plain");
+    let hash = attachment["hash"].as_str().expect("hash").to_string();
+    let out = cairn(&dir, &["--json", "attach", "docs", "d", "files", path, "--name", "copy.txt"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    let out = cairn(&dir, &["--json", "blob", "stat", &hash]);
+    assert_eq!((json(&out)["refs"].clone(), json(&out)["codec"].clone()), (2.into(), "zstd".into()));
+    let out = cairn(&dir, &["blob", "ls"]);
+    assert!(stdout(&out).contains(&hash), "{}", stdout(&out));
+    let copy = tmp.path().join("back.txt");
+    let out = cairn(&dir, &["blob", "get", &hash, "-o", copy.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&copy).expect("copy"), std::fs::read(&file).expect("file"));
+    let out = cairn(&dir, &["blob", "get", &hash]);
+    assert_eq!(out.stdout, std::fs::read(&file).expect("file"));
+    assert_eq!(code(&cairn(&dir, &["blob", "verify"])), 0);
+    assert_eq!(code(&cairn(&dir, &["blob", "rebuild-refs"])), 0);
+
+    // Refusals: a declared type the content contradicts; a hash that is not one; no such blob.
+    let out = cairn(&dir, &["attach", "docs", "d", "files", path, "--mime", "image/png"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("does not start like one"), "{}", stderr(&out));
+    assert_eq!(code(&cairn(&dir, &["blob", "stat", "xyz"])), 1);
+    assert_eq!(code(&cairn(&dir, &["blob", "stat", &"0".repeat(64)])), 4);
+    assert_eq!(code(&cairn(&dir, &["blob", "gc", "--grace", "soon"])), 2);
+
+    // Unlinked, then collected once the grace period is waived.
+    assert_eq!(code(&cairn(&dir, &["delete", "docs", "d"])), 0);
+    let out = cairn(&dir, &["--json", "blob", "gc"]);
+    assert_eq!(json(&out)["kept_in_grace"], 1, "{}", stdout(&out));
+    let out = cairn(&dir, &["blob", "gc", "--grace", "0s"]);
+    assert!(stdout(&out).contains(&format!("removed blob {hash}")), "{}", stdout(&out));
+    assert_eq!(code(&cairn(&dir, &["blob", "stat", &hash])), 4);
+
+    // A damaged blob: get and verify exit with 5.
+    let out = cairn(&dir, &["--json", "attach", "docs", "e", "files", path]);
+    assert_eq!(code(&out), 4, "no record e: {}", stderr(&out));
+    assert_eq!(code(&cairn(&dir, &["put", "docs", "e", "--body", "{}"])), 0);
+    assert_eq!(code(&cairn(&dir, &["attach", "docs", "e", "files", path])), 0);
+    let stored = dir.join("blobs").join(&hash[..2]).join(&hash[2..4]).join(format!("{hash}.zst"));
+    let mut bytes = std::fs::read(&stored).expect("blob file");
+    let last = bytes.len() - 5;
+    bytes[last] ^= 0xFF;
+    std::fs::write(&stored, bytes).expect("damage");
+    assert_eq!(code(&cairn(&dir, &["blob", "verify"])), 5);
+    let bad = tmp.path().join("bad.txt");
+    assert_eq!(code(&cairn(&dir, &["blob", "get", &hash, "-o", bad.to_str().expect("utf8")])), 5);
+    assert!(!bad.exists());
+}

@@ -1,5 +1,6 @@
 //! cairn's integration tests, one binary grouped by theme.
 
+mod blobs;
 mod changelog;
 mod collections;
 mod concurrency;
