@@ -451,11 +451,12 @@ fn copy(input: &mut impl Read, out: &mut impl Write) -> std::result::Result<(), 
     }
 }
 
+/// The columns `info_from_row` reads, in its order.
+const INFO_COLUMNS: &str = "hash, size, stored_size, codec, refs, created_at, unreferenced_since";
+
 fn read_info(conn: &Connection, hash: &str) -> Result<Option<BlobInfo>> {
     Ok(conn
-        .prepare_cached(
-            "SELECT hash, size, stored_size, codec, refs, created_at, unreferenced_since FROM cairn_blobs WHERE hash = ?1",
-        )?
+        .prepare_cached(&format!("SELECT {INFO_COLUMNS} FROM cairn_blobs WHERE hash = ?1"))?
         .query_row([hash], info_from_row)
         .optional()?)
 }
@@ -825,10 +826,9 @@ impl Store {
     /// Blobs in hash order, `limit` at a time after `after`.
     pub fn blobs(&self, after: Option<&str>, limit: usize) -> Result<Vec<BlobInfo>> {
         let conn = self.reader()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT hash, size, stored_size, codec, refs, created_at, unreferenced_since FROM cairn_blobs
-             WHERE hash > ?1 ORDER BY hash LIMIT ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {INFO_COLUMNS} FROM cairn_blobs WHERE hash > ?1 ORDER BY hash LIMIT ?2"
+        ))?;
         let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], info_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -981,10 +981,7 @@ fn collect(
     let cutoff = now.0.saturating_sub(i64::try_from(grace.as_micros()).unwrap_or(i64::MAX));
     let mut report = GcReport { dry_run, ..GcReport::default() };
     let doomed: Vec<BlobInfo> = conn
-        .prepare(
-            "SELECT hash, size, stored_size, codec, refs, created_at, unreferenced_since FROM cairn_blobs
-             WHERE refs = 0 ORDER BY hash",
-        )?
+        .prepare(&format!("SELECT {INFO_COLUMNS} FROM cairn_blobs WHERE refs = 0 ORDER BY hash"))?
         .query_map([], info_from_row)?
         .collect::<rusqlite::Result<_>>()?;
     let trash = blob_root(dir).join(TRASH_DIR);
