@@ -229,7 +229,7 @@ impl Tx<'_> {
                 self.now.0,
                 c.deleted,
                 c.prev_seq,
-                c.after.map(|b| b.bytes),
+                c.after.map(|b| crate::record::stored_body(b.bytes)).as_deref(),
                 hash
             ])?;
         if !self.publish {
@@ -242,7 +242,9 @@ impl Tx<'_> {
                 .query_row([prev], |r| r.get(0))?,
             None => None,
         };
-        let parse = |b: Option<&[u8]>| b.and_then(|b| serde_json::from_slice(b).ok());
+        let parse = |b: Option<&[u8]>| {
+            b.and_then(|b| crate::record::body_bytes(b).ok()).and_then(|b| serde_json::from_slice(&b).ok())
+        };
         self.changes.push(Change {
             seq,
             collection: c.collection.to_string(),
@@ -376,9 +378,14 @@ fn change_from_row(row: &Row<'_>) -> Result<(Change, Option<u64>)> {
     let collection: String = row.get(1)?;
     let id: String = row.get(2)?;
     let actor: String = row.get(5)?;
-    let after: Option<Vec<u8>> = row.get(9)?;
+    let decode = |b: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
+        b.map(|b| crate::record::body_bytes(&b).map(|d| d.into_owned()))
+            .transpose()
+            .map_err(|e| corrupt(format!("a compressed body cannot be decoded: {e}")))
+    };
+    let after: Option<Vec<u8>> = decode(row.get(9)?)?;
     let stored: Vec<u8> = row.get(10)?;
-    let before: Option<Vec<u8>> = row.get(11)?;
+    let before: Option<Vec<u8>> = decode(row.get(11)?)?;
     let new = NewChange {
         collection: &collection,
         id: &id,

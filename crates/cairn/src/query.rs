@@ -275,7 +275,7 @@ impl Sql {
         }
         self.needs_body = true;
         let path = self.param(SqlValue::Text(resolved.json_path()));
-        let extract = format!("json_extract(CAST(b.after AS TEXT), {path})");
+        let extract = format!("json_extract(cairn_body(b.after), {path})");
         if resolved.kind() == Kind::Datetime {
             format!("cairn_ts({extract})")
         } else {
@@ -357,7 +357,7 @@ fn compile(c: &Collection, text: &str, expr: &Expr, sql: &mut Sql) -> Result<Str
                         sql.needs_body = true;
                         let path = sql.param(SqlValue::Text(resolved.json_path()));
                         let tag = sql.param(SqlValue::Text(tag.clone()));
-                        format!("(EXISTS (SELECT 1 FROM json_each(CAST(b.after AS TEXT), {path}) WHERE value = {tag}))")
+                        format!("(EXISTS (SELECT 1 FROM json_each(cairn_body(b.after), {path}) WHERE value = {tag}))")
                     }
                 }
             }
@@ -717,6 +717,16 @@ pub(crate) fn register_functions(conn: &Connection) -> Result<()> {
             (Some(h), Some(n)) => Some(eval::contains(h, n)),
             _ => None,
         })
+    })?;
+    // A stored body as JSON text, decompressed when it was stored compressed.
+    conn.create_scalar_function("cairn_body", 1, flags, |ctx| {
+        let stored = match ctx.get_raw(0) {
+            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b,
+            _ => return Ok(None),
+        };
+        crate::record::body_bytes(stored)
+            .map(|b| Some(String::from_utf8_lossy(&b).into_owned()))
+            .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
     })?;
     conn.create_scalar_function("cairn_ts", 1, flags, |ctx| {
         Ok(ctx.get_raw(0).as_str().ok().and_then(parse_datetime).map(datetime_micros))

@@ -194,9 +194,37 @@ fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
     })
 }
 
+/// Bodies of at least this many bytes are stored zstd-compressed when that saves an eighth
+/// (CORE-10). Checksums are always over the canonical, uncompressed body.
+pub(crate) const COMPRESS_FROM: usize = 4096;
+/// The first bytes of a zstd frame; a stored JSON body never starts with them (`(`).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// A canonical body as it is stored: compressed when large enough and worth it.
+pub(crate) fn stored_body(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if body.len() >= COMPRESS_FROM {
+        if let Ok(packed) = zstd::bulk::compress(body, 3) {
+            if packed.len() + body.len() / 8 <= body.len() {
+                return std::borrow::Cow::Owned(packed);
+            }
+        }
+    }
+    std::borrow::Cow::Borrowed(body)
+}
+
+/// A stored body as canonical JSON bytes.
+pub(crate) fn body_bytes(stored: &[u8]) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
+    if stored.starts_with(&ZSTD_MAGIC) {
+        zstd::stream::decode_all(stored).map(std::borrow::Cow::Owned)
+    } else {
+        Ok(std::borrow::Cow::Borrowed(stored))
+    }
+}
+
 /// Checks a stored body against its SHA-256 and parses it; any mismatch is corruption.
-pub(crate) fn verified_body(collection: &str, id: &str, body: &[u8], sha: &[u8]) -> Result<Map<String, Value>> {
+pub(crate) fn verified_body(collection: &str, id: &str, stored: &[u8], sha: &[u8]) -> Result<Map<String, Value>> {
     let corrupt = |detail: String| Error::Corruption { location: format!("record `{collection}/{id}`"), detail };
+    let body = &*body_bytes(stored).map_err(|e| corrupt(format!("the compressed body cannot be decoded: {e}")))?;
     if sha != sha256(body).as_slice() {
         return Err(corrupt("the body does not match its SHA-256 checksum".into()));
     }

@@ -3,6 +3,7 @@
 mod blobs;
 mod changelog;
 mod collections;
+mod compression;
 mod concurrency;
 mod crash;
 mod integrity;
