@@ -66,7 +66,7 @@ pub use index::IndexInfo;
 pub use query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
-pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
+pub use record::{canonical_json, new_id, parse_json, validate_id, CompactReport, Record, ScanOptions, MAX_ID_LEN};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use search::{Hit, Search};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};

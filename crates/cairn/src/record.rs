@@ -576,3 +576,63 @@ mod tests {
         );
     }
 }
+
+/// What [`Store::compact`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct CompactReport {
+    /// Bodies in the change log.
+    pub bodies: u64,
+    /// Bodies this run stored compressed.
+    pub compressed: u64,
+    /// Their size before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+}
+
+/// Change-log rows `compact` rewrites per write transaction.
+const COMPACT_BATCH: i64 = 500;
+
+impl Store {
+    /// Stores compressed every body in the change log that is large enough and was stored as
+    /// it is (written before record compression existed, or by an older cairn). Works in
+    /// batches, each its own write transaction, so other writers wait for one batch at most;
+    /// `progress(done, total)` after each. What is freed is reused by SQLite; the file shrinks
+    /// only with `VACUUM`.
+    pub fn compact(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<CompactReport> {
+        let total: i64 =
+            self.reader()?.query_row("SELECT count(*) FROM cairn_changes WHERE after IS NOT NULL", [], |r| r.get(0))?;
+        let mut report = CompactReport { bodies: total as u64, ..CompactReport::default() };
+        let (mut after_seq, mut done) = (0i64, 0u64);
+        loop {
+            let (last, rows, compressed, before, packed) = self.write(move |tx| {
+                let rows: Vec<(i64, Vec<u8>)> = tx
+                    .conn
+                    .prepare_cached(
+                        "SELECT seq, after FROM cairn_changes WHERE seq > ?1 AND after IS NOT NULL ORDER BY seq LIMIT ?2",
+                    )?
+                    .query_map(params![after_seq, COMPACT_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                let (mut compressed, mut before, mut packed) = (0u64, 0u64, 0u64);
+                let mut update = tx.conn.prepare_cached("UPDATE cairn_changes SET after = ?2 WHERE seq = ?1")?;
+                for (seq, bytes) in rows.iter().filter(|(_, b)| !b.starts_with(&ZSTD_MAGIC)) {
+                    if let std::borrow::Cow::Owned(smaller) = stored_body(bytes) {
+                        update.execute(params![seq, smaller])?;
+                        compressed += 1;
+                        before += bytes.len() as u64;
+                        packed += smaller.len() as u64;
+                    }
+                }
+                Ok((rows.last().map(|r| r.0), rows.len() as u64, compressed, before, packed))
+            })?;
+            let Some(last) = last else { break };
+            after_seq = last;
+            done += rows;
+            report.compressed += compressed;
+            report.bytes_before += before;
+            report.bytes_after += packed;
+            progress(done, report.bodies);
+        }
+        Ok(report)
+    }
+}

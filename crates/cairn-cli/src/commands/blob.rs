@@ -1,4 +1,5 @@
-//! `cairn attach` and `cairn blob …`: attachments and the blob store.
+//! `cairn attach`, `cairn blob …` and `cairn compact`: attachments, the blob store and
+//! record compression.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -81,6 +82,31 @@ pub fn run_attach(ctx: &Context, args: AttachArgs) -> Result<()> {
     Ok(())
 }
 
+/// A progress bar for `done of total` work, hidden under `--json`.
+fn progress_bar(ctx: &Context, template: &str) -> Result<indicatif::ProgressBar> {
+    let bar = if ctx.out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+    bar.set_style(indicatif::ProgressStyle::with_template(template).map_err(|e| UsageError(e.to_string()))?);
+    Ok(bar)
+}
+
+pub fn run_compact(ctx: &Context) -> Result<()> {
+    let store = ctx.open_write()?;
+    let bar = progress_bar(ctx, "compacting {bar:30} {pos}/{len} bodies")?;
+    let report = store.compact(&mut |done, total| {
+        bar.set_length(total);
+        bar.set_position(done);
+    })?;
+    bar.finish_and_clear();
+    ctx.out.show(&report, || {
+        println!(
+            "compressed {} of {} bodies: {} -> {} bytes",
+            report.compressed, report.bodies, report.bytes_before, report.bytes_after
+        );
+    });
+    store.close()?;
+    Ok(())
+}
+
 fn parse_duration(text: &str) -> Result<std::time::Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -143,11 +169,7 @@ pub fn run(ctx: &Context, command: BlobCommand) -> Result<()> {
         }
         BlobCommand::Verify => {
             let store = ctx.open_read()?;
-            let bar = if ctx.out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("verifying blobs {bar:30} {pos}/{len}")
-                    .map_err(|e| UsageError(e.to_string()))?,
-            );
+            let bar = progress_bar(ctx, "verifying blobs {bar:30} {pos}/{len}")?;
             let report = store.verify_blobs(&mut |done, total| {
                 bar.set_length(total);
                 bar.set_position(done);

@@ -59,6 +59,8 @@ pub enum Command {
     /// Read, list, verify and collect attachment blobs.
     #[command(subcommand)]
     Blob(blob::BlobCommand),
+    /// Store compressed the record bodies written before compression existed.
+    Compact,
     /// Print the change log.
     Changes(changes::ChangesArgs),
     /// Read and change typed settings.
@@ -77,6 +79,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Index(cmd) => query::run_index(ctx, cmd),
         Command::Attach(args) => blob::run_attach(ctx, args),
         Command::Blob(cmd) => blob::run(ctx, cmd),
+        Command::Compact => blob::run_compact(ctx),
         Command::Changes(args) => changes::run(ctx, args),
         Command::Settings(cmd) => settings::run(ctx, cmd),
     }

@@ -372,6 +372,8 @@ fn attach_and_blob_commands() {
     assert_eq!(out.stdout, std::fs::read(&file).expect("file"));
     assert_eq!(code(&cairn(&dir, &["blob", "verify"])), 0);
     assert_eq!(code(&cairn(&dir, &["blob", "rebuild-refs"])), 0);
+    let out = cairn(&dir, &["--json", "compact"]);
+    assert_eq!((code(&out), json(&out)["compressed"].clone()), (0, 0.into()), "bodies are small: {}", stderr(&out));
 
     // Refusals: a declared type the content contradicts; a hash that is not one; no such blob.
     let out = cairn(&dir, &["attach", "docs", "d", "files", path, "--mime", "image/png"]);

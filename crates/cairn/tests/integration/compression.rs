@@ -98,3 +98,48 @@ fn damage_inside_a_compressed_body_is_detected() {
     assert!(matches!(&err, Error::Corruption { location, .. } if location.contains("sessions/victim")), "{err}");
     assert!(store.history("sessions", "victim").expect_err("history too").is_corruption());
 }
+
+#[test]
+fn compact_compresses_bodies_stored_before_compression_existed() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    {
+        let store = Store::open(&dir, StoreOptions::default()).expect("open");
+        store.create_collection(schema()).expect("sessions");
+        for i in 0..30 {
+            let body = json!({"name": format!("s{i}"), "summary": long_summary(&format!("topic {i}"))});
+            store.create_with_id("sessions", &format!("s{i:02}"), body).expect("create");
+        }
+        store.create_with_id("sessions", "tiny", json!({"name": "tiny"})).expect("tiny");
+        store.close().expect("close");
+    }
+    // What an older store holds: every body as plain canonical JSON.
+    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let rows: Vec<(i64, Vec<u8>)> = db
+        .prepare("SELECT seq, after FROM cairn_changes WHERE after IS NOT NULL")
+        .expect("select")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("rows")
+        .collect::<rusqlite::Result<_>>()
+        .expect("collect");
+    for (seq, bytes) in rows.iter().filter(|(_, b)| b.starts_with(b"\x28\xB5\x2F\xFD")) {
+        let plain = zstd::stream::decode_all(&bytes[..]).expect("decode");
+        db.execute("UPDATE cairn_changes SET after = ?2 WHERE seq = ?1", rusqlite::params![seq, plain]).expect("plain");
+    }
+    drop(db);
+
+    let store = Store::open(&dir, StoreOptions::default()).expect("reopen");
+    let before = store.get("sessions", "s07").expect("plain body reads").body;
+    let mut calls = Vec::new();
+    let report = store.compact(&mut |done, total| calls.push((done, total))).expect("compact");
+    assert_eq!(report.compressed, 30, "{report:?}");
+    assert!(report.bytes_after * 5 < report.bytes_before, "{report:?}");
+    assert_eq!(calls.last(), Some(&(report.bodies, report.bodies)));
+    assert_eq!(store.get("sessions", "s07").expect("compressed body reads").body, before);
+    assert_eq!(store.get("sessions", "tiny").expect("tiny").body["name"], "tiny");
+    assert_eq!(store.history("sessions", "s07").expect("history").len(), 1);
+    assert_eq!(store.compact(&mut |_, _| {}).expect("again").compressed, 0, "nothing left to do");
+    store.close().expect("close");
+    let (bytes, _) = stored(&dir, "s07");
+    assert_eq!(&bytes[..4], b"\x28\xB5\x2F\xFD");
+}
