@@ -2,8 +2,10 @@
 //! in the same run on the same machine, because absolute numbers on a shared machine say
 //! little. Rounds alternate baseline and subject so that drift in machine load hits both.
 //!
-//! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4.
+//! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4;
+//! `-- blobs` runs P5.
 
+mod blobs;
 mod query;
 mod write;
 
@@ -23,6 +25,8 @@ enum Bench {
     Write(write::WriteArgs),
     /// P3: open + first page (time, peak RSS); P4: filtered/sorted/paged and full-text queries.
     Query(query::QueryArgs),
+    /// P5: on-disk size of records and attachments, attachment put/get throughput.
+    Blobs(blobs::BlobArgs),
     /// (internal) One cold P3 measurement in this process: `cairn` or `json`, then the data dir.
     #[command(hide = true)]
     Probe { which: String, dir: std::path::PathBuf },
@@ -32,6 +36,7 @@ fn main() -> Result<()> {
     match Cli::parse().bench {
         Bench::Write(args) => write::run(&args),
         Bench::Query(args) => query::run(&args),
+        Bench::Blobs(args) => blobs::run(&args),
         Bench::Probe { which, dir } => query::probe(&which, &dir),
     }
 }
