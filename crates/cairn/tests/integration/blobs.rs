@@ -446,7 +446,6 @@ fn a_put_killed_midway_leaves_nothing_half_done() {
     if let Ok(dir) = std::env::var(PUT_CHILD_ENV) {
         put_child(std::path::Path::new(&dir));
     }
-    use std::io::BufRead;
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     {
@@ -457,35 +456,14 @@ fn a_put_killed_midway_leaves_nothing_half_done() {
     }
     let mut acked: BTreeSet<String> = BTreeSet::new();
     for cycle in 0..8 {
-        let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-            .args([PUT_TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(PUT_CHILD_ENV, &dir)
-            .env("CAIRN_BLOB_CRASH_CYCLE", cycle.to_string())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn child");
-        let stdout = child.stdout.take().expect("stdout");
-        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(line);
-            }
-        });
-        let started = std::time::Instant::now();
-        while !lines.lock().expect("lines").iter().any(|l| l.ends_with("READY")) {
-            assert!(started.elapsed() < Duration::from_secs(30), "child never started");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let cycle_text = cycle.to_string();
+        let mut child = crate::ChildRun::spawn(
+            PUT_TEST_NAME,
+            &[(PUT_CHILD_ENV, dir.as_os_str()), ("CAIRN_BLOB_CRASH_CYCLE", std::ffi::OsStr::new(&cycle_text))],
+        );
+        child.wait_for(|l| l == "READY");
         std::thread::sleep(Duration::from_millis(fastrand::u64(20..600)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        reader.join().expect("reader");
-        // libtest may print "test NAME ... " before the child's first line.
-        let lines = lines.lock().expect("lines");
-        acked.extend(lines.iter().filter_map(|l| l.split_once("ACK ").map(|(_, hash)| hash.to_string())));
-        drop(lines);
+        acked.extend(child.kill().iter().filter_map(|l| l.strip_prefix("ACK ").map(String::from)));
 
         let store = Store::open(&dir, cairn::StoreOptions::default()).expect("reopen after SIGKILL");
         let tmp_files = std::fs::read_dir(dir.join("blobs/.tmp")).map(|d| d.count()).unwrap_or(0);

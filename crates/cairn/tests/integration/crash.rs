@@ -6,9 +6,8 @@
 //! outright: no destructors, no flushes, no chance to tidy up.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,33 +32,15 @@ fn acknowledged_writes_survive_sigkill() {
     // id -> (version acknowledged, title acknowledged)
     let mut acked: BTreeMap<String, (u64, String)> = BTreeMap::new();
     for cycle in 0..24 {
-        let mut child = Command::new(std::env::current_exe().expect("test binary"))
-            .args([TEST_NAME, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &dir)
-            .env("CAIRN_CRASH_CYCLE", cycle.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn child writer");
-        let lines = Arc::new(Mutex::new(Vec::<String>::new()));
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = lines.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                sink.lock().expect("lines").push(line);
-            }
-        });
+        let cycle_text = cycle.to_string();
+        let mut child = crate::ChildRun::spawn(
+            TEST_NAME,
+            &[(CHILD_ENV, dir.as_os_str()), ("CAIRN_CRASH_CYCLE", std::ffi::OsStr::new(&cycle_text))],
+        );
         // Wait until the child writes, then let it run for a random while before the kill.
-        let started = std::time::Instant::now();
-        while !lines.lock().expect("lines").iter().any(|l| l.starts_with("ACK ")) {
-            assert!(started.elapsed() < Duration::from_secs(30), "child never acknowledged a write");
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        child.wait_for(|l| l.starts_with("ACK "));
         std::thread::sleep(Duration::from_millis(fastrand::u64(1..150)));
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-        reader.join().expect("reader");
-        for line in lines.lock().expect("lines").iter() {
+        for line in child.kill().iter() {
             let mut parts = line.split(' ');
             if parts.next() != Some("ACK") {
                 continue;
