@@ -20,37 +20,14 @@ use cairn::{CollectionSchema, Store, StoreOptions};
 use clap::Args;
 use serde_json::{json, Value};
 
+use crate::Gen;
+
 #[derive(Debug, Args)]
 pub struct BlobArgs {
     #[arg(long, default_value_t = 10_000)]
     sessions: usize,
     #[arg(long, default_value_t = 100_000)]
     attachments: usize,
-}
-
-/// A small deterministic generator (xorshift*), so every run sees the same data.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn noise(&mut self, len: usize) -> Vec<u8> {
-        let mut out = Vec::with_capacity(len + 8);
-        while out.len() < len {
-            out.extend_from_slice(&self.next().to_le_bytes());
-        }
-        out.truncate(len);
-        out
-    }
 }
 
 const WORDS: [&str; 40] = [

@@ -65,13 +65,8 @@ const WORDS: [&str; 16] = [
 ];
 
 fn session(i: usize) -> Value {
-    let mut x = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xC0FFEE;
-    let mut next = |n: usize| {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) % n as u64) as usize
-    };
+    let mut g = crate::Gen((i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xC0FFEE);
+    let mut next = |n: usize| g.below(n);
     let day = next(730);
     let (y, d) = if day < 365 { (2024, day) } else { (2025, day - 365) };
     let date = time::Date::from_ordinal_date(y, (d + 1) as u16).unwrap_or(time::Date::MIN);

@@ -25,16 +25,7 @@ use crate::timestamp::{datetime_micros, micros_to_text, parse_datetime};
 
 /// True when the field has a value column.
 pub(crate) fn has_column(f: &FieldDef) -> bool {
-    (f.indexed || f.unique)
-        && matches!(
-            f.kind,
-            FieldType::Text
-                | FieldType::Integer
-                | FieldType::Number
-                | FieldType::Bool
-                | FieldType::Datetime
-                | FieldType::Relation
-        )
+    (f.indexed || f.unique) && f.kind.scalar()
 }
 
 /// True when the field's tags are kept in the tags table.

@@ -617,7 +617,7 @@ fn walk_length(query: &Query) -> Option<usize> {
     (query.filter.is_some() && n <= MAX_WALK).then_some(n)
 }
 
-/// The plans `run` tries, in order.
+/// The plans `run` tries, in order (for `explain`).
 fn plans(c: &Collection, query: &Query) -> Result<Vec<Plan>> {
     let mut plans = Vec::new();
     if let Some(n) = walk_length(query) {
@@ -628,15 +628,15 @@ fn plans(c: &Collection, query: &Query) -> Result<Vec<Plan>> {
 }
 
 fn run(conn: &Connection, c: &Collection, query: &Query) -> Result<Page> {
-    let plans = plans(c, query)?;
-    let last = plans.len() - 1;
-    for (i, plan) in plans.into_iter().enumerate() {
-        let page = run_plan(conn, c, query, &plan)?;
-        if i == last || page.rows.len() == query.limit {
+    // The planner's plan is compiled only when the walk does not fill the page.
+    if let Some(walk) = walk_length(query).map(|n| plan(c, query, false, Some(n))).transpose()?.flatten() {
+        let page = run_plan(conn, c, query, &walk)?;
+        if page.rows.len() == query.limit {
             return Ok(page);
         }
     }
-    unreachable!("the planner's own plan is always last")
+    let own = plan(c, query, false, None)?.expect("without a walk there is always a plan");
+    run_plan(conn, c, query, &own)
 }
 
 fn run_plan(conn: &Connection, c: &Collection, query: &Query, plan: &Plan) -> Result<Page> {

@@ -116,7 +116,9 @@ impl FieldType {
         }
     }
 
-    fn scalar(self) -> bool {
+    /// True for the types whose values fit one SQL column (and can be unique or indexed
+    /// there).
+    pub(crate) fn scalar(self) -> bool {
         matches!(
             self,
             FieldType::Text
