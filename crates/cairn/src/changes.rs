@@ -214,6 +214,8 @@ impl Tx<'_> {
         };
         self.state.next_seq = Some(seq + 1);
         let hash = row_hash(seq, &c, self.actor, self.now.0);
+        let policy = self.policy(c.collection)?;
+        let stored = c.after.map(|b| policy.encode(b.bytes));
         self.conn
             .prepare_cached(
                 "INSERT INTO cairn_changes (seq, collection, record_id, op, version, actor, at, deleted, prev_seq, after, sha256)
@@ -229,7 +231,7 @@ impl Tx<'_> {
                 self.now.0,
                 c.deleted,
                 c.prev_seq,
-                c.after.map(|b| crate::record::stored_body(b.bytes)).as_deref(),
+                stored.as_deref(),
                 hash
             ])?;
         if !self.publish {
@@ -243,7 +245,7 @@ impl Tx<'_> {
             None => None,
         };
         let parse = |b: Option<&[u8]>| {
-            b.and_then(|b| crate::record::body_bytes(b).ok()).and_then(|b| serde_json::from_slice(&b).ok())
+            b.and_then(|b| crate::compress::body_bytes(self.conn, b).ok()).and_then(|b| serde_json::from_slice(&b).ok())
         };
         self.changes.push(Change {
             seq,
@@ -370,7 +372,7 @@ const CHANGE_SELECT: &str =
      FROM cairn_changes c LEFT JOIN cairn_changes p ON p.seq = c.prev_seq";
 
 /// A change and the seq of its predecessor.
-fn change_from_row(row: &Row<'_>) -> Result<(Change, Option<u64>)> {
+fn change_from_row(conn: &Connection, row: &Row<'_>) -> Result<(Change, Option<u64>)> {
     let seq: u64 = row.get(0)?;
     let corrupt = |detail: String| Error::Corruption { location: format!("change log entry {seq}"), detail };
     let op_text: String = row.get(3)?;
@@ -379,9 +381,10 @@ fn change_from_row(row: &Row<'_>) -> Result<(Change, Option<u64>)> {
     let id: String = row.get(2)?;
     let actor: String = row.get(5)?;
     let decode = |b: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
-        b.map(|b| crate::record::body_bytes(&b).map(|d| d.into_owned()))
-            .transpose()
-            .map_err(|e| corrupt(format!("a compressed body cannot be decoded: {e}")))
+        b.map(|b| crate::compress::body_bytes(conn, &b).map(|d| d.into_owned())).transpose().map_err(|e| match e {
+            Error::Corruption { location, detail } => corrupt(format!("{location}: {detail}")),
+            other => other,
+        })
     };
     let after: Option<Vec<u8>> = decode(row.get(9)?)?;
     let stored: Vec<u8> = row.get(10)?;
@@ -435,7 +438,7 @@ fn query_changes(conn: &Connection, sql: &str, params: impl rusqlite::Params) ->
     let mut rows = stmt.query(params)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(change_from_row(row)?.0);
+        out.push(change_from_row(conn, row)?.0);
     }
     Ok(out)
 }
@@ -486,7 +489,7 @@ pub(crate) fn history(conn: &Connection, collection: &Collection, id: &str) -> R
                 detail: format!("change log entry {seq} is missing"),
             });
         };
-        let (change, prev) = change_from_row(row)?;
+        let (change, prev) = change_from_row(conn, row)?;
         if change.collection != collection.name() || change.id != id || prev.is_some_and(|p| p >= seq) {
             return Err(Error::Corruption {
                 location: format!("history of `{}/{id}`", collection.name()),

@@ -39,6 +39,7 @@ mod batch;
 mod blob;
 mod changes;
 mod collection;
+mod compress;
 pub mod demo;
 mod error;
 mod fsutil;
@@ -61,12 +62,13 @@ pub use blob::{
 };
 pub use changes::{Change, ChangeOp, Subscription};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
+pub use compress::{CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES};
 pub use error::{Error, Result};
 pub use index::IndexInfo;
 pub use query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
-pub use record::{canonical_json, new_id, parse_json, validate_id, CompactReport, Record, ScanOptions, MAX_ID_LEN};
+pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use search::{Hit, Search};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};

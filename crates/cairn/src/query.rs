@@ -662,7 +662,8 @@ fn run_plan(conn: &Connection, c: &Collection, query: &Query, plan: &Plan) -> Re
             None => {
                 let body: Option<Vec<u8>> = row.get(base)?;
                 let sha: Vec<u8> = row.get(base + 1)?;
-                let mut all = crate::record::verified_body(c.name(), &id, body.as_deref().unwrap_or_default(), &sha)?;
+                let mut all =
+                    crate::record::verified_body(conn, c.name(), &id, body.as_deref().unwrap_or_default(), &sha)?;
                 for name in &plan.projection {
                     if let Some(v) = all.remove(name) {
                         fields.insert(name.clone(), v);
@@ -718,16 +719,7 @@ pub(crate) fn register_functions(conn: &Connection) -> Result<()> {
             _ => None,
         })
     })?;
-    // A stored body as JSON text, decompressed when it was stored compressed.
-    conn.create_scalar_function("cairn_body", 1, flags, |ctx| {
-        let stored = match ctx.get_raw(0) {
-            rusqlite::types::ValueRef::Blob(b) | rusqlite::types::ValueRef::Text(b) => b,
-            _ => return Ok(None),
-        };
-        crate::record::body_bytes(stored)
-            .map(|b| Some(String::from_utf8_lossy(&b).into_owned()))
-            .map_err(|e| rusqlite::Error::UserFunctionError(Box::new(e)))
-    })?;
+    crate::compress::register_body_function(conn)?;
     conn.create_scalar_function("cairn_ts", 1, flags, |ctx| {
         Ok(ctx.get_raw(0).as_str().ok().and_then(parse_datetime).map(datetime_micros))
     })?;

@@ -170,7 +170,7 @@ pub fn parse_json(text: &str, source_name: &str) -> Result<Value> {
 
 /// Builds a record from a row selected by [`crate::collection::RecordSql`] (id, version,
 /// created_at, updated_at, deleted_at, body, sha256, seq), verifying its checksum.
-fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
+fn from_row(conn: &Connection, collection: &str, row: &Row<'_>) -> Result<Record> {
     let id: String = row.get(0)?;
     let body: Option<Vec<u8>> = row.get(5)?;
     let stored: Vec<u8> = row.get(6)?;
@@ -180,7 +180,7 @@ fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
             detail: "its body is missing from the change log".into(),
         });
     };
-    let body = verified_body(collection, &id, &body, &stored)?;
+    let body = verified_body(conn, collection, &id, &body, &stored)?;
     Ok(Record {
         collection: collection.to_string(),
         version: row.get(1)?,
@@ -194,37 +194,19 @@ fn from_row(collection: &str, row: &Row<'_>) -> Result<Record> {
     })
 }
 
-/// Bodies of at least this many bytes are stored zstd-compressed when that saves an eighth
-/// (CORE-10). Checksums are always over the canonical, uncompressed body.
-pub(crate) const COMPRESS_FROM: usize = 4096;
-/// The first bytes of a zstd frame; a stored JSON body never starts with them (`(`).
-const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
-
-/// A canonical body as it is stored: compressed when large enough and worth it.
-pub(crate) fn stored_body(body: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if body.len() >= COMPRESS_FROM {
-        if let Ok(packed) = zstd::bulk::compress(body, 3) {
-            if packed.len() + body.len() / 8 <= body.len() {
-                return std::borrow::Cow::Owned(packed);
-            }
-        }
-    }
-    std::borrow::Cow::Borrowed(body)
-}
-
-/// A stored body as canonical JSON bytes.
-pub(crate) fn body_bytes(stored: &[u8]) -> std::io::Result<std::borrow::Cow<'_, [u8]>> {
-    if stored.starts_with(&ZSTD_MAGIC) {
-        zstd::stream::decode_all(stored).map(std::borrow::Cow::Owned)
-    } else {
-        Ok(std::borrow::Cow::Borrowed(stored))
-    }
-}
-
 /// Checks a stored body against its SHA-256 and parses it; any mismatch is corruption.
-pub(crate) fn verified_body(collection: &str, id: &str, stored: &[u8], sha: &[u8]) -> Result<Map<String, Value>> {
+pub(crate) fn verified_body(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    stored: &[u8],
+    sha: &[u8],
+) -> Result<Map<String, Value>> {
     let corrupt = |detail: String| Error::Corruption { location: format!("record `{collection}/{id}`"), detail };
-    let body = &*body_bytes(stored).map_err(|e| corrupt(format!("the compressed body cannot be decoded: {e}")))?;
+    let body = &*crate::compress::body_bytes(conn, stored).map_err(|e| match e {
+        Error::Corruption { location, detail } => corrupt(format!("{location}: {detail}")),
+        other => other,
+    })?;
     if sha != sha256(body).as_slice() {
         return Err(corrupt("the body does not match its SHA-256 checksum".into()));
     }
@@ -240,7 +222,7 @@ pub(crate) fn read(conn: &Connection, collection: &Collection, id: &str) -> Resu
     let mut stmt = conn.prepare_cached(&collection.sql.select)?;
     let mut rows = stmt.query([id])?;
     match rows.next()? {
-        Some(row) => from_row(collection.name(), row).map(Some),
+        Some(row) => from_row(conn, collection.name(), row).map(Some),
         None => Ok(None),
     }
 }
@@ -252,7 +234,7 @@ pub(crate) fn scan(conn: &Connection, collection: &Collection, options: &ScanOpt
     let mut rows = stmt.query(params![options.after.as_deref().unwrap_or(""), options.limit as i64])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(from_row(collection.name(), row)?);
+        out.push(from_row(conn, collection.name(), row)?);
     }
     Ok(out)
 }
@@ -574,65 +556,5 @@ mod tests {
             String::from_utf8(canonical_json(&v)).expect("utf8"),
             r#"{"a":{"c":"x\"y","d":[true,null]},"b":1,"é":1.5}"#
         );
-    }
-}
-
-/// What [`Store::compact`] did.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct CompactReport {
-    /// Bodies in the change log.
-    pub bodies: u64,
-    /// Bodies this run stored compressed.
-    pub compressed: u64,
-    /// Their size before and after.
-    pub bytes_before: u64,
-    pub bytes_after: u64,
-}
-
-/// Change-log rows `compact` rewrites per write transaction.
-const COMPACT_BATCH: i64 = 500;
-
-impl Store {
-    /// Stores compressed every body in the change log that is large enough and was stored as
-    /// it is (written before record compression existed, or by an older cairn). Works in
-    /// batches, each its own write transaction, so other writers wait for one batch at most;
-    /// `progress(done, total)` after each. What is freed is reused by SQLite; the file shrinks
-    /// only with `VACUUM`.
-    pub fn compact(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<CompactReport> {
-        let total: i64 =
-            self.reader()?.query_row("SELECT count(*) FROM cairn_changes WHERE after IS NOT NULL", [], |r| r.get(0))?;
-        let mut report = CompactReport { bodies: total as u64, ..CompactReport::default() };
-        let (mut after_seq, mut done) = (0i64, 0u64);
-        loop {
-            let (last, rows, compressed, before, packed) = self.write(move |tx| {
-                let rows: Vec<(i64, Vec<u8>)> = tx
-                    .conn
-                    .prepare_cached(
-                        "SELECT seq, after FROM cairn_changes WHERE seq > ?1 AND after IS NOT NULL ORDER BY seq LIMIT ?2",
-                    )?
-                    .query_map(params![after_seq, COMPACT_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
-                let (mut compressed, mut before, mut packed) = (0u64, 0u64, 0u64);
-                let mut update = tx.conn.prepare_cached("UPDATE cairn_changes SET after = ?2 WHERE seq = ?1")?;
-                for (seq, bytes) in rows.iter().filter(|(_, b)| !b.starts_with(&ZSTD_MAGIC)) {
-                    if let std::borrow::Cow::Owned(smaller) = stored_body(bytes) {
-                        update.execute(params![seq, smaller])?;
-                        compressed += 1;
-                        before += bytes.len() as u64;
-                        packed += smaller.len() as u64;
-                    }
-                }
-                Ok((rows.last().map(|r| r.0), rows.len() as u64, compressed, before, packed))
-            })?;
-            let Some(last) = last else { break };
-            after_seq = last;
-            done += rows;
-            report.compressed += compressed;
-            report.bytes_before += before;
-            report.bytes_after += packed;
-            progress(done, report.bodies);
-        }
-        Ok(report)
     }
 }

@@ -239,7 +239,8 @@ impl Store {
             let id: String = row.get(0)?;
             let body: Option<Vec<u8>> = row.get(3)?;
             let sha: Vec<u8> = row.get(4)?;
-            let mut all = crate::record::verified_body(c.name(), &id, body.as_deref().unwrap_or_default(), &sha)?;
+            let mut all =
+                crate::record::verified_body(&conn, c.name(), &id, body.as_deref().unwrap_or_default(), &sha)?;
             let fields = fields.iter().filter_map(|f| all.remove(f).map(|v| (f.clone(), v))).collect();
             hits.push(Hit {
                 rank: row.get(1)?,

@@ -92,6 +92,26 @@ pub fn builtin_settings() -> Vec<SettingDef> {
             choices: None,
         },
         SettingDef {
+            key: crate::compress::COMPRESS_MIN_BYTES.into(),
+            kind: SettingType::Integer,
+            default: Value::from(4096),
+            description: "Record bodies of at least this many bytes are stored zstd-compressed when that saves an eighth"
+                .into(),
+            min: Some(64.0),
+            max: None,
+            choices: None,
+        },
+        SettingDef {
+            key: crate::compress::DICT_MIN_BYTES.into(),
+            kind: SettingType::Integer,
+            default: Value::from(128),
+            description: "In a collection with a trained dictionary (`cairn compact --train`), bodies of at least this many bytes are compressed with it"
+                .into(),
+            min: Some(16.0),
+            max: None,
+            choices: None,
+        },
+        SettingDef {
             key: crate::blob::MAX_BLOB_BYTES.into(),
             kind: SettingType::Integer,
             default: Value::from(16_i64 << 30),
@@ -197,6 +217,11 @@ fn stored_value(conn: &Connection, key: &str) -> Result<Option<Value>> {
     .transpose()
 }
 
+/// A setting's current value.
+pub(crate) fn value(conn: &Connection, key: &str) -> Result<Value> {
+    Ok(setting(conn, key)?.value)
+}
+
 fn setting(conn: &Connection, key: &str) -> Result<Setting> {
     let def = definition(conn, key)?;
     let stored = stored_value(conn, key)?;
@@ -220,6 +245,7 @@ impl Tx<'_> {
             params![key, std::str::from_utf8(&after).unwrap_or_default(), self.now.0],
         )?;
         self.state.max_body_bytes = None;
+        self.state.policies.clear();
         self.log(NewChange {
             collection: "",
             id: key,
@@ -237,6 +263,7 @@ impl Tx<'_> {
         definition(self.conn, key)?;
         self.conn.execute("DELETE FROM cairn_settings WHERE key = ?1", [key])?;
         self.state.max_body_bytes = None;
+        self.state.policies.clear();
         self.log(NewChange {
             collection: "",
             id: key,

@@ -37,8 +37,11 @@ pub(crate) const STATEMENT_CACHE: usize = 256;
 pub(crate) const APPLICATION_ID: i32 = 0x6361_6972;
 
 /// cairn's own table migrations, in order. Entry `i` brings a store to format version `i + 1`.
-const MIGRATIONS: &[&str] =
-    &[include_str!("store/migrations/0001_initial.sql"), include_str!("store/migrations/0002_blobs.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("store/migrations/0001_initial.sql"),
+    include_str!("store/migrations/0002_blobs.sql"),
+    include_str!("store/migrations/0003_dicts.sql"),
+];
 
 /// The newest store format this build reads and writes.
 pub const FORMAT_VERSION: u32 = MIGRATIONS.len() as u32;

@@ -251,6 +251,8 @@ pub(crate) struct WriterState {
     pub(crate) collections: HashMap<String, Arc<Collection>>,
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) next_seq: Option<u64>,
+    /// Compression policies by collection (`""` for settings and schemas).
+    pub(crate) policies: HashMap<String, Arc<crate::compress::Policy>>,
 }
 
 impl WriterState {
@@ -258,6 +260,7 @@ impl WriterState {
         self.collections.clear();
         self.max_body_bytes = None;
         self.next_seq = None;
+        self.policies.clear();
     }
 }
 

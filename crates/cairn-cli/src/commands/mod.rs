@@ -59,8 +59,9 @@ pub enum Command {
     /// Read, list, verify and collect attachment blobs.
     #[command(subcommand)]
     Blob(blob::BlobCommand),
-    /// Store compressed the record bodies written before compression existed.
-    Compact,
+    /// Store record bodies in the smallest form the current settings allow; `--train` trains
+    /// per-collection dictionaries first.
+    Compact(blob::CompactArgs),
     /// Print the change log.
     Changes(changes::ChangesArgs),
     /// Read and change typed settings.
@@ -79,7 +80,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Index(cmd) => query::run_index(ctx, cmd),
         Command::Attach(args) => blob::run_attach(ctx, args),
         Command::Blob(cmd) => blob::run(ctx, cmd),
-        Command::Compact => blob::run_compact(ctx),
+        Command::Compact(args) => blob::run_compact(ctx, args),
         Command::Changes(args) => changes::run(ctx, args),
         Command::Settings(cmd) => settings::run(ctx, cmd),
     }

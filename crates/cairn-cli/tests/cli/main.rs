@@ -374,6 +374,10 @@ fn attach_and_blob_commands() {
     assert_eq!(code(&cairn(&dir, &["blob", "rebuild-refs"])), 0);
     let out = cairn(&dir, &["--json", "compact"]);
     assert_eq!((code(&out), json(&out)["compressed"].clone()), (0, 0.into()), "bodies are small: {}", stderr(&out));
+    let out = cairn(&dir, &["--json", "compact", "--train", "--collection", "docs"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["trained"][0]["kept"], false, "one record is too few: {}", stdout(&out));
+    assert_eq!(code(&cairn(&dir, &["compact", "--collection", "nope"])), 4);
 
     // Refusals: a declared type the content contradicts; a hash that is not one; no such blob.
     let out = cairn(&dir, &["attach", "docs", "d", "files", path, "--mime", "image/png"]);
@@ -405,4 +409,39 @@ fn attach_and_blob_commands() {
     let bad = tmp.path().join("bad.txt");
     assert_eq!(code(&cairn(&dir, &["blob", "get", &hash, "-o", bad.to_str().expect("utf8")])), 5);
     assert!(!bad.exists());
+}
+
+#[test]
+fn compact_train_then_a_fresh_process_reads_and_damage_is_reported() {
+    let (tmp, dir) = store_with_notes();
+    let ops: Vec<Value> = (0..300)
+        .map(|i| {
+            serde_json::json!({"op": "create", "collection": "notes", "id": format!("n{i}"), "body": {
+                "title": format!(
+                    "Follow up with client {} about the revised estimate, the invoice schedule, the open support \
+                     tickets and the agenda of the next planning workshop", i % 9),
+                "n": i % 10}})
+        })
+        .collect();
+    let batch = tmp.path().join("ops.json");
+    std::fs::write(&batch, serde_json::to_string(&ops).expect("ops")).expect("write");
+    assert_eq!(code(&cairn(&dir, &["batch", batch.to_str().expect("utf8")])), 0);
+
+    let out = cairn(&dir, &["compact", "--train"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("notes: trained a"), "{}", stdout(&out));
+
+    // A new process has no decoder cached: filters on body fields decode inside SQLite.
+    let out = cairn(&dir, &["--json", "query", "notes", "--filter", "n = 7", "--count"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("30"), "{}", stdout(&out));
+    let out = cairn(&dir, &["--json", "get", "notes", "n42"]);
+    assert_eq!(json(&out)["body"]["n"], 2);
+
+    let db = rusqlite::Connection::open(dir.join("store.db")).expect("db");
+    db.execute("UPDATE cairn_dicts SET dict = zeroblob(length(dict))", []).expect("damage");
+    drop(db);
+    let out = cairn(&dir, &["get", "notes", "n42"]);
+    assert_eq!(code(&out), 5, "{}", stderr(&out));
+    assert!(stderr(&out).contains("compression dictionary"), "{}", stderr(&out));
 }
