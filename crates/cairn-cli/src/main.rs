@@ -30,6 +30,10 @@ struct Cli {
     #[arg(long, global = true, env = "CAIRN_ACTOR", default_value = "cli")]
     actor: String,
 
+    /// Do not take automatic backups (see the backup.* settings).
+    #[arg(long, global = true, env = "CAIRN_NO_AUTO_BACKUP")]
+    no_auto_backup: bool,
+
     #[command(subcommand)]
     command: commands::Command,
 }
@@ -58,7 +62,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ctx = commands::Context { dir, actor: cli.actor, out };
+    let ctx = commands::Context { dir, actor: cli.actor, out, auto_backup: !cli.no_auto_backup };
     match commands::run(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -16,6 +16,7 @@
 //! Reads re-hash while streaming out: a blob whose bytes changed on disk is an error at the
 //! end of the stream, and `export_blob` writes a file only after the whole blob verified.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -67,7 +68,7 @@ impl Codec {
         }
     }
 
-    fn parse(text: &str) -> Codec {
+    pub(crate) fn parse(text: &str) -> Codec {
         if text == "zstd" {
             Codec::Zstd
         } else {
@@ -121,6 +122,12 @@ pub struct Upload {
 
 fn blob_root(dir: &Path) -> PathBuf {
     dir.join(BLOBS_DIR)
+}
+
+/// Where `gc` moves a blob aside until its transaction committed.
+pub(crate) fn trash_path(dir: &Path, hash: &str, codec: Codec) -> PathBuf {
+    let path = blob_path(dir, hash, codec);
+    blob_root(dir).join(TRASH_DIR).join(path.file_name().unwrap_or_default())
 }
 
 /// Where a blob lives.
@@ -924,29 +931,8 @@ impl Store {
     pub fn rebuild_blob_refs(&self) -> Result<RefsReport> {
         self.write(|tx| {
             let conn = tx.conn;
-            let mut counts: std::collections::BTreeMap<String, u64> = std::collections::BTreeMap::new();
-            let mut report = RefsReport::default();
-            for c in crate::collection::load_all(conn)? {
-                let mut scan = crate::record::ScanOptions::default();
-                loop {
-                    let page = crate::record::scan(conn, &c, &scan)?;
-                    let Some(last) = page.last() else { break };
-                    scan.after = Some(last.id.clone());
-                    for record in &page {
-                        for (field, hash) in links(&c, &record.body) {
-                            *counts.entry(hash.to_string()).or_default() += 1;
-                            if read_info(conn, hash)?.is_none() {
-                                report.dangling.push((
-                                    c.name().to_string(),
-                                    record.id.clone(),
-                                    field.to_string(),
-                                    hash.to_string(),
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
+            let (counts, dangling) = count_links(conn)?;
+            let mut report = RefsReport { dangling, ..RefsReport::default() };
             let rows: Vec<(String, i64)> = conn
                 .prepare("SELECT hash, refs FROM cairn_blobs")?
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -967,6 +953,33 @@ impl Store {
             Ok(report)
         })
     }
+}
+
+/// A link to a blob the store does not have: (collection, id, field, hash).
+pub(crate) type DanglingLink = (String, String, String, String);
+
+/// Counts every blob's links from the live records; also returns the links to blobs the
+/// store does not have, as (collection, id, field, hash).
+pub(crate) fn count_links(conn: &Connection) -> Result<(BTreeMap<String, u64>, Vec<DanglingLink>)> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    let mut dangling = Vec::new();
+    for c in crate::collection::load_all(conn)? {
+        let mut scan = crate::record::ScanOptions::default();
+        loop {
+            let page = crate::record::scan(conn, &c, &scan)?;
+            let Some(last) = page.last() else { break };
+            scan.after = Some(last.id.clone());
+            for record in &page {
+                for (field, hash) in links(&c, &record.body) {
+                    *counts.entry(hash.to_string()).or_default() += 1;
+                    if read_info(conn, hash)?.is_none() {
+                        dangling.push((c.name().to_string(), record.id.clone(), field.to_string(), hash.to_string()));
+                    }
+                }
+            }
+        }
+    }
+    Ok((counts, dangling))
 }
 
 /// Finds (and unless `dry_run`, removes: rows dropped, files moved to the trash) what `gc`

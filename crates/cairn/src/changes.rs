@@ -427,6 +427,34 @@ fn op_list(ops: impl Iterator<Item = ChangeOp>) -> String {
     ops.map(|op| format!("'{}'", op.as_str())).collect::<Vec<_>>().join(", ")
 }
 
+/// What `check` needs of one change-log row, read on its own and verified against its hash.
+#[derive(Debug)]
+pub(crate) struct ChangeRow {
+    pub(crate) collection: String,
+    pub(crate) id: String,
+    pub(crate) version: u64,
+    pub(crate) deleted: bool,
+    pub(crate) at: i64,
+    pub(crate) prev_seq: Option<u64>,
+}
+
+/// Reads change `seq` and checks its row hash and body; `Ok(None)` when there is no such row.
+pub(crate) fn verified_row(conn: &Connection, seq: u64) -> Result<Option<ChangeRow>> {
+    let sql = format!("{CHANGE_SELECT} WHERE c.seq = ?1");
+    let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
+    let mut rows = stmt.query([seq])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    let (change, prev_seq) = change_from_row(conn, row)?;
+    Ok(Some(ChangeRow {
+        collection: change.collection,
+        id: change.id,
+        version: change.version,
+        deleted: change.deleted,
+        at: change.at.0,
+        prev_seq,
+    }))
+}
+
 /// Ops of the change log's schema entries.
 pub(crate) const COLLECTION_OPS: [ChangeOp; 3] =
     [ChangeOp::CollectionCreate, ChangeOp::CollectionUpdate, ChangeOp::CollectionDrop];

@@ -142,6 +142,18 @@ pub enum Error {
     #[error("operation {index} of the batch failed, nothing was written: {source}")]
     Batch { index: usize, source: Box<Error> },
 
+    /// A backup could not be taken or did not verify; nothing was added to the backups.
+    #[error("backup {id} failed: {reason}")]
+    BackupFailed { id: String, reason: String },
+
+    /// There is no backup with this id.
+    #[error("no backup `{id}` (see `cairn backup list`)")]
+    BackupNotFound { id: String },
+
+    /// A backup may not be restored: it is unverified, damaged or edited.
+    #[error("backup `{id}` cannot be restored: {reason}")]
+    BackupNotRestorable { id: String, reason: String },
+
     /// The store was closed; it accepts no more writes.
     #[error("the store's writer has stopped")]
     WriterStopped,
@@ -181,6 +193,7 @@ impl Error {
                 | Error::UnknownCollection { .. }
                 | Error::VersionNotFound { .. }
                 | Error::UnknownSetting { .. }
+                | Error::BackupNotFound { .. }
         )
     }
 

@@ -35,17 +35,22 @@
 //! # }
 //! ```
 
+mod backup;
 mod batch;
 mod blob;
 mod changes;
+mod check;
 mod collection;
 mod compress;
 pub mod demo;
 mod error;
 mod fsutil;
+mod guard;
 mod index;
 mod query;
 mod record;
+mod repair;
+mod restore;
 mod schema;
 mod search;
 mod settings;
@@ -55,20 +60,29 @@ pub mod taskerino;
 mod timestamp;
 mod writer;
 
+pub use backup::{
+    backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
+    BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, BACKUPS_DIR,
+    INTERVAL_SECONDS, KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FILE, ON_CLOSE, ON_OPEN_AFTER_SECONDS,
+};
 pub use batch::{parse_batch, BatchOp, BatchResult};
 pub use blob::{
     mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
     BLOBS_DIR, GC_GRACE_SECONDS, MAX_BLOB_BYTES,
 };
 pub use changes::{Change, ChangeOp, Subscription};
+pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use compress::{CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES};
 pub use error::{Error, Result};
+pub use guard::StrayFile;
 pub use index::IndexInfo;
 pub use query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
 pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
+pub use repair::RepairReport;
+pub use restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use search::{Hit, Search};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};

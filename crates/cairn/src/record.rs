@@ -278,6 +278,20 @@ impl Tx<'_> {
         self.write_state(&c, id, Some(&current), NewState { body, deleted: false, op: ChangeOp::Replace })
     }
 
+    /// Writes `body` as the record's new version unless the record is live with that body
+    /// already; creates, replaces or undeletes. True when it wrote.
+    pub(crate) fn restore_body(&mut self, collection: &str, id: &str, body: Value) -> Result<bool> {
+        let c = self.collection(collection)?;
+        let body = c.schema.normalize(Some(id), body)?;
+        let current = read(self.conn, &c, id)?;
+        if current.as_ref().is_some_and(|r| r.deleted_at.is_none() && r.body == body) {
+            return Ok(false);
+        }
+        let op = if current.is_some() { ChangeOp::Replace } else { ChangeOp::Create };
+        self.write_state(&c, id, current.as_ref(), NewState { body, deleted: false, op })?;
+        Ok(true)
+    }
+
     /// Creates the record with this id, or replaces it when it exists. With `expected`, a
     /// missing record counts as version 0.
     pub fn put(&mut self, collection: &str, id: &str, body: Value, expected: Option<u64>) -> Result<Record> {

@@ -31,7 +31,7 @@ pub(crate) fn fts_ids_table(collection: &str) -> String {
 }
 
 /// The text a field contributes to the index.
-fn field_text(body: &Map<String, Value>, field: &str) -> Option<String> {
+pub(crate) fn field_text(body: &Map<String, Value>, field: &str) -> Option<String> {
     match body.get(field)? {
         Value::String(s) => Some(s.clone()),
         Value::Array(items) => Some(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")),

@@ -111,6 +111,30 @@ pub fn builtin_settings() -> Vec<SettingDef> {
             max: None,
             choices: None,
         },
+        int_setting(crate::backup::KEEP_LAST, 10, 1.0, "Verified backups rotation always keeps: the newest this many"),
+        int_setting(crate::backup::KEEP_DAILY, 7, 0.0, "Rotation also keeps the newest backup of each of the last this many days"),
+        int_setting(crate::backup::KEEP_WEEKLY, 4, 0.0, "Rotation also keeps the newest backup of each of the last this many weeks"),
+        int_setting(
+            crate::backup::ON_OPEN_AFTER_SECONDS,
+            86_400,
+            0.0,
+            "With automatic backups, opening the store takes one when the newest is older than this (0: never)",
+        ),
+        int_setting(
+            crate::backup::INTERVAL_SECONDS,
+            0,
+            0.0,
+            "With automatic backups, a process holding the store takes one this often (0: never)",
+        ),
+        SettingDef {
+            key: crate::backup::ON_CLOSE.into(),
+            kind: SettingType::Bool,
+            default: Value::from(false),
+            description: "With automatic backups, closing the store cleanly takes one".into(),
+            min: None,
+            max: None,
+            choices: None,
+        },
         SettingDef {
             key: crate::blob::MAX_BLOB_BYTES.into(),
             kind: SettingType::Integer,
@@ -130,6 +154,18 @@ pub fn builtin_settings() -> Vec<SettingDef> {
             choices: None,
         },
     ]
+}
+
+fn int_setting(key: &str, default: i64, min: f64, description: &str) -> SettingDef {
+    SettingDef {
+        key: key.into(),
+        kind: SettingType::Integer,
+        default: Value::from(default),
+        description: description.into(),
+        min: Some(min),
+        max: None,
+        choices: None,
+    }
 }
 
 fn builtin(key: &str) -> Option<SettingDef> {

@@ -13,15 +13,17 @@ mod lock;
 mod pool;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
+use crate::backup::{BackupOptions, BackupReason, StoreEvent};
 use crate::changes::Hub;
 use crate::error::{Error, Result};
+use crate::guard::StrayFile;
 use crate::writer::{Tx, WriteStats, Writer};
-use lock::WriteLock;
+pub(crate) use lock::WriteLock;
 pub(crate) use lock::LOCK_FILE;
 pub(crate) use pool::{PooledConn, ReadPool};
 
@@ -61,11 +63,22 @@ pub struct StoreOptions {
     pub read_connections: usize,
     /// Most write requests folded into one transaction (one fsync). Default: 512.
     pub max_batch: usize,
+    /// Take backups automatically, as the `backup.*` settings say: on open when the newest is
+    /// old, on a clean close, on an interval. Default: `false` for the library (an embedding
+    /// app chooses); the CLI and server turn it on.
+    pub auto_backup: bool,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        StoreOptions { create: true, read_only: false, actor: "local".into(), read_connections: 4, max_batch: 512 }
+        StoreOptions {
+            create: true,
+            read_only: false,
+            actor: "local".into(),
+            read_connections: 4,
+            max_batch: 512,
+            auto_backup: false,
+        }
     }
 }
 
@@ -98,6 +111,12 @@ pub(crate) struct Inner {
     pub(crate) hub: Arc<Hub>,
     writer: Mutex<Option<Writer>>,
     lock: Option<WriteLock>,
+    /// Stray files the guard found when the store was opened.
+    strays: Vec<StrayFile>,
+    auto_backup: bool,
+    events: Mutex<Vec<std::sync::mpsc::Sender<StoreEvent>>>,
+    /// Set when the store closes; wakes the interval-backup thread so that it ends.
+    stop: Arc<(Mutex<bool>, Condvar)>,
 }
 
 impl Store {
@@ -109,11 +128,31 @@ impl Store {
     pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let dir = dir.as_ref().to_path_buf();
         let db_path = dir.join(DB_FILE);
+        // An interrupted restore is finished first, under the lock: it may have moved
+        // store.db aside for a moment.
+        let mut lock = if !options.read_only && dir.join(crate::restore::JOURNAL_FILE).exists() {
+            let lock = WriteLock::acquire(&dir)?;
+            crate::restore::recover(&dir)?;
+            Some(lock)
+        } else {
+            None
+        };
+        if options.read_only && crate::restore::interrupted(&dir) {
+            return Err(Error::NotAllowed(format!(
+                "a restore of {} was interrupted; open the store for writing (any write command) to finish it",
+                dir.display()
+            )));
+        }
         if !db_path.exists() {
             check_can_create(&dir, &options)?;
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         }
-        let lock = if options.read_only { None } else { Some(WriteLock::acquire(&dir)?) };
+        if lock.is_none() && !options.read_only {
+            lock = Some(WriteLock::acquire(&dir)?);
+            crate::restore::recover(&dir)?;
+        }
+        // Strays are moved before SQLite opens the store, so none is ever taken for its journal.
+        let strays = crate::guard::sweep(&dir, options.read_only)?;
         // The lock is held from here on, so nobody else creates the db in between.
         let (writer, hub) = if options.read_only {
             let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
@@ -129,8 +168,83 @@ impl Store {
             (Some(Writer::new(conn, hub.clone(), dir.clone(), options.max_batch.max(1))), hub)
         };
         let readers = ReadPool::new(db_path, options.read_connections);
-        let inner = Inner { dir, read_only: options.read_only, readers, hub, writer: Mutex::new(writer), lock };
-        Ok(Store { inner: Arc::new(inner), actor: Arc::from(options.actor.as_str()) })
+        let auto_backup = options.auto_backup && !options.read_only;
+        let inner = Inner {
+            dir,
+            read_only: options.read_only,
+            readers,
+            hub,
+            writer: Mutex::new(writer),
+            lock,
+            strays,
+            auto_backup,
+            events: Mutex::new(Vec::new()),
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+        };
+        let store = Store { inner: Arc::new(inner), actor: Arc::from(options.actor.as_str()) };
+        if auto_backup {
+            store.backup_if_stale(crate::backup::ON_OPEN_AFTER_SECONDS, BackupReason::OnOpen);
+            store.start_interval_backups()?;
+        }
+        Ok(store)
+    }
+
+    /// Stray files the guard moved into quarantine (or, read-only, only found) at open.
+    pub fn strays(&self) -> &[StrayFile] {
+        &self.inner.strays
+    }
+
+    /// A feed of backup and rotation events (successes and failures) from now on.
+    pub fn events(&self) -> std::sync::mpsc::Receiver<StoreEvent> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.inner.events.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    pub(crate) fn emit(&self, event: StoreEvent) {
+        let mut senders = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
+        senders.retain(|s| s.send(event.clone()).is_ok());
+    }
+
+    /// Starts the thread that takes a backup every `backup.interval_seconds` (when it is not
+    /// 0). It holds the store weakly and ends when the store closes.
+    fn start_interval_backups(&self) -> Result<()> {
+        let seconds = self.setting_value::<i64>(crate::backup::INTERVAL_SECONDS)?;
+        if seconds <= 0 {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let actor = self.actor.clone();
+        let stop = self.inner.stop.clone();
+        let period = std::time::Duration::from_secs(seconds as u64);
+        std::thread::Builder::new()
+            .name("cairn-backups".into())
+            .spawn(move || loop {
+                let (flag, wake) = &*stop;
+                let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
+                let (stopped, _) = wake.wait_timeout(stopped, period).unwrap_or_else(|p| p.into_inner());
+                if *stopped {
+                    return;
+                }
+                drop(stopped);
+                let Some(inner) = weak.upgrade() else { return };
+                let store = Store { inner, actor: actor.clone() };
+                store.backup_if_stale(crate::backup::INTERVAL_SECONDS, BackupReason::Interval);
+            })
+            .map_err(|e| Error::io("start the backup thread for", self.dir(), e))?;
+        Ok(())
+    }
+
+    /// Closes the store and hands back its write lock, for operations that replace its files
+    /// (restore). Fails when other handles to the store are open.
+    pub(crate) fn into_lock(self) -> Result<WriteLock> {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .map_err(|_| Error::NotAllowed("the store has other open handles; close them first".into()))?;
+        let writer = inner.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(writer) = writer {
+            writer.shutdown()?;
+        }
+        inner.lock.take().ok_or(Error::ReadOnly)
     }
 
     /// The data directory.
@@ -156,12 +270,20 @@ impl Store {
     /// Stops the writer after the writes already queued, checkpoints the WAL into `store.db`
     /// and releases the lock. Other clones of this handle fail with [`Error::WriterStopped`]
     /// on their next write.
+    ///
+    /// With automatic backups and the `backup.on_close` setting, a backup is taken first; if
+    /// it fails, the store still closes and the error is returned.
     pub fn close(self) -> Result<()> {
+        let mut backup = Ok(());
+        if self.inner.auto_backup && self.setting_value::<bool>(crate::backup::ON_CLOSE).unwrap_or(false) {
+            backup = self.backup(&BackupOptions::because(BackupReason::OnClose), &mut |_, _, _| {}).map(|_| ());
+        }
         let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        match writer {
+        let closed = match writer {
             Some(writer) => writer.shutdown(),
             None => Ok(()),
-        }
+        };
+        closed.and(backup)
     }
 
     /// Runs `f` inside its own savepoint of the next group commit (see `writer`), and
@@ -197,6 +319,9 @@ impl Store {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        wake.notify_all();
         let writer = self.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             if let Err(e) = writer.shutdown() {
@@ -204,6 +329,12 @@ impl Drop for Inner {
             }
         }
     }
+}
+
+/// Takes the write lock of a data directory without opening the store.
+pub(crate) fn lock(dir: &Path) -> Result<WriteLock> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io("create directory", dir, e))?;
+    WriteLock::acquire(dir)
 }
 
 fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {

@@ -1,6 +1,7 @@
 //! The subcommands. Each module maps its arguments onto one library call and formats the
 //! answer.
 
+mod backup;
 mod blob;
 mod changes;
 mod collection;
@@ -21,13 +22,40 @@ pub struct Context {
     pub dir: PathBuf,
     pub actor: String,
     pub out: Output,
+    /// Take backups automatically (the `backup.*` settings); off with `--no-auto-backup`.
+    pub auto_backup: bool,
 }
 
 impl Context {
     /// Opens the store for writing; it must exist.
     pub fn open_write(&self) -> Result<Store> {
-        let options = StoreOptions { actor: self.actor.clone(), ..StoreOptions::existing() };
-        Ok(Store::open(&self.dir, options)?)
+        let options =
+            StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, ..StoreOptions::existing() };
+        let store = Store::open(&self.dir, options)?;
+        self.warn_strays(&store);
+        Ok(store)
+    }
+
+    /// Opens for writing, or read-only when another process holds the store.
+    pub fn open_write_or_read(&self) -> Result<Store> {
+        match self.open_write() {
+            Err(e) if matches!(e.downcast_ref::<cairn::Error>(), Some(cairn::Error::Locked { .. })) => {
+                let store = self.open_read()?;
+                self.warn_strays(&store);
+                Ok(store)
+            }
+            other => other,
+        }
+    }
+
+    fn warn_strays(&self, store: &Store) {
+        for stray in store.strays() {
+            let what = match &stray.moved_to {
+                Some(to) => format!("moved to {}", to.display()),
+                None => "left in place (store open read-only)".into(),
+            };
+            eprintln!("warning: stray file {}: {}; {what}", stray.path.display(), stray.reason);
+        }
     }
 
     /// Opens the store read-only, so that reads work while another process writes.
@@ -67,6 +95,18 @@ pub enum Command {
     /// Read and change typed settings.
     #[command(subcommand)]
     Settings(settings::SettingsCommand),
+    /// Take, list, verify and rotate backups.
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
+    /// Restore a verified backup over the store (after backing up the current state), into
+    /// another directory, or one collection or record as new versions.
+    Restore(backup::RestoreArgs),
+    /// Verify everything: integrity, checksums, change log, indexes, blobs, stray files
+    /// (exit code 5 when anything is wrong).
+    Check(backup::CheckArgs),
+    /// Repair what check finds, from the change log and the newest good backups; damaged
+    /// state is copied into quarantine/ first and nothing is deleted.
+    Repair,
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
@@ -83,6 +123,10 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Compact(args) => blob::run_compact(ctx, args),
         Command::Changes(args) => changes::run(ctx, args),
         Command::Settings(cmd) => settings::run(ctx, cmd),
+        Command::Backup(cmd) => backup::run(ctx, cmd),
+        Command::Restore(args) => backup::run_restore(ctx, args),
+        Command::Check(args) => backup::run_check(ctx, args),
+        Command::Repair => backup::run_repair(ctx),
     }
 }
 
@@ -101,4 +145,32 @@ fn init(ctx: &Context) -> Result<()> {
         }
     });
     Ok(())
+}
+
+/// A progress bar for work reported in phases; hidden under `--json` and when stderr is not
+/// a terminal (indicatif draws nothing there).
+pub struct PhaseBar {
+    bar: indicatif::ProgressBar,
+}
+
+pub fn phase_bar(ctx: &Context) -> PhaseBar {
+    let bar = if ctx.out.json { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>14} {bar:30} {pos}/{len}") {
+        bar.set_style(style);
+    }
+    PhaseBar { bar }
+}
+
+impl PhaseBar {
+    pub fn update(&self, phase: &str, done: u64, total: u64) {
+        if self.bar.message() != phase {
+            self.bar.set_message(phase.to_string());
+        }
+        self.bar.set_length(total);
+        self.bar.set_position(done);
+    }
+
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
 }

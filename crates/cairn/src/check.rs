@@ -1,0 +1,566 @@
+//! `check` (SAFE-3): everything that can be verified about a store, reported, nothing changed
+//! but the stray-file guard's moves.
+//!
+//! In order: SQLite's `integrity_check`; the WAL file's header; every record (its body against
+//! its checksum, its row against the change-log entry that wrote it: collection, id, version,
+//! deleted flag, times); the change log (every row's hash, seqs 1..max without gaps, every
+//! prev_seq pointing back); value-column, tag and full-text indexes against the bodies; blob
+//! hashes and reference counts; stray files. A problem names where it is and what is wrong;
+//! the same checks verify backups (see `backup`), where they run on the copy.
+//!
+//! Problems carry what `repair` needs to act on them (collection and id, seq, or hash).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::backup::Progress;
+use crate::collection::Collection;
+use crate::error::{Error, Result};
+use crate::sql::{quote, tags_table, value_column};
+use crate::store::{Store, DB_FILE};
+
+/// What kind of damage a [`Problem`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// SQLite's own `integrity_check` failed.
+    Integrity,
+    /// The write-ahead log's header is not a valid WAL header for this database.
+    Wal,
+    /// A record's body failed its checksum, or its row disagrees with the change log.
+    Record,
+    /// A change-log entry failed its hash, or the log has a gap or a bad link.
+    ChangeLog,
+    /// A value column or the tags table disagrees with a record's body.
+    Index,
+    /// The full-text index disagrees with a record's body.
+    FullText,
+    /// A blob's content does not match its hash, or its file is missing.
+    Blob,
+    /// A blob's reference count disagrees with the links in the records.
+    BlobRefs,
+    /// A stray database copy or orphaned journal file (moved to quarantine when the store was
+    /// open for writing).
+    StrayFile,
+}
+
+/// One thing `check` found wrong.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct Problem {
+    pub kind: ProblemKind,
+    /// Where: `sessions/abc`, `change log entry 17`, `blob 3fa2…`, a path.
+    pub location: String,
+    pub detail: String,
+    /// The record involved, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The change-log entry involved, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+    /// The blob involved, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+}
+
+impl Problem {
+    fn new(kind: ProblemKind, location: impl Into<String>, detail: impl Into<String>) -> Self {
+        Problem {
+            kind,
+            location: location.into(),
+            detail: detail.into(),
+            collection: None,
+            id: None,
+            seq: None,
+            hash: None,
+        }
+    }
+
+    fn record(kind: ProblemKind, collection: &str, id: &str, detail: impl Into<String>) -> Self {
+        Problem {
+            collection: Some(collection.to_string()),
+            id: Some(id.to_string()),
+            ..Problem::new(kind, format!("{collection}/{id}"), detail)
+        }
+    }
+}
+
+/// What [`Store::check`] covers. Defaults: everything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckOptions {
+    /// Re-hash every blob (the slowest part on stores with many attachments). Default: true.
+    pub blobs: bool,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions { blobs: true }
+    }
+}
+
+/// What [`Store::check`] found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct CheckReport {
+    pub collections: u64,
+    /// Records checked, deleted ones included.
+    pub records: u64,
+    /// Change-log entries checked.
+    pub changes: u64,
+    /// Blobs re-hashed and their content bytes.
+    pub blobs: u64,
+    pub blob_bytes: u64,
+    /// Everything wrong; empty when the store is whole.
+    pub problems: Vec<Problem>,
+}
+
+impl CheckReport {
+    /// True when nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    /// The problems of one kind.
+    pub fn of_kind(&self, kind: ProblemKind) -> impl Iterator<Item = &Problem> {
+        self.problems.iter().filter(move |p| p.kind == kind)
+    }
+}
+
+impl Store {
+    /// Verifies the whole store (see the module docs) and reports every problem; exits early
+    /// only when the database cannot be read at all. Stray files found by the guard when the
+    /// store was opened are included.
+    pub fn check(&self, options: &CheckOptions, progress: Progress<'_>) -> Result<CheckReport> {
+        let mut report = CheckReport::default();
+        let conn = self.reader()?;
+        integrity(&conn, &mut report)?;
+        wal_header(self.dir(), &conn, &mut report)?;
+        let collections = match crate::collection::load_all(&conn) {
+            Ok(c) => c,
+            Err(e) => {
+                report.problems.push(Problem::new(ProblemKind::Integrity, "collections", e.to_string()));
+                return Ok(report);
+            }
+        };
+        report.collections = collections.len() as u64;
+        let total: i64 = collections
+            .iter()
+            .map(|c| count(&conn, &format!("SELECT count(*) FROM {}", quote(&c.table))))
+            .sum::<Result<i64>>()?;
+        for c in &collections {
+            let mut bodies = BTreeMap::new();
+            let before = report.problems.len();
+            check_records(&conn, c, &mut report, &mut bodies, &mut |done| progress("records", done, total as u64))?;
+            // Index entries of records already reported damaged say nothing new.
+            let damaged: BTreeSet<String> = report.problems[before..].iter().filter_map(|p| p.id.clone()).collect();
+            check_indexes(&conn, c, &bodies, &damaged, &mut report)?;
+        }
+        check_change_log(&conn, &mut report, progress)?;
+        drop(conn);
+        if options.blobs {
+            let blobs = self.verify_blobs(&mut |done, total| progress("blobs", done, total))?;
+            report.blobs = blobs.checked;
+            report.blob_bytes = blobs.bytes;
+            for (hash, detail) in blobs.corrupt {
+                report.problems.push(Problem {
+                    hash: Some(hash.clone()),
+                    ..Problem::new(ProblemKind::Blob, format!("blob {hash}"), detail)
+                });
+            }
+            for hash in blobs.missing {
+                report.problems.push(Problem {
+                    hash: Some(hash.clone()),
+                    ..Problem::new(ProblemKind::Blob, format!("blob {hash}"), "its file is missing")
+                });
+            }
+        }
+        check_refs(&*self.reader()?, &mut report)?;
+        for stray in self.strays() {
+            report.problems.push(Problem::new(
+                ProblemKind::StrayFile,
+                stray.path.display().to_string(),
+                stray.describe(),
+            ));
+        }
+        Ok(report)
+    }
+}
+
+fn count(conn: &Connection, sql: &str) -> Result<i64> {
+    Ok(conn.query_row(sql, [], |r| r.get(0))?)
+}
+
+fn integrity(conn: &Connection, report: &mut CheckReport) -> Result<()> {
+    let lines: std::result::Result<Vec<String>, _> =
+        conn.prepare("PRAGMA integrity_check")?.query_map([], |r| r.get(0))?.collect();
+    match lines {
+        Ok(lines) if lines == ["ok"] => {}
+        Ok(lines) => {
+            for line in lines {
+                report.problems.push(Problem::new(ProblemKind::Integrity, DB_FILE, line));
+            }
+        }
+        Err(e) => report.problems.push(Problem::new(ProblemKind::Integrity, DB_FILE, e.to_string())),
+    }
+    Ok(())
+}
+
+/// The WAL's 32-byte header: magic, format 3007000, and the database's page size. A WAL
+/// whose length is not a whole number of frames only has a torn last frame, which SQLite
+/// ignores; that is not damage to committed data, so it is not reported.
+fn wal_header(dir: &Path, conn: &Connection, report: &mut CheckReport) -> Result<()> {
+    let path = dir.join(format!("{DB_FILE}-wal"));
+    let mut head = Vec::with_capacity(32);
+    match std::fs::File::open(&path) {
+        Ok(file) => file.take(32).read_to_end(&mut head).map_err(|e| Error::io("read", &path, e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io("open", &path, e)),
+    };
+    if head.is_empty() {
+        return Ok(());
+    }
+    let word = |i: usize| head.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+    let page_size: i64 = count(conn, "PRAGMA page_size")?;
+    let problem = if head.len() < 32 {
+        Some(format!("the header is {} bytes instead of 32", head.len()))
+    } else if !matches!(word(0), Some(0x377f_0682 | 0x377f_0683)) {
+        Some("it does not start with the WAL magic number".to_string())
+    } else if word(4) != Some(3_007_000) {
+        Some(format!("unknown WAL format {:?}", word(4)))
+    } else if word(8).map(i64::from) != Some(page_size) {
+        Some(format!("its page size {:?} is not the database's {page_size}", word(8)))
+    } else {
+        None
+    };
+    if let Some(detail) = problem {
+        report.problems.push(Problem::new(ProblemKind::Wal, path.display().to_string(), detail));
+    }
+    Ok(())
+}
+
+/// Reads every record of `c` (deleted ones too) on its own, so that one damaged record does
+/// not hide the others, and checks its row against the change log. Live bodies that verified
+/// are left in `bodies` for the index checks.
+fn check_records(
+    conn: &Connection,
+    c: &Collection,
+    report: &mut CheckReport,
+    bodies: &mut BTreeMap<String, Map<String, Value>>,
+    progress: &mut dyn FnMut(u64),
+) -> Result<()> {
+    let ids: Vec<String> = match conn
+        .prepare(&format!("SELECT id FROM {} ORDER BY id", quote(&c.table)))?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()
+    {
+        Ok(ids) => ids,
+        Err(e) => {
+            report.problems.push(Problem::new(
+                ProblemKind::Integrity,
+                c.name(),
+                format!("its records cannot be listed: {e}"),
+            ));
+            return Ok(());
+        }
+    };
+    let expected = latest_changes(conn, c.name())?;
+    let present: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
+    for (id, (seq, op)) in &expected {
+        if op != "purge" && !present.contains(id.as_str()) {
+            let detail = format!("its row is missing; change log entry {seq} wrote its current version");
+            report
+                .problems
+                .push(Problem { seq: Some(*seq), ..Problem::record(ProblemKind::Record, c.name(), id, detail) });
+        }
+    }
+    for id in ids.iter().filter(|id| !expected.contains_key(id.as_str())) {
+        let detail = "no change-log entry ever wrote a record with this id";
+        report.problems.push(Problem::record(ProblemKind::Record, c.name(), id, detail));
+    }
+    for id in ids {
+        report.records += 1;
+        if report.records.is_multiple_of(1000) {
+            progress(report.records);
+        }
+        let record = match crate::record::read(conn, c, &id) {
+            Ok(Some(record)) => record,
+            Ok(None) => continue,
+            Err(e) => {
+                let seq: Option<u64> =
+                    conn.prepare_cached(&c.sql.head)?.query_row([&id], |r| r.get(0)).optional().unwrap_or(None);
+                report
+                    .problems
+                    .push(Problem { seq, ..Problem::record(ProblemKind::Record, c.name(), &id, error_detail(&e)) });
+                continue;
+            }
+        };
+        let mismatch = match crate::changes::verified_row(conn, record.seq) {
+            Ok(None) => Some(format!("change log entry {} that wrote it is missing", record.seq)),
+            Err(e) => Some(format!("change log entry {} that wrote it is damaged: {}", record.seq, error_detail(&e))),
+            Ok(Some(row)) => {
+                let created = created_at(conn, record.seq, &row);
+                if row.collection != c.name() || row.id != id {
+                    Some(format!("change log entry {} belongs to `{}/{}`", record.seq, row.collection, row.id))
+                } else if row.version != record.version {
+                    Some(format!("its version {} is not the change log's {}", record.version, row.version))
+                } else if row.deleted != record.deleted_at.is_some() {
+                    Some("its deleted state disagrees with the change log".to_string())
+                } else if row.at != record.updated_at.0 || record.deleted_at.is_some_and(|d| d.0 > row.at) {
+                    Some("its update time disagrees with the change log".to_string())
+                } else if created.is_some_and(|t| t != record.created_at.0) {
+                    Some("its creation time disagrees with the change log".to_string())
+                } else {
+                    None
+                }
+            }
+        };
+        match mismatch {
+            Some(detail) => report
+                .problems
+                .push(Problem { seq: Some(record.seq), ..Problem::record(ProblemKind::Record, c.name(), &id, detail) }),
+            None if record.deleted_at.is_none() => {
+                bodies.insert(id, record.body);
+            }
+            None => {}
+        }
+    }
+    progress(report.records);
+    Ok(())
+}
+
+/// For every record id of a collection (since it was last created), the seq and op of its
+/// newest change-log entry.
+pub(crate) fn latest_changes(conn: &Connection, collection: &str) -> Result<BTreeMap<String, (u64, String)>> {
+    let since: u64 = conn.query_row(
+        "SELECT coalesce(max(seq), 0) FROM cairn_changes WHERE collection = ?1 AND record_id = ''
+           AND op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo') AND op = 'collection_create'",
+        [collection],
+        |r| r.get(0),
+    )?;
+    // SQLite takes the bare column `op` from the row holding max(seq).
+    let rows = conn
+        .prepare("SELECT record_id, max(seq), op FROM cairn_changes WHERE collection = ?1 AND record_id != '' AND seq > ?2 GROUP BY record_id")?
+        .query_map(rusqlite::params![collection, since], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(rows)
+}
+
+/// The time of the change that created the record's current incarnation: walking back the
+/// chain to the first entry, or to the one after a purge. `None` when the chain is damaged
+/// (reported by the change-log check).
+pub(crate) fn created_at(conn: &Connection, seq: u64, row: &crate::changes::ChangeRow) -> Option<i64> {
+    let mut at = row.at;
+    let mut prev = row.prev_seq;
+    let mut steps = 0;
+    while let Some(p) = prev {
+        let (op, p_at, p_prev): (String, i64, Option<u64>) = conn
+            .prepare_cached("SELECT op, at, prev_seq FROM cairn_changes WHERE seq = ?1")
+            .ok()?
+            .query_row([p], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()
+            .ok()??;
+        steps += 1;
+        if op == "purge" || p >= seq || steps > 1_000_000 {
+            break;
+        }
+        at = p_at;
+        prev = p_prev;
+    }
+    Some(at)
+}
+
+fn error_detail(e: &Error) -> String {
+    match e {
+        Error::Corruption { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// Value columns, tag rows and full-text rows of the live records against their bodies.
+fn check_indexes(
+    conn: &Connection,
+    c: &Collection,
+    bodies: &BTreeMap<String, Map<String, Value>>,
+    damaged: &BTreeSet<String>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    let table = quote(&c.table);
+    for f in &c.sql.value_fields {
+        let sql = format!("SELECT {} FROM {table} WHERE id = ?1", quote(&value_column(&f.name)));
+        for (id, body) in bodies {
+            let stored: rusqlite::types::Value = conn.prepare_cached(&sql)?.query_row([id], |r| r.get(0))?;
+            let expected = body.get(&f.name).map_or(rusqlite::types::Value::Null, |v| crate::index::column_value(f, v));
+            if stored != expected {
+                let detail = format!("index column of `{}` holds {stored:?}, the body says {expected:?}", f.name);
+                report.problems.push(Problem::record(ProblemKind::Index, c.name(), id, detail));
+            }
+        }
+    }
+    if !c.tag_fields.is_empty() {
+        let sql = format!("SELECT field, tag, id FROM {}", quote(&tags_table(c.name())));
+        let stored: BTreeSet<(String, String, String)> =
+            match conn.prepare(&sql)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect() {
+                Ok(rows) => rows,
+                Err(e) => {
+                    report.problems.push(Problem::new(
+                        ProblemKind::Index,
+                        c.name(),
+                        format!("its tags index cannot be read: {e}"),
+                    ));
+                    BTreeSet::new()
+                }
+            };
+        let mut expected = BTreeSet::new();
+        for (id, body) in bodies {
+            for field in &c.tag_fields {
+                for tag in body.get(field).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
+                    expected.insert((field.clone(), tag.to_string(), id.clone()));
+                }
+            }
+        }
+        for (field, tag, id) in expected.symmetric_difference(&stored).filter(|(_, _, id)| !damaged.contains(id)) {
+            let detail = if stored.contains(&(field.clone(), tag.clone(), id.clone())) {
+                format!("the tags index lists tag {tag:?} of `{field}` that the body does not have")
+            } else {
+                format!("the tags index lacks tag {tag:?} of `{field}`")
+            };
+            report.problems.push(Problem::record(ProblemKind::Index, c.name(), id, detail));
+        }
+    }
+    check_fulltext(conn, c, bodies, damaged, report)
+}
+
+fn check_fulltext(
+    conn: &Connection,
+    c: &Collection,
+    bodies: &BTreeMap<String, Map<String, Value>>,
+    damaged: &BTreeSet<String>,
+    report: &mut CheckReport,
+) -> Result<()> {
+    if c.fulltext_fields.is_empty() {
+        return Ok(());
+    }
+    let (fts, ids) = (quote(&crate::search::fts_table(c.name())), quote(&crate::search::fts_ids_table(c.name())));
+    let columns: Vec<String> = c.fulltext_fields.iter().map(|f| quote(f)).collect();
+    let sql = format!(
+        "SELECT f.id, {} FROM {ids} i JOIN {fts} f ON f.rowid = i.fts_rowid WHERE i.id = ?1",
+        columns.join(", ")
+    );
+    for (id, body) in bodies {
+        let row = conn.prepare_cached(&sql)?.query_row([id], |r| {
+            let mut values = Vec::new();
+            for i in 0..=columns.len() {
+                values.push(r.get::<_, Option<String>>(i)?);
+            }
+            Ok(values)
+        });
+        let detail = match row.optional() {
+            Err(e) => Some(format!("its full-text row cannot be read: {e}")),
+            Ok(None) => Some("it is missing from the full-text index".to_string()),
+            Ok(Some(values)) => {
+                let mut expected = vec![Some(id.clone())];
+                expected.extend(c.fulltext_fields.iter().map(|f| crate::search::field_text(body, f)));
+                (values != expected).then(|| "its full-text row differs from its body".to_string())
+            }
+        };
+        if let Some(detail) = detail {
+            report.problems.push(Problem::record(ProblemKind::FullText, c.name(), id, detail));
+        }
+    }
+    let indexed = count(conn, &format!("SELECT count(*) FROM {ids}"))?;
+    if indexed != bodies.len() as i64 && damaged.is_empty() {
+        let detail = format!("the full-text index lists {indexed} records, {} are live and whole", bodies.len());
+        report.problems.push(Problem::new(ProblemKind::FullText, c.name(), detail));
+    }
+    Ok(())
+}
+
+/// Every change-log row's hash; seqs 1..max with no gap; every prev_seq pointing back.
+fn check_change_log(conn: &Connection, report: &mut CheckReport, progress: Progress<'_>) -> Result<()> {
+    let max: u64 = conn.query_row("SELECT coalesce(max(seq), 0) FROM cairn_changes", [], |r| r.get(0))?;
+    let mut expected = 1u64;
+    let seqs: Vec<u64> = conn
+        .prepare("SELECT seq FROM cairn_changes ORDER BY seq")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for seq in seqs {
+        report.changes += 1;
+        if report.changes.is_multiple_of(1000) {
+            progress("change log", report.changes, max);
+        }
+        if seq != expected {
+            let detail = format!("entries {expected} to {} are missing", seq - 1);
+            report.problems.push(Problem::new(ProblemKind::ChangeLog, "change log", detail));
+        }
+        expected = seq + 1;
+        let located = |detail: String| Problem {
+            seq: Some(seq),
+            ..Problem::new(ProblemKind::ChangeLog, format!("change log entry {seq}"), detail)
+        };
+        match crate::changes::verified_row(conn, seq) {
+            Ok(Some(row)) if row.prev_seq.is_some_and(|p| p >= seq) => {
+                report.problems.push(located(format!("it names a later entry {:?} as its predecessor", row.prev_seq)));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let mut problem = located(error_detail(&e));
+                let owner: Option<(String, String)> = conn
+                    .query_row("SELECT collection, record_id FROM cairn_changes WHERE seq = ?1", [seq], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()
+                    .unwrap_or(None);
+                if let Some((collection, id)) = owner {
+                    problem.collection = Some(collection);
+                    problem.id = Some(id);
+                }
+                report.problems.push(problem);
+            }
+        }
+    }
+    progress("change log", report.changes, max);
+    Ok(())
+}
+
+/// Reference counts against the links of the live records.
+fn check_refs(conn: &Connection, report: &mut CheckReport) -> Result<()> {
+    let (counts, dangling) = match crate::blob::count_links(conn) {
+        Ok(found) => found,
+        Err(e) if e.is_corruption() => {
+            let detail = format!("not checked: a record could not be read ({e})");
+            report.problems.push(Problem::new(ProblemKind::BlobRefs, "reference counts", detail));
+            return Ok(());
+        }
+        Err(e) => return Err(e),
+    };
+    for (collection, id, field, hash) in dangling {
+        let detail = format!("field `{field}` links blob {hash}, which the store does not have");
+        report
+            .problems
+            .push(Problem { hash: Some(hash), ..Problem::record(ProblemKind::BlobRefs, &collection, &id, detail) });
+    }
+    let rows: Vec<(String, u64)> = conn
+        .prepare("SELECT hash, refs FROM cairn_blobs")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (hash, refs) in rows {
+        let actual = counts.get(&hash).copied().unwrap_or(0);
+        if actual != refs {
+            let detail = format!("its count is {refs}, the records link it {actual} times");
+            report.problems.push(Problem {
+                hash: Some(hash.clone()),
+                ..Problem::new(ProblemKind::BlobRefs, format!("blob {hash}"), detail)
+            });
+        }
+    }
+    Ok(())
+}

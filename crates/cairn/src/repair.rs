@@ -1,0 +1,360 @@
+//! `repair` (SAFE-3): puts right what `check` found, from the store itself and from backups,
+//! and sets aside what it cannot. It never deletes.
+//!
+//! Order:
+//! 1. the damaged state is copied into `quarantine/repair-<time>/` (`store.db`, its WAL,
+//!    damaged blob files, the check report) before anything changes;
+//! 2. damaged change-log entries (which hold the record bodies) are restored byte for byte
+//!    from the newest verified backup whose copy of that entry verifies; the seq names one
+//!    entry forever, so the backup's is the original;
+//! 3. record rows that are damaged, missing or disagree with the change log are rebuilt from
+//!    the newest entry the log holds for their id (everything in a record row is derived from
+//!    the log); rows no entry ever wrote, and records whose newest entry could not be
+//!    restored, are moved out of the table into the quarantine folder's `records.jsonl`;
+//! 4. damaged or missing blobs are copied back from the newest verified backup holding a good
+//!    copy; the damaged file goes to the quarantine folder;
+//! 5. derived structures are rebuilt: SQLite's indexes (`REINDEX`), value columns, tag and
+//!    full-text indexes, blob reference counts;
+//! 6. `check` runs again, and the report says what was repaired and what remains.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::backup::{self, BackupStatus, Manifest, Progress};
+use crate::check::{CheckOptions, CheckReport, ProblemKind};
+use crate::collection::Collection;
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::sql::quote;
+use crate::store::{Store, DB_FILE, QUARANTINE_DIR};
+use crate::writer::Tx;
+
+/// What [`Store::repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct RepairReport {
+    /// Where the damaged state was copied, and what could not be repaired was moved.
+    pub quarantine: PathBuf,
+    /// Problems `check` found before.
+    pub problems_before: usize,
+    /// Change-log entries restored from a backup (seq, backup id).
+    pub changes_restored: Vec<(u64, String)>,
+    /// Record rows rebuilt from the change log (`collection/id`).
+    pub records_rebuilt: Vec<String>,
+    /// Records moved into quarantine (`collection/id`, why).
+    pub records_quarantined: Vec<(String, String)>,
+    /// Blobs restored from a backup (hash, backup id).
+    pub blobs_restored: Vec<(String, String)>,
+    /// Blobs no backup had a good copy of.
+    pub blobs_unrepaired: Vec<String>,
+    /// The check after the repair.
+    pub after: CheckReport,
+}
+
+impl Store {
+    /// Repairs what `check` finds; see the module docs. Runs `check` before and after.
+    pub fn repair(&self, progress: Progress<'_>) -> Result<RepairReport> {
+        let before = self.check(&CheckOptions::default(), progress)?;
+        if before.is_ok() {
+            return Ok(RepairReport { after: before, ..RepairReport::default() });
+        }
+        let quarantine = fsutil::unique_dir(&self.dir().join(QUARANTINE_DIR), "repair")?;
+        let mut report = RepairReport {
+            quarantine: quarantine.clone(),
+            problems_before: before.problems.len(),
+            ..RepairReport::default()
+        };
+        self.copy_damaged_state(&quarantine, &before)?;
+        let backups = good_backups(self.dir())?;
+
+        // 2. Change-log entries, from the newest backup whose copy verifies.
+        let mut seqs: Vec<u64> = before
+            .problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::ChangeLog | ProblemKind::Record))
+            .filter_map(|p| p.seq)
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        let intact = |seq: u64| -> Result<bool> {
+            Ok(crate::changes::verified_row(&*self.reader()?, seq).is_ok_and(|r| r.is_some()))
+        };
+        for seq in seqs {
+            if intact(seq)? {
+                continue;
+            }
+            for (dir, manifest) in backups.iter().filter(|(_, m)| m.seq >= seq) {
+                let Some(row) = backup_change_row(dir, seq)? else { continue };
+                self.write(move |tx| {
+                    tx.conn.execute(
+                        "INSERT OR REPLACE INTO cairn_changes (seq, collection, record_id, op, version, actor, at, deleted, prev_seq, after, sha256)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                        rusqlite::params_from_iter(row),
+                    )?;
+                    Ok(())
+                })?;
+                if intact(seq)? {
+                    report.changes_restored.push((seq, manifest.id.clone()));
+                    break;
+                }
+            }
+        }
+
+        // 3. Record rows, from the change log.
+        let mut targets: Vec<(String, String)> = before
+            .problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::Record | ProblemKind::ChangeLog))
+            .filter_map(|p| Some((p.collection.clone()?, p.id.clone()?)))
+            .collect();
+        targets.sort();
+        targets.dedup();
+        let records_file = quarantine.join("records.jsonl");
+        let (rebuilt, quarantined) = self.write(move |tx| {
+            let (mut rebuilt, mut quarantined) = (Vec::new(), Vec::new());
+            let mut out = Vec::new();
+            for (collection, id) in targets {
+                let Ok(c) = tx.collection(&collection) else { continue };
+                match rebuild_row(tx, &c, &id)? {
+                    Ok(()) => rebuilt.push(format!("{collection}/{id}")),
+                    Err(why) => {
+                        if let Some(raw) = raw_row(tx.conn, &c, &id)? {
+                            out.extend_from_slice(
+                                serde_json::json!({"collection": collection, "id": id, "why": why, "row": raw})
+                                    .to_string()
+                                    .as_bytes(),
+                            );
+                            out.push(b'\n');
+                            tx.conn.prepare_cached(&c.sql.delete)?.execute([&id])?;
+                            crate::search::update_fts(tx.conn, &c, &id, None)?;
+                        }
+                        quarantined.push((format!("{collection}/{id}"), why));
+                    }
+                }
+            }
+            if !out.is_empty() {
+                fsutil::write_durably(&records_file, &out)?;
+            }
+            Ok((rebuilt, quarantined))
+        })?;
+        report.records_rebuilt = rebuilt;
+        report.records_quarantined = quarantined;
+
+        // 4. Blobs.
+        for problem in before.of_kind(ProblemKind::Blob) {
+            let Some(hash) = &problem.hash else { continue };
+            match self.restore_blob_from(hash, &backups, &quarantine)? {
+                Some(id) => report.blobs_restored.push((hash.clone(), id)),
+                None => report.blobs_unrepaired.push(hash.clone()),
+            }
+        }
+
+        // 5. Derived structures.
+        self.write(|tx| {
+            tx.conn.execute_batch("REINDEX")?;
+            for c in crate::collection::load_all(tx.conn)? {
+                rebuild_indexes(tx.conn, &c)?;
+            }
+            Ok(())
+        })?;
+        if let Err(e) = self.rebuild_blob_refs() {
+            tracing::warn!(error = %e, "reference counts could not be rebuilt");
+        }
+        report.after = self.check(&CheckOptions::default(), progress)?;
+        fsutil::write_durably(
+            &quarantine.join("repair.json"),
+            &serde_json::to_vec_pretty(&report).unwrap_or_default(),
+        )?;
+        Ok(report)
+    }
+
+    /// Copies `store.db`, its WAL and the damaged blobs into `to`, while no write can commit.
+    fn copy_damaged_state(&self, to: &Path, before: &CheckReport) -> Result<()> {
+        let dir = self.dir().to_path_buf();
+        let to = to.to_path_buf();
+        let blobs: Vec<PathBuf> = before
+            .of_kind(ProblemKind::Blob)
+            .filter_map(|p| p.hash.as_ref())
+            .flat_map(|h| {
+                [crate::blob::Codec::Raw, crate::blob::Codec::Zstd].map(|c| crate::blob::blob_path(&dir, h, c))
+            })
+            .filter(|p| p.exists())
+            .collect();
+        let report = serde_json::to_vec_pretty(before).unwrap_or_default();
+        self.write(move |_tx| {
+            for name in [DB_FILE.to_string(), format!("{DB_FILE}-wal")] {
+                let from = dir.join(&name);
+                if from.exists() {
+                    std::fs::copy(&from, to.join(&name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
+                }
+            }
+            for blob in &blobs {
+                let target = to.join(blob.file_name().unwrap_or_default());
+                std::fs::copy(blob, &target).map_err(|e| Error::io("copy into quarantine", blob, e))?;
+            }
+            fsutil::write_durably(&to.join("check-before.json"), &report)
+        })
+    }
+
+    /// Replaces a blob's file with a good copy from the newest backup holding one; the
+    /// damaged file moves into `quarantine`. Returns the backup used.
+    fn restore_blob_from(
+        &self,
+        hash: &str,
+        backups: &[(PathBuf, Manifest)],
+        quarantine: &Path,
+    ) -> Result<Option<String>> {
+        let info = self.blob(hash)?;
+        let live = crate::blob::blob_path(self.dir(), hash, info.codec);
+        let rel = crate::blob::blob_path(Path::new(""), hash, info.codec);
+        let rel_text = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+        for (dir, manifest) in backups {
+            let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
+            let source = dir.join(&rel);
+            let Ok((size, sha)) = fsutil::hash_file(&source) else { continue };
+            if size != entry.size || sha != entry.sha256 {
+                continue;
+            }
+            if let Some(parent) = live.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
+            }
+            let staged = live.with_extension("repair");
+            let _ = std::fs::remove_file(&staged);
+            fsutil::copy_hashed(&source, &staged)?;
+            if live.exists() {
+                let aside =
+                    quarantine.join(format!("{}.damaged", live.file_name().unwrap_or_default().to_string_lossy()));
+                std::fs::rename(&live, &aside).map_err(|e| Error::io("move into quarantine", &live, e))?;
+            }
+            std::fs::rename(&staged, &live).map_err(|e| Error::io("move into place", &staged, e))?;
+            if let Some(parent) = live.parent() {
+                fsutil::sync_dir(parent)?;
+            }
+            let ok = self.open_blob(hash).and_then(|mut r| {
+                std::io::copy(&mut r, &mut std::io::sink())
+                    .map_err(|e| Error::Corruption { location: hash.to_string(), detail: e.to_string() })
+            });
+            if ok.is_ok() {
+                return Ok(Some(manifest.id.clone()));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The verified backups of a store, newest first.
+fn good_backups(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
+    Ok(backup::list_backups(&backup::backups_dir(dir))?
+        .into_iter()
+        .filter(|b| b.status == BackupStatus::Good)
+        .filter_map(|b| b.manifest.map(|m| (b.path, m)))
+        .collect())
+}
+
+/// Change-log entry `seq` of a backup, when the backup's copy verifies.
+fn backup_change_row(dir: &Path, seq: u64) -> Result<Option<Vec<rusqlite::types::Value>>> {
+    let conn = Connection::open_with_flags(dir.join(DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    if !crate::changes::verified_row(&conn, seq).is_ok_and(|r| r.is_some()) {
+        return Ok(None);
+    }
+    let row = conn
+        .query_row(
+            "SELECT seq, collection, record_id, op, version, actor, at, deleted, prev_seq, after, sha256 FROM cairn_changes WHERE seq = ?1",
+            [seq],
+            |r| (0..11).map(|i| r.get::<_, rusqlite::types::Value>(i)).collect::<rusqlite::Result<Vec<_>>>(),
+        )
+        .optional()?;
+    Ok(row)
+}
+
+/// A record row as JSON, whatever state it is in, for the quarantine file.
+fn raw_row(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Value>> {
+    let sql = format!(
+        "SELECT id, version, created_at, updated_at, deleted_at, seq, hex(sha256) FROM {} WHERE id = ?1",
+        quote(&c.table)
+    );
+    let row = conn
+        .query_row(&sql, [id], |r| {
+            Ok(serde_json::json!({
+                "id": r.get::<_, rusqlite::types::Value>(0).map(|v| format!("{v:?}"))?,
+                "version": r.get::<_, Option<i64>>(1).ok().flatten(),
+                "created_at": r.get::<_, Option<i64>>(2).ok().flatten(),
+                "updated_at": r.get::<_, Option<i64>>(3).ok().flatten(),
+                "deleted_at": r.get::<_, Option<i64>>(4).ok().flatten(),
+                "seq": r.get::<_, Option<i64>>(5).ok().flatten(),
+                "sha256": r.get::<_, Option<String>>(6).ok().flatten(),
+            }))
+        })
+        .optional()?;
+    Ok(row)
+}
+
+/// Rebuilds record `id`'s row from the newest change-log entry for it. The inner error says
+/// why it cannot be (the entry is damaged, or no entry wrote this id).
+fn rebuild_row(tx: &mut Tx<'_>, c: &Collection, id: &str) -> Result<std::result::Result<(), String>> {
+    let latest = crate::check::latest_changes(tx.conn, c.name())?;
+    let Some((seq, op)) = latest.get(id).cloned() else {
+        return Ok(Err("no change-log entry ever wrote this id".into()));
+    };
+    let Ok(Some(row)) = crate::changes::verified_row(tx.conn, seq) else {
+        return Ok(Err(format!("change log entry {seq} is damaged and no verified backup has a good copy")));
+    };
+    tx.conn.prepare_cached(&c.sql.delete)?.execute([id])?;
+    if op == "purge" {
+        return Ok(Ok(()));
+    }
+    let stored: Vec<u8> = tx.conn.query_row("SELECT after FROM cairn_changes WHERE seq = ?1", [seq], |r| r.get(0))?;
+    let bytes = crate::compress::body_bytes(tx.conn, &stored)?.into_owned();
+    let body: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap_or_default();
+    let created_at = crate::check::created_at(tx.conn, seq, &row).unwrap_or(row.at);
+    let deleted_at = row.deleted.then_some(row.at);
+    let columns: Vec<rusqlite::types::Value> = c
+        .sql
+        .value_fields
+        .iter()
+        .map(|f| {
+            body.get(&f.name)
+                .filter(|_| !row.deleted)
+                .map_or(rusqlite::types::Value::Null, |v| crate::index::column_value(f, v))
+        })
+        .collect();
+    let sha = crate::record::sha256(&bytes);
+    let fixed: [&dyn rusqlite::ToSql; 7] =
+        [&id, &(row.version as i64), &created_at, &row.at, &deleted_at, &(seq as i64), &sha.as_slice()];
+    tx.conn.prepare_cached(&c.sql.insert)?.execute(rusqlite::params_from_iter(
+        fixed.into_iter().chain(columns.iter().map(|v| v as &dyn rusqlite::ToSql)),
+    ))?;
+    Ok(Ok(()))
+}
+
+/// Refills value columns, the tags table and the full-text index of a collection from the
+/// live bodies.
+fn rebuild_indexes(conn: &Connection, c: &Collection) -> Result<()> {
+    let table = quote(&c.table);
+    if !c.tag_fields.is_empty() {
+        conn.execute(&format!("DELETE FROM {}", quote(&crate::sql::tags_table(c.name()))), [])?;
+    }
+    let mut scan = crate::record::ScanOptions::default();
+    loop {
+        let page = crate::record::scan(conn, c, &scan)?;
+        let Some(last) = page.last() else { break };
+        scan.after = Some(last.id.clone());
+        for record in &page {
+            for f in &c.sql.value_fields {
+                let value =
+                    record.body.get(&f.name).map_or(rusqlite::types::Value::Null, |v| crate::index::column_value(f, v));
+                conn.prepare_cached(&format!(
+                    "UPDATE {table} SET {} = ?2 WHERE id = ?1",
+                    quote(&crate::sql::value_column(&f.name))
+                ))?
+                .execute(params![record.id, value])?;
+            }
+            crate::index::update_tags(conn, c, &record.id, None, Some(&record.body))?;
+        }
+    }
+    let without = Collection { fulltext_fields: Vec::new(), ..c.clone() };
+    crate::search::sync_fts(conn, Some(&without), c, &mut |_| {})
+}
