@@ -375,11 +375,11 @@ const CHANGE_SELECT: &str =
 fn change_from_row(conn: &Connection, row: &Row<'_>) -> Result<(Change, Option<u64>)> {
     let seq: u64 = row.get(0)?;
     let corrupt = |detail: String| Error::Corruption { location: format!("change log entry {seq}"), detail };
-    let op_text: String = row.get(3)?;
+    let op_text = crate::sql::text_at(row, 3)?;
     let op = ChangeOp::parse(&op_text).ok_or_else(|| corrupt(format!("unknown op {op_text:?}")))?;
-    let collection: String = row.get(1)?;
-    let id: String = row.get(2)?;
-    let actor: String = row.get(5)?;
+    let collection = crate::sql::text_at(row, 1)?;
+    let id = crate::sql::text_at(row, 2)?;
+    let actor = crate::sql::text_at(row, 5)?;
     let decode = |b: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
         b.map(|b| crate::compress::body_bytes(conn, &b).map(|d| d.into_owned())).transpose().map_err(|e| match e {
             Error::Corruption { location, detail } => corrupt(format!("{location}: {detail}")),

@@ -121,6 +121,9 @@ pub struct CheckReport {
     pub blob_bytes: u64,
     /// Everything wrong; empty when the store is whole.
     pub problems: Vec<Problem>,
+    /// Stray files found at open and now, moved into quarantine unless the store is open
+    /// read-only (then they are also problems).
+    pub strays: Vec<crate::guard::StrayFile>,
 }
 
 impl CheckReport {
@@ -140,7 +143,9 @@ impl Store {
     /// only when the database cannot be read at all. Stray files found by the guard when the
     /// store was opened are included.
     pub fn check(&self, options: &CheckOptions, progress: Progress<'_>) -> Result<CheckReport> {
-        let mut report = CheckReport::default();
+        // Strays first: SQLite would take a stray `store.db-journal` for its own hot journal.
+        let mut report = CheckReport { strays: self.strays().to_vec(), ..CheckReport::default() };
+        report.strays.extend(crate::guard::sweep(self.dir(), self.is_read_only())?);
         let conn = self.reader()?;
         integrity(&conn, &mut report)?;
         wal_header(self.dir(), &conn, &mut report)?;
@@ -159,12 +164,16 @@ impl Store {
         for c in &collections {
             let mut bodies = BTreeMap::new();
             let before = report.problems.len();
-            check_records(&conn, c, &mut report, &mut bodies, &mut |done| progress("records", done, total as u64))?;
+            let checked =
+                check_records(&conn, c, &mut report, &mut bodies, &mut |done| progress("records", done, total as u64));
+            unchecked(&mut report, ProblemKind::Record, c.name(), checked);
             // Index entries of records already reported damaged say nothing new.
             let damaged: BTreeSet<String> = report.problems[before..].iter().filter_map(|p| p.id.clone()).collect();
-            check_indexes(&conn, c, &bodies, &damaged, &mut report)?;
+            let checked = check_indexes(&conn, c, &bodies, &damaged, &mut report);
+            unchecked(&mut report, ProblemKind::Index, c.name(), checked);
         }
-        check_change_log(&conn, &mut report, progress)?;
+        let checked = check_change_log(&conn, &mut report, progress);
+        unchecked(&mut report, ProblemKind::ChangeLog, "change log", checked);
         drop(conn);
         if options.blobs {
             let blobs = self.verify_blobs(&mut |done, total| progress("blobs", done, total))?;
@@ -183,15 +192,27 @@ impl Store {
                 });
             }
         }
-        check_refs(&*self.reader()?, &mut report)?;
-        for stray in self.strays() {
-            report.problems.push(Problem::new(
-                ProblemKind::StrayFile,
-                stray.path.display().to_string(),
-                stray.describe(),
-            ));
+        let conn = self.reader()?;
+        let checked = check_blob_rows(self.dir(), &conn, &mut report);
+        unchecked(&mut report, ProblemKind::Blob, "blob table", checked);
+        let checked = check_refs(&conn, &mut report);
+        unchecked(&mut report, ProblemKind::BlobRefs, "reference counts", checked);
+        for stray in report.strays.iter().filter(|s| s.moved_to.is_none()) {
+            let (location, detail) = (stray.path.display().to_string(), stray.describe());
+            report.problems.push(Problem::new(ProblemKind::StrayFile, location, detail));
         }
         Ok(report)
+    }
+}
+
+/// A check that could not finish (SQLite could not read what it needed) is itself a problem;
+/// the other checks still run.
+fn unchecked(report: &mut CheckReport, kind: ProblemKind, location: &str, outcome: Result<()>) {
+    if let Err(e) = outcome {
+        let detail = format!("could not be checked: {}", error_detail(&e));
+        let problem = Problem::new(kind, location, detail);
+        let collection = matches!(kind, ProblemKind::Record | ProblemKind::Index).then(|| location.to_string());
+        report.problems.push(Problem { collection, ..problem });
     }
 }
 
@@ -257,21 +278,29 @@ fn check_records(
     bodies: &mut BTreeMap<String, Map<String, Value>>,
     progress: &mut dyn FnMut(u64),
 ) -> Result<()> {
-    let ids: Vec<String> = match conn
+    let listed: Vec<rusqlite::types::Value> = match conn
         .prepare(&format!("SELECT id FROM {} ORDER BY id", quote(&c.table)))?
-        .query_map([], |r| r.get(0))?
+        .query_map([], |r| crate::sql::value_at(r, 0))?
         .collect::<rusqlite::Result<_>>()
     {
         Ok(ids) => ids,
         Err(e) => {
-            report.problems.push(Problem::new(
-                ProblemKind::Integrity,
-                c.name(),
-                format!("its records cannot be listed: {e}"),
-            ));
+            let detail = format!("its records cannot be listed: {e}");
+            report.problems.push(Problem::new(ProblemKind::Integrity, c.name(), detail));
             return Ok(());
         }
     };
+    let mut ids = Vec::new();
+    for id in listed {
+        match id {
+            rusqlite::types::Value::Text(id) => ids.push(id),
+            other => {
+                let detail = format!("a record's id is not text: {other:?}");
+                let problem = Problem::new(ProblemKind::Record, format!("{}/?", c.name()), detail);
+                report.problems.push(Problem { collection: Some(c.name().to_string()), ..problem });
+            }
+        }
+    }
     let expected = latest_changes(conn, c.name())?;
     let present: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     for (id, (seq, op)) in &expected {
@@ -307,17 +336,19 @@ fn check_records(
             Ok(None) => Some(format!("change log entry {} that wrote it is missing", record.seq)),
             Err(e) => Some(format!("change log entry {} that wrote it is damaged: {}", record.seq, error_detail(&e))),
             Ok(Some(row)) => {
-                let created = created_at(conn, record.seq, &row);
+                let times = row_times(conn, record.seq, &row);
                 if row.collection != c.name() || row.id != id {
                     Some(format!("change log entry {} belongs to `{}/{}`", record.seq, row.collection, row.id))
                 } else if row.version != record.version {
                     Some(format!("its version {} is not the change log's {}", record.version, row.version))
                 } else if row.deleted != record.deleted_at.is_some() {
                     Some("its deleted state disagrees with the change log".to_string())
-                } else if row.at != record.updated_at.0 || record.deleted_at.is_some_and(|d| d.0 > row.at) {
+                } else if row.at != record.updated_at.0 {
                     Some("its update time disagrees with the change log".to_string())
-                } else if created.is_some_and(|t| t != record.created_at.0) {
+                } else if times.is_some_and(|(created, _)| created != record.created_at.0) {
                     Some("its creation time disagrees with the change log".to_string())
+                } else if times.is_some_and(|(_, deleted)| deleted != record.deleted_at.map(|d| d.0)) {
+                    Some("its deletion time disagrees with the change log".to_string())
                 } else {
                     None
                 }
@@ -349,33 +380,41 @@ pub(crate) fn latest_changes(conn: &Connection, collection: &str) -> Result<BTre
     // SQLite takes the bare column `op` from the row holding max(seq).
     let rows = conn
         .prepare("SELECT record_id, max(seq), op FROM cairn_changes WHERE collection = ?1 AND record_id != '' AND seq > ?2 GROUP BY record_id")?
-        .query_map(rusqlite::params![collection, since], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))?
+        .query_map(rusqlite::params![collection, since], |r| {
+            Ok((crate::sql::text_at(r, 0)?, (r.get(1)?, crate::sql::text_at(r, 2)?)))
+        })?
         .collect::<rusqlite::Result<_>>()?;
     Ok(rows)
 }
 
-/// The time of the change that created the record's current incarnation: walking back the
-/// chain to the first entry, or to the one after a purge. `None` when the chain is damaged
-/// (reported by the change-log check).
-pub(crate) fn created_at(conn: &Connection, seq: u64, row: &crate::changes::ChangeRow) -> Option<i64> {
-    let mut at = row.at;
+/// When the record's current incarnation was created, and since when it is deleted (if it
+/// is): walking back its chain to the first entry or the one after a purge, and through the
+/// run of deleted entries at its head. `None` when the chain is damaged (reported by the
+/// change-log check).
+pub(crate) fn row_times(conn: &Connection, seq: u64, row: &crate::changes::ChangeRow) -> Option<(i64, Option<i64>)> {
+    let (mut created, mut deleted_since) = (row.at, row.deleted.then_some(row.at));
+    let mut in_deleted_run = row.deleted;
     let mut prev = row.prev_seq;
     let mut steps = 0;
     while let Some(p) = prev {
-        let (op, p_at, p_prev): (String, i64, Option<u64>) = conn
-            .prepare_cached("SELECT op, at, prev_seq FROM cairn_changes WHERE seq = ?1")
+        let (op, at, deleted, p_prev): (String, i64, bool, Option<u64>) = conn
+            .prepare_cached("SELECT op, at, deleted, prev_seq FROM cairn_changes WHERE seq = ?1")
             .ok()?
-            .query_row([p], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_row([p], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .optional()
             .ok()??;
         steps += 1;
         if op == "purge" || p >= seq || steps > 1_000_000 {
             break;
         }
-        at = p_at;
+        in_deleted_run &= deleted;
+        if in_deleted_run {
+            deleted_since = Some(at);
+        }
+        created = at;
         prev = p_prev;
     }
-    Some(at)
+    Some((created, deleted_since))
 }
 
 fn error_detail(e: &Error) -> String {
@@ -397,7 +436,7 @@ fn check_indexes(
     for f in &c.sql.value_fields {
         let sql = format!("SELECT {} FROM {table} WHERE id = ?1", quote(&value_column(&f.name)));
         for (id, body) in bodies {
-            let stored: rusqlite::types::Value = conn.prepare_cached(&sql)?.query_row([id], |r| r.get(0))?;
+            let stored = conn.prepare_cached(&sql)?.query_row([id], |r| crate::sql::value_at(r, 0))?;
             let expected = body.get(&f.name).map_or(rusqlite::types::Value::Null, |v| crate::index::column_value(f, v));
             if stored != expected {
                 let detail = format!("index column of `{}` holds {stored:?}, the body says {expected:?}", f.name);
@@ -407,18 +446,23 @@ fn check_indexes(
     }
     if !c.tag_fields.is_empty() {
         let sql = format!("SELECT field, tag, id FROM {}", quote(&tags_table(c.name())));
-        let stored: BTreeSet<(String, String, String)> =
-            match conn.prepare(&sql)?.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect() {
-                Ok(rows) => rows,
-                Err(e) => {
-                    report.problems.push(Problem::new(
-                        ProblemKind::Index,
-                        c.name(),
-                        format!("its tags index cannot be read: {e}"),
-                    ));
-                    BTreeSet::new()
-                }
-            };
+        let stored: BTreeSet<(String, String, String)> = match conn
+            .prepare(&sql)?
+            .query_map([], |r| {
+                Ok((crate::sql::text_at(r, 0)?, crate::sql::text_at(r, 1)?, crate::sql::text_at(r, 2)?))
+            })?
+            .collect()
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                report.problems.push(Problem::new(
+                    ProblemKind::Index,
+                    c.name(),
+                    format!("its tags index cannot be read: {e}"),
+                ));
+                BTreeSet::new()
+            }
+        };
         let mut expected = BTreeSet::new();
         for (id, body) in bodies {
             for field in &c.tag_fields {
@@ -528,6 +572,37 @@ fn check_change_log(conn: &Connection, report: &mut CheckReport, progress: Progr
         }
     }
     progress("change log", report.changes, max);
+    Ok(())
+}
+
+/// Each blob row's codec is one cairn writes, and its file has the size the row says.
+fn check_blob_rows(dir: &Path, conn: &Connection, report: &mut CheckReport) -> Result<()> {
+    let rows: Vec<(String, String, u64)> = conn
+        .prepare("SELECT hash, codec, stored_size FROM cairn_blobs")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let already: BTreeSet<String> = report.of_kind(ProblemKind::Blob).filter_map(|p| p.hash.clone()).collect();
+    for (hash, codec, stored_size) in rows.into_iter().filter(|r| !already.contains(&r.0)) {
+        let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let detail = if !valid_hash {
+            Some("its hash is not a SHA-256".to_string())
+        } else if codec != "raw" && codec != "zstd" {
+            Some(format!("unknown codec {codec:?}"))
+        } else {
+            let path = crate::blob::blob_path(dir, &hash, crate::blob::Codec::parse(&codec));
+            match std::fs::metadata(&path) {
+                Ok(m) if m.len() == stored_size => None,
+                Ok(m) => Some(format!("its file is {} bytes, the store says {stored_size}", m.len())),
+                Err(_) => Some("its file is missing".to_string()),
+            }
+        };
+        if let Some(detail) = detail {
+            report.problems.push(Problem {
+                hash: Some(hash.clone()),
+                ..Problem::new(ProblemKind::Blob, format!("blob {hash}"), detail)
+            });
+        }
+    }
     Ok(())
 }
 

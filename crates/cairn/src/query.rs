@@ -647,14 +647,14 @@ fn run_plan(conn: &Connection, c: &Collection, query: &Query, plan: &Plan) -> Re
     while let Some(row) = rows.next()? {
         let id: String = row.get(0)?;
         let keys: Vec<SqlVal> = (0..plan.keys)
-            .map(|i| row.get::<_, SqlValue>(3 + i).map(SqlVal::from_sql))
+            .map(|i| crate::sql::value_at(row, 3 + i).map(SqlVal::from_sql))
             .collect::<rusqlite::Result<_>>()?;
         let base = 3 + plan.keys;
         let mut fields = Map::new();
         match &plan.columns {
             Some(columns) => {
                 for (i, f) in columns.iter().enumerate() {
-                    if let Some(v) = index::column_json(f, row.get(base + i)?) {
+                    if let Some(v) = index::column_json(f, crate::sql::value_at(row, base + i)?) {
                         fields.insert(f.name.clone(), v);
                     }
                 }

@@ -135,6 +135,31 @@ impl Store {
                     }
                 }
             }
+            // Rows whose id is not text cannot be named by id: set aside by their bytes.
+            for c in crate::collection::load_all(tx.conn)? {
+                let table = quote(&c.table);
+                let invalid: Vec<Vec<u8>> = tx
+                    .conn
+                    .prepare(&format!("SELECT CAST(id AS BLOB), typeof(id) FROM {table}"))?
+                    .query_map([], |r| {
+                        Ok((r.get::<_, Option<Vec<u8>>>(0)?.unwrap_or_default(), r.get::<_, String>(1)?))
+                    })?
+                    .filter_map(|row| row.ok())
+                    .filter(|(bytes, kind)| kind != "text" || std::str::from_utf8(bytes).is_err())
+                    .map(|(bytes, _)| bytes)
+                    .collect();
+                for bytes in invalid {
+                    let hex = crate::record::hex(&bytes);
+                    out.extend_from_slice(
+                        serde_json::json!({"collection": c.name(), "id_hex": hex, "why": "its id is not valid text"})
+                            .to_string()
+                            .as_bytes(),
+                    );
+                    out.push(b'\n');
+                    tx.conn.execute(&format!("DELETE FROM {table} WHERE CAST(id AS BLOB) = ?1"), [&bytes])?;
+                    quarantined.push((format!("{}/{hex}", c.name()), "its id is not valid text".to_string()));
+                }
+            }
             if !out.is_empty() {
                 fsutil::write_durably(&records_file, &out)?;
             }
@@ -143,13 +168,46 @@ impl Store {
         report.records_rebuilt = rebuilt;
         report.records_quarantined = quarantined;
 
-        // 4. Blobs.
-        for problem in before.of_kind(ProblemKind::Blob) {
-            let Some(hash) = &problem.hash else { continue };
-            match self.restore_blob_from(hash, &backups, &quarantine)? {
-                Some(id) => report.blobs_restored.push((hash.clone(), id)),
-                None => report.blobs_unrepaired.push(hash.clone()),
+        // 4. Blobs: damaged or missing files and rows, and links to blobs the store lost.
+        let mut hashes: Vec<String> = before
+            .problems
+            .iter()
+            .filter(|p| matches!(p.kind, ProblemKind::Blob | ProblemKind::BlobRefs))
+            .filter_map(|p| p.hash.clone())
+            .collect();
+        hashes.sort();
+        hashes.dedup();
+        let mut lost_rows = Vec::new();
+        for hash in hashes {
+            if self.blob_is_whole(&hash) {
+                continue;
             }
+            match self.restore_blob_from(&hash, &backups, &quarantine)? {
+                Some(id) => report.blobs_restored.push((hash, id)),
+                None => {
+                    if let Ok(info) = self.blob(&hash) {
+                        lost_rows.push(info);
+                    }
+                    report.blobs_unrepaired.push(hash);
+                }
+            }
+        }
+        if !lost_rows.is_empty() {
+            // Rows whose content no backup has: set aside, so that the blob table lists only
+            // what the store can deliver.
+            let file = quarantine.join("blobs.jsonl");
+            let lines: Vec<u8> = lost_rows
+                .iter()
+                .flat_map(|i| format!("{}\n", serde_json::to_string(i).unwrap_or_default()).into_bytes())
+                .collect();
+            fsutil::write_durably(&file, &lines)?;
+            let hashes: Vec<String> = lost_rows.into_iter().map(|i| i.hash).collect();
+            self.write(move |tx| {
+                for hash in &hashes {
+                    tx.conn.execute("DELETE FROM cairn_blobs WHERE hash = ?1", [hash])?;
+                }
+                Ok(())
+            })?;
         }
 
         // 5. Derived structures.
@@ -199,19 +257,28 @@ impl Store {
         })
     }
 
-    /// Replaces a blob's file with a good copy from the newest backup holding one; the
-    /// damaged file moves into `quarantine`. Returns the backup used.
+    /// True when a blob's row and file are right and its content matches its hash.
+    fn blob_is_whole(&self, hash: &str) -> bool {
+        let Ok(info) = self.blob(hash) else { return false };
+        let path = crate::blob::blob_path(self.dir(), hash, info.codec);
+        let sized = std::fs::metadata(path).is_ok_and(|m| m.len() == info.stored_size);
+        sized && self.open_blob(hash).is_ok_and(|mut r| std::io::copy(&mut r, &mut std::io::sink()).is_ok())
+    }
+
+    /// Restores a blob's row and file from the newest backup holding a good copy; a damaged
+    /// file moves into `quarantine`. Returns the backup used.
     fn restore_blob_from(
         &self,
         hash: &str,
         backups: &[(PathBuf, Manifest)],
         quarantine: &Path,
     ) -> Result<Option<String>> {
-        let info = self.blob(hash)?;
-        let live = crate::blob::blob_path(self.dir(), hash, info.codec);
-        let rel = crate::blob::blob_path(Path::new(""), hash, info.codec);
-        let rel_text = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
         for (dir, manifest) in backups {
+            let Some(row) = backup_blob_row(dir, hash)? else { continue };
+            let codec = crate::blob::Codec::parse(&row.3);
+            let live = crate::blob::blob_path(self.dir(), hash, codec);
+            let rel = crate::blob::blob_path(Path::new(""), hash, codec);
+            let rel_text = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
             let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
             let source = dir.join(&rel);
             let Ok((size, sha)) = fsutil::hash_file(&source) else { continue };
@@ -233,6 +300,16 @@ impl Store {
             if let Some(parent) = live.parent() {
                 fsutil::sync_dir(parent)?;
             }
+            self.write(move |tx| {
+                tx.conn.execute(
+                    "INSERT INTO cairn_blobs (hash, size, stored_size, codec, refs, created_at, unreferenced_since)
+                     VALUES (?1, ?2, ?3, ?4, 0, ?5, ?5)
+                     ON CONFLICT (hash) DO UPDATE SET size = excluded.size, stored_size = excluded.stored_size,
+                         codec = excluded.codec, created_at = excluded.created_at",
+                    params![row.0, row.1, row.2, row.3, row.4],
+                )?;
+                Ok(())
+            })?;
             let ok = self.open_blob(hash).and_then(|mut r| {
                 std::io::copy(&mut r, &mut std::io::sink())
                     .map_err(|e| Error::Corruption { location: hash.to_string(), detail: e.to_string() })
@@ -264,10 +341,23 @@ fn backup_change_row(dir: &Path, seq: u64) -> Result<Option<Vec<rusqlite::types:
         .query_row(
             "SELECT seq, collection, record_id, op, version, actor, at, deleted, prev_seq, after, sha256 FROM cairn_changes WHERE seq = ?1",
             [seq],
-            |r| (0..11).map(|i| r.get::<_, rusqlite::types::Value>(i)).collect::<rusqlite::Result<Vec<_>>>(),
+            |r| (0..11).map(|i| crate::sql::value_at(r, i)).collect::<rusqlite::Result<Vec<_>>>(),
         )
         .optional()?;
     Ok(row)
+}
+
+/// A blob's row: (hash, size, stored_size, codec, created_at).
+type BlobRow = (String, i64, i64, String, i64);
+
+/// A blob's row in a backup.
+fn backup_blob_row(dir: &Path, hash: &str) -> Result<Option<BlobRow>> {
+    let conn = Connection::open_with_flags(dir.join(DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn
+        .query_row("SELECT hash, size, stored_size, codec, created_at FROM cairn_blobs WHERE hash = ?1", [hash], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .optional()?)
 }
 
 /// A record row as JSON, whatever state it is in, for the quarantine file.
@@ -279,7 +369,7 @@ fn raw_row(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Value>>
     let row = conn
         .query_row(&sql, [id], |r| {
             Ok(serde_json::json!({
-                "id": r.get::<_, rusqlite::types::Value>(0).map(|v| format!("{v:?}"))?,
+                "id": crate::sql::value_at(r, 0).map(|v| format!("{v:?}"))?,
                 "version": r.get::<_, Option<i64>>(1).ok().flatten(),
                 "created_at": r.get::<_, Option<i64>>(2).ok().flatten(),
                 "updated_at": r.get::<_, Option<i64>>(3).ok().flatten(),
@@ -309,8 +399,8 @@ fn rebuild_row(tx: &mut Tx<'_>, c: &Collection, id: &str) -> Result<std::result:
     let stored: Vec<u8> = tx.conn.query_row("SELECT after FROM cairn_changes WHERE seq = ?1", [seq], |r| r.get(0))?;
     let bytes = crate::compress::body_bytes(tx.conn, &stored)?.into_owned();
     let body: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap_or_default();
-    let created_at = crate::check::created_at(tx.conn, seq, &row).unwrap_or(row.at);
-    let deleted_at = row.deleted.then_some(row.at);
+    let (created_at, deleted_at) =
+        crate::check::row_times(tx.conn, seq, &row).unwrap_or((row.at, row.deleted.then_some(row.at)));
     let columns: Vec<rusqlite::types::Value> = c
         .sql
         .value_fields

@@ -39,6 +39,34 @@ pub(crate) fn tags_table(collection: &str) -> String {
     format!("c_{collection}__tags")
 }
 
+/// Column `i` of a row as an owned value. rusqlite's own conversion panics on TEXT that is not
+/// UTF-8, which damaged data can hold; here such text comes back as a BLOB of its bytes.
+pub(crate) fn value_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<rusqlite::types::Value> {
+    use rusqlite::types::{Value, ValueRef};
+    Ok(match row.get_ref(i)? {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(n) => Value::Integer(n),
+        ValueRef::Real(x) => Value::Real(x),
+        ValueRef::Text(t) => match std::str::from_utf8(t) {
+            Ok(text) => Value::Text(text.to_string()),
+            Err(_) => Value::Blob(t.to_vec()),
+        },
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    })
+}
+
+/// Column `i` as text, with bytes that are not UTF-8 replaced: for reading rows that may be
+/// damaged, where the checksum that covers the text then reports the damage.
+pub(crate) fn text_at(row: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<String> {
+    use rusqlite::types::ValueRef;
+    Ok(match row.get_ref(i)? {
+        ValueRef::Text(t) | ValueRef::Blob(t) => String::from_utf8_lossy(t).into_owned(),
+        ValueRef::Integer(n) => n.to_string(),
+        ValueRef::Real(x) => x.to_string(),
+        ValueRef::Null => String::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

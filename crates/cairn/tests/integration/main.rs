@@ -1,5 +1,6 @@
 //! cairn's integration tests, one binary grouped by theme.
 
+mod backup;
 mod blobs;
 mod changelog;
 mod collections;
@@ -9,6 +10,7 @@ mod crash;
 mod integrity;
 mod query;
 mod records;
+mod repair;
 mod search;
 
 use std::io::BufRead;
