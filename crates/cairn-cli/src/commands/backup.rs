@@ -37,8 +37,8 @@ pub struct RestoreArgs {
     #[arg(long)]
     collection: Option<String>,
     /// With --collection: only this record.
-    #[arg(long, requires = "collection")]
-    id_only: Option<String>,
+    #[arg(long = "id", value_name = "ID", requires = "collection")]
+    record: Option<String>,
     /// Do not ask for confirmation.
     #[arg(long)]
     yes: bool,
@@ -147,7 +147,7 @@ fn age(seconds: i64) -> String {
 pub fn run_restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
     if let Some(collection) = &args.collection {
         let store = ctx.open_write()?;
-        let report = store.restore_records(&args.id, collection, args.id_only.as_deref())?;
+        let report = store.restore_records(&args.id, collection, args.record.as_deref())?;
         ctx.out.show(&report, || {
             println!(
                 "restored {} records of `{collection}` from {} as new versions ({} already equal, {} blobs copied back{})",
@@ -240,6 +240,9 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<()> {
             "checked {} collections, {} records, {} change-log entries, {} blobs ({} bytes)",
             report.collections, report.records, report.changes, report.blobs, report.blob_bytes
         );
+        for stray in &report.strays {
+            println!("stray file {}: {}", stray.path.display(), stray.reason);
+        }
         for p in &report.problems {
             println!("{:?} {}: {}", p.kind, p.location, p.detail);
         }

@@ -445,3 +445,67 @@ fn compact_train_then_a_fresh_process_reads_and_damage_is_reported() {
     assert_eq!(code(&out), 5, "{}", stderr(&out));
     assert!(stderr(&out).contains("compression dictionary"), "{}", stderr(&out));
 }
+
+#[test]
+fn backup_check_repair_and_restore_from_the_command_line() {
+    let (tmp, dir) = store_with_notes();
+    for i in 0..5 {
+        let body = format!(r#"{{"title": "note {i}", "n": {i}}}"#);
+        assert_eq!(code(&cairn(&dir, &["put", "notes", &format!("n{i}"), "--body", &body])), 0);
+    }
+    let out = cairn(&dir, &["--json", "backup", "create"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let id = json(&out)["id"].as_str().expect("id").to_string();
+    let out = cairn(&dir, &["--json", "backup", "list"]);
+    let list = json(&out);
+    let listed = list.as_array().expect("list");
+    assert!(listed.iter().any(|b| b["id"] == id.as_str() && b["status"] == "good"), "{list}");
+    assert!(listed.iter().any(|b| b["manifest"]["reason"] == "on_open"), "an automatic backup on open: {list}");
+    assert_eq!(code(&cairn(&dir, &["backup", "verify", &id])), 0);
+    assert_eq!(code(&cairn(&dir, &["backup", "verify", "nope"])), 4);
+    assert_eq!(code(&cairn(&dir, &["backup", "verify"])), 2, "an id or --all");
+    assert_eq!(code(&cairn(&dir, &["--json", "check"])), 0);
+
+    // Damage one body, the way a bad sector would: check says so (exit 5), repair fixes it.
+    let db = rusqlite::Connection::open(dir.join("store.db")).expect("db");
+    db.execute("UPDATE cairn_changes SET after = CAST(replace(CAST(after AS TEXT), 'note 3', 'note 8') AS BLOB) WHERE record_id = 'n3'", [])
+        .expect("damage");
+    drop(db);
+    let out = cairn(&dir, &["check"]);
+    assert_eq!(code(&out), 5, "{}", stdout(&out));
+    assert!(stdout(&out).contains("notes/n3"), "{}", stdout(&out));
+    let out = cairn(&dir, &["--json", "repair"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(json(&out)["changes_restored"].as_array().is_some_and(|a| !a.is_empty()), "{}", stdout(&out));
+    assert_eq!(json(&cairn(&dir, &["--json", "get", "notes", "n3"]))["body"]["title"], "note 3");
+
+    // Restore: refused without --yes when nobody can be asked; then over the store.
+    assert_eq!(code(&cairn(&dir, &["put", "notes", "late", "--body", r#"{"title": "after the backup"}"#])), 0);
+    let out = cairn(&dir, &["restore", &id]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+    let out = cairn(&dir, &["--json", "restore", &id, "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(json(&out)["pre_restore_backup"].is_string());
+    assert_eq!(code(&cairn(&dir, &["get", "notes", "late"])), 4, "the later record is gone from the store");
+    // ...and back from the pre-restore backup, as a new version of one record.
+    let pre = json(&out)["pre_restore_backup"].as_str().expect("pre").to_string();
+    let out = cairn(&dir, &["restore", &pre, "--collection", "notes", "--id", "late"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&cairn(&dir, &["--json", "get", "notes", "late"]))["body"]["title"], "after the backup");
+    let copy = tmp.path().join("copy");
+    let out = cairn(&dir, &["restore", &id, "--to", copy.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&cairn(&copy, &["get", "notes", "n4"])), 0);
+
+    // A stray copy of the database is moved out of the way and reported.
+    std::fs::copy(dir.join("store.db"), dir.join("store-old.db")).expect("stray");
+    let out = cairn(&dir, &["check"]);
+    assert!(
+        stderr(&out).contains("stray file") || stdout(&out).contains("stray file"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(!dir.join("store-old.db").exists());
+}
