@@ -3,8 +3,9 @@
 //! little. Rounds alternate baseline and subject so that drift in machine load hits both.
 //!
 //! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4;
-//! `-- blobs` runs P5.
+//! `-- blobs` runs P5; `-- backup` runs P6.
 
+mod backup;
 mod blobs;
 mod query;
 mod write;
@@ -27,6 +28,8 @@ enum Bench {
     Query(query::QueryArgs),
     /// P5: on-disk size of records and attachments, attachment put/get throughput.
     Blobs(blobs::BlobArgs),
+    /// P6: backup and verify throughput vs copy and read, restore time, writer stalls.
+    Backup(backup::BackupArgs),
     /// (internal) One cold P3 measurement in this process: `cairn` or `json`, then the data dir.
     #[command(hide = true)]
     Probe { which: String, dir: std::path::PathBuf },
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
         Bench::Write(args) => write::run(&args),
         Bench::Query(args) => query::run(&args),
         Bench::Blobs(args) => blobs::run(&args),
+        Bench::Backup(args) => backup::run(&args),
         Bench::Probe { which, dir } => query::probe(&which, &dir),
     }
 }

@@ -373,6 +373,12 @@ const CHANGE_SELECT: &str =
 
 /// A change and the seq of its predecessor.
 fn change_from_row(conn: &Connection, row: &Row<'_>) -> Result<(Change, Option<u64>)> {
+    read_change(conn, row, true)
+}
+
+/// A change row, its hash verified; with `parse`, its bodies parsed too (a body whose hash
+/// matches is the canonical JSON that was written, so verification alone does not need to).
+fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change, Option<u64>)> {
     let seq: u64 = row.get(0)?;
     let corrupt = |detail: String| Error::Corruption { location: format!("change log entry {seq}"), detail };
     let op_text = crate::sql::text_at(row, 3)?;
@@ -403,6 +409,9 @@ fn change_from_row(conn: &Connection, row: &Row<'_>) -> Result<(Change, Option<u
         return Err(corrupt("the entry does not match its SHA-256 checksum".into()));
     }
     let parse = |b: &Option<Vec<u8>>| -> Result<Option<Value>> {
+        if !parse {
+            return Ok(None);
+        }
         b.as_deref().map(serde_json::from_slice).transpose().map_err(|e| corrupt(format!("body is not JSON: {e}")))
     };
     let (version, deleted, prev_seq) = (new.version, new.deleted, new.prev_seq);
@@ -444,7 +453,7 @@ pub(crate) fn verified_row(conn: &Connection, seq: u64) -> Result<Option<ChangeR
     let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
     let mut rows = stmt.query([seq])?;
     let Some(row) = rows.next()? else { return Ok(None) };
-    let (change, prev_seq) = change_from_row(conn, row)?;
+    let (change, prev_seq) = read_change(conn, row, false)?;
     Ok(Some(ChangeRow {
         collection: change.collection,
         id: change.id,

@@ -68,6 +68,16 @@ pub(crate) fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
     Ok((total, crate::record::hex(&hasher.finalize())))
 }
 
+/// Copies `from` to `to` (which must not exist) and fsyncs it; returns the bytes copied.
+pub(crate) fn copy_synced(from: &Path, to: &Path) -> Result<u64> {
+    if to.exists() {
+        return Err(Error::io("create", to, std::io::Error::from(std::io::ErrorKind::AlreadyExists)));
+    }
+    let size = std::fs::copy(from, to).map_err(|e| Error::io("copy", from, e))?;
+    std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", to, e))?;
+    Ok(size)
+}
+
 /// The size and SHA-256 of a file, read once.
 pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
     use sha2::Digest;
