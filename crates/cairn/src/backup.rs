@@ -508,7 +508,8 @@ fn backup_io(path: &Path, e: rusqlite::Error) -> Error {
     Error::Io { action: "write snapshot", path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
 }
 
-fn rel_string(rel: &Path) -> String {
+/// A path relative to a backup as the manifest writes it: `/`-separated.
+pub(crate) fn rel_string(rel: &Path) -> String {
     rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 

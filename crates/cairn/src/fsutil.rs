@@ -47,25 +47,12 @@ pub(crate) fn file_stamp(t: crate::timestamp::Timestamp) -> String {
 /// Copies `from` to `to` (which must not exist), fsyncs it, and returns the SHA-256 of the
 /// bytes copied, so that a copy is hashed in the same pass that makes it.
 pub(crate) fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
-    use sha2::Digest;
-    use std::io::{Read, Write};
-    let mut input = std::fs::File::open(from).map_err(|e| Error::io("open", from, e))?;
+    use std::io::Write;
     let mut output =
         std::fs::File::options().write(true).create_new(true).open(to).map_err(|e| Error::io("create", to, e))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf).map_err(|e| Error::io("read", from, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-        output.write_all(&buf[..n]).map_err(|e| Error::io("write", to, e))?;
-        total += n as u64;
-    }
+    let hashed = read_hashed(from, &mut |chunk| output.write_all(chunk).map_err(|e| Error::io("write", to, e)))?;
     output.sync_all().map_err(|e| Error::io("fsync", to, e))?;
-    Ok((total, crate::record::hex(&hasher.finalize())))
+    Ok(hashed)
 }
 
 /// Copies `from` to `to` (which must not exist) and fsyncs it; returns the bytes copied.
@@ -80,6 +67,11 @@ pub(crate) fn copy_synced(from: &Path, to: &Path) -> Result<u64> {
 
 /// The size and SHA-256 of a file, read once.
 pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
+    read_hashed(path, &mut |_| Ok(()))
+}
+
+/// Reads a file through, handing each chunk to `each`; returns its size and SHA-256.
+fn read_hashed(path: &Path, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<(u64, String)> {
     use sha2::Digest;
     use std::io::Read;
     let mut input = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
@@ -92,6 +84,7 @@ pub(crate) fn hash_file(path: &Path) -> Result<(u64, String)> {
             break;
         }
         hasher.update(&buf[..n]);
+        each(&buf[..n])?;
         total += n as u64;
     }
     Ok((total, crate::record::hex(&hasher.finalize())))

@@ -292,6 +292,37 @@ impl Tx<'_> {
         Ok(true)
     }
 
+    /// Repair: writes `copy` (a record read from a backup) as a new version of a record whose
+    /// newest change-log entry is damaged. The new version follows the highest version the
+    /// log holds for the id and names the record row's entry as its predecessor; index, tag
+    /// and reference counts are left to the rebuild that repair runs afterwards, since the
+    /// damaged body they would start from cannot be read.
+    pub(crate) fn write_over_damaged(&mut self, c: &Collection, id: &str, copy: Record) -> Result<Record> {
+        let head: Option<u64> = self.conn.prepare_cached(&c.sql.head)?.query_row([id], |r| r.get(0)).optional()?;
+        let newest: Option<u64> = self.conn.query_row(
+            "SELECT max(version) FROM cairn_changes WHERE collection = ?1 AND record_id = ?2",
+            params![c.name(), id],
+            |r| r.get(0),
+        )?;
+        let current = head.map(|seq| Record {
+            collection: c.name().to_string(),
+            id: id.to_string(),
+            version: newest.unwrap_or(copy.version).max(copy.version),
+            created_at: copy.created_at,
+            updated_at: copy.updated_at,
+            deleted_at: None,
+            body: Map::new(),
+            sha256: String::new(),
+            seq,
+        });
+        if !c.tag_fields.is_empty() {
+            let tags = crate::sql::quote(&crate::sql::tags_table(c.name()));
+            self.conn.execute(&format!("DELETE FROM {tags} WHERE id = ?1"), [id])?;
+        }
+        let deleted = copy.deleted_at.is_some();
+        self.write_state(c, id, current.as_ref(), NewState { body: copy.body, deleted, op: ChangeOp::Revert })
+    }
+
     /// Creates the record with this id, or replaces it when it exists. With `expected`, a
     /// missing record counts as version 0.
     pub fn put(&mut self, collection: &str, id: &str, body: Value, expected: Option<u64>) -> Result<Record> {

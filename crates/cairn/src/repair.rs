@@ -44,6 +44,11 @@ pub struct RepairReport {
     pub changes_restored: Vec<(u64, String)>,
     /// Record rows rebuilt from the change log (`collection/id`).
     pub records_rebuilt: Vec<String>,
+    /// Records whose newest change-log entry was damaged and in no backup, written again
+    /// from the newest verified backup holding them, as a new version (`collection/id`,
+    /// backup id). Their damaged entry stays in the log (its bytes also in quarantine) and
+    /// `check` still reports it: history before the new version cannot be read.
+    pub records_restored_as_new_versions: Vec<(String, String)>,
     /// Records moved into quarantine (`collection/id`, why).
     pub records_quarantined: Vec<(String, String)>,
     /// Blobs restored from a backup (hash, backup id).
@@ -112,14 +117,36 @@ impl Store {
             .collect();
         targets.sort();
         targets.dedup();
+        // The newest good copy of each of them in a backup, for records the log cannot rebuild.
+        let mut copies = std::collections::BTreeMap::new();
+        for (collection, id) in &targets {
+            for (dir, manifest) in &backups {
+                let copy = Store::open(dir, crate::store::StoreOptions::read_only())
+                    .and_then(|b| b.get_including_deleted(collection, id));
+                if let Ok(record) = copy {
+                    copies.insert((collection.clone(), id.clone()), (record, manifest.id.clone()));
+                    break;
+                }
+            }
+        }
         let records_file = quarantine.join("records.jsonl");
-        let (rebuilt, quarantined) = self.write(move |tx| {
-            let (mut rebuilt, mut quarantined) = (Vec::new(), Vec::new());
+        let (rebuilt, as_new, quarantined) = self.write(move |tx| {
+            let (mut rebuilt, mut as_new, mut quarantined) = (Vec::new(), Vec::new(), Vec::new());
             let mut out = Vec::new();
             for (collection, id) in targets {
                 let Ok(c) = tx.collection(&collection) else { continue };
                 match rebuild_row(tx, &c, &id)? {
                     Ok(()) => rebuilt.push(format!("{collection}/{id}")),
+                    Err(why) if copies.contains_key(&(collection.clone(), id.clone())) => {
+                        let Some((record, backup)) = copies.remove(&(collection.clone(), id.clone())) else { continue };
+                        if let Some(raw) = raw_row(tx.conn, &c, &id)? {
+                            let line = serde_json::json!({"collection": collection, "id": id, "why": why, "row": raw});
+                            out.extend_from_slice(line.to_string().as_bytes());
+                            out.push(b'\n');
+                        }
+                        tx.write_over_damaged(&c, &id, record)?;
+                        as_new.push((format!("{collection}/{id}"), backup));
+                    }
                     Err(why) => {
                         if let Some(raw) = raw_row(tx.conn, &c, &id)? {
                             out.extend_from_slice(
@@ -163,9 +190,10 @@ impl Store {
             if !out.is_empty() {
                 fsutil::write_durably(&records_file, &out)?;
             }
-            Ok((rebuilt, quarantined))
+            Ok((rebuilt, as_new, quarantined))
         })?;
         report.records_rebuilt = rebuilt;
+        report.records_restored_as_new_versions = as_new;
         report.records_quarantined = quarantined;
 
         // 4. Blobs: damaged or missing files and rows, and links to blobs the store lost.
@@ -278,7 +306,7 @@ impl Store {
             let codec = crate::blob::Codec::parse(&row.3);
             let live = crate::blob::blob_path(self.dir(), hash, codec);
             let rel = crate::blob::blob_path(Path::new(""), hash, codec);
-            let rel_text = rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/");
+            let rel_text = backup::rel_string(&rel);
             let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
             let source = dir.join(&rel);
             let Ok((size, sha)) = fsutil::hash_file(&source) else { continue };

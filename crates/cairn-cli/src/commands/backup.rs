@@ -269,6 +269,9 @@ pub fn run_repair(ctx: &Context) -> Result<()> {
         for record in &report.records_rebuilt {
             println!("rebuilt record row {record} from the change log");
         }
+        for (record, backup) in &report.records_restored_as_new_versions {
+            println!("restored {record} from backup {backup} as a new version (its damaged history entry remains)");
+        }
         for (record, why) in &report.records_quarantined {
             println!("moved {record} into quarantine: {why}");
         }

@@ -226,3 +226,31 @@ fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
     println!("flips: {in_data} in record data, {in_blobs} in blobs, {elsewhere} elsewhere, {unreadable} unreadable");
     assert!(in_data >= 40 && in_blobs >= 30, "too few flips hit data to prove anything: {in_data} + {in_blobs}");
 }
+
+#[test]
+fn a_record_whose_newest_entry_no_backup_holds_comes_back_from_an_older_backup_as_a_new_version() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 10);
+    store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
+    let in_backup = store.get("docs", "d007").expect("d007");
+    let edited =
+        store.patch("docs", "d007", serde_json::json!({"title": "edited after the backup"}), None).expect("patch");
+    store.close().expect("close");
+
+    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq])
+        .expect("damage the newest entry");
+    drop(db);
+
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    let report = store.repair(&mut |_, _, _| {}).expect("repair");
+    assert_eq!(report.records_restored_as_new_versions.len(), 1, "{report:?}");
+    let back = store.get("docs", "d007").expect("readable again");
+    assert_eq!(back.body, in_backup.body, "the backup's body");
+    assert_eq!(back.version, edited.version + 1, "as a new version after the damaged one");
+    let remaining: Vec<_> = report.after.problems.iter().map(|p| (p.kind, p.seq)).collect();
+    assert_eq!(remaining, [(ProblemKind::ChangeLog, Some(edited.seq))], "only the damaged history entry is left");
+    let quarantined = std::fs::read_to_string(report.quarantine.join("records.jsonl")).expect("quarantine file");
+    assert!(quarantined.contains("d007"));
+}
