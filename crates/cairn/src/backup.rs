@@ -594,22 +594,30 @@ fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<()> {
 /// Reads a backup's manifest, refusing one that is not valid or was edited.
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest> {
     let path = dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io("read", &path, e))?;
-    let manifest: Manifest =
-        serde_json::from_str(&text).map_err(|e| Error::invalid_input(path.display().to_string(), e.to_string()))?;
-    if manifest.format != MANIFEST_FORMAT {
-        return Err(Error::invalid_input(
-            path.display().to_string(),
-            format!("manifest format {} is not {MANIFEST_FORMAT}", manifest.format),
-        ));
+    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
+    Manifest::parse(&bytes, &path.display().to_string())
+}
+
+impl Manifest {
+    /// Parses `manifest.json`; refuses another format version and a manifest whose
+    /// checksum does not match (edited by hand). `source` names the file in errors.
+    pub fn parse(bytes: &[u8], source: &str) -> Result<Manifest> {
+        let manifest: Manifest =
+            serde_json::from_slice(bytes).map_err(|e| Error::invalid_input(source, e.to_string()))?;
+        if manifest.format != MANIFEST_FORMAT {
+            return Err(Error::invalid_input(
+                source,
+                format!("manifest format {} is not {MANIFEST_FORMAT}", manifest.format),
+            ));
+        }
+        if !manifest.is_sealed() {
+            return Err(Error::Corruption {
+                location: source.to_string(),
+                detail: "the manifest was edited: its checksum does not match".into(),
+            });
+        }
+        Ok(manifest)
     }
-    if !manifest.is_sealed() {
-        return Err(Error::Corruption {
-            location: path.display().to_string(),
-            detail: "the manifest was edited: its checksum does not match".into(),
-        });
-    }
-    Ok(manifest)
 }
 
 /// The newest good backup in `root`, with its manifest.

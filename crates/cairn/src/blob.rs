@@ -871,6 +871,10 @@ impl Store {
         loop {
             let page = self.blobs(after.as_deref(), 500)?;
             let Some(last) = page.last() else { break };
+            if after.as_ref().is_some_and(|a| last.hash <= *a) {
+                // A damaged b-tree handing back hashes out of order would loop forever.
+                return Err(Error::Corruption { location: "blob table".into(), detail: "hashes out of order".into() });
+            }
             after = Some(last.hash.clone());
             for info in page {
                 let hash = info.hash.clone();

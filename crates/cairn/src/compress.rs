@@ -471,6 +471,9 @@ impl Store {
                 Ok(batch)
             })?;
             let Some(last) = batch.last else { break };
+            if last <= after_seq {
+                return Err(Error::Corruption { location: "change log".into(), detail: "seqs out of order".into() });
+            }
             after_seq = last;
             done += batch.rows;
             report.compressed += batch.compressed;

@@ -63,7 +63,8 @@ mod writer;
 pub use backup::{
     backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
     BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, BACKUPS_DIR,
-    INTERVAL_SECONDS, KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FILE, ON_CLOSE, ON_OPEN_AFTER_SECONDS,
+    INTERVAL_SECONDS, KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FILE, MANIFEST_FORMAT, ON_CLOSE,
+    ON_OPEN_AFTER_SECONDS,
 };
 pub use batch::{parse_batch, BatchOp, BatchResult};
 pub use blob::{

@@ -232,9 +232,22 @@ pub(crate) fn scan(conn: &Connection, collection: &Collection, options: &ScanOpt
     let sql = if options.include_deleted { &collection.sql.scan_all } else { &collection.sql.scan_live };
     let mut stmt = conn.prepare_cached(sql)?;
     let mut rows = stmt.query(params![options.after.as_deref().unwrap_or(""), options.limit as i64])?;
-    let mut out = Vec::new();
+    let mut out: Vec<Record> = Vec::new();
     while let Some(row) = rows.next()? {
-        out.push(from_row(conn, collection.name(), row)?);
+        let record = from_row(conn, collection.name(), row)?;
+        // Callers page on by the last id; a damaged table that hands back ids out of order
+        // would send them round forever.
+        let previous = out.last().map(|r| r.id.as_str()).or(options.after.as_deref()).unwrap_or("");
+        if record.id.as_str() <= previous && !(previous.is_empty() && out.is_empty()) {
+            return Err(Error::Corruption {
+                location: format!("collection `{}`", collection.name()),
+                detail: format!(
+                    "record `{}` comes after `{previous}` in a scan by id: the table is damaged",
+                    record.id
+                ),
+            });
+        }
+        out.push(record);
     }
     Ok(out)
 }

@@ -205,7 +205,7 @@ impl Store {
             .collect();
         hashes.sort();
         hashes.dedup();
-        let mut lost_rows = Vec::new();
+        let mut lost = Vec::new();
         for hash in hashes {
             if self.blob_is_whole(&hash) {
                 continue;
@@ -213,28 +213,33 @@ impl Store {
             match self.restore_blob_from(&hash, &backups, &quarantine)? {
                 Some(id) => report.blobs_restored.push((hash, id)),
                 None => {
-                    if let Ok(info) = self.blob(&hash) {
-                        lost_rows.push(info);
-                    }
+                    lost.push(hash.clone());
                     report.blobs_unrepaired.push(hash);
                 }
             }
         }
-        if !lost_rows.is_empty() {
-            // Rows whose content no backup has: set aside, so that the blob table lists only
-            // what the store can deliver.
+        if !lost.is_empty() {
+            // Rows whose content no backup has (or whose hash is itself damaged): set aside,
+            // so that the blob table lists only what the store can deliver.
             let file = quarantine.join("blobs.jsonl");
-            let lines: Vec<u8> = lost_rows
-                .iter()
-                .flat_map(|i| format!("{}\n", serde_json::to_string(i).unwrap_or_default()).into_bytes())
-                .collect();
-            fsutil::write_durably(&file, &lines)?;
-            let hashes: Vec<String> = lost_rows.into_iter().map(|i| i.hash).collect();
             self.write(move |tx| {
-                for hash in &hashes {
-                    tx.conn.execute("DELETE FROM cairn_blobs WHERE hash = ?1", [hash])?;
+                let mut lines = Vec::new();
+                for hash in &lost {
+                    let row = tx
+                        .conn
+                        .query_row("SELECT * FROM cairn_blobs WHERE hash = ?1", [hash], |r| {
+                            (0..7)
+                                .map(|i| crate::sql::value_at(r, i).map(|v| format!("{v:?}")))
+                                .collect::<rusqlite::Result<Vec<_>>>()
+                        })
+                        .optional()?;
+                    if let Some(row) = row {
+                        lines.extend_from_slice(serde_json::json!({"hash": hash, "row": row}).to_string().as_bytes());
+                        lines.push(b'\n');
+                        tx.conn.execute("DELETE FROM cairn_blobs WHERE hash = ?1", [hash])?;
+                    }
                 }
-                Ok(())
+                fsutil::write_durably(&file, &lines)
             })?;
         }
 

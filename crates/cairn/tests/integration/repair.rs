@@ -84,6 +84,10 @@ fn flip(path: &Path, offset: usize, bit: u8) {
 
 #[test]
 fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
+    // Seeded so that a failure can be replayed: CAIRN_FLIP_SEED=N explores other flips.
+    let seed: u64 = std::env::var("CAIRN_FLIP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261123);
+    let mut rng = fastrand::Rng::with_seed(seed);
+    println!("flip seed {seed}");
     let tmp = tempfile::tempdir().expect("tempdir");
     let template = tmp.path().join("template");
     {
@@ -154,11 +158,11 @@ fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
         let hit_blob = run % 4 == 3;
         let mut content_damaged = false;
         let target = if hit_blob {
-            let blob = &blobs[fastrand::usize(..blobs.len())];
+            let blob = &blobs[rng.usize(..blobs.len())];
             let rel = blob.strip_prefix(&template).expect("inside");
             let path = dir.join(rel);
             let len = std::fs::metadata(&path).expect("blob").len() as usize;
-            flip(&path, fastrand::usize(..len), fastrand::u8(0..8));
+            flip(&path, rng.usize(..len), rng.u8(0..8));
             // Some bits of a zstd frame (window size, reserved bits) do not change what it
             // decodes to: such a flip damages nothing.
             content_damaged = !content_intact(&path);
@@ -168,12 +172,12 @@ fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
             // only makes the file unopenable).
             let offset = if run % 2 == 0 {
                 let targets = if run % 8 == 6 { &id_targets } else { &body_targets };
-                let range = &targets[fastrand::usize(..targets.len())];
-                fastrand::usize(range.clone())
+                let range = &targets[rng.usize(..targets.len())];
+                rng.usize(range.clone())
             } else {
-                fastrand::usize(4096..db_len)
+                rng.usize(4096..db_len)
             };
-            flip(&dir.join(cairn::DB_FILE), offset, fastrand::u8(0..8));
+            flip(&dir.join(cairn::DB_FILE), offset, rng.u8(0..8));
             format!("{run} db offset {offset}")
         };
         let rows = record_data(&dir);
@@ -253,4 +257,34 @@ fn a_record_whose_newest_entry_no_backup_holds_comes_back_from_an_older_backup_a
     assert_eq!(remaining, [(ProblemKind::ChangeLog, Some(edited.seq))], "only the damaged history entry is left");
     let quarantined = std::fs::read_to_string(report.quarantine.join("records.jsonl")).expect("quarantine file");
     assert!(quarantined.contains("d007"));
+}
+
+#[test]
+fn a_damaged_blob_hash_in_the_blob_table_is_set_aside_and_the_real_row_restored() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 10);
+    store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
+    let hash = store.get("docs", "d005").expect("d005").body["file"]["hash"].as_str().expect("hash").to_string();
+    store.close().expect("close");
+    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let damaged = format!("`{}", &hash[1..]);
+    db.execute("UPDATE cairn_blobs SET hash = ?2 WHERE hash = ?1", [&hash, &damaged]).expect("damage");
+    drop(db);
+
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    let before = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
+    assert!(before.problems.iter().any(|p| p.hash.as_deref() == Some(damaged.as_str())), "{:?}", before.problems);
+    assert!(
+        before.problems.iter().any(|p| p.kind == ProblemKind::BlobRefs),
+        "the record's link dangles: {:?}",
+        before.problems
+    );
+    let report = store.repair(&mut |_, _, _| {}).expect("repair");
+    assert!(report.after.is_ok(), "{:?}", report.after.problems);
+    assert!(report.blobs_restored.iter().any(|(h, _)| h == &hash));
+    assert!(std::fs::read_to_string(report.quarantine.join("blobs.jsonl")).expect("set aside").contains(&damaged));
+    let mut content = Vec::new();
+    std::io::Read::read_to_end(&mut store.open_blob(&hash).expect("blob"), &mut content).expect("read");
+    assert!(!content.is_empty());
 }
