@@ -73,7 +73,7 @@ pub fn run(ctx: &Context, command: BackupCommand) -> Result<()> {
         }
         BackupCommand::List => {
             let list = cairn::list_backups(&cairn::backups_dir(&ctx.dir))?;
-            ctx.out.show(&list, || print_list(&list));
+            ctx.out.show(&list.iter().map(summary).collect::<Vec<_>>(), || print_list(&list));
         }
         BackupCommand::Verify { id, all } => {
             let root = cairn::backups_dir(&ctx.dir);
@@ -108,6 +108,25 @@ pub fn run(ctx: &Context, command: BackupCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A backup without its file list, which can run to one line per attachment.
+fn summary(b: &BackupInfo) -> serde_json::Value {
+    let m = b.manifest.as_ref();
+    serde_json::json!({
+        "id": b.id,
+        "status": b.status,
+        "error": b.error,
+        "age_seconds": b.age_seconds,
+        "path": b.path,
+        "reason": m.map(|m| m.reason),
+        "created_at": m.map(|m| m.created_at.clone()),
+        "bytes": m.map(|m| m.size()),
+        "seq": m.map(|m| m.seq),
+        "collections": m.map(|m| m.collections.clone()),
+        "blobs": m.map(|m| m.blobs),
+        "verification": m.and_then(|m| m.verification.clone()),
+    })
 }
 
 fn print_list(list: &[BackupInfo]) {

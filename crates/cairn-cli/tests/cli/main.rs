@@ -460,7 +460,8 @@ fn backup_check_repair_and_restore_from_the_command_line() {
     let list = json(&out);
     let listed = list.as_array().expect("list");
     assert!(listed.iter().any(|b| b["id"] == id.as_str() && b["status"] == "good"), "{list}");
-    assert!(listed.iter().any(|b| b["manifest"]["reason"] == "on_open"), "an automatic backup on open: {list}");
+    assert!(listed.iter().any(|b| b["reason"] == "on_open"), "an automatic backup on open: {list}");
+    assert!(listed.iter().all(|b| b.get("files").is_none()), "a list, not every file: {list}");
     assert_eq!(code(&cairn(&dir, &["backup", "verify", &id])), 0);
     assert_eq!(code(&cairn(&dir, &["backup", "verify", "nope"])), 4);
     assert_eq!(code(&cairn(&dir, &["backup", "verify"])), 2, "an id or --all");
