@@ -39,6 +39,8 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         );
         println!("  cairn --dir {d} changes --since 0 --limit 10");
         println!("  cairn --dir {d} settings list");
+        println!("  cairn --dir {d} backup create && cairn --dir {d} backup list");
+        println!("  cairn --dir {d} check");
         println!("(with cargo: cargo run --release -- --dir {d} <command>)");
     });
     Ok(())
