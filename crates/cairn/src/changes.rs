@@ -464,6 +464,27 @@ pub(crate) fn verified_row(conn: &Connection, seq: u64) -> Result<Option<ChangeR
     }))
 }
 
+/// Reads change `seq`'s columns without verifying its hash (the change-log check does that
+/// for every row once); `Ok(None)` when there is no such row.
+pub(crate) fn row_meta(conn: &Connection, seq: u64) -> Result<Option<ChangeRow>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT collection, record_id, version, deleted, at, prev_seq FROM cairn_changes WHERE seq = ?1",
+        )?
+        .query_row([seq], |r| {
+            Ok(ChangeRow {
+                collection: crate::sql::text_at(r, 0)?,
+                id: crate::sql::text_at(r, 1)?,
+                version: r.get(2)?,
+                deleted: r.get(3)?,
+                at: r.get(4)?,
+                prev_seq: r.get(5)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
 /// Ops of the change log's schema entries.
 pub(crate) const COLLECTION_OPS: [ChangeOp; 3] =
     [ChangeOp::CollectionCreate, ChangeOp::CollectionUpdate, ChangeOp::CollectionDrop];
