@@ -555,8 +555,15 @@ fn check_change_log(conn: &Connection, report: &mut CheckReport, progress: Progr
         if report.changes.is_multiple_of(1000) {
             progress("change log", report.changes, max);
         }
-        if seq != expected {
-            let detail = format!("entries {expected} to {} are missing", seq - 1);
+        if seq > expected && seq - expected <= 1000 {
+            // One problem per missing entry, so that repair can bring each back from a backup.
+            for missing in expected..seq {
+                let problem =
+                    Problem::new(ProblemKind::ChangeLog, format!("change log entry {missing}"), "it is missing");
+                report.problems.push(Problem { seq: Some(missing), ..problem });
+            }
+        } else if seq != expected {
+            let detail = format!("entries {expected} to {} are missing", seq.saturating_sub(1));
             report.problems.push(Problem::new(ProblemKind::ChangeLog, "change log", detail));
         }
         expected = seq + 1;

@@ -288,3 +288,29 @@ fn a_damaged_blob_hash_in_the_blob_table_is_set_aside_and_the_real_row_restored(
     std::io::Read::read_to_end(&mut store.open_blob(&hash).expect("blob"), &mut content).expect("read");
     assert!(!content.is_empty());
 }
+
+#[test]
+fn missing_change_log_entries_come_back_from_a_backup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 10);
+    store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
+    let expected = snapshot(&store, "docs");
+    let seq = store.get("docs", "d004").expect("d004").seq;
+    store.close().expect("close");
+    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    db.execute("DELETE FROM cairn_changes WHERE seq = ?1", [seq]).expect("lose an entry");
+    drop(db);
+
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
+    assert!(
+        report.problems.iter().any(|p| p.kind == ProblemKind::ChangeLog && p.seq == Some(seq)),
+        "{:?}",
+        report.problems
+    );
+    let repaired = store.repair(&mut |_, _, _| {}).expect("repair");
+    assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
+    assert!(repaired.changes_restored.iter().any(|(s, _)| *s == seq));
+    assert_eq!(snapshot(&store, "docs"), expected);
+}
