@@ -836,8 +836,19 @@ impl Store {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {INFO_COLUMNS} FROM cairn_blobs WHERE hash > ?1 ORDER BY hash LIMIT ?2"
         ))?;
-        let rows = stmt.query_map(params![after.unwrap_or(""), limit as i64], info_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows: Vec<BlobInfo> = stmt
+            .query_map(params![after.unwrap_or(""), limit as i64], info_from_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        // Callers page on by the last hash; a damaged b-tree handing back hashes out of order
+        // would send them round forever.
+        let mut previous = after;
+        for info in &rows {
+            if previous.is_some_and(|p| info.hash.as_str() <= p) {
+                return Err(Error::Corruption { location: "blob table".into(), detail: "hashes out of order".into() });
+            }
+            previous = Some(&info.hash);
+        }
+        Ok(rows)
     }
 
     /// A stream of a blob's content, verified against its hash as it is read.
@@ -871,10 +882,6 @@ impl Store {
         loop {
             let page = self.blobs(after.as_deref(), 500)?;
             let Some(last) = page.last() else { break };
-            if after.as_ref().is_some_and(|a| last.hash <= *a) {
-                // A damaged b-tree handing back hashes out of order would loop forever.
-                return Err(Error::Corruption { location: "blob table".into(), detail: "hashes out of order".into() });
-            }
             after = Some(last.hash.clone());
             for info in page {
                 let hash = info.hash.clone();

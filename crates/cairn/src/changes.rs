@@ -510,7 +510,12 @@ pub(crate) fn changes_since(conn: &Connection, seq: u64, limit: usize) -> Result
 /// `cairn_changes_by_key`, so that SQLite uses it.
 const KEY_INDEX_FILTER: &str = "op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo')";
 
-fn last_keyed_change(conn: &Connection, collection: &str, id: &str, ops: &[ChangeOp]) -> Result<Option<u64>> {
+pub(crate) fn last_keyed_change(
+    conn: &Connection,
+    collection: &str,
+    id: &str,
+    ops: &[ChangeOp],
+) -> Result<Option<u64>> {
     debug_assert!(ops.iter().all(|op| !matches!(
         op,
         ChangeOp::Create

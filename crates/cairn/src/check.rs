@@ -381,12 +381,8 @@ fn check_records(
 /// For every record id of a collection (since it was last created), the seq and op of its
 /// newest change-log entry.
 pub(crate) fn latest_changes(conn: &Connection, collection: &str) -> Result<BTreeMap<String, (u64, String)>> {
-    let since: u64 = conn.query_row(
-        "SELECT coalesce(max(seq), 0) FROM cairn_changes WHERE collection = ?1 AND record_id = ''
-           AND op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo') AND op = 'collection_create'",
-        [collection],
-        |r| r.get(0),
-    )?;
+    let created = [crate::changes::ChangeOp::CollectionCreate];
+    let since = crate::changes::last_keyed_change(conn, collection, "", &created)?.unwrap_or(0);
     // SQLite takes the bare column `op` from the row holding max(seq).
     let rows = conn
         .prepare("SELECT record_id, max(seq), op FROM cairn_changes WHERE collection = ?1 AND record_id != '' AND seq > ?2 GROUP BY record_id")?
@@ -659,4 +655,49 @@ fn check_refs(conn: &Connection, report: &mut CheckReport) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wal_header_is_checked_against_the_database() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let conn = Connection::open(tmp.path().join(DB_FILE)).expect("db");
+        let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).expect("page size");
+        let header = |magic: u32, format: u32, page: u32| {
+            let mut h = Vec::new();
+            for word in [magic, format, page, 0, 0, 0, 0, 0] {
+                h.extend_from_slice(&word.to_be_bytes());
+            }
+            h
+        };
+        let wal = tmp.path().join(format!("{DB_FILE}-wal"));
+        let cases = [
+            (header(0x377f_0682, 3_007_000, page_size), None),
+            (header(0x377f_0683, 3_007_000, page_size), None),
+            (header(0x1234_5678, 3_007_000, page_size), Some("magic")),
+            (header(0x377f_0682, 3_007_001, page_size), Some("format")),
+            (header(0x377f_0682, 3_007_000, page_size * 2), Some("page size")),
+            (header(0x377f_0682, 3_007_000, page_size)[..20].to_vec(), Some("20 bytes")),
+        ];
+        for (bytes, expected) in cases {
+            std::fs::write(&wal, &bytes).expect("wal");
+            let mut report = CheckReport::default();
+            wal_header(tmp.path(), &conn, &mut report).expect("check");
+            match expected {
+                None => assert!(report.is_ok(), "{:?}", report.problems),
+                Some(word) => {
+                    assert_eq!(report.problems.len(), 1);
+                    assert_eq!(report.problems[0].kind, ProblemKind::Wal);
+                    assert!(report.problems[0].detail.contains(word), "{:?}", report.problems[0]);
+                }
+            }
+        }
+        std::fs::remove_file(&wal).expect("remove");
+        let mut report = CheckReport::default();
+        wal_header(tmp.path(), &conn, &mut report).expect("no WAL");
+        assert!(report.is_ok());
+    }
 }

@@ -237,8 +237,8 @@ pub(crate) fn scan(conn: &Connection, collection: &Collection, options: &ScanOpt
         let record = from_row(conn, collection.name(), row)?;
         // Callers page on by the last id; a damaged table that hands back ids out of order
         // would send them round forever.
-        let previous = out.last().map(|r| r.id.as_str()).or(options.after.as_deref()).unwrap_or("");
-        if record.id.as_str() <= previous && !(previous.is_empty() && out.is_empty()) {
+        let previous = out.last().map(|r| r.id.as_str()).or(options.after.as_deref());
+        if let Some(previous) = previous.filter(|p| record.id.as_str() <= *p) {
             return Err(Error::Corruption {
                 location: format!("collection `{}`", collection.name()),
                 detail: format!(

@@ -17,6 +17,7 @@
 //!    full-text indexes, blob reference counts;
 //! 6. `check` runs again, and the report says what was repaired and what remains.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
@@ -118,7 +119,7 @@ impl Store {
         targets.sort();
         targets.dedup();
         // The newest good copy of each of them in a backup, for records the log cannot rebuild.
-        let mut copies = std::collections::BTreeMap::new();
+        let mut copies = BTreeMap::new();
         for (collection, id) in &targets {
             for (dir, manifest) in &backups {
                 let copy = Store::open(dir, crate::store::StoreOptions::read_only())
@@ -132,10 +133,16 @@ impl Store {
         let records_file = quarantine.join("records.jsonl");
         let (rebuilt, as_new, quarantined) = self.write(move |tx| {
             let (mut rebuilt, mut as_new, mut quarantined) = (Vec::new(), Vec::new(), Vec::new());
+            let mut latest: BTreeMap<String, BTreeMap<String, (u64, String)>> = BTreeMap::new();
             let mut out = Vec::new();
             for (collection, id) in targets {
                 let Ok(c) = tx.collection(&collection) else { continue };
-                match rebuild_row(tx, &c, &id)? {
+                // One pass over the log per collection, not per record.
+                if !latest.contains_key(&collection) {
+                    latest.insert(collection.clone(), crate::check::latest_changes(tx.conn, &collection)?);
+                }
+                let newest = latest.get(&collection).cloned().unwrap_or_default();
+                match rebuild_row(tx, &c, &id, &newest)? {
                     Ok(()) => rebuilt.push(format!("{collection}/{id}")),
                     Err(why) if copies.contains_key(&(collection.clone(), id.clone())) => {
                         let Some((record, backup)) = copies.remove(&(collection.clone(), id.clone())) else { continue };
@@ -417,8 +424,13 @@ fn raw_row(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Value>>
 
 /// Rebuilds record `id`'s row from the newest change-log entry for it. The inner error says
 /// why it cannot be (the entry is damaged, or no entry wrote this id).
-fn rebuild_row(tx: &mut Tx<'_>, c: &Collection, id: &str) -> Result<std::result::Result<(), String>> {
-    let latest = crate::check::latest_changes(tx.conn, c.name())?;
+/// `latest` is [`crate::check::latest_changes`] of the collection.
+fn rebuild_row(
+    tx: &mut Tx<'_>,
+    c: &Collection,
+    id: &str,
+    latest: &BTreeMap<String, (u64, String)>,
+) -> Result<std::result::Result<(), String>> {
     let Some((seq, op)) = latest.get(id).cloned() else {
         return Ok(Err("no change-log entry ever wrote this id".into()));
     };

@@ -187,6 +187,39 @@ fn damaged_or_edited_backups_are_refused_by_restore() {
     let store = Store::open(&dir, StoreOptions::default()).expect("reopen");
     assert_eq!(snapshot(&store, "docs").len(), 12);
     assert_eq!(store.backups().expect("list").len(), 2);
+
+    // Rotation keeps damaged backups for inspection, and says so.
+    let events = store.events();
+    assert!(store.rotate_backups().expect("rotate").is_empty());
+    match events.recv_timeout(Duration::from_secs(10)).expect("an event") {
+        StoreEvent::RotationProblem { detail } => assert!(detail.contains("damaged"), "{detail}"),
+        other => panic!("expected a rotation problem, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_interrupted_restore_is_finished_by_a_writable_open_not_a_read_only_one() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    populated(&dir, 3).close().expect("close");
+    // What a crash right after the journal was written leaves: nothing staged yet.
+    let journal =
+        json!({"backup": "b", "staging": dir.join(".restore-staging"), "replaced": dir.join("quarantine/replaced-x")});
+    std::fs::write(dir.join("restore.json"), journal.to_string()).expect("journal");
+    let err = Store::open(&dir, StoreOptions::read_only()).expect_err("read-only");
+    assert!(matches!(&err, Error::NotAllowed(m) if m.contains("interrupted")), "{err}");
+    std::fs::write(dir.join("restore.json"), b"{not json").expect("damaged journal");
+    assert!(Store::open(&dir, StoreOptions::default()).expect_err("damaged journal").is_corruption());
+    std::fs::write(dir.join("restore.json"), journal.to_string()).expect("journal");
+    std::fs::create_dir_all(dir.join(".restore-staging")).expect("staging");
+    // restore writes its journal only once staging is complete: stage as it would.
+    std::fs::copy(dir.join(cairn::DB_FILE), dir.join(".restore-staging").join(cairn::DB_FILE)).expect("stage db");
+    std::fs::rename(dir.join(cairn::BLOBS_DIR), dir.join(".restore-staging").join(cairn::BLOBS_DIR))
+        .expect("stage blobs");
+    let store = Store::open(&dir, StoreOptions::default()).expect("finishes the restore");
+    assert_eq!(snapshot(&store, "docs").len(), 3);
+    assert!(!dir.join("restore.json").exists() && !dir.join(".restore-staging").exists());
+    assert!(dir.join("quarantine/replaced-x").join(cairn::DB_FILE).exists(), "the replaced file is kept");
 }
 
 /// Mounts a tmpfs of `bytes` at `dir`; false when this machine does not let the test.
