@@ -464,6 +464,58 @@ pub(crate) fn verified_row(conn: &Connection, seq: u64) -> Result<Option<ChangeR
     }))
 }
 
+/// Change `seq` with its body (`after`) read and verified; `before` is left out.
+pub(crate) fn change_at(conn: &Connection, seq: u64) -> Result<Option<Change>> {
+    let sql = format!("{CHANGE_SELECT} WHERE c.seq = ?1");
+    let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
+    let mut rows = stmt.query([seq])?;
+    let Some(row) = rows.next()? else { return Ok(None) };
+    Ok(Some(read_change(conn, row, true)?.0))
+}
+
+/// The entry of a record's history that was current at `seq`: walks back from `head` (the
+/// record's current entry) to the newest entry at or before `seq`. `None` when the record's
+/// history starts after `seq`.
+pub(crate) fn version_at(conn: &Connection, head: u64, seq: u64) -> Result<Option<Change>> {
+    let mut next = Some(head);
+    while let Some(at) = next {
+        if at <= seq {
+            return change_at(conn, at);
+        }
+        let Some(meta) = row_meta(conn, at)? else {
+            return Err(Error::Corruption {
+                location: format!("change log entry {at}"),
+                detail: "a record's history names an entry the log does not hold".into(),
+            });
+        };
+        next = meta.prev_seq;
+    }
+    Ok(None)
+}
+
+/// For each record id the change log holds in `collection` up to `seq`: the seq of its newest
+/// entry there, and when the record was (last) created. A dropped collection's records are
+/// found this way: dropping removes the table, never the history.
+pub(crate) fn newest_entries(conn: &Connection, collection: &str, seq: u64) -> Result<Vec<(String, u64, i64)>> {
+    let sql = format!(
+        "SELECT record_id, seq, op, at FROM cairn_changes WHERE collection = ?1 AND seq <= ?2 AND op IN ({}) ORDER BY seq",
+        op_list(ChangeOp::ALL.into_iter().filter(|op| op.is_record_op()))
+    );
+    let mut stmt = conn.prepare(&sql)?;
+    let mut rows = stmt.query(params![collection, seq])?;
+    let mut newest: std::collections::BTreeMap<String, (u64, i64)> = std::collections::BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let id = crate::sql::text_at(row, 0)?;
+        let (seq, op, at): (u64, String, i64) = (row.get(1)?, crate::sql::text_at(row, 2)?, row.get(3)?);
+        let entry = newest.entry(id).or_insert((seq, at));
+        entry.0 = seq;
+        if op == ChangeOp::Create.as_str() {
+            entry.1 = at;
+        }
+    }
+    Ok(newest.into_iter().map(|(id, (seq, created))| (id, seq, created)).collect())
+}
+
 /// Reads change `seq`'s columns without verifying its hash (the change-log check does that
 /// for every row once); `Ok(None)` when there is no such row.
 pub(crate) fn row_meta(conn: &Connection, seq: u64) -> Result<Option<ChangeRow>> {

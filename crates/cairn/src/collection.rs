@@ -294,7 +294,20 @@ impl Tx<'_> {
             }
         }
 
-        index::sync_indexes(conn, Some(&old), &new, progress)?;
+        self.set_schema(&old, new, progress)
+    }
+
+    /// Makes `new` the collection's schema without looking at its records: value columns,
+    /// tags, full-text and the catalog follow it, and the change is logged. The caller
+    /// answers for the records (a migration rewrites them to fit right after).
+    pub(crate) fn set_schema(
+        &mut self,
+        old: &Collection,
+        new: Collection,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<()> {
+        let conn = self.conn;
+        index::sync_indexes(conn, Some(old), &new, progress)?;
         let after = canonical_json(&serde_json::to_value(&new.schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
         let version: u64 = conn.query_row(
             "UPDATE cairn_collections SET schema = ?2, schema_version = schema_version + 1, updated_at = ?3

@@ -157,6 +157,33 @@ pub enum Error {
     /// The store was closed; it accepts no more writes.
     #[error("the store's writer has stopped")]
     WriterStopped,
+
+    /// A migration file (or the set of them) is malformed; nothing ran.
+    #[error("migration {source_name}: {reason}")]
+    InvalidMigration { source_name: String, reason: String },
+
+    /// The migrations applied to the store no longer match the files: a file was edited,
+    /// removed or renumbered after it was applied. Nothing ran.
+    #[error("migration {number} ({name}): {reason}")]
+    MigrationHistory { number: u32, name: String, reason: String },
+
+    /// A migration step failed. `outcome` says what state the store was left in (as it was
+    /// before the run, unless no backup could undo earlier migrations); `source` names the
+    /// record and field.
+    #[error("migration {number} ({name}), {direction} step {step} ({op}) failed; {outcome}: {source}")]
+    MigrationFailed {
+        number: u32,
+        name: String,
+        direction: &'static str,
+        step: usize,
+        op: String,
+        outcome: String,
+        source: Box<Error>,
+    },
+
+    /// `down` would have to pass a migration that cannot be reversed.
+    #[error("migration {number} ({name}) is irreversible and cannot be undone: {reason}")]
+    Irreversible { number: u32, name: String, reason: String },
 }
 
 impl Error {

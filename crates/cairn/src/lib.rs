@@ -47,6 +47,7 @@ mod error;
 mod fsutil;
 mod guard;
 mod index;
+mod migrate;
 mod query;
 mod record;
 mod repair;
@@ -78,6 +79,10 @@ pub use compress::{CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTE
 pub use error::{Error, Result};
 pub use guard::StrayFile;
 pub use index::IndexInfo;
+pub use migrate::{
+    init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
+    MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,
+};
 pub use query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };

@@ -425,6 +425,20 @@ impl Tx<'_> {
         current: Option<&Record>,
         new: NewState,
     ) -> Result<Record> {
+        self.write_after(c, id, current, current, new)
+    }
+
+    /// [`Tx::write_state`] for a record that has no row but whose history goes on from
+    /// `predecessor` (a version read from the change log: a record of a dropped collection
+    /// coming back). Its versions, created time and history continue from there.
+    pub(crate) fn write_after(
+        &mut self,
+        c: &Collection,
+        id: &str,
+        current: Option<&Record>,
+        predecessor: Option<&Record>,
+        new: NewState,
+    ) -> Result<Record> {
         let NewState { body, deleted, op } = new;
         let bytes = canonical_object(&body);
         let limit = self.max_body_bytes()?;
@@ -459,15 +473,15 @@ impl Tx<'_> {
         }
 
         // A record created again after a purge continues its versions and its history.
-        let (version, prev_seq) = match current {
-            Some(current) => (current.version + 1, Some(current.seq)),
+        let (version, prev_seq) = match predecessor {
+            Some(before) => (before.version + 1, Some(before.seq)),
             None => match self.last_purge(c.name(), id)? {
                 Some((seq, version)) => (version + 1, Some(seq)),
                 None => (1, None),
             },
         };
-        let created_at = current.map(|r| r.created_at).unwrap_or(self.now);
-        let deleted_at = if deleted { Some(current.and_then(|r| r.deleted_at).unwrap_or(self.now)) } else { None };
+        let created_at = predecessor.map(|r| r.created_at).unwrap_or(self.now);
+        let deleted_at = if deleted { Some(predecessor.and_then(|r| r.deleted_at).unwrap_or(self.now)) } else { None };
         let body_bytes = Body::new(&bytes);
         let checksum = body_bytes.sha256;
         let seq =

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0001_initial.sql"),
     include_str!("store/migrations/0002_blobs.sql"),
     include_str!("store/migrations/0003_dicts.sql"),
+    include_str!("store/migrations/0004_migrations.sql"),
 ];
 
 /// The newest store format this build reads and writes.
@@ -298,6 +299,16 @@ impl Store {
             return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
         };
         writer.submit(self.actor.clone(), f)
+    }
+
+    /// Runs `f` in a transaction of its own on this thread, holding the write connection
+    /// until it commits (see `Writer::exclusive`); `f` may borrow from the caller.
+    pub(crate) fn write_exclusive<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(writer) = writer else {
+            return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
+        };
+        writer.exclusive(&self.actor, f)
     }
 
     /// Counters of the write path since this store was opened (zero when read-only).

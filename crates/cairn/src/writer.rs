@@ -191,6 +191,45 @@ impl Writer {
         commit_group(conn, state, hub, dir, batch);
     }
 
+    /// Runs `f` alone in its own transaction on the calling thread, holding the write
+    /// connection throughout: for long operations (migrations) whose closure borrows from the
+    /// caller and reports progress as it goes. Group commits wait meanwhile.
+    pub(crate) fn exclusive<T>(&self, actor: &str, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        if lock(&self.shared.queue).closed {
+            return Err(Error::WriterStopped);
+        }
+        let mut core = lock(&self.shared.core);
+        let Core { conn, state, hub, dir } = &mut *core;
+        if !conn.is_autocommit() {
+            state.invalidate();
+            control(conn, "ROLLBACK")?;
+        }
+        control(conn, "BEGIN IMMEDIATE")?;
+        let mut tx =
+            Tx { conn, state, actor, dir, now: Timestamp::now(), publish: hub.has_subscribers(), changes: Vec::new() };
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx))).unwrap_or_else(|_| {
+            Err(Error::NotAllowed("the write closure panicked; its writes were rolled back".into()))
+        });
+        let changes = std::mem::take(&mut tx.changes);
+        let outcome = result.and_then(|value| match control(conn, "COMMIT") {
+            Ok(()) => Ok(value),
+            Err(e) => Err(Error::CommitFailed(e.to_string())),
+        });
+        match outcome {
+            Ok(value) => {
+                hub.publish(&changes);
+                Ok(value)
+            }
+            Err(e) => {
+                state.invalidate();
+                if let Err(rollback) = control(conn, "ROLLBACK") {
+                    tracing::error!(error = %rollback, "rolling back a failed exclusive write failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// How many groups and requests this writer has committed (or failed) so far.
     pub(crate) fn stats(&self) -> WriteStats {
         WriteStats {
