@@ -718,7 +718,18 @@ pub fn migrate(
         return Ok(report);
     }
     if options.rehearse {
-        rehearse(&store, migrations, direction, options.to, progress)?;
+        rehearse(&store, migrations, direction, options.to, progress).map_err(|e| match e {
+            Error::MigrationFailed { number, name, direction, step, op, source, .. } => Error::MigrationFailed {
+                number,
+                name,
+                direction,
+                step,
+                op,
+                outcome: "found by a rehearsal on a scratch copy, before anything ran; the store is unchanged".into(),
+                source,
+            },
+            other => other,
+        })?;
     }
     if options.backup {
         let backup =

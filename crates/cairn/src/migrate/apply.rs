@@ -129,15 +129,16 @@ pub(crate) fn run_step(
             });
             let c = set_schema(tx, op, label, progress)?;
             rewrite(tx, &c, label, progress, |conn, record| {
-                let Some(value) = record.body.get(field) else { return Ok(None) };
+                let current = record.body.get(field);
                 if let Some((first_seq, up_convert, up_to)) = reversing {
                     if let Some(original) = value_before(conn, record, first_seq, field)? {
                         let converted = up_convert.apply(&original, up_to).ok().flatten();
-                        if converted.and_then(|v| canonical(field, up_to, v)).as_ref() == Some(value) {
+                        if converted.and_then(|v| canonical(field, up_to, v)).as_ref() == current {
                             return Ok(Some(with_value(&record.body, field, Some(original))));
                         }
                     }
                 }
+                let Some(value) = current else { return Ok(None) };
                 let converted = convert.apply(value, *to).map_err(|reason| Error::Validation {
                     collection: name.clone(),
                     id: Some(record.id.clone()),

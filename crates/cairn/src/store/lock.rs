@@ -28,14 +28,27 @@ impl WriteLock {
             .truncate(false)
             .open(&path)
             .map_err(|e| Error::io("open lock file", &path, e))?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                let mut text = String::new();
-                let _ = file.read_to_string(&mut text);
-                return Err(Error::Locked { path: dir.to_path_buf(), pid: text.trim().parse().ok() });
+        // A lock this process released a moment ago can still be held by a child that another
+        // thread is spawning: between fork and exec the child shares the lock file's open file
+        // description. When the file names this process, wait for that exec (bounded) before
+        // calling the store locked.
+        let mut retries = 0;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {
+                    let mut text = String::new();
+                    let _ = file.rewind().and_then(|_| file.read_to_string(&mut text));
+                    let pid: Option<u32> = text.trim().parse().ok();
+                    if pid == Some(std::process::id()) && retries < 100 {
+                        retries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                        continue;
+                    }
+                    return Err(Error::Locked { path: dir.to_path_buf(), pid });
+                }
+                Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
             }
-            Err(TryLockError::Error(e)) => return Err(Error::io("lock", &path, e)),
         }
         let write_pid = |file: &mut File| -> std::io::Result<()> {
             file.set_len(0)?;

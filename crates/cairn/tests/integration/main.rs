@@ -8,6 +8,7 @@ mod compression;
 mod concurrency;
 mod crash;
 mod integrity;
+mod migrate;
 mod query;
 mod records;
 mod repair;
