@@ -495,7 +495,10 @@ fn code_migrations_run_closures_over_records() {
 // ---- round trip per operation kind ----
 
 /// `items`: records with random values; `others` exists to be created and dropped.
-fn random_store(dir: &Path, records: &[(Option<String>, Option<i64>, Option<f64>, bool, bool)]) {
+/// label, n, x, flag, deleted
+type RandomRecord = (Option<String>, Option<i64>, Option<f64>, bool, bool);
+
+fn random_store(dir: &Path, records: &[RandomRecord]) {
     let store = Store::open(dir, StoreOptions::default()).expect("open");
     store
         .create_collection(
@@ -656,7 +659,7 @@ fn every_kind() -> Vec<(&'static str, Migration)> {
     ]
 }
 
-fn record_strategy() -> impl Strategy<Value = (Option<String>, Option<i64>, Option<f64>, bool, bool)> {
+fn record_strategy() -> impl Strategy<Value = RandomRecord> {
     (
         proptest::option::of("[a-c ,]{0,8}"),
         proptest::option::of(-1_000_000i64..1_000_000),
