@@ -710,6 +710,7 @@ pub fn migrate(
     progress: Progress<'_>,
 ) -> Result<MigrateReport> {
     let store = Store::open(dir, StoreOptions { actor: "migrate".into(), ..StoreOptions::existing() })?;
+    remove_stale_scratch(dir);
     let work = prepare(&*store.reader()?, migrations, direction, options.to)?;
     let mut report = MigrateReport { direction, migrations: Vec::new(), backup: None, applied: 0 };
     if work.is_empty() {
@@ -800,6 +801,33 @@ fn undo_run(
     }
 }
 
+/// Scratch copies are folders `.migrate-plan-*` in the data directory.
+const SCRATCH_PREFIX: &str = ".migrate-plan-";
+/// A scratch copy this old that no process holds open was left by a rehearsal or plan that
+/// was killed. It is cairn's own copy, never user data, so it is removed.
+const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(3600);
+
+fn remove_stale_scratch(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
+            continue;
+        }
+        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+        if !age.is_some_and(|age| age > STALE_SCRATCH) {
+            continue;
+        }
+        let path = entry.path();
+        // A scratch store still open somewhere holds its own write lock.
+        if let Ok(lock) = crate::store::lock(&path) {
+            drop(lock);
+            if let Err(e) = std::fs::remove_dir_all(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale scratch copy");
+            }
+        }
+    }
+}
+
 /// Runs the migrations on a scratch copy of `store` and reports what they did there.
 fn rehearse(
     store: &Store,
@@ -809,7 +837,7 @@ fn rehearse(
     progress: Progress<'_>,
 ) -> Result<MigrateReport> {
     let scratch = tempfile::Builder::new()
-        .prefix(".migrate-plan-")
+        .prefix(SCRATCH_PREFIX)
         .tempdir_in(store.dir())
         .map_err(|e| Error::io("create scratch folder in", store.dir(), e))?;
     let db = scratch.path().join(DB_FILE);

@@ -492,6 +492,24 @@ fn code_migrations_run_closures_over_records() {
     assert!(err.to_string().contains("t07 cannot be migrated") && err.to_string().contains("`t07`"), "{err}");
 }
 
+#[test]
+fn scratch_copies_left_by_killed_runs_are_removed_and_live_ones_kept() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    tasks_store(&dir);
+    let (stale, recent) = (dir.join(".migrate-plan-stale"), dir.join(".migrate-plan-recent"));
+    for scratch in [&stale, &recent] {
+        std::fs::create_dir(scratch).expect("mkdir");
+        std::fs::write(scratch.join("store.db"), b"half a copy").expect("file");
+    }
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::open(&stale).expect("open dir").set_modified(two_hours_ago).expect("age it");
+    cairn::migrate(&dir, &Migrations::default(), Direction::Up, &MigrateOptions::default(), &mut quiet())
+        .expect("nothing to do");
+    assert!(!stale.exists(), "a stale scratch copy is removed");
+    assert!(recent.exists(), "a recent one may belong to a plan still running");
+}
+
 // ---- round trip per operation kind ----
 
 /// `items`: records with random values; `others` exists to be created and dropped.
