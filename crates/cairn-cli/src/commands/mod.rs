@@ -6,6 +6,7 @@ mod blob;
 mod changes;
 mod collection;
 mod demo;
+mod migrate;
 mod query;
 mod record;
 mod settings;
@@ -66,8 +67,9 @@ impl Context {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create a store in the data directory (nothing happens if one is there).
-    Init,
+    /// Create a store in the data directory (nothing happens if one is there); with
+    /// --migrations apply them, with --seed upsert seed records. Running it again is a no-op.
+    Init(migrate::InitArgs),
     /// Create a store with a Taskerino-like schema and sample data, and show what to try.
     Demo(demo::DemoArgs),
     /// Define, inspect, change and drop collections.
@@ -107,11 +109,13 @@ pub enum Command {
     /// Repair what check finds, from the change log and the newest good backups; damaged
     /// state is copied into quarantine/ first and nothing is deleted.
     Repair,
+    /// Schema migrations: status, plan, up, down (docs/migrations.md).
+    Migrate(migrate::MigrateArgs),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
     match command {
-        Command::Init => init(ctx),
+        Command::Init(args) => migrate::init(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Collection(cmd) => collection::run(ctx, cmd),
         Command::Record(cmd) => record::run(ctx, cmd),
@@ -127,24 +131,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Restore(args) => backup::run_restore(ctx, args),
         Command::Check(args) => backup::run_check(ctx, args),
         Command::Repair => backup::run_repair(ctx),
+        Command::Migrate(args) => migrate::run(ctx, args),
     }
-}
-
-fn init(ctx: &Context) -> Result<()> {
-    let existed = ctx.dir.join(cairn::DB_FILE).exists();
-    let store = Store::open(&ctx.dir, StoreOptions::default())?;
-    let dir = store.dir().display().to_string();
-    store.close()?;
-    let report = serde_json::json!({ "dir": dir, "created": !existed, "format_version": cairn::FORMAT_VERSION });
-    ctx.out.show(&report, || {
-        if existed {
-            println!("{dir} already holds a cairn store (format {})", cairn::FORMAT_VERSION);
-        } else {
-            println!("created a cairn store in {dir}");
-            println!("next: cairn --dir {dir} collection create SCHEMA.json");
-        }
-    });
-    Ok(())
 }
 
 /// A progress bar for work reported in phases; hidden under `--json` and when stderr is not

@@ -510,3 +510,66 @@ fn backup_check_repair_and_restore_from_the_command_line() {
     );
     assert!(!dir.join("store-old.db").exists());
 }
+
+#[test]
+fn migrations_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let migrations = tmp.path().join("migrations");
+    std::fs::create_dir(&migrations).expect("mkdir");
+    std::fs::write(
+        migrations.join("0001_notes.toml"),
+        "[[up]]\nop = \"create_collection\"\nschema = { name = \"notes\", fields = [ { name = \"title\", type = \"text\" } ] }\n\
+         [[down]]\nop = \"drop_collection\"\ncollection = \"notes\"\n",
+    )
+    .expect("0001");
+    std::fs::write(
+        migrations.join("0002_n.toml"),
+        "[[up]]\nop = \"add_field\"\ncollection = \"notes\"\nfield = { name = \"n\", type = \"integer\", default = 0 }\n\
+         [[down]]\nop = \"remove_field\"\ncollection = \"notes\"\nfield = \"n\"\n",
+    )
+    .expect("0002");
+    let seed = tmp.path().join("seed.json");
+    std::fs::write(&seed, r#"{"notes": [{"id": "hello", "title": "Hello"}]}"#).expect("seed");
+    let m = migrations.to_str().expect("utf8");
+    let s = seed.to_str().expect("utf8");
+
+    let out = cairn(&dir, &["--json", "init", "--migrations", m, "--seed", s]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = json(&out);
+    assert_eq!((report["created"].clone(), report["migrations"]["applied"].clone()), (true.into(), 2.into()));
+    assert_eq!(report["seeded"]["notes"], 1);
+    let out = cairn(&dir, &["--json", "init", "--migrations", m, "--seed", s]);
+    assert_eq!(json(&out)["seed_unchanged"], 1, "{}", stdout(&out));
+    let out = cairn(&dir, &["--json", "get", "notes", "hello"]);
+    assert_eq!(json(&out)["body"], serde_json::json!({"title": "Hello", "n": 0}));
+
+    let out = cairn(&dir, &["migrate", "-m", m, "status"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("applied"), "{}", stdout(&out));
+    let out = cairn(&dir, &["--json", "migrate", "-m", m, "plan", "--down"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["migrations"][0]["steps"][0]["records"], 1);
+    let out = cairn(&dir, &["migrate", "-m", m, "down"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("undid 0002 n"), "{}", stdout(&out));
+    let out = cairn(&dir, &["--json", "get", "notes", "hello"]);
+    assert_eq!(json(&out)["body"], serde_json::json!({"title": "Hello"}));
+
+    // Edit the applied migration: refused, and status says so.
+    let first = migrations.join("0001_notes.toml");
+    let text = std::fs::read_to_string(&first).expect("read");
+    std::fs::write(&first, text.replace("\"title\"", "\"headline\"")).expect("edit");
+    let out = cairn(&dir, &["migrate", "-m", m, "up"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("edited after it was applied"), "{}", stderr(&out));
+    let out = cairn(&dir, &["--json", "migrate", "-m", m, "status"]);
+    assert_eq!(json(&out)[0]["state"], "edited");
+
+    // A bad file is named before anything runs.
+    std::fs::write(&first, text).expect("restore");
+    std::fs::write(migrations.join("0003_bad.toml"), "down = []\n[[up]]\nop = \"teleport\"\n").expect("bad");
+    let out = cairn(&dir, &["migrate", "-m", m, "up"]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("0003_bad.toml") && stderr(&out).contains("teleport"), "{}", stderr(&out));
+}
