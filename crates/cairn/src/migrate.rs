@@ -814,7 +814,7 @@ fn remove_stale_scratch(dir: &Path) {
             continue;
         }
         let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-        if !age.is_some_and(|age| age > STALE_SCRATCH) {
+        if age.is_none_or(|age| age <= STALE_SCRATCH) {
             continue;
         }
         let path = entry.path();
