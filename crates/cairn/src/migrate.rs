@@ -19,7 +19,8 @@
 //! 4. a verified backup is taken; if it fails, nothing runs;
 //! 5. each migration runs in one transaction holding the writer (steps, then its row in
 //!    `cairn_migrations`), so a crash leaves the store at a migration boundary;
-//! 6. when one fails, its transaction rolls back; if earlier migrations of the same run had
+//! 6. when one fails, its transaction rolls back (full-text and value indexes are tables of
+//!    the same database, so they roll back with it); if earlier migrations of the same run had
 //!    committed, the backup of step 4 is restored (the replaced state kept in quarantine), so
 //!    the store is exactly as it was before the run.
 //!
@@ -471,6 +472,15 @@ struct Applied {
 }
 
 fn applied(conn: &Connection) -> Result<Vec<Applied>> {
+    // A store of format 3 or older opened read-only has not been upgraded: nothing applied.
+    let table: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = 'cairn_migrations'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !table {
+        return Ok(Vec::new());
+    }
     let mut stmt = conn
         .prepare_cached("SELECT number, name, checksum, applied_at, first_seq FROM cairn_migrations ORDER BY number")?;
     let rows = stmt.query_map([], |r| {
