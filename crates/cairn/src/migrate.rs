@@ -129,8 +129,9 @@ struct MigrationFile {
 }
 
 impl Migration {
-    /// An empty, reversible migration built in code; add steps with [`Migration::up`],
-    /// [`Migration::down`] and the `*_with` closures.
+    /// An empty migration built in code; add steps with [`Migration::up`],
+    /// [`Migration::down`] and the `*_with` closures. Until it has a `down` step it is
+    /// irreversible, so that a forgotten `down` cannot pass for an empty one.
     pub fn new(number: u32, name: impl Into<String>) -> Migration {
         let name = name.into();
         Migration {
@@ -139,7 +140,7 @@ impl Migration {
             name,
             description: String::new(),
             up: Vec::new(),
-            down: Some(Vec::new()),
+            down: None,
             source: None,
         }
     }

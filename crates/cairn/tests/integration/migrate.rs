@@ -265,6 +265,34 @@ fn a_failure_in_migration_3_of_5_leaves_the_store_identical() {
 }
 
 #[test]
+fn nothing_runs_when_the_backup_fails_or_the_target_is_behind() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    tasks_store(&dir);
+    let migrations = five(&tmp.path().join("migrations"));
+    let before = dump(&dir);
+    // A backups folder below a regular file cannot be created: the backup fails.
+    let blocker = tmp.path().join("not-a-folder");
+    std::fs::write(&blocker, b"x").expect("file");
+    let options = MigrateOptions { backups_dir: Some(blocker.join("backups")), ..MigrateOptions::default() };
+    let err = cairn::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect_err("backup fails");
+    assert!(matches!(err, Error::BackupFailed { .. } | Error::Io { .. }), "{err:?}");
+    assert_eq!(dump(&dir), before, "no migration ran");
+
+    let to2 = MigrateOptions { to: Some(2), ..MigrateOptions::default() };
+    cairn::migrate(&dir, &migrations, Direction::Up, &to2, &mut quiet()).expect("up to 2");
+    let behind = MigrateOptions { to: Some(1), ..MigrateOptions::default() };
+    let err = cairn::migrate(&dir, &migrations, Direction::Up, &behind, &mut quiet()).expect_err("up to 1 at 2");
+    assert!(err.to_string().contains("down --to 1"), "{err}");
+    let ahead = MigrateOptions { to: Some(4), ..MigrateOptions::default() };
+    let err = cairn::migrate(&dir, &migrations, Direction::Down, &ahead, &mut quiet()).expect_err("down to 4 at 2");
+    assert!(err.to_string().contains("up --to 4"), "{err}");
+    let past = MigrateOptions { to: Some(9), ..MigrateOptions::default() };
+    let err = cairn::migrate(&dir, &migrations, Direction::Up, &past, &mut quiet()).expect_err("no migration 9");
+    assert!(err.to_string().contains("no migration 9"), "{err}");
+}
+
+#[test]
 fn edited_or_missing_history_is_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
