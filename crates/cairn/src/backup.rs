@@ -268,6 +268,17 @@ impl Store {
     /// Takes a backup, verifies it and, with `options.rotate`, applies rotation. An error
     /// means no backup was added (see the module docs for how a failure is reported).
     pub fn backup(&self, options: &BackupOptions, progress: Progress<'_>) -> Result<BackupInfo> {
+        let result = self.backup_now(options, progress);
+        let target = match &result {
+            Ok(info) => info.id.clone(),
+            Err(Error::BackupFailed { id, .. }) => id.clone(),
+            Err(_) => String::new(),
+        };
+        self.audit("backup", &target, &crate::audit::outcome(&result), options.reason.as_str());
+        result
+    }
+
+    fn backup_now(&self, options: &BackupOptions, progress: Progress<'_>) -> Result<BackupInfo> {
         let root = options.dir.clone().unwrap_or_else(|| backups_dir(self.dir()));
         let id = new_id(&root, options.reason)?;
         let tmp = root.join(format!("{TMP_PREFIX}{id}"));

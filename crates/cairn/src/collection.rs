@@ -389,6 +389,7 @@ impl Tx<'_> {
             after: None,
         })?;
         self.state.collections.remove(name);
+        self.audit("drop_collection", name, "ok", &format!("{records} records exported to {}", quarantine.display()))?;
         Ok(DropReport { collection: name.to_string(), records, quarantine_dir: quarantine })
     }
 }

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod audit;
 mod backup;
 mod batch;
 mod blob;
@@ -61,6 +62,7 @@ pub mod taskerino;
 mod timestamp;
 mod writer;
 
+pub use audit::{AuditEntry, AuditProblem, AuditVerification};
 pub use backup::{
     backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
     BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, BACKUPS_DIR,

@@ -720,6 +720,34 @@ pub fn migrate(
     options: &MigrateOptions,
     progress: Progress<'_>,
 ) -> Result<MigrateReport> {
+    let result = run(dir, migrations, direction, options, progress);
+    let ran = match &result {
+        Ok(report) => !report.migrations.is_empty(),
+        Err(e) => matches!(e, Error::MigrationFailed { .. } | Error::BackupFailed { .. }),
+    };
+    if ran {
+        let detail = match &result {
+            Ok(r) => r.migrations.iter().map(|m| format!("{:04}_{}", m.number, m.name)).collect::<Vec<_>>().join(", "),
+            Err(_) => String::new(),
+        };
+        if let Ok(store) = Store::open(dir, StoreOptions { actor: "migrate".into(), ..StoreOptions::existing() }) {
+            store.audit("migrate", direction.as_str(), &crate::audit::outcome(&result), &detail);
+            if let Err(e) = store.close() {
+                tracing::warn!(error = %e, "closing the store after a migration failed");
+            }
+        }
+    }
+    result
+}
+
+/// [`migrate`] without its audit entry (a rehearsal's scratch copy needs none).
+fn run(
+    dir: &Path,
+    migrations: &Migrations,
+    direction: Direction,
+    options: &MigrateOptions,
+    progress: Progress<'_>,
+) -> Result<MigrateReport> {
     let store = Store::open(dir, StoreOptions { actor: "migrate".into(), ..StoreOptions::existing() })?;
     remove_stale_scratch(dir);
     let work = prepare(&*store.reader()?, migrations, direction, options.to)?;
@@ -860,7 +888,7 @@ fn rehearse(
         .map_err(|e| Error::io("copy the store into", &db, std::io::Error::other(e)))?;
     progress("copy", 1, 1);
     let options = MigrateOptions { to, rehearse: false, backup: false, backups_dir: None };
-    migrate(scratch.path(), migrations, direction, &options, progress)
+    run(scratch.path(), migrations, direction, &options, progress)
 }
 
 /// What `migrate` would do, found by running it on a scratch copy of the store: the

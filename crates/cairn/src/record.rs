@@ -375,7 +375,10 @@ impl Tx<'_> {
         let c = self.collection(collection)?;
         let current = self.current(&c, id, expected)?;
         let body = current.body.clone();
-        self.write_state(&c, id, Some(&current), NewState { body, deleted: true, op: ChangeOp::Delete })
+        let deleted =
+            self.write_state(&c, id, Some(&current), NewState { body, deleted: true, op: ChangeOp::Delete })?;
+        self.audit("delete", &format!("{collection}/{id}"), "ok", &format!("version {}", deleted.version))?;
+        Ok(deleted)
     }
 
     /// Removes a soft-deleted record from its collection for good. Its history stays in the
@@ -399,6 +402,7 @@ impl Tx<'_> {
             prev_seq: Some(current.seq),
             after: None,
         })?;
+        self.audit("purge", &format!("{collection}/{id}"), "ok", &format!("version {version}"))?;
         Ok(version)
     }
 

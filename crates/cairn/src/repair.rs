@@ -63,6 +63,16 @@ pub struct RepairReport {
 impl Store {
     /// Repairs what `check` finds; see the module docs. Runs `check` before and after.
     pub fn repair(&self, progress: Progress<'_>) -> Result<RepairReport> {
+        let result = self.repair_now(progress);
+        let detail = match &result {
+            Ok(r) => format!("{} problem(s) before, {} after", r.problems_before, r.after.problems.len()),
+            Err(_) => String::new(),
+        };
+        self.audit("repair", "", &crate::audit::outcome(&result), &detail);
+        result
+    }
+
+    fn repair_now(&self, progress: Progress<'_>) -> Result<RepairReport> {
         let before = self.check(&CheckOptions::default(), progress)?;
         if before.is_ok() {
             return Ok(RepairReport { after: before, ..RepairReport::default() });

@@ -111,6 +111,22 @@ fn restorable(root: &Path, id: &str, progress: Progress<'_>) -> Result<(PathBuf,
 /// Restores backup `id` of the store in `dir` (see the module docs). The store must not be
 /// open in this or another process; this takes its write lock.
 pub fn restore(dir: &Path, id: &str, options: &RestoreOptions, progress: Progress<'_>) -> Result<RestoreReport> {
+    let result = restore_now(dir, id, options, progress);
+    // Recorded in the store as it is now: the restored one (whose trail is the backup's), or
+    // the one that stayed. A restore into another directory leaves the store alone.
+    let refused = matches!(result, Err(Error::Locked { .. } | Error::NoStore { .. } | Error::NotAStore { .. }));
+    if options.to.is_none() && !refused {
+        if let Ok(store) = Store::open(dir, StoreOptions::existing()) {
+            store.audit("restore", id, &crate::audit::outcome(&result), "");
+            if let Err(e) = store.close() {
+                tracing::warn!(error = %e, "closing the store after a restore failed");
+            }
+        }
+    }
+    result
+}
+
+fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progress<'_>) -> Result<RestoreReport> {
     let root = options.backups_dir.clone().unwrap_or_else(|| backup::backups_dir(dir));
     let (source, manifest) = restorable(&root, id, progress)?;
     if let Some(to) = &options.to {
@@ -272,6 +288,17 @@ impl Store {
     /// A collection the store no longer has is created from the backup's schema, and blobs
     /// the records link are copied back when the store lacks them.
     pub fn restore_records(&self, backup_id: &str, collection: &str, id: Option<&str>) -> Result<RecordsRestored> {
+        let result = self.restore_records_now(backup_id, collection, id);
+        let target = match id {
+            Some(id) => format!("{collection}/{id} from {backup_id}"),
+            None => format!("{collection} from {backup_id}"),
+        };
+        let detail = result.as_ref().map(|r| format!("{} record(s) restored", r.restored.len())).unwrap_or_default();
+        self.audit("restore_records", &target, &crate::audit::outcome(&result), &detail);
+        result
+    }
+
+    fn restore_records_now(&self, backup_id: &str, collection: &str, id: Option<&str>) -> Result<RecordsRestored> {
         let root = backup::backups_dir(self.dir());
         let listed = backup::list_backups(&root)?;
         let Some(info) = listed.into_iter().find(|b| b.id == backup_id && b.status != BackupStatus::Failed) else {

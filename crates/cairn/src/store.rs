@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0002_blobs.sql"),
     include_str!("store/migrations/0003_dicts.sql"),
     include_str!("store/migrations/0004_migrations.sql"),
+    include_str!("store/migrations/0005_audit.sql"),
 ];
 
 /// The newest store format this build reads and writes.

@@ -1,6 +1,7 @@
 //! The subcommands. Each module maps its arguments onto one library call and formats the
 //! answer.
 
+mod audit;
 mod backup;
 mod blob;
 mod changes;
@@ -111,6 +112,9 @@ pub enum Command {
     Repair,
     /// Schema migrations: status, plan, up, down (docs/migrations.md).
     Migrate(migrate::MigrateArgs),
+    /// The audit trail of administrative and destructive operations.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
@@ -132,6 +136,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Check(args) => backup::run_check(ctx, args),
         Command::Repair => backup::run_repair(ctx),
         Command::Migrate(args) => migrate::run(ctx, args),
+        Command::Audit(cmd) => audit::run(ctx, cmd),
     }
 }
 

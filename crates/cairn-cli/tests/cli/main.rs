@@ -573,3 +573,27 @@ fn migrations_from_the_command_line() {
     assert_eq!(code(&out), 1);
     assert!(stderr(&out).contains("0003_bad.toml") && stderr(&out).contains("teleport"), "{}", stderr(&out));
 }
+
+#[test]
+fn audit_list_and_verify_from_the_command_line() {
+    let (_tmp, dir) = store_with_notes();
+    for id in ["a", "b"] {
+        let out = cairn(&dir, &["put", "notes", id, "--body", r#"{"title": "x"}"#]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+        let out = cairn(&dir, &["delete", "notes", id]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let out = cairn(&dir, &["--json", "audit", "list", "--filter", r#"target = "notes/b""#]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let entries = json(&out);
+    assert_eq!(entries.as_array().map(Vec::len), Some(1), "{entries}");
+    assert_eq!((entries[0]["action"].clone(), entries[0]["actor"].clone()), ("delete".into(), "cli".into()));
+    assert_eq!(code(&cairn(&dir, &["audit", "verify"])), 0);
+
+    let conn = rusqlite::Connection::open(dir.join("store.db")).expect("sqlite");
+    conn.execute("UPDATE cairn_audit SET actor = 'mallory' WHERE seq = 1", []).expect("tamper");
+    drop(conn);
+    let out = cairn(&dir, &["audit", "verify"]);
+    assert_eq!(code(&out), 5, "{}", stdout(&out));
+    assert!(stdout(&out).contains("entry 1: the entry does not match its hash"), "{}", stdout(&out));
+}
