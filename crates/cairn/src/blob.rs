@@ -529,6 +529,17 @@ pub(crate) fn links<'a>(c: &Collection, body: &'a Map<String, Value>) -> Vec<(&'
     out
 }
 
+/// For dry runs only: a row for a blob an import would add, so that records linking to it
+/// validate; the dry run's rollback removes it.
+pub(crate) fn placeholder(conn: &Connection, hash: &str, size: u64, now: Timestamp) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO cairn_blobs (hash, size, stored_size, codec, refs, created_at, unreferenced_since)
+         VALUES (?1, ?2, ?2, 'raw', 0, ?3, ?3)",
+        params![hash, size, now.0],
+    )?;
+    Ok(())
+}
+
 /// Moves reference counts from the links of `before` to those of `after` (live bodies).
 pub(crate) fn update_refs(
     conn: &Connection,

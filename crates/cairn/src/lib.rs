@@ -45,8 +45,10 @@ mod collection;
 mod compress;
 pub mod demo;
 mod error;
+mod export;
 mod fsutil;
 mod guard;
+mod import;
 mod index;
 mod migrate;
 mod query;
@@ -79,7 +81,9 @@ pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use compress::{CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES};
 pub use error::{Error, Result};
+pub use export::{ExportCollection, ExportFile, ExportManifest, ExportOptions, EXPORT_FORMAT, EXPORT_VERSION};
 pub use guard::StrayFile;
+pub use import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
 pub use index::IndexInfo;
 pub use migrate::{
     init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,

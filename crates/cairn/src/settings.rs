@@ -258,7 +258,7 @@ pub(crate) fn value(conn: &Connection, key: &str) -> Result<Value> {
     Ok(setting(conn, key)?.value)
 }
 
-fn setting(conn: &Connection, key: &str) -> Result<Setting> {
+pub(crate) fn setting(conn: &Connection, key: &str) -> Result<Setting> {
     let def = definition(conn, key)?;
     let stored = stored_value(conn, key)?;
     Ok(Setting {

@@ -309,7 +309,16 @@ impl Store {
         let Some(writer) = writer else {
             return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
         };
-        writer.exclusive(&self.actor, f)
+        writer.exclusive(&self.actor, true, f)
+    }
+
+    /// Runs `f` like [`Store::write_exclusive`] and then rolls everything back: a dry run.
+    pub(crate) fn write_dry_run<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let Some(writer) = writer else {
+            return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
+        };
+        writer.exclusive(&self.actor, false, f)
     }
 
     /// Counters of the write path since this store was opened (zero when read-only).

@@ -194,7 +194,15 @@ impl Writer {
     /// Runs `f` alone in its own transaction on the calling thread, holding the write
     /// connection throughout: for long operations (migrations) whose closure borrows from the
     /// caller and reports progress as it goes. Group commits wait meanwhile.
-    pub(crate) fn exclusive<T>(&self, actor: &str, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+    ///
+    /// With `commit` false the transaction is rolled back even when `f` succeeds: a dry run
+    /// that goes through every check a real write does.
+    pub(crate) fn exclusive<T>(
+        &self,
+        actor: &str,
+        commit: bool,
+        f: impl FnOnce(&mut Tx<'_>) -> Result<T>,
+    ) -> Result<T> {
         if lock(&self.shared.queue).closed {
             return Err(Error::WriterStopped);
         }
@@ -211,21 +219,26 @@ impl Writer {
             Err(Error::NotAllowed("the write closure panicked; its writes were rolled back".into()))
         });
         let changes = std::mem::take(&mut tx.changes);
-        let outcome = result.and_then(|value| match control(conn, "COMMIT") {
-            Ok(()) => Ok(value),
-            Err(e) => Err(Error::CommitFailed(e.to_string())),
-        });
+        let outcome = match result {
+            Ok(value) if !commit => Err(Ok(value)),
+            Ok(value) => match control(conn, "COMMIT") {
+                Ok(()) => Ok(value),
+                Err(e) => Err(Err(Error::CommitFailed(e.to_string()))),
+            },
+            Err(e) => Err(Err(e)),
+        };
         match outcome {
             Ok(value) => {
                 hub.publish(&changes);
                 Ok(value)
             }
-            Err(e) => {
+            // Rolled back: a failure, or a dry run's result.
+            Err(answer) => {
                 state.invalidate();
                 if let Err(rollback) = control(conn, "ROLLBACK") {
-                    tracing::error!(error = %rollback, "rolling back a failed exclusive write failed");
+                    tracing::error!(error = %rollback, "rolling back an exclusive write failed");
                 }
-                Err(e)
+                answer
             }
         }
     }

@@ -8,6 +8,7 @@ mod changes;
 mod collection;
 mod demo;
 mod migrate;
+mod portability;
 mod query;
 mod record;
 mod settings;
@@ -112,6 +113,10 @@ pub enum Command {
     Repair,
     /// Schema migrations: status, plan, up, down (docs/migrations.md).
     Migrate(migrate::MigrateArgs),
+    /// Export the whole store (schemas, settings, records, optionally attachments) into a folder.
+    Export(portability::ExportArgs),
+    /// Import a folder written by `export`: validated first, backed up, applied atomically.
+    Import(portability::ImportArgs),
     /// The audit trail of administrative and destructive operations.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -137,6 +142,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Repair => backup::run_repair(ctx),
         Command::Migrate(args) => migrate::run(ctx, args),
         Command::Audit(cmd) => audit::run(ctx, cmd),
+        Command::Export(args) => portability::run_export(ctx, args),
+        Command::Import(args) => portability::run_import(ctx, args),
     }
 }
 

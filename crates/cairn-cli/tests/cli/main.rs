@@ -597,3 +597,40 @@ fn audit_list_and_verify_from_the_command_line() {
     assert_eq!(code(&out), 5, "{}", stdout(&out));
     assert!(stdout(&out).contains("entry 1: the entry does not match its hash"), "{}", stdout(&out));
 }
+
+#[test]
+fn export_and_import_from_the_command_line() {
+    let (tmp, dir) = store_with_notes();
+    for id in ["a", "b", "c"] {
+        let out = cairn(&dir, &["put", "notes", id, "--body", r#"{"title": "x", "n": 1}"#]);
+        assert_eq!(code(&out), 0, "{}", stderr(&out));
+    }
+    let export = tmp.path().join("export");
+    let e = export.to_str().expect("utf8");
+    let out = cairn(&dir, &["export", "--out", e]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("notes") && stdout(&out).contains("3 records"), "{}", stdout(&out));
+
+    let other = tmp.path().join("other");
+    assert_eq!(code(&cairn(&other, &["init"])), 0);
+    let out = cairn(&other, &["--json", "import", e, "--dry-run"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(json(&out)["collections"][0]["created"], 3);
+    let out = cairn(&other, &["--json", "list", "notes"]);
+    assert_ne!(code(&out), 0, "the dry run created nothing: {}", stdout(&out));
+    let out = cairn(&other, &["import", e]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("backup taken first"), "{}", stdout(&out));
+    let out = cairn(&other, &["--json", "get", "notes", "b"]);
+    assert_eq!(json(&out)["body"]["n"], 1);
+
+    let out = cairn(&other, &["put", "notes", "b", "--body", r#"{"title": "changed"}"#]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cairn(&other, &["import", e]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("notes/b"), "{}", stderr(&out));
+    let out = cairn(&other, &["import", e, "--on-conflict", "overwrite"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out = cairn(&other, &["--json", "get", "notes", "b"]);
+    assert_eq!(json(&out)["body"]["title"], "x");
+}

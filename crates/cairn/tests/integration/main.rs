@@ -10,6 +10,7 @@ mod concurrency;
 mod crash;
 mod integrity;
 mod migrate;
+mod portability;
 mod query;
 mod records;
 mod repair;

@@ -1,0 +1,96 @@
+//! `cairn export` and `cairn import`: a full export of the store, and importing one.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use cairn::{ExportOptions, ImportOptions, OnConflict};
+use clap::{Args, ValueEnum};
+
+use super::{phase_bar, Context};
+use crate::output::table;
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The folder to write (must not exist): manifest.json, schemas.json, settings.json,
+    /// collections/*.jsonl and, with --blobs, blobs/.
+    #[arg(long, value_name = "PATH")]
+    out: PathBuf,
+    /// Also export the attachments records link to.
+    #[arg(long)]
+    blobs: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A folder written by `cairn export`.
+    path: PathBuf,
+    /// Validate everything and report counts and conflicts; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// What to do with records that exist with other content.
+    #[arg(long, value_enum, default_value_t = Conflict::Fail)]
+    on_conflict: Conflict,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Conflict {
+    Fail,
+    Skip,
+    Overwrite,
+}
+
+pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
+    let store = ctx.open_write_or_read()?;
+    let bar = phase_bar(ctx);
+    let manifest = store.export(&args.out, &ExportOptions { blobs: args.blobs }, &mut |p, d, t| bar.update(p, d, t));
+    bar.finish();
+    let manifest = manifest?;
+    ctx.out.show(&manifest, || {
+        for c in &manifest.collections {
+            println!("{:<24} {:>9} records ({} deleted)", c.name, c.records, c.deleted);
+        }
+        println!("{} attachment(s); written to {}", manifest.blobs.len(), args.out.display());
+    });
+    Ok(())
+}
+
+pub fn run_import(ctx: &Context, args: ImportArgs) -> Result<()> {
+    let store = ctx.open_write()?;
+    let on_conflict = match args.on_conflict {
+        Conflict::Fail => OnConflict::Fail,
+        Conflict::Skip => OnConflict::Skip,
+        Conflict::Overwrite => OnConflict::Overwrite,
+    };
+    let options = ImportOptions { dry_run: args.dry_run, on_conflict, ..ImportOptions::default() };
+    let bar = phase_bar(ctx);
+    let report = store.import(&args.path, &options, &mut |p, d, t| bar.update(p, d, t));
+    bar.finish();
+    let report = report?;
+    ctx.out.show(&report, || {
+        let rows = report
+            .collections
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("{}{}", c.collection, if c.created_collection { " (new)" } else { "" }),
+                    c.records.to_string(),
+                    c.created.to_string(),
+                    c.overwritten.to_string(),
+                    c.skipped.to_string(),
+                    c.unchanged.to_string(),
+                ]
+            })
+            .collect();
+        println!("{}", table(&["collection", "in export", "created", "overwritten", "skipped", "unchanged"], rows));
+        if report.conflict_count > 0 {
+            println!("{} conflict(s): {}", report.conflict_count, report.conflicts.join(", "));
+        }
+        println!("{} attachment(s), {} new; {} setting(s)", report.blobs, report.blobs_added, report.settings);
+        if report.dry_run {
+            println!("dry run: nothing was written");
+        } else if let Some(id) = &report.backup {
+            println!("backup taken first: {id}");
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,397 @@
+//! Import (SAFE-6) of a full export (see `export.rs`): everything is validated before
+//! anything is written, and then applied in one transaction after a verified backup.
+//!
+//! Validation is the import itself, run inside a transaction that is rolled back (a dry
+//! run): every file against the manifest's SHA-256 and size, the schemas against the store's
+//! (a collection that exists must have the same schema: change it with a migration first),
+//! every record through the same validation a write gets, record ids repeated within a file,
+//! every relation against the records the store would then hold, every attachment against
+//! the export's blobs and the store's. `--dry-run` stops there and reports; otherwise a
+//! verified backup is taken (nothing is written if it fails), the export's attachments are
+//! stored (content-addressed: an unused one is collected after the grace period), and the
+//! same import runs again in a transaction that commits. A record that exists with other
+//! content is a conflict: `fail` (the default) refuses the import and lists them, `skip`
+//! keeps the store's, `overwrite` writes the export's as a new version.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Read};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::backup::{BackupOptions, BackupReason, Progress};
+use crate::changes::ChangeOp;
+use crate::error::{Error, Result};
+use crate::export::{creation_order, ExportFile, ExportManifest, ExportSettings, EXPORT_FORMAT, EXPORT_VERSION};
+use crate::record::NewState;
+use crate::schema::{CollectionSchema, FieldType};
+use crate::store::Store;
+use crate::writer::Tx;
+
+/// What to do with a record that exists in the store with other content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnConflict {
+    /// Refuse the import, listing the conflicts (default).
+    #[default]
+    Fail,
+    /// Keep the store's record.
+    Skip,
+    /// Write the export's record as a new version.
+    Overwrite,
+}
+
+/// Options of [`Store::import`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImportOptions {
+    /// Validate and report; write nothing. Default: false.
+    pub dry_run: bool,
+    /// Default: [`OnConflict::Fail`].
+    pub on_conflict: OnConflict,
+    /// Take a verified backup first (nothing is written if it fails). Default: true.
+    pub backup: bool,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions { dry_run: false, on_conflict: OnConflict::Fail, backup: true }
+    }
+}
+
+/// Counts for one collection.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ImportCounts {
+    pub collection: String,
+    /// The collection did not exist and is (or would be) created.
+    pub created_collection: bool,
+    /// Records in the export.
+    pub records: u64,
+    pub created: u64,
+    pub overwritten: u64,
+    /// Conflicts left as the store has them (`skip`).
+    pub skipped: u64,
+    /// Records the store already holds exactly so.
+    pub unchanged: u64,
+}
+
+/// What [`Store::import`] did, or with `dry_run` would do.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct ImportReport {
+    pub dry_run: bool,
+    pub collections: Vec<ImportCounts>,
+    /// Records that exist with other content, as `collection/id` (the first 100).
+    pub conflicts: Vec<String>,
+    pub conflict_count: u64,
+    /// Attachments in the export, and how many of them the store did not hold yet.
+    pub blobs: u64,
+    pub blobs_added: u64,
+    /// Settings set and setting definitions added.
+    pub settings: u64,
+    /// The verified backup taken first.
+    pub backup: Option<String>,
+}
+
+/// One line of a collection file.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Line {
+    id: String,
+    #[serde(default)]
+    deleted: bool,
+    body: Value,
+}
+
+/// An export, read and checked against its manifest.
+struct Export<'a> {
+    dir: &'a Path,
+    manifest: ExportManifest,
+    schemas: Vec<CollectionSchema>,
+    settings: ExportSettings,
+}
+
+fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::InvalidInput { source_name: what.into(), reason: reason.into() }
+}
+
+impl Export<'_> {
+    fn open<'d>(dir: &'d Path, progress: Progress<'_>) -> Result<Export<'d>> {
+        let manifest_path = dir.join("manifest.json");
+        let text = std::fs::read(&manifest_path).map_err(|e| Error::io("read", &manifest_path, e))?;
+        let name = manifest_path.display().to_string();
+        let manifest: ExportManifest = serde_json::from_slice(&text).map_err(|e| invalid(&name, e.to_string()))?;
+        if manifest.format != EXPORT_FORMAT {
+            return Err(invalid(&name, format!("format {:?} is not a cairn export", manifest.format)));
+        }
+        if manifest.version > EXPORT_VERSION {
+            return Err(invalid(
+                &name,
+                format!(
+                    "export version {} is newer than this cairn reads ({EXPORT_VERSION}); upgrade cairn",
+                    manifest.version
+                ),
+            ));
+        }
+        if let Some(redacted) = &manifest.redacted {
+            return Err(invalid(
+                &name,
+                format!("this export was redacted ({redacted}); a redacted export cannot be imported in full"),
+            ));
+        }
+        let mut files: Vec<(&ExportFile, String)> =
+            vec![(&manifest.schemas, "schemas.json".to_string()), (&manifest.settings, "settings.json".to_string())];
+        for c in &manifest.collections {
+            files.push((&c.file, format!("collections/{}.jsonl", c.name)));
+        }
+        for b in &manifest.blobs {
+            files.push((b, format!("blobs/{}", b.sha256)));
+        }
+        let total: u64 = files.iter().map(|(f, _)| f.bytes).sum();
+        let mut done = 0;
+        for (file, expected) in &files {
+            // Paths come from the file: only the names this format uses, nothing that leaves
+            // the export's folder.
+            if file.path != *expected {
+                return Err(invalid(&name, format!("unexpected file path {:?} (expected {expected:?})", file.path)));
+            }
+            let path = dir.join(&file.path);
+            let (bytes, sha256) = hash_file(&path)?;
+            if bytes != file.bytes || sha256 != file.sha256 {
+                return Err(invalid(
+                    path.display().to_string(),
+                    format!(
+                        "does not match the manifest ({bytes} bytes, SHA-256 {sha256}; the manifest says {} bytes, {})",
+                        file.bytes, file.sha256
+                    ),
+                ));
+            }
+            done += bytes;
+            progress("verify", done, total);
+        }
+        let read_json = |rel: &str| -> Result<Vec<u8>> {
+            let path = dir.join(rel);
+            std::fs::read(&path).map_err(|e| Error::io("read", &path, e))
+        };
+        let schemas: Vec<CollectionSchema> =
+            serde_json::from_slice(&read_json("schemas.json")?).map_err(|e| invalid("schemas.json", e.to_string()))?;
+        let settings: ExportSettings = serde_json::from_slice(&read_json("settings.json")?)
+            .map_err(|e| invalid("settings.json", e.to_string()))?;
+        let names: BTreeSet<&str> = schemas.iter().map(|s| s.name.as_str()).collect();
+        for c in &manifest.collections {
+            if !names.contains(c.name.as_str()) {
+                return Err(invalid(&name, format!("collection `{}` has records but no schema", c.name)));
+            }
+        }
+        let schemas = creation_order(schemas)?;
+        Ok(Export { dir, manifest, schemas, settings })
+    }
+}
+
+fn hash_file(path: &Path) -> Result<(u64, String)> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut bytes = 0u64;
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+        bytes += n as u64;
+    }
+    Ok((bytes, crate::record::hex(&hash.finalize())))
+}
+
+/// Runs the import in `tx` (committed or rolled back by the caller).
+fn apply(
+    tx: &mut Tx<'_>,
+    export: &Export<'_>,
+    on_conflict: OnConflict,
+    dry_run: bool,
+    progress: Progress<'_>,
+) -> Result<ImportReport> {
+    let mut report = ImportReport { dry_run, blobs: export.manifest.blobs.len() as u64, ..ImportReport::default() };
+    // Only what differs is written, so importing the same export twice changes nothing.
+    for def in &export.settings.definitions {
+        if crate::settings::setting(tx.conn, &def.key).ok().map(|s| s.def).as_ref() != Some(def) {
+            tx.define_setting(def.clone())?;
+            report.settings += 1;
+        }
+    }
+    for (key, value) in &export.settings.values {
+        let current = crate::settings::setting(tx.conn, key).ok();
+        if current.is_none_or(|s| s.is_default || s.value != *value) {
+            tx.set_setting(key, value.clone())?;
+            report.settings += 1;
+        }
+    }
+    let mut created_collections = BTreeSet::new();
+    for schema in &export.schemas {
+        match crate::collection::load(tx.conn, &schema.name) {
+            Ok(existing) if existing.schema == *schema => {}
+            Ok(_) => {
+                return Err(Error::NotAllowed(format!(
+                "collection `{}` exists with a different schema than the export's; change it with a migration first",
+                schema.name
+            )))
+            }
+            Err(Error::UnknownCollection { .. }) => {
+                tx.create_collection(schema.clone())?;
+                created_collections.insert(schema.name.clone());
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if dry_run {
+        for blob in &export.manifest.blobs {
+            crate::blob::placeholder(tx.conn, &blob.sha256, blob.bytes, tx.now)?;
+        }
+    }
+
+    let total: u64 = export.manifest.collections.iter().map(|c| c.records).sum();
+    let mut done = 0u64;
+    // (target collection, target id) → where the first reference to it is.
+    let mut references: BTreeMap<(String, String), (String, String, String)> = BTreeMap::new();
+    for entry in &export.manifest.collections {
+        let c = tx.collection(&entry.name)?;
+        let mut counts = ImportCounts {
+            collection: entry.name.clone(),
+            created_collection: created_collections.contains(&entry.name),
+            ..ImportCounts::default()
+        };
+        let path = export.dir.join(&entry.file.path);
+        let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let mut seen = BTreeSet::new();
+        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+            let at = format!("{}:{}", entry.file.path, n + 1);
+            let line = line.map_err(|e| Error::io("read", &path, e))?;
+            let Line { id, deleted, body } = serde_json::from_str(&line).map_err(|e| invalid(&at, e.to_string()))?;
+            crate::record::validate_id(&id)?;
+            if !seen.insert(id.clone()) {
+                return Err(invalid(&at, format!("record `{id}` appears twice")));
+            }
+            let body = c.schema.normalize(Some(&id), body)?;
+            counts.records += 1;
+            for f in c.schema.fields.iter().filter(|f| f.kind == FieldType::Relation && !deleted) {
+                if let (Some(Value::String(target)), Some(collection)) = (body.get(&f.name), &f.collection) {
+                    references
+                        .entry((collection.clone(), target.clone()))
+                        .or_insert_with(|| (entry.name.clone(), id.clone(), f.name.clone()));
+                }
+            }
+            let existing = crate::record::read(tx.conn, &c, &id)?;
+            match existing {
+                None => {
+                    tx.write_state(&c, &id, None, NewState { body, deleted, op: ChangeOp::Create })?;
+                    counts.created += 1;
+                }
+                Some(current) if current.body == body && current.deleted_at.is_some() == deleted => {
+                    counts.unchanged += 1
+                }
+                Some(current) => {
+                    report.conflict_count += 1;
+                    if report.conflicts.len() < 100 {
+                        report.conflicts.push(format!("{}/{id}", entry.name));
+                    }
+                    match on_conflict {
+                        OnConflict::Fail | OnConflict::Skip => counts.skipped += 1,
+                        OnConflict::Overwrite => {
+                            tx.write_state(&c, &id, Some(&current), NewState { body, deleted, op: ChangeOp::Replace })?;
+                            counts.overwritten += 1;
+                        }
+                    }
+                }
+            }
+            done += 1;
+            if done.is_multiple_of(500) {
+                progress("records", done, total);
+            }
+        }
+        if counts.records != entry.records {
+            return Err(invalid(
+                &entry.file.path,
+                format!("holds {} records, the manifest says {}", counts.records, entry.records),
+            ));
+        }
+        report.collections.push(counts);
+    }
+    progress("records", done, total);
+    for ((collection, target), (from, id, field)) in &references {
+        let c = tx.collection(collection)?;
+        if crate::record::read(tx.conn, &c, target)?.is_none_or(|r| r.deleted_at.is_some()) {
+            return Err(Error::Validation {
+                collection: from.clone(),
+                id: Some(id.clone()),
+                field: Some(field.clone()),
+                reason: format!("refers to `{collection}/{target}`, which is neither in the export nor in the store"),
+            });
+        }
+    }
+    Ok(report)
+}
+
+impl Store {
+    /// Imports a full export (see the module docs). With `options.dry_run` nothing is
+    /// written; the report says what would be.
+    pub fn import(&self, dir: &Path, options: &ImportOptions, progress: Progress<'_>) -> Result<ImportReport> {
+        let result = self.import_now(dir, options, progress);
+        if !options.dry_run {
+            let detail = match &result {
+                Ok(r) => format!(
+                    "{} record(s) created, {} overwritten, {} skipped",
+                    r.collections.iter().map(|c| c.created).sum::<u64>(),
+                    r.collections.iter().map(|c| c.overwritten).sum::<u64>(),
+                    r.collections.iter().map(|c| c.skipped).sum::<u64>()
+                ),
+                Err(_) => String::new(),
+            };
+            self.audit("import", &dir.display().to_string(), &crate::audit::outcome(&result), &detail);
+        }
+        result
+    }
+
+    fn import_now(&self, dir: &Path, options: &ImportOptions, progress: Progress<'_>) -> Result<ImportReport> {
+        let export = Export::open(dir, progress)?;
+        let mut report = self.write_dry_run(|tx| apply(tx, &export, options.on_conflict, true, progress))?;
+        if options.dry_run {
+            return Ok(report);
+        }
+        if options.on_conflict == OnConflict::Fail && report.conflict_count > 0 {
+            return Err(Error::NotAllowed(format!(
+                "{} record(s) exist in the store with other content ({}{}); nothing was written: choose --on-conflict skip or overwrite",
+                report.conflict_count,
+                report.conflicts.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
+                if report.conflict_count > 5 { ", …" } else { "" }
+            )));
+        }
+        let backup = if options.backup {
+            let backup = BackupOptions { rotate: false, ..BackupOptions::because(BackupReason::PreImport) };
+            Some(self.backup(&backup, progress)?.id)
+        } else {
+            None
+        };
+        let mut added = 0;
+        for (i, blob) in export.manifest.blobs.iter().enumerate() {
+            if self.blob(&blob.sha256).is_ok() {
+                continue;
+            }
+            let path = dir.join(&blob.path);
+            let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+            let stored = self.put_blob(file)?;
+            if stored.hash != blob.sha256 {
+                return Err(invalid(path.display().to_string(), "changed while it was being imported"));
+            }
+            added += 1;
+            progress("blobs", i as u64 + 1, export.manifest.blobs.len() as u64);
+        }
+        report = self.write_exclusive(|tx| apply(tx, &export, options.on_conflict, false, progress))?;
+        report.blobs_added = added;
+        report.backup = backup;
+        Ok(report)
+    }
+}
