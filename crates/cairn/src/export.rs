@@ -18,7 +18,7 @@
 //! to the store and its backups; an export carries the data, so that export → import into an
 //! empty store → export gives the same files apart from the manifest's time.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,84 @@ pub const EXPORT_VERSION: u32 = 1;
 pub struct ExportOptions {
     /// Also copy the attachments records link to. Default: false.
     pub blobs: bool,
+    /// Redact the fields flagged `pii`, and those of `redact_fields`, this way (GOV-2).
+    /// Default: none. A redacted export says so in its manifest and cannot be imported.
+    pub redact: Option<Redaction>,
+    /// More fields to redact, as `collection.field`.
+    pub redact_fields: Vec<String>,
+}
+
+/// How redacted values are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Redaction {
+    /// The value becomes the text `"[redacted]"`.
+    Mask,
+    /// The value becomes `"sha256:<hex>"` of the value keyed with a secret drawn for this
+    /// export and kept nowhere: equal values stay equal within the export (so they can still
+    /// be counted and joined), but cannot be guessed back or linked across exports.
+    Hash,
+    /// The field is left out.
+    Drop,
+}
+
+/// The fields to redact per collection, and the key `hash` uses.
+struct Redactor {
+    mode: Redaction,
+    fields: BTreeMap<String, BTreeSet<String>>,
+    key: [u8; 32],
+}
+
+impl Redactor {
+    fn new(mode: Redaction, collections: &[Collection], extra: &[String]) -> Result<Redactor> {
+        let mut fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for c in collections {
+            for f in c.schema.fields.iter().filter(|f| f.pii) {
+                fields.entry(c.name().to_string()).or_default().insert(f.name.clone());
+            }
+        }
+        for named in extra {
+            let Some((collection, field)) = named.split_once('.') else {
+                return Err(Error::invalid_input(
+                    "redact fields",
+                    format!("{named:?}: name fields as collection.field"),
+                ));
+            };
+            let known = collections.iter().any(|c| c.name() == collection && c.schema.field(field).is_some());
+            if !known {
+                return Err(Error::invalid_input("redact fields", format!("no field `{named}` in the store")));
+            }
+            fields.entry(collection.to_string()).or_default().insert(field.to_string());
+        }
+        // Two UUIDv7s carry 148 random bits; hashed, they key this export's hashes.
+        let seed = format!("{}{}", uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+        Ok(Redactor { mode, fields, key: crate::record::sha256(seed.as_bytes()) })
+    }
+
+    fn apply(&self, collection: &str, body: &mut serde_json::Map<String, Value>) {
+        let Some(fields) = self.fields.get(collection) else { return };
+        for field in fields {
+            let Some(value) = body.get_mut(field) else { continue };
+            match self.mode {
+                Redaction::Mask => *value = Value::String("[redacted]".into()),
+                Redaction::Hash => {
+                    let mut h = Sha256::new();
+                    h.update(self.key);
+                    h.update(canonical_json(value));
+                    *value = Value::String(format!("sha256:{}", crate::record::hex(&h.finalize())));
+                }
+                Redaction::Drop => {
+                    body.remove(field);
+                }
+            }
+        }
+    }
+
+    fn describe(&self) -> Value {
+        let fields: Vec<String> =
+            self.fields.iter().flat_map(|(c, fs)| fs.iter().map(move |f| format!("{c}.{f}"))).collect();
+        json!({"mode": self.mode, "fields": fields})
+    }
 }
 
 /// One file of an export.
@@ -181,6 +259,8 @@ impl Store {
         let txn = conn.unchecked_transaction()?;
         let collections = collection::load_all(&txn)?;
         let schemas = creation_order(collections.iter().map(|c| c.schema.clone()).collect())?;
+        let redactor =
+            options.redact.map(|mode| Redactor::new(mode, &collections, &options.redact_fields)).transpose()?;
         let mut file = HashedFile::create(root.join("schemas.json"))?;
         file.write(&serde_json::to_vec_pretty(&schemas).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
         let schemas_file = file.finish("schemas.json")?;
@@ -203,16 +283,20 @@ impl Store {
                 let Some(last) = page.last() else { break };
                 scan.after = Some(last.id.clone());
                 for r in &page {
+                    let mut body = r.body.clone();
+                    if let Some(redactor) = &redactor {
+                        redactor.apply(c.name(), &mut body);
+                    }
                     let line = if r.deleted_at.is_some() {
                         deleted += 1;
-                        json!({"id": r.id, "deleted": true, "body": r.body})
+                        json!({"id": r.id, "deleted": true, "body": body})
                     } else {
-                        json!({"id": r.id, "body": r.body})
+                        json!({"id": r.id, "body": body})
                     };
                     file.write(&canonical_json(&line))?;
                     file.write(b"\n")?;
                     if options.blobs {
-                        hashes.extend(crate::blob::links(c, &r.body).into_iter().map(|(_, h)| h.to_string()));
+                        hashes.extend(crate::blob::links(c, &body).into_iter().map(|(_, h)| h.to_string()));
                     }
                     records += 1;
                 }
@@ -243,7 +327,7 @@ impl Store {
             settings: settings_file,
             collections: exported,
             blobs,
-            redacted: None,
+            redacted: redactor.as_ref().map(Redactor::describe),
         };
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::NotAllowed(e.to_string()))?;
         crate::fsutil::write_durably(&root.join("manifest.json"), &text)?;

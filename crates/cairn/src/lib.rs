@@ -81,7 +81,9 @@ pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use collection::{CollectionInfo, DropOptions, DropReport};
 pub use compress::{CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES};
 pub use error::{Error, Result};
-pub use export::{ExportCollection, ExportFile, ExportManifest, ExportOptions, EXPORT_FORMAT, EXPORT_VERSION};
+pub use export::{
+    ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
+};
 pub use guard::StrayFile;
 pub use import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
 pub use index::IndexInfo;

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cairn::{ExportOptions, ImportOptions, OnConflict};
+use cairn::{ExportOptions, ImportOptions, OnConflict, Redaction};
 use clap::{Args, ValueEnum};
 
 use super::{phase_bar, Context};
@@ -18,6 +18,20 @@ pub struct ExportArgs {
     /// Also export the attachments records link to.
     #[arg(long)]
     blobs: bool,
+    /// Redact fields flagged `pii` (and those of --redact-field): mask, hash or drop them. A
+    /// redacted export says so in its manifest and cannot be imported.
+    #[arg(long, value_enum)]
+    redact: Option<Redact>,
+    /// Another field to redact, as collection.field (repeatable; needs --redact).
+    #[arg(long = "redact-field", value_name = "COLLECTION.FIELD", requires = "redact")]
+    redact_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Redact {
+    Mask,
+    Hash,
+    Drop,
 }
 
 #[derive(Debug, Args)]
@@ -42,7 +56,13 @@ enum Conflict {
 pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
     let store = ctx.open_write_or_read()?;
     let bar = phase_bar(ctx);
-    let manifest = store.export(&args.out, &ExportOptions { blobs: args.blobs }, &mut |p, d, t| bar.update(p, d, t));
+    let redact = args.redact.map(|r| match r {
+        Redact::Mask => Redaction::Mask,
+        Redact::Hash => Redaction::Hash,
+        Redact::Drop => Redaction::Drop,
+    });
+    let options = ExportOptions { blobs: args.blobs, redact, redact_fields: args.redact_fields };
+    let manifest = store.export(&args.out, &options, &mut |p, d, t| bar.update(p, d, t));
     bar.finish();
     let manifest = manifest?;
     ctx.out.show(&manifest, || {
@@ -50,6 +70,9 @@ pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
             println!("{:<24} {:>9} records ({} deleted)", c.name, c.records, c.deleted);
         }
         println!("{} attachment(s); written to {}", manifest.blobs.len(), args.out.display());
+        if let Some(redacted) = &manifest.redacted {
+            println!("redacted: {redacted}");
+        }
     });
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use cairn::Redaction;
 use cairn::{
     CollectionSchema, Error, ExportOptions, ImportOptions, OnConflict, ScanOptions, SettingDef, Store, StoreOptions,
     Upload,
@@ -132,7 +133,8 @@ fn reseal(dir: &Path) {
 fn exported(tmp: &Path) -> PathBuf {
     let store = populated(&tmp.join("source"));
     let out = tmp.join("export");
-    let manifest = store.export(&out, &ExportOptions { blobs: true }, &mut quiet()).expect("export");
+    let manifest =
+        store.export(&out, &ExportOptions { blobs: true, ..ExportOptions::default() }, &mut quiet()).expect("export");
     assert_eq!(
         manifest.collections.iter().map(|c| (c.name.as_str(), c.records, c.deleted)).collect::<Vec<_>>(),
         [("notes", 30, 2), ("topics", 3, 0)]
@@ -156,7 +158,9 @@ fn export_import_export_round_trips() {
     assert_eq!((report.blobs, report.blobs_added, report.conflict_count), (2, 2, 0));
     assert_eq!(report.collections.iter().map(|c| c.created).sum::<u64>(), 33);
     let second = tmp.path().join("export2");
-    target.export(&second, &ExportOptions { blobs: true }, &mut quiet()).expect("export again");
+    target
+        .export(&second, &ExportOptions { blobs: true, ..ExportOptions::default() }, &mut quiet())
+        .expect("export again");
     assert_eq!(export_content(&first), export_content(&second), "the same content apart from the time");
     let attached = target.get("notes", "n01").expect("n01");
     let hash = attached.body["files"][0]["hash"].as_str().expect("hash").to_string();
@@ -277,4 +281,71 @@ fn exports_that_were_changed_or_are_not_for_import_are_refused() {
 fn store_unexported_path(store: &Store) -> bool {
     let err = store.export(store.dir(), &ExportOptions::default(), &mut quiet()).expect_err("exists");
     err.to_string().contains("exists")
+}
+
+#[test]
+fn redacted_exports_hide_pii_say_so_and_cannot_be_imported() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path().join("store"), StoreOptions::default()).expect("open");
+    store
+        .create_collection(schema(
+            r#"{"name": "contacts", "fields": [
+                {"name": "name", "type": "text"},
+                {"name": "email", "type": "text", "pii": true},
+                {"name": "rate", "type": "number"}]}"#,
+        ))
+        .expect("contacts");
+    for (id, email) in [("a", "ann@example.com"), ("b", "bob@example.com"), ("c", "ann@example.com")] {
+        store
+            .create_with_id("contacts", id, json!({"name": format!("name-{id}"), "email": email, "rate": 120.5}))
+            .expect("create");
+    }
+    let read_all = |dir: &Path| -> String {
+        let mut text = String::new();
+        for (_, bytes) in export_content(dir) {
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        text
+    };
+    let mut lines_by_mode = Vec::new();
+    for mode in [Redaction::Mask, Redaction::Hash, Redaction::Drop] {
+        let out = tmp.path().join(format!("{mode:?}"));
+        let options = ExportOptions {
+            redact: Some(mode),
+            redact_fields: vec!["contacts.rate".into()],
+            ..ExportOptions::default()
+        };
+        let manifest = store.export(&out, &options, &mut quiet()).expect("export");
+        let redacted = manifest.redacted.clone().expect("the manifest says so");
+        assert_eq!(redacted["fields"], json!(["contacts.email", "contacts.rate"]), "{redacted}");
+        let text = read_all(&out);
+        assert!(!text.contains("example.com") && !text.contains("120.5"), "{mode:?}: {text}");
+        assert!(text.contains("name-a"), "other fields stay");
+        let err = Store::open(tmp.path().join(format!("target-{mode:?}")), StoreOptions::default())
+            .expect("open")
+            .import(&out, &ImportOptions::default(), &mut quiet())
+            .expect_err("a redacted export is not a backup");
+        assert!(err.to_string().contains("redacted"), "{err}");
+        lines_by_mode.push(std::fs::read_to_string(out.join("collections/contacts.jsonl")).expect("read"));
+    }
+    assert!(lines_by_mode[0].contains(r#""email":"[redacted]""#));
+    let hashed: Vec<Value> = lines_by_mode[1]
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["body"]["email"].clone())
+        .collect();
+    assert_eq!(hashed[0], hashed[2], "equal values hash alike within one export");
+    assert_ne!(hashed[0], hashed[1]);
+    assert!(!lines_by_mode[2].contains("email"));
+    let err = store
+        .export(
+            &tmp.path().join("bad"),
+            &ExportOptions {
+                redact: Some(Redaction::Mask),
+                redact_fields: vec!["contacts.ghost".into()],
+                ..ExportOptions::default()
+            },
+            &mut quiet(),
+        )
+        .expect_err("unknown field");
+    assert!(err.to_string().contains("contacts.ghost"), "{err}");
 }
