@@ -54,6 +54,7 @@ mod migrate;
 mod query;
 mod record;
 mod repair;
+mod report;
 mod restore;
 mod schema;
 mod search;
@@ -96,6 +97,7 @@ pub use query::{
 };
 pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use repair::RepairReport;
+pub use report::{ReportFormat, ReportOptions, ReportSummary};
 pub use restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use search::{Hit, Search};

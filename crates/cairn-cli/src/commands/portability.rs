@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cairn::{ExportOptions, ImportOptions, OnConflict, Redaction};
+use cairn::{ExportOptions, ImportOptions, OnConflict, Redaction, ReportFormat, ReportOptions};
 use clap::{Args, ValueEnum};
 
 use super::{phase_bar, Context};
@@ -11,10 +11,28 @@ use crate::output::table;
 
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// The folder to write (must not exist): manifest.json, schemas.json, settings.json,
-    /// collections/*.jsonl and, with --blobs, blobs/.
+    /// A report of this collection (with --format) instead of a full export.
+    #[arg(requires = "format")]
+    collection: Option<String>,
+    /// Full export: the folder to write (must not exist): manifest.json, schemas.json,
+    /// settings.json, collections/*.jsonl and, with --blobs, blobs/. Report: the file.
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
+    /// Report format (needs COLLECTION).
+    #[arg(long, value_enum, requires = "collection")]
+    format: Option<Format>,
+    /// Report: only records matching this filter.
+    #[arg(long, requires = "collection")]
+    filter: Option<String>,
+    /// Report: these columns (comma-separated; `id` or field names).
+    #[arg(long, value_delimiter = ',', requires = "collection")]
+    columns: Option<Vec<String>>,
+    /// Report: one row per value of this field, with a count.
+    #[arg(long, requires = "collection")]
+    group_by: Option<String>,
+    /// Report: with --group-by, add up this number field per group.
+    #[arg(long, requires = "group_by")]
+    sum: Option<String>,
     /// Also export the attachments records link to.
     #[arg(long)]
     blobs: bool,
@@ -25,6 +43,12 @@ pub struct ExportArgs {
     /// Another field to redact, as collection.field (repeatable; needs --redact).
     #[arg(long = "redact-field", value_name = "COLLECTION.FIELD", requires = "redact")]
     redact_fields: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Xlsx,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -55,6 +79,23 @@ enum Conflict {
 
 pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
     let store = ctx.open_write_or_read()?;
+    if let (Some(collection), Some(format)) = (&args.collection, args.format) {
+        let options = ReportOptions {
+            format: match format {
+                Format::Csv => ReportFormat::Csv,
+                Format::Xlsx => ReportFormat::Xlsx,
+            },
+            filter: args.filter,
+            columns: args.columns,
+            group_by: args.group_by,
+            sum: args.sum,
+        };
+        let summary = store.report(collection, &options, &args.out)?;
+        ctx.out.show(&summary, || {
+            println!("{} row(s) of {} written to {}", summary.rows, summary.columns.join(", "), args.out.display());
+        });
+        return Ok(());
+    }
     let bar = phase_bar(ctx);
     let redact = args.redact.map(|r| match r {
         Redact::Mask => Redaction::Mask,

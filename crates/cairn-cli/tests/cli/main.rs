@@ -633,4 +633,15 @@ fn export_and_import_from_the_command_line() {
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     let out = cairn(&other, &["--json", "get", "notes", "b"]);
     assert_eq!(json(&out)["body"]["title"], "x");
+
+    let report = tmp.path().join("notes.csv");
+    let r = report.to_str().expect("utf8");
+    let out = cairn(
+        &other,
+        &["export", "notes", "--format", "csv", "--out", r, "--columns", "id,title", "--filter", "n = 1"],
+    );
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&report).expect("csv"), "id,title\na,x\nb,x\nc,x\n");
+    let out = cairn(&other, &["export", "--out", r, "--format", "xlsx"]);
+    assert_eq!(code(&out), 2, "--format needs a collection: {}", stderr(&out));
 }

@@ -14,6 +14,7 @@ mod portability;
 mod query;
 mod records;
 mod repair;
+mod reports;
 mod search;
 
 use std::io::BufRead;
