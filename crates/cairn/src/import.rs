@@ -13,6 +13,10 @@
 //! content is a conflict: `fail` (the default) refuses the import and lists them, `skip`
 //! keeps the store's, `overwrite` writes the export's as a new version.
 
+mod taskerino;
+
+pub use taskerino::{LegacyOptions, LegacyReport, Skipped};
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, Read};
 use std::path::Path;

@@ -86,7 +86,7 @@ pub use export::{
     ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
 };
 pub use guard::StrayFile;
-pub use import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
+pub use import::{ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped};
 pub use index::IndexInfo;
 pub use migrate::{
     init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,

@@ -117,6 +117,8 @@ pub enum Command {
     Export(portability::ExportArgs),
     /// Import a folder written by `export`: validated first, backed up, applied atomically.
     Import(portability::ImportArgs),
+    /// Import another application's legacy files (Taskerino's data directory or 1.0.0 export).
+    ImportLegacy(portability::LegacyArgs),
     /// The audit trail of administrative and destructive operations.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -144,6 +146,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Audit(cmd) => audit::run(ctx, cmd),
         Command::Export(args) => portability::run_export(ctx, args),
         Command::Import(args) => portability::run_import(ctx, args),
+        Command::ImportLegacy(args) => portability::run_legacy(ctx, args),
     }
 }
 

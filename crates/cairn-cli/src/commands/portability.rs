@@ -158,3 +158,58 @@ pub fn run_import(ctx: &Context, args: ImportArgs) -> Result<()> {
     });
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct LegacyArgs {
+    /// The application whose files these are.
+    #[arg(value_enum)]
+    app: LegacyApp,
+    /// Its data directory (sessions.json, notes.json, …) or its single-file 1.0.0 export.
+    path: PathBuf,
+    /// Refuse the whole import on any problem instead of skipping and reporting.
+    #[arg(long)]
+    strict: bool,
+    /// Where the attachment files are (default: attachments/ beside the input).
+    #[arg(long, value_name = "DIR")]
+    attachments: Option<PathBuf>,
+    /// Report what would be imported and skipped; write nothing.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LegacyApp {
+    Taskerino,
+}
+
+pub fn run_legacy(ctx: &Context, args: LegacyArgs) -> Result<()> {
+    let LegacyApp::Taskerino = args.app;
+    let store = ctx.open_write()?;
+    let options = cairn::LegacyOptions { strict: args.strict, attachments: args.attachments, dry_run: args.dry_run };
+    let bar = phase_bar(ctx);
+    let report = store.import_taskerino(&args.path, &options, &mut |p, d, t| bar.update(p, d, t));
+    bar.finish();
+    let report = report?;
+    ctx.out.show(&report, || {
+        println!("{} ({})", args.path.display(), report.format);
+        for (collection, n) in &report.imported {
+            println!("  {collection:<12} {n:>7} imported");
+        }
+        if report.existing > 0 {
+            println!("  {} record(s) already in the store were left as they are", report.existing);
+        }
+        println!("  {} attachment(s); settings: {}", report.attachments, report.settings.join(", "));
+        for (field, n) in &report.dropped_fields {
+            println!("  dropped field {field} ({n} record(s))");
+        }
+        for s in &report.skipped {
+            let at = s.index.map(|i| format!(" #{i}")).unwrap_or_default();
+            let id = s.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default();
+            println!("  skipped {}{at}{id}: {}", s.source, s.reason);
+        }
+        if report.dry_run {
+            println!("dry run: nothing was written");
+        }
+    });
+    Ok(())
+}

@@ -645,3 +645,29 @@ fn export_and_import_from_the_command_line() {
     let out = cairn(&other, &["export", "--out", r, "--format", "xlsx"]);
     assert_eq!(code(&out), 2, "--format needs a collection: {}", stderr(&out));
 }
+
+#[test]
+fn legacy_taskerino_files_from_the_command_line() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    assert_eq!(code(&cairn(&dir, &["init"])), 0);
+    let legacy = tmp.path().join("taskerino");
+    std::fs::create_dir(&legacy).expect("mkdir");
+    std::fs::write(legacy.join("topics.json"), r#"[{"id": "t1", "name": "Checkout"}, {"name": "no id"}]"#)
+        .expect("topics");
+    std::fs::write(
+        legacy.join("notes.json"),
+        r#"[{"id": "n1", "content": "hi", "timestamp": "2025-10-20", "topicId": "t1"}]"#,
+    )
+    .expect("notes");
+    std::fs::write(legacy.join("tasks.json"), r#"[{"id": "k1", "title": "cut off"#).expect("tasks");
+    let l = legacy.to_str().expect("utf8");
+    let out = cairn(&dir, &["import-legacy", "taskerino", l, "--strict"]);
+    assert_eq!(code(&out), 1, "{}", stdout(&out));
+    let out = cairn(&dir, &["import-legacy", "taskerino", l]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("skipped topics.json #1: missing id") && text.contains("skipped tasks.json"), "{text}");
+    let out = cairn(&dir, &["--json", "get", "notes", "n1"]);
+    assert_eq!(json(&out)["body"]["topic"], "t1");
+}

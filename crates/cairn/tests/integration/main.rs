@@ -9,6 +9,7 @@ mod compression;
 mod concurrency;
 mod crash;
 mod integrity;
+mod legacy;
 mod migrate;
 mod portability;
 mod query;
