@@ -148,6 +148,21 @@ pub(crate) fn outcome<T>(result: &Result<T>) -> String {
     }
 }
 
+/// For operations that run with the store closed (restore, migrate): opens the store in
+/// `dir` to append their entry. A store that cannot be opened gets none (logged).
+pub(crate) fn append_to(dir: &std::path::Path, actor: &str, action: &str, target: &str, outcome: &str, detail: &str) {
+    let options = crate::StoreOptions { actor: actor.into(), ..crate::StoreOptions::existing() };
+    match Store::open(dir, options) {
+        Ok(store) => {
+            store.audit(action, target, outcome, detail);
+            if let Err(e) = store.close() {
+                tracing::warn!(error = %e, action, "closing the store after its audit entry failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, action, target, outcome, "no audit entry: the store cannot be opened"),
+    }
+}
+
 impl Store {
     /// Appends an audit entry in a transaction of its own. A store opened read-only cannot
     /// write one; that, and a failure to write, is logged rather than returned, since the

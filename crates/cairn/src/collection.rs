@@ -169,6 +169,11 @@ pub(crate) fn load_all(conn: &Connection) -> Result<Vec<Collection>> {
     names.iter().map(|name| load(conn, name)).collect()
 }
 
+/// Records in a collection, live and deleted.
+pub(crate) fn record_count(conn: &Connection, c: &Collection) -> Result<u64> {
+    Ok(conn.query_row(&format!("SELECT count(*) FROM {}", quote(&c.table)), [], |r| r.get(0))?)
+}
+
 fn exists(conn: &Connection, name: &str) -> bool {
     conn.prepare_cached("SELECT 1 FROM cairn_collections WHERE name = ?1")
         .and_then(|mut s| s.exists([name]))

@@ -270,7 +270,7 @@ impl Store {
         file.write(&serde_json::to_vec_pretty(&settings).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
         let settings_file = file.finish("settings.json")?;
 
-        let total: u64 = collections.iter().map(|c| count(&txn, c)).sum::<Result<u64>>()?;
+        let total: u64 = collections.iter().map(|c| collection::record_count(&txn, c)).sum::<Result<u64>>()?;
         let (mut done, mut hashes) = (0u64, BTreeSet::new());
         let mut exported = Vec::new();
         for c in &collections {
@@ -337,10 +337,6 @@ impl Store {
         crate::fsutil::sync_dir(&parent)?;
         Ok(manifest)
     }
-}
-
-fn count(conn: &rusqlite::Connection, c: &Collection) -> Result<u64> {
-    Ok(conn.query_row(&format!("SELECT count(*) FROM {}", crate::sql::quote(&c.table)), [], |r| r.get(0))?)
 }
 
 /// Application setting definitions, and the value of every setting that was set.

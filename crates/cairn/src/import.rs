@@ -18,12 +18,11 @@ mod taskerino;
 pub use taskerino::{LegacyOptions, LegacyReport, Skipped};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, Read};
+use std::io::BufRead;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use crate::backup::{BackupOptions, BackupReason, Progress};
 use crate::changes::ChangeOp;
@@ -163,7 +162,7 @@ impl Export<'_> {
                 return Err(invalid(&name, format!("unexpected file path {:?} (expected {expected:?})", file.path)));
             }
             let path = dir.join(&file.path);
-            let (bytes, sha256) = hash_file(&path)?;
+            let (bytes, sha256) = crate::fsutil::hash_file(&path)?;
             if bytes != file.bytes || sha256 != file.sha256 {
                 return Err(invalid(
                     path.display().to_string(),
@@ -193,22 +192,6 @@ impl Export<'_> {
         let schemas = creation_order(schemas)?;
         Ok(Export { dir, manifest, schemas, settings })
     }
-}
-
-fn hash_file(path: &Path) -> Result<(u64, String)> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut hash = Sha256::new();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut bytes = 0u64;
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        hash.update(&buf[..n]);
-        bytes += n as u64;
-    }
-    Ok((bytes, crate::record::hex(&hash.finalize())))
 }
 
 /// Runs the import in `tx` (committed or rolled back by the caller).

@@ -730,12 +730,14 @@ pub fn migrate(
             Ok(r) => r.migrations.iter().map(|m| format!("{:04}_{}", m.number, m.name)).collect::<Vec<_>>().join(", "),
             Err(_) => String::new(),
         };
-        if let Ok(store) = Store::open(dir, StoreOptions { actor: "migrate".into(), ..StoreOptions::existing() }) {
-            store.audit("migrate", direction.as_str(), &crate::audit::outcome(&result), &detail);
-            if let Err(e) = store.close() {
-                tracing::warn!(error = %e, "closing the store after a migration failed");
-            }
-        }
+        crate::audit::append_to(
+            dir,
+            "migrate",
+            "migrate",
+            direction.as_str(),
+            &crate::audit::outcome(&result),
+            &detail,
+        );
     }
     result
 }

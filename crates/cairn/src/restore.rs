@@ -116,12 +116,7 @@ pub fn restore(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     // the one that stayed. A restore into another directory leaves the store alone.
     let refused = matches!(result, Err(Error::Locked { .. } | Error::NoStore { .. } | Error::NotAStore { .. }));
     if options.to.is_none() && !refused {
-        if let Ok(store) = Store::open(dir, StoreOptions::existing()) {
-            store.audit("restore", id, &crate::audit::outcome(&result), "");
-            if let Err(e) = store.close() {
-                tracing::warn!(error = %e, "closing the store after a restore failed");
-            }
-        }
+        crate::audit::append_to(dir, "local", "restore", id, &crate::audit::outcome(&result), "");
     }
     result
 }

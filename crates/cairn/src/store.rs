@@ -295,30 +295,24 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&mut Tx<'_>) -> Result<T> + Send + 'static,
     {
-        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(writer) = writer else {
-            return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
-        };
-        writer.submit(self.actor.clone(), f)
+        self.writer()?.submit(self.actor.clone(), f)
     }
 
     /// Runs `f` in a transaction of its own on this thread, holding the write connection
     /// until it commits (see `Writer::exclusive`); `f` may borrow from the caller.
     pub(crate) fn write_exclusive<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
-        let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(writer) = writer else {
-            return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
-        };
-        writer.exclusive(&self.actor, true, f)
+        self.writer()?.exclusive(&self.actor, true, f)
     }
 
     /// Runs `f` like [`Store::write_exclusive`] and then rolls everything back: a dry run.
     pub(crate) fn write_dry_run<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T>) -> Result<T> {
+        self.writer()?.exclusive(&self.actor, false, f)
+    }
+
+    /// The write path, or why there is none.
+    fn writer(&self) -> Result<Writer> {
         let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(writer) = writer else {
-            return Err(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped });
-        };
-        writer.exclusive(&self.actor, false, f)
+        writer.ok_or(if self.inner.read_only { Error::ReadOnly } else { Error::WriterStopped })
     }
 
     /// Counters of the write path since this store was opened (zero when read-only).

@@ -18,7 +18,6 @@ use crate::collection::{self, Collection, DropOptions};
 use crate::error::{Error, Result};
 use crate::record::{self, NewState, Record, ScanOptions};
 use crate::schema::{CollectionSchema, FieldDef, FieldType};
-use crate::sql::quote;
 use crate::timestamp::Timestamp;
 use crate::writer::Tx;
 
@@ -67,7 +66,7 @@ pub(crate) fn run_step(
         }
         Op::DropCollection { collection } => {
             let c = collection::load(tx.conn, collection)?;
-            let records = count(tx.conn, &c)?;
+            let records = collection::record_count(tx.conn, &c)?;
             tx.drop_collection(collection, &DropOptions::confirm(collection))?;
             Ok(records)
         }
@@ -78,7 +77,7 @@ pub(crate) fn run_step(
         | Op::SetFlag { .. }
         | Op::UnsetFlag { .. } => {
             let schema = schema_after(tx.conn, op)?;
-            let total = count(tx.conn, &collection::load(tx.conn, &name)?)?;
+            let total = collection::record_count(tx.conn, &collection::load(tx.conn, &name)?)?;
             tx.update_collection_reporting(schema, &mut |done| progress(label, done, total))?;
             Ok(0)
         }
@@ -187,13 +186,9 @@ fn schema_after(conn: &Connection, op: &Op) -> Result<CollectionSchema> {
 fn set_schema(tx: &mut Tx<'_>, op: &Op, label: &str, progress: Progress<'_>) -> Result<Collection> {
     let old = collection::load(tx.conn, op.collection())?;
     let schema = schema_after(tx.conn, op)?;
-    let total = count(tx.conn, &old)?;
+    let total = collection::record_count(tx.conn, &old)?;
     tx.set_schema(&old, Collection::new(schema, old.table.clone()), &mut |done| progress(label, done, total))?;
     collection::load(tx.conn, op.collection())
-}
-
-fn count(conn: &Connection, c: &Collection) -> Result<u64> {
-    Ok(conn.query_row(&format!("SELECT count(*) FROM {}", quote(&c.table)), [], |r| r.get(0))?)
 }
 
 /// Writes every record (live and deleted) whose body `f` changes, validated against `c`'s
@@ -206,7 +201,7 @@ fn rewrite(
     progress: Progress<'_>,
     mut f: impl FnMut(&Connection, &Record) -> Result<Option<Map<String, Value>>>,
 ) -> Result<u64> {
-    let total = count(tx.conn, c)?;
+    let total = collection::record_count(tx.conn, c)?;
     let mut scan = ScanOptions { include_deleted: true, ..ScanOptions::default() };
     let (mut done, mut written) = (0u64, 0u64);
     progress(label, 0, total);

@@ -199,6 +199,16 @@ fn the_single_file_export_imports_and_bad_input_writes_nothing() {
         assert!(matches!(err, cairn::Error::InvalidInput { .. }), "{name}: {err:?}");
         assert!(fresh.collections().expect("collections").is_empty(), "{name}: nothing was written");
     }
+    let other = Store::open(tmp.path().join("other"), StoreOptions::default()).expect("open");
+    other
+        .create_collection(
+            cairn::CollectionSchema::from_json(r#"{"name": "notes", "fields": []}"#, "notes").expect("schema"),
+        )
+        .expect("notes");
+    let err = other.import_taskerino(&file, &LegacyOptions::default(), &mut quiet()).expect_err("another notes schema");
+    assert!(err.to_string().contains("another schema than Taskerino's"), "{err}");
+    assert_eq!(other.collections().expect("collections").len(), 1, "nothing was written");
+
     let garbage = tmp.path().join("garbage");
     std::fs::create_dir(&garbage).expect("mkdir");
     std::fs::write(garbage.join("sessions.json"), b"{\"trunc").expect("write");
