@@ -1,7 +1,8 @@
 //! `cairn`: the command-line face of the cairn library. Commands parse arguments, call the
 //! library and format its answers; no behaviour lives here.
 //!
-//! Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected.
+//! Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected,
+//! 6 key locked or wrong.
 
 mod commands;
 mod input;
@@ -34,11 +35,20 @@ struct Cli {
     #[arg(long, global = true, env = "CAIRN_NO_AUTO_BACKUP")]
     no_auto_backup: bool,
 
+    /// Key file that opens the store's encryption key (see `cairn key`).
+    #[arg(long, global = true, env = "CAIRN_KEY_FILE", value_name = "FILE")]
+    key_file: Option<PathBuf>,
+
+    /// File whose first line is the passphrase that opens the store's encryption key; or set
+    /// CAIRN_PASSPHRASE.
+    #[arg(long, global = true, env = "CAIRN_PASSPHRASE_FILE", value_name = "FILE")]
+    passphrase_file: Option<PathBuf>,
+
     #[command(subcommand)]
     command: commands::Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected.";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected, 6 key locked or wrong.";
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug)]
@@ -62,7 +72,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let ctx = commands::Context { dir, actor: cli.actor, out, auto_backup: !cli.no_auto_backup };
+    let key = commands::KeySource {
+        key_file: cli.key_file,
+        passphrase_file: cli.passphrase_file,
+        passphrase: std::env::var("CAIRN_PASSPHRASE").ok(),
+    };
+    let ctx = commands::Context { dir, actor: cli.actor, out, auto_backup: !cli.no_auto_backup, key };
     match commands::run(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -85,6 +100,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(err) if err.is_conflict() => 3,
         Some(err) if err.is_not_found() => 4,
         Some(err) if err.is_corruption() => 5,
+        Some(cairn::Error::WrongKey { .. } | cairn::Error::KeyLocked { .. }) => 6,
         Some(cairn::Error::InvalidFilter { .. } | cairn::Error::InvalidQuery(_)) => 2,
         Some(cairn::Error::NoStore { .. }) => 4,
         _ => 1,

@@ -149,6 +149,10 @@ pub struct Change {
     pub before: Option<Value>,
     /// The body after the change; `None` when the row is gone (purge, drop).
     pub after: Option<Value>,
+    /// Encrypted fields of `before` or `after` this handle cannot open (the key is locked);
+    /// they are left out of both.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<String>,
 }
 
 pub(crate) struct NewChange<'a> {
@@ -258,6 +262,7 @@ impl Tx<'_> {
             deleted: c.deleted,
             before: parse(before.as_deref()),
             after: parse(c.after.map(|b| b.bytes)),
+            sealed: Vec::new(),
         });
         Ok(seq)
     }
@@ -336,8 +341,9 @@ impl Tx<'_> {
             }
         }
         // The body must satisfy the schema as it is now, which may have changed since.
-        let body = c.schema.normalize(Some(id), Value::Object(body))?;
-        self.write_state(&c, id, current.as_ref(), NewState { body, deleted: target.deleted, op })
+        let body = c.schema.normalize_stored(Some(id), Value::Object(body))?;
+        let record = self.write_state(&c, id, current.as_ref(), NewState { body, deleted: target.deleted, op })?;
+        self.opened(&c, record)
     }
 }
 
@@ -426,6 +432,7 @@ fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change,
         id,
         actor,
         at: Timestamp(at),
+        sealed: Vec::new(),
     };
     Ok((change, prev_seq))
 }
@@ -434,6 +441,79 @@ fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change,
 /// is safe.
 fn op_list(ops: impl Iterator<Item = ChangeOp>) -> String {
     ops.map(|op| format!("'{}'", op.as_str())).collect::<Vec<_>>().join(", ")
+}
+
+/// A change-log entry as stored, its hash verified, for rewriting its body in place (key
+/// rotation).
+pub(crate) struct StoredChange {
+    pub(crate) seq: u64,
+    pub(crate) collection: String,
+    pub(crate) record_id: String,
+    op: ChangeOp,
+    version: u64,
+    actor: String,
+    at: i64,
+    deleted: bool,
+    prev_seq: Option<u64>,
+    /// The decoded body.
+    pub(crate) body: Option<Vec<u8>>,
+}
+
+/// Up to `limit` entries after `after`, in seq order, each verified against its hash.
+pub(crate) fn stored_page(conn: &Connection, after: i64, limit: i64) -> Result<Vec<StoredChange>> {
+    let sql = format!("{CHANGE_SELECT} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2");
+    let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
+    let mut rows = stmt.query(params![after, limit])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let (change, prev_seq) = read_change(conn, row, false)?;
+        let body =
+            row.get::<_, Option<Vec<u8>>>(9)?.map(|b| crate::compress::body_bytes(conn, &b).map(|d| d.into_owned()));
+        out.push(StoredChange {
+            seq: change.seq,
+            collection: change.collection,
+            record_id: change.id,
+            op: change.op,
+            version: change.version,
+            actor: change.actor,
+            at: change.at.0,
+            deleted: change.deleted,
+            prev_seq,
+            body: body.transpose()?,
+        });
+    }
+    Ok(out)
+}
+
+/// Replaces an entry's body (same content, other bytes: values sealed again), with its
+/// hash, and the checksum of the record row whose current state it is.
+pub(crate) fn rewrite_body(
+    tx: &mut Tx<'_>,
+    entry: &StoredChange,
+    body: Body<'_>,
+    collection: Option<&crate::collection::Collection>,
+) -> Result<()> {
+    let new = NewChange {
+        collection: &entry.collection,
+        id: &entry.record_id,
+        op: entry.op,
+        version: entry.version,
+        deleted: entry.deleted,
+        prev_seq: entry.prev_seq,
+        after: Some(body),
+    };
+    let hash = row_hash(entry.seq, &new, &entry.actor, entry.at);
+    let stored = tx.policy(&entry.collection)?.encode(body.bytes).into_owned();
+    tx.conn
+        .prepare_cached("UPDATE cairn_changes SET after = ?1, sha256 = ?2 WHERE seq = ?3")?
+        .execute(params![stored, hash, entry.seq])?;
+    if let Some(c) = collection {
+        tx.conn.execute(
+            &format!("UPDATE {} SET sha256 = ?1 WHERE id = ?2 AND seq = ?3", crate::sql::quote(&c.table)),
+            params![body.sha256.as_slice(), entry.record_id, entry.seq],
+        )?;
+    }
+    Ok(())
 }
 
 /// What `check` needs of one change-log row, read on its own and verified against its hash.
@@ -625,7 +705,10 @@ fn last_seq(conn: &Connection) -> Result<u64> {
 impl Store {
     /// Up to `limit` changes with a seq greater than `seq`, in order.
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>> {
-        changes_since(&*self.reader()?, seq, limit)
+        let conn = self.reader()?;
+        let mut changes = changes_since(&conn, seq, limit)?;
+        crate::keys::open_changes(&self.inner.keys, &conn, &mut changes)?;
+        Ok(changes)
     }
 
     /// The seq of the newest committed change (0 for an empty log).
@@ -636,10 +719,11 @@ impl Store {
     /// Every change of one record, oldest first. Works for purged records too.
     pub fn history(&self, collection: &str, id: &str) -> Result<Vec<Change>> {
         let conn = self.reader()?;
-        let history = history(&conn, &collection::load(&conn, collection)?, id)?;
+        let mut history = history(&conn, &collection::load(&conn, collection)?, id)?;
         if history.is_empty() {
             return Err(Error::NotFound { collection: collection.into(), id: id.into(), deleted: false });
         }
+        crate::keys::open_changes(&self.inner.keys, &conn, &mut history)?;
         Ok(history)
     }
 
@@ -746,9 +830,12 @@ impl Subscription {
                 while self.receiver.try_recv().is_ok() {}
                 self.fill_backlog(None)?;
             }
-            if let Some(change) = self.backlog.pop_front() {
+            if let Some(mut change) = self.backlog.pop_front() {
                 if change.seq > self.last {
                     self.last = change.seq;
+                    let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
+                    let conn = inner.readers.get()?;
+                    crate::keys::open_changes(&inner.keys, &conn, std::slice::from_mut(&mut change))?;
                     return Ok(Some(change));
                 }
                 continue;

@@ -35,6 +35,8 @@ pub(crate) struct Collection {
     pub(crate) tag_fields: Vec<String>,
     /// Fields in the full-text index.
     pub(crate) fulltext_fields: Vec<String>,
+    /// Some field is encrypted (see `keys.rs`).
+    pub(crate) has_encrypted: bool,
 }
 
 /// Statements over one collection's table. Parameters: `?1` is always the record id.
@@ -94,7 +96,8 @@ impl Collection {
         };
         let tag_fields = schema.fields.iter().filter(|f| index::has_tag_index(f)).map(|f| f.name.clone()).collect();
         let fulltext_fields = crate::search::fulltext_fields(&schema);
-        Collection { schema, table, sql, tag_fields, fulltext_fields }
+        let has_encrypted = schema.fields.iter().any(|f| f.encrypted);
+        Collection { schema, table, sql, tag_fields, fulltext_fields, has_encrypted }
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -271,6 +274,15 @@ impl Tx<'_> {
         let conn = self.conn;
         let old = load(conn, &schema.name)?;
         schema.validate(&|name| exists(conn, name))?;
+        for f in &schema.fields {
+            if old.schema.field(&f.name).is_some_and(|o| o.encrypted != f.encrypted) {
+                return Err(Error::InvalidSchema {
+                    collection: schema.name.clone(),
+                    field: Some(f.name.clone()),
+                    reason: "whether an existing field is encrypted cannot change (its stored values would not follow); add a new field instead".into(),
+                });
+            }
+        }
         let new = Collection::new(schema, old.table.clone());
 
         // Every live record must satisfy the new schema as it is stored now.
@@ -281,7 +293,7 @@ impl Tx<'_> {
             scan.after = Some(last.id.clone());
             for record in &page {
                 let normalized =
-                    new.schema.normalize(Some(&record.id), serde_json::Value::Object(record.body.clone()))?;
+                    new.schema.normalize_stored(Some(&record.id), serde_json::Value::Object(record.body.clone()))?;
                 if normalized != record.body {
                     let field = new
                         .schema

@@ -181,6 +181,15 @@ pub enum Error {
         source: Box<Error>,
     },
 
+    /// An encrypted value cannot be read or written: the store's key is locked (or there is
+    /// none yet).
+    #[error("{target}: {reason} (unlock with `cairn key unlock`, --key-file or CAIRN_PASSPHRASE)")]
+    KeyLocked { target: String, reason: String },
+
+    /// The passphrase or key file does not open the store's key.
+    #[error("wrong key: {reason}")]
+    WrongKey { reason: String },
+
     /// `down` would have to pass a migration that cannot be reversed.
     #[error("migration {number} ({name}) is irreversible and cannot be undone: {reason}")]
     Irreversible { number: u32, name: String, reason: String },

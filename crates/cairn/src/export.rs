@@ -46,7 +46,8 @@ pub const EXPORT_VERSION: u32 = 1;
 pub struct ExportOptions {
     /// Also copy the attachments records link to. Default: false.
     pub blobs: bool,
-    /// Redact the fields flagged `pii`, and those of `redact_fields`, this way (GOV-2).
+    /// Redact the fields flagged `pii` or `encrypted`, and those of `redact_fields`, this way
+    /// (GOV-2).
     /// Default: none. A redacted export says so in its manifest and cannot be imported.
     pub redact: Option<Redaction>,
     /// More fields to redact, as `collection.field`.
@@ -78,7 +79,7 @@ impl Redactor {
     fn new(mode: Redaction, collections: &[Collection], extra: &[String]) -> Result<Redactor> {
         let mut fields: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for c in collections {
-            for f in c.schema.fields.iter().filter(|f| f.pii) {
+            for f in c.schema.fields.iter().filter(|f| f.pii || f.encrypted) {
                 fields.entry(c.name().to_string()).or_default().insert(f.name.clone());
             }
         }
@@ -162,6 +163,10 @@ pub struct ExportManifest {
     /// Attachment files, when exported.
     #[serde(default)]
     pub blobs: Vec<ExportFile>,
+    /// The store's keyring (wrapped keys), when it has one and the export is not redacted:
+    /// encrypted fields are exported sealed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<ExportFile>,
     /// Set when fields were redacted; such an export cannot be imported in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted: Option<Value>,
@@ -270,6 +275,17 @@ impl Store {
         file.write(&serde_json::to_vec_pretty(&settings).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
         let settings_file = file.finish("settings.json")?;
 
+        // Sealed values travel sealed, with the wrapped keys that open them. A redacted export
+        // is for other eyes: it redacts encrypted fields too and carries no keys.
+        let keys_file = match crate::keys::export_keyring(&txn)?.filter(|_| redactor.is_none()) {
+            Some(keyring) => {
+                let mut file = HashedFile::create(root.join("keys.json"))?;
+                file.write(&serde_json::to_vec_pretty(&keyring).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
+                Some(file.finish("keys.json")?)
+            }
+            None => None,
+        };
+
         let total: u64 = collections.iter().map(|c| collection::record_count(&txn, c)).sum::<Result<u64>>()?;
         let (mut done, mut hashes) = (0u64, BTreeSet::new());
         let mut exported = Vec::new();
@@ -327,6 +343,7 @@ impl Store {
             settings: settings_file,
             collections: exported,
             blobs,
+            keys: keys_file,
             redacted: redactor.as_ref().map(Redactor::describe),
         };
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::NotAllowed(e.to_string()))?;

@@ -115,6 +115,7 @@ struct Export<'a> {
     manifest: ExportManifest,
     schemas: Vec<CollectionSchema>,
     settings: ExportSettings,
+    keyring: Option<crate::keys::ExportedKeyring>,
 }
 
 fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -153,6 +154,9 @@ impl Export<'_> {
         for b in &manifest.blobs {
             files.push((b, format!("blobs/{}", b.sha256)));
         }
+        if let Some(keys) = &manifest.keys {
+            files.push((keys, "keys.json".to_string()));
+        }
         let total: u64 = files.iter().map(|(f, _)| f.bytes).sum();
         let mut done = 0;
         for (file, expected) in &files {
@@ -189,8 +193,14 @@ impl Export<'_> {
                 return Err(invalid(&name, format!("collection `{}` has records but no schema", c.name)));
             }
         }
+        let keyring = match manifest.keys {
+            Some(_) => Some(
+                serde_json::from_slice(&read_json("keys.json")?).map_err(|e| invalid("keys.json", e.to_string()))?,
+            ),
+            None => None,
+        };
         let schemas = creation_order(schemas)?;
-        Ok(Export { dir, manifest, schemas, settings })
+        Ok(Export { dir, manifest, schemas, settings, keyring })
     }
 }
 
@@ -217,6 +227,10 @@ fn apply(
             report.settings += 1;
         }
     }
+    if let Some(keyring) = &export.keyring {
+        crate::keys::import_keyring(tx.conn, keyring)?;
+    }
+    let generations = crate::keys::generations(tx.conn)?;
     let mut created_collections = BTreeSet::new();
     for schema in &export.schemas {
         match crate::collection::load(tx.conn, &schema.name) {
@@ -262,7 +276,8 @@ fn apply(
             if !seen.insert(id.clone()) {
                 return Err(invalid(&at, format!("record `{id}` appears twice")));
             }
-            let body = c.schema.normalize(Some(&id), body)?;
+            let body = c.schema.normalize_stored(Some(&id), body)?;
+            crate::keys::check_sealed_keys(&c.schema, &id, &body, &generations)?;
             counts.records += 1;
             for f in c.schema.fields.iter().filter(|f| f.kind == FieldType::Relation && !deleted) {
                 if let (Some(Value::String(target)), Some(collection)) = (body.get(&f.name), &f.collection) {

@@ -50,6 +50,7 @@ mod fsutil;
 mod guard;
 mod import;
 mod index;
+mod keys;
 mod migrate;
 mod query;
 mod record;
@@ -88,6 +89,7 @@ pub use export::{
 pub use guard::StrayFile;
 pub use import::{ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped};
 pub use index::IndexInfo;
+pub use keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport, Secret};
 pub use migrate::{
     init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
     MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,

@@ -74,6 +74,9 @@ pub struct Row {
     pub updated_at: Timestamp,
     /// The requested fields that it has.
     pub fields: Map<String, Value>,
+    /// Requested encrypted fields it has but this handle cannot open (the key is locked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<String>,
 }
 
 /// A page of results.
@@ -671,7 +674,7 @@ fn run_plan(conn: &Connection, c: &Collection, query: &Query, plan: &Plan) -> Re
                 }
             }
         }
-        out.push(Row { version: row.get(1)?, updated_at: Timestamp(row.get(2)?), fields, id });
+        out.push(Row { version: row.get(1)?, updated_at: Timestamp(row.get(2)?), fields, id, sealed: Vec::new() });
         last_keys.push(keys);
     }
     let next_cursor = match (out.last(), last_keys.pop()) {
@@ -731,7 +734,11 @@ impl Store {
     pub fn query(&self, collection: &str, query: &Query) -> Result<Page> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        run(&conn, &c, query)
+        let mut page = run(&conn, &c, query)?;
+        for row in &mut page.rows {
+            row.sealed = self.open_body(&conn, &c.schema, &row.id, &mut row.fields)?;
+        }
+        Ok(page)
     }
 
     /// The exact number of live records matching `filter` (all of them when `None`).

@@ -47,6 +47,21 @@ pub struct Record {
     pub sha256: String,
     /// The change-log entry that wrote this version (and holds its body).
     pub seq: u64,
+    /// Encrypted fields that have a value this handle cannot open (its key is locked); they
+    /// are not in `body`. See [`Record::field`].
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<String>,
+}
+
+impl Record {
+    /// A field's value: `None` when the record does not have it, [`Error::KeyLocked`] when it
+    /// is encrypted and the store's key is locked.
+    pub fn field(&self, name: &str) -> Result<Option<&Value>> {
+        if self.sealed.iter().any(|s| s == name) {
+            return Err(crate::keys::sealed_error(&self.collection, &self.id, name));
+        }
+        Ok(self.body.get(name))
+    }
 }
 
 /// Paging through a collection in id order; see [`Store::scan`].
@@ -191,6 +206,7 @@ fn from_row(conn: &Connection, collection: &str, row: &Row<'_>) -> Result<Record
         sha256: hex(&stored),
         seq: row.get(7)?,
         id,
+        sealed: Vec::new(),
     })
 }
 
@@ -263,7 +279,38 @@ impl Tx<'_> {
     /// Reads a record inside the transaction (sees this transaction's own writes).
     pub fn get(&mut self, collection: &str, id: &str) -> Result<Record> {
         let c = self.collection(collection)?;
-        live(&c, id, read(self.conn, &c, id)?)
+        let record = live(&c, id, read(self.conn, &c, id)?)?;
+        self.opened(&c, record)
+    }
+
+    /// A stored record as callers see it: encrypted fields opened where this handle can.
+    pub(crate) fn opened(&self, c: &Collection, mut record: Record) -> Result<Record> {
+        record.sealed = self.open_some(c, &record.id, &mut record.body)?;
+        Ok(record)
+    }
+
+    /// Writes a plaintext body (already normalised): encrypted fields are sealed on the
+    /// way to the log, and the record returned holds the plaintext.
+    fn write_plain(&mut self, c: &Collection, id: &str, current: Option<&Record>, new: NewState) -> Result<Record> {
+        if !c.has_encrypted {
+            return self.write_state(c, id, current, new);
+        }
+        let plain = new.body.clone();
+        let mut body = new.body;
+        self.seal(c, id, &mut body)?;
+        let mut record = self.write_state(c, id, current, NewState { body, ..new })?;
+        record.body = plain;
+        Ok(record)
+    }
+
+    /// Replacing a record whose encrypted values this handle cannot read would drop them
+    /// unseen; that is refused.
+    fn check_replaceable(&self, c: &Collection, current: &Record) -> Result<()> {
+        if c.has_encrypted && !self.keys_unlocked() {
+            let mut body = current.body.clone();
+            self.open_all(c, &current.id, &mut body)?;
+        }
+        Ok(())
     }
 
     /// Creates a record; `id` is generated (UUIDv7) when `None`.
@@ -280,22 +327,24 @@ impl Tx<'_> {
             return Err(Error::AlreadyExists { collection: collection.to_string(), id });
         }
         let body = c.schema.normalize(Some(&id), body)?;
-        self.write_state(&c, &id, None, NewState { body, deleted: false, op: ChangeOp::Create })
+        self.write_plain(&c, &id, None, NewState { body, deleted: false, op: ChangeOp::Create })
     }
 
     /// Replaces a record's body whole. `expected`: the version the caller last saw.
     pub fn replace(&mut self, collection: &str, id: &str, body: Value, expected: Option<u64>) -> Result<Record> {
         let c = self.collection(collection)?;
         let current = self.current(&c, id, expected)?;
+        self.check_replaceable(&c, &current)?;
         let body = c.schema.normalize(Some(id), body)?;
-        self.write_state(&c, id, Some(&current), NewState { body, deleted: false, op: ChangeOp::Replace })
+        self.write_plain(&c, id, Some(&current), NewState { body, deleted: false, op: ChangeOp::Replace })
     }
 
-    /// Writes `body` as the record's new version unless the record is live with that body
-    /// already; creates, replaces or undeletes. True when it wrote.
+    /// Writes `body` (as stored: encrypted fields sealed) as the record's new version unless
+    /// the record is live with that body already; creates, replaces or undeletes. True when
+    /// it wrote.
     pub(crate) fn restore_body(&mut self, collection: &str, id: &str, body: Value) -> Result<bool> {
         let c = self.collection(collection)?;
-        let body = c.schema.normalize(Some(id), body)?;
+        let body = c.schema.normalize_stored(Some(id), body)?;
         let current = read(self.conn, &c, id)?;
         if current.as_ref().is_some_and(|r| r.deleted_at.is_none() && r.body == body) {
             return Ok(false);
@@ -327,6 +376,7 @@ impl Tx<'_> {
             body: Map::new(),
             sha256: String::new(),
             seq,
+            sealed: Vec::new(),
         });
         if !c.tag_fields.is_empty() {
             let tags = crate::sql::quote(&crate::sql::tags_table(c.name()));
@@ -363,10 +413,25 @@ impl Tx<'_> {
             });
         }
         let current = self.current(&c, id, expected)?;
-        let mut merged = Value::Object(current.body.clone());
+        let new = |body| NewState { body, deleted: false, op: ChangeOp::Patch };
+        if c.has_encrypted && !self.keys_unlocked() {
+            // Locked: the sealed values this patch does not touch are kept as they are.
+            let touched = patch.as_object().into_iter().flatten().map(|(k, _)| k);
+            if let Some(field) = touched.filter_map(|k| c.schema.field(k)).find(|f| f.encrypted) {
+                return Err(crate::keys::sealed_error(collection, id, &field.name));
+            }
+            let mut merged = Value::Object(current.body.clone());
+            json_patch::merge(&mut merged, patch);
+            let body = c.schema.normalize_stored(Some(id), merged)?;
+            let record = self.write_state(&c, id, Some(&current), new(body))?;
+            return self.opened(&c, record);
+        }
+        let mut plain = current.body.clone();
+        self.open_all(&c, id, &mut plain)?;
+        let mut merged = Value::Object(plain);
         json_patch::merge(&mut merged, patch);
         let body = c.schema.normalize(Some(id), merged)?;
-        self.write_state(&c, id, Some(&current), NewState { body, deleted: false, op: ChangeOp::Patch })
+        self.write_plain(&c, id, Some(&current), new(body))
     }
 
     /// Soft-deletes a record: it disappears from reads but stays, with its history, until
@@ -378,7 +443,7 @@ impl Tx<'_> {
         let deleted =
             self.write_state(&c, id, Some(&current), NewState { body, deleted: true, op: ChangeOp::Delete })?;
         self.audit("delete", &format!("{collection}/{id}"), "ok", &format!("version {}", deleted.version))?;
-        Ok(deleted)
+        self.opened(&c, deleted)
     }
 
     /// Removes a soft-deleted record from its collection for good. Its history stays in the
@@ -514,6 +579,7 @@ impl Tx<'_> {
             body,
             sha256: hex(&checksum),
             seq,
+            sealed: Vec::new(),
         })
     }
 }
@@ -533,25 +599,33 @@ impl Store {
     pub fn get(&self, collection: &str, id: &str) -> Result<Record> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        live(&c, id, read(&conn, &c, id)?)
+        let record = live(&c, id, read(&conn, &c, id)?)?;
+        self.opened(&conn, &c, record)
+    }
+
+    /// A stored record as callers see it: encrypted fields opened where this handle can.
+    pub(crate) fn opened(&self, conn: &Connection, c: &Collection, mut record: Record) -> Result<Record> {
+        record.sealed = self.open_body(conn, &c.schema, &record.id, &mut record.body)?;
+        Ok(record)
     }
 
     /// Reads a record whether or not it is soft-deleted.
     pub fn get_including_deleted(&self, collection: &str, id: &str) -> Result<Record> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        read(&conn, &c, id)?.ok_or_else(|| Error::NotFound {
+        let record = read(&conn, &c, id)?.ok_or_else(|| Error::NotFound {
             collection: collection.into(),
             id: id.into(),
             deleted: false,
-        })
+        })?;
+        self.opened(&conn, &c, record)
     }
 
     /// Records in id order, one page at a time; continue with `after` = the last id seen.
     pub fn scan(&self, collection: &str, options: &ScanOptions) -> Result<Vec<Record>> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        scan(&conn, &c, options)
+        scan(&conn, &c, options)?.into_iter().map(|r| self.opened(&conn, &c, r)).collect()
     }
 
     /// Creates a record with a new UUIDv7 id.

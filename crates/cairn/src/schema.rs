@@ -216,7 +216,27 @@ impl CollectionSchema {
                 return Err(err(name, "only text and tags fields can be full-text indexed".into()));
             }
             if f.encrypted && (f.indexed || f.unique || f.fulltext) {
-                return Err(err(name, "an encrypted field cannot be indexed, unique or full-text".into()));
+                return Err(err(
+                    name,
+                    "an encrypted field cannot be indexed, unique or full-text: its stored value is ciphertext".into(),
+                ));
+            }
+            if f.encrypted
+                && matches!(
+                    f.kind,
+                    FieldType::Tags | FieldType::Relation | FieldType::Attachment | FieldType::Attachments
+                )
+            {
+                return Err(err(
+                    name,
+                    format!(
+                        "a {} field cannot be encrypted: cairn reads its values to keep links and counts",
+                        f.kind.as_str()
+                    ),
+                ));
+            }
+            if f.encrypted && f.default.is_some() {
+                return Err(err(name, "an encrypted field cannot have a default".into()));
             }
             if let Some(default) = &f.default {
                 if default.is_null() {
@@ -233,8 +253,19 @@ impl CollectionSchema {
 
     /// Validates a record body and returns its normalised form.
     ///
-    /// `id` is only used in error messages.
+    /// `id` is only used in error messages. Values of encrypted fields are checked like any
+    /// other: this is the plaintext form callers write.
     pub fn normalize(&self, id: Option<&str>, body: Value) -> Result<Map<String, Value>> {
+        self.normalize_as(id, body, false)
+    }
+
+    /// [`CollectionSchema::normalize`] for a body as stored: an encrypted field may hold its
+    /// sealed form (see `keys.rs`), which is kept as it is.
+    pub(crate) fn normalize_stored(&self, id: Option<&str>, body: Value) -> Result<Map<String, Value>> {
+        self.normalize_as(id, body, true)
+    }
+
+    fn normalize_as(&self, id: Option<&str>, body: Value, sealed_ok: bool) -> Result<Map<String, Value>> {
         let err = |field: Option<&str>, reason: String| Error::Validation {
             collection: self.name.clone(),
             id: id.map(str::to_string),
@@ -251,6 +282,10 @@ impl CollectionSchema {
         body.retain(|_, v| !v.is_null());
         for f in &self.fields {
             match body.get_mut(&f.name) {
+                Some(Value::String(s)) if sealed_ok && f.encrypted && crate::keys::is_sealed(s) => {}
+                Some(_) if sealed_ok && f.encrypted => {
+                    return Err(err(Some(&f.name), "the field is encrypted and this value is not sealed".into()))
+                }
                 Some(value) => {
                     if let Some(canonical) = check_value(f, value).map_err(|reason| err(Some(&f.name), reason))? {
                         *value = canonical;

@@ -146,6 +146,9 @@ pub struct Hit {
     pub snippet: String,
     /// The requested fields.
     pub fields: Map<String, Value>,
+    /// Requested encrypted fields it has but this handle cannot open (the key is locked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sealed: Vec<String>,
 }
 
 /// Turns user terms into an FTS5 query of quoted terms, all required.
@@ -241,12 +244,14 @@ impl Store {
             let sha: Vec<u8> = row.get(4)?;
             let mut all =
                 crate::record::verified_body(&conn, c.name(), &id, body.as_deref().unwrap_or_default(), &sha)?;
-            let fields = fields.iter().filter_map(|f| all.remove(f).map(|v| (f.clone(), v))).collect();
+            let mut fields = fields.iter().filter_map(|f| all.remove(f).map(|v| (f.clone(), v))).collect();
+            let sealed = self.open_body(&conn, &c.schema, &id, &mut fields)?;
             hits.push(Hit {
                 rank: row.get(1)?,
                 snippet: row.get::<_, Option<String>>(2)?.unwrap_or_default(),
                 fields,
                 id,
+                sealed,
             });
         }
         Ok(hits)

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("store/migrations/0003_dicts.sql"),
     include_str!("store/migrations/0004_migrations.sql"),
     include_str!("store/migrations/0005_audit.sql"),
+    include_str!("store/migrations/0006_keys.sql"),
 ];
 
 /// The newest store format this build reads and writes.
@@ -111,6 +112,8 @@ pub(crate) struct Inner {
     pub(crate) read_only: bool,
     pub(crate) readers: ReadPool,
     pub(crate) hub: Arc<Hub>,
+    /// Data keys this handle has opened (see `keys.rs`).
+    pub(crate) keys: Arc<crate::keys::Keyring>,
     writer: Mutex<Option<Writer>>,
     lock: Option<WriteLock>,
     /// Stray files the guard found when the store was opened.
@@ -156,6 +159,7 @@ impl Store {
         // Strays are moved before SQLite opens the store, so none is ever taken for its journal.
         let strays = crate::guard::sweep(&dir, options.read_only)?;
         // The lock is held from here on, so nobody else creates the db in between.
+        let keys = Arc::new(crate::keys::Keyring::default());
         let (writer, hub) = if options.read_only {
             let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| not_a_store(&dir, e))?;
@@ -167,7 +171,7 @@ impl Store {
             std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
             crate::blob::recover(&dir)?;
             let hub = Arc::new(Hub::default());
-            (Some(Writer::new(conn, hub.clone(), dir.clone(), options.max_batch.max(1))), hub)
+            (Some(Writer::new(conn, hub.clone(), dir.clone(), keys.clone(), options.max_batch.max(1))), hub)
         };
         let readers = ReadPool::new(db_path, options.read_connections);
         let auto_backup = options.auto_backup && !options.read_only;
@@ -176,6 +180,7 @@ impl Store {
             read_only: options.read_only,
             readers,
             hub,
+            keys,
             writer: Mutex::new(writer),
             lock,
             strays,

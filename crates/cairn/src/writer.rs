@@ -27,6 +27,7 @@ use rusqlite::Connection;
 use crate::changes::{Change, Hub};
 use crate::collection::Collection;
 use crate::error::{Error, Result};
+use crate::keys::Keyring;
 use crate::timestamp::Timestamp;
 
 /// The shared write path of a store. Cheap to clone.
@@ -69,6 +70,7 @@ struct Core {
     state: WriterState,
     hub: Arc<Hub>,
     dir: PathBuf,
+    keys: Arc<Keyring>,
 }
 
 /// Longest a leader waits for the callers of the previous group to queue again. Under
@@ -92,7 +94,7 @@ enum Signal<T> {
 }
 
 impl Writer {
-    pub(crate) fn new(conn: Connection, hub: Arc<Hub>, dir: PathBuf, max_batch: usize) -> Self {
+    pub(crate) fn new(conn: Connection, hub: Arc<Hub>, dir: PathBuf, keys: Arc<Keyring>, max_batch: usize) -> Self {
         let shared = Shared {
             stats: WriteCounters::default(),
             queue: Mutex::new(Queue {
@@ -104,7 +106,7 @@ impl Writer {
             }),
             arrived: Condvar::new(),
             idle: Condvar::new(),
-            core: Mutex::new(Core { conn, state: WriterState::default(), hub, dir }),
+            core: Mutex::new(Core { conn, state: WriterState::default(), hub, dir, keys }),
             max_batch,
         };
         Writer { shared: Arc::new(shared) }
@@ -187,8 +189,8 @@ impl Writer {
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut core = lock(&self.shared.core);
-        let Core { conn, state, hub, dir } = &mut *core;
-        commit_group(conn, state, hub, dir, batch);
+        let Core { conn, state, hub, dir, keys } = &mut *core;
+        commit_group(conn, state, hub, dir, keys, batch);
     }
 
     /// Runs `f` alone in its own transaction on the calling thread, holding the write
@@ -207,14 +209,22 @@ impl Writer {
             return Err(Error::WriterStopped);
         }
         let mut core = lock(&self.shared.core);
-        let Core { conn, state, hub, dir } = &mut *core;
+        let Core { conn, state, hub, dir, keys } = &mut *core;
         if !conn.is_autocommit() {
             state.invalidate();
             control(conn, "ROLLBACK")?;
         }
         control(conn, "BEGIN IMMEDIATE")?;
-        let mut tx =
-            Tx { conn, state, actor, dir, now: Timestamp::now(), publish: hub.has_subscribers(), changes: Vec::new() };
+        let mut tx = Tx {
+            conn,
+            state,
+            actor,
+            dir,
+            keys,
+            now: Timestamp::now(),
+            publish: hub.has_subscribers(),
+            changes: Vec::new(),
+        };
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx))).unwrap_or_else(|_| {
             Err(Error::NotAllowed("the write closure panicked; its writes were rolled back".into()))
         });
@@ -327,6 +337,8 @@ pub struct Tx<'a> {
     pub(crate) state: &'a mut WriterState,
     pub(crate) actor: &'a str,
     pub(crate) dir: &'a Path,
+    /// The store handle's keys, for sealing and opening encrypted fields.
+    pub(crate) keys: &'a Keyring,
     pub(crate) now: Timestamp,
     /// Whether anyone subscribes; if not, committed changes are not materialised.
     pub(crate) publish: bool,
@@ -413,7 +425,14 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-fn commit_group(conn: &Connection, state: &mut WriterState, hub: &Hub, dir: &Path, mut batch: Vec<Box<dyn Job>>) {
+fn commit_group(
+    conn: &Connection,
+    state: &mut WriterState,
+    hub: &Hub,
+    dir: &Path,
+    keys: &Keyring,
+    mut batch: Vec<Box<dyn Job>>,
+) {
     let fail_all = |batch: Vec<Box<dyn Job>>, msg: String| {
         for job in batch {
             job.complete(Err(msg.clone()));
@@ -447,7 +466,7 @@ fn commit_group(conn: &Connection, state: &mut WriterState, hub: &Hub, dir: &Pat
             }
         }
         let actor = job.actor().to_string();
-        let mut tx = Tx { conn, state, actor: &actor, dir, now, publish, changes: Vec::new() };
+        let mut tx = Tx { conn, state, actor: &actor, dir, keys, now, publish, changes: Vec::new() };
         let ok = job.run(&mut tx);
         let changes = std::mem::take(&mut tx.changes);
         if ok {
@@ -545,7 +564,7 @@ mod tests {
         let (bad, bad_answer) = job(|tx| tx.conn.execute_batch("INSERT INTO child VALUES (7)").map_err(Error::from));
         let hub = Hub::default();
         let mut state = WriterState::default();
-        commit_group(&conn, &mut state, &hub, &dir, vec![good, bad]);
+        commit_group(&conn, &mut state, &hub, &dir, &Keyring::default(), vec![good, bad]);
 
         for rx in [&good_answer, &bad_answer] {
             assert!(matches!(answer(rx), Err(Error::CommitFailed(msg)) if msg.contains("FOREIGN KEY")));
@@ -559,7 +578,7 @@ mod tests {
 
         // The next group works normally.
         let (next, next_answer) = job(|tx| tx.create("notes", Some("b"), json!({"title": "ok"})).map(drop));
-        commit_group(&conn, &mut state, &hub, &dir, vec![next]);
+        commit_group(&conn, &mut state, &hub, &dir, &Keyring::default(), vec![next]);
         answer(&next_answer).expect("committed");
         assert_eq!(count("SELECT count(*) FROM c_notes"), 1);
     }

@@ -7,6 +7,7 @@ mod blob;
 mod changes;
 mod collection;
 mod demo;
+mod key;
 mod migrate;
 mod portability;
 mod query;
@@ -27,6 +28,52 @@ pub struct Context {
     pub out: Output,
     /// Take backups automatically (the `backup.*` settings); off with `--no-auto-backup`.
     pub auto_backup: bool,
+    /// Where the secret that opens the store's encryption key comes from, if anywhere.
+    pub key: KeySource,
+}
+
+/// How a value this command cannot open is shown in tables.
+pub const SEALED_CELL: &str = "[encrypted: key locked]";
+
+/// Says which encrypted fields were left out because no secret was given.
+pub fn note_sealed(fields: &[String]) {
+    if !fields.is_empty() {
+        println!(
+            "encrypted, not shown: {} (give --key-file, --passphrase-file or CAIRN_PASSPHRASE to read)",
+            fields.join(", ")
+        );
+    }
+}
+
+/// `--key-file`, `--passphrase-file` or `CAIRN_PASSPHRASE`.
+#[derive(Debug, Default)]
+pub struct KeySource {
+    pub key_file: Option<PathBuf>,
+    pub passphrase_file: Option<PathBuf>,
+    pub passphrase: Option<String>,
+}
+
+impl KeySource {
+    /// The secret given, if one was; more than one is a usage error.
+    pub fn secret(&self) -> Result<Option<cairn::Secret>> {
+        match (&self.key_file, &self.passphrase_file, &self.passphrase) {
+            (None, None, None) => Ok(None),
+            (Some(path), None, None) => Ok(Some(cairn::Secret::key_file(path))),
+            (None, Some(path), None) => Ok(Some(passphrase_from_file(path)?)),
+            (None, None, Some(text)) => Ok(Some(cairn::Secret::passphrase(text.clone()))),
+            _ => Err(crate::UsageError(
+                "give one of --key-file, --passphrase-file and CAIRN_PASSPHRASE, not several".into(),
+            )
+            .into()),
+        }
+    }
+}
+
+/// The first line of `path`, without its line ending.
+pub fn passphrase_from_file(path: &std::path::Path) -> Result<cairn::Secret> {
+    let text = zeroize::Zeroizing::new(crate::input::read_text(path)?);
+    let line = text.lines().next().unwrap_or_default();
+    Ok(cairn::Secret::passphrase(line))
 }
 
 impl Context {
@@ -36,7 +83,18 @@ impl Context {
             StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, ..StoreOptions::existing() };
         let store = Store::open(&self.dir, options)?;
         self.warn_strays(&store);
+        self.unlock(&store)?;
         Ok(store)
+    }
+
+    /// Unlocks the store's key with the secret given, when one was and the store has a key.
+    fn unlock(&self, store: &Store) -> Result<()> {
+        if let Some(secret) = self.key.secret()? {
+            if store.key_status()?.initialized {
+                store.unlock(&secret)?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens for writing, or read-only when another process holds the store.
@@ -63,7 +121,9 @@ impl Context {
 
     /// Opens the store read-only, so that reads work while another process writes.
     pub fn open_read(&self) -> Result<Store> {
-        Ok(Store::open(&self.dir, StoreOptions::read_only())?)
+        let store = Store::open(&self.dir, StoreOptions::read_only())?;
+        self.unlock(&store)?;
+        Ok(store)
     }
 }
 
@@ -122,6 +182,9 @@ pub enum Command {
     /// The audit trail of administrative and destructive operations.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The key that encrypts fields flagged `encrypted`: init, unlock, rotate, status.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
@@ -144,6 +207,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Repair => backup::run_repair(ctx),
         Command::Migrate(args) => migrate::run(ctx, args),
         Command::Audit(cmd) => audit::run(ctx, cmd),
+        Command::Key(cmd) => key::run(ctx, cmd),
         Command::Export(args) => portability::run_export(ctx, args),
         Command::Import(args) => portability::run_import(ctx, args),
         Command::ImportLegacy(args) => portability::run_legacy(ctx, args),

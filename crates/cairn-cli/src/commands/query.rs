@@ -63,7 +63,7 @@ pub fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
     ctx.out.show(&page, || {
         let mut columns: Vec<String> = Vec::new();
         for row in &page.rows {
-            for key in row.fields.keys() {
+            for key in row.fields.keys().chain(&row.sealed) {
                 if !columns.contains(key) {
                     columns.push(key.clone());
                 }
@@ -82,6 +82,7 @@ pub fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
                 cells.extend(columns.iter().map(|c| match row.fields.get(c) {
                     Some(serde_json::Value::String(s)) => clip(s, 40),
                     Some(v) => clip(&v.to_string(), 40),
+                    None if row.sealed.contains(c) => super::SEALED_CELL.to_string(),
                     None => String::new(),
                 }));
                 cells

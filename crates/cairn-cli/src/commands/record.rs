@@ -126,6 +126,10 @@ pub fn run(ctx: &Context, cmd: RecordCommand) -> Result<()> {
                     })
                     .collect();
                 println!("{}", table(&["id", "version", "updated", "body"], rows));
+                let mut sealed: Vec<String> = records.iter().flat_map(|r| r.sealed.clone()).collect();
+                sealed.sort();
+                sealed.dedup();
+                super::note_sealed(&sealed);
                 if let Some(last) = records.last().filter(|_| records.len() == limit) {
                     println!("more: cairn list {collection} --after {}", last.id);
                 }
@@ -191,6 +195,7 @@ fn print_record(record: &Record) {
         record.collection, record.id, record.version, record.created_at, record.updated_at, record.sha256
     );
     println!("{}", serde_json::to_string_pretty(&record.body).unwrap_or_default());
+    super::note_sealed(&record.sealed);
 }
 
 /// Prints changes as a table; `with_target` adds the collection/id column.

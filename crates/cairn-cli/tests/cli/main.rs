@@ -671,3 +671,74 @@ fn legacy_taskerino_files_from_the_command_line() {
     let out = cairn(&dir, &["--json", "get", "notes", "n1"]);
     assert_eq!(json(&out)["body"]["topic"], "t1");
 }
+
+fn cairn_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cairn"));
+    command.arg("--dir").arg(dir).args(args).stdin(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run cairn")
+}
+
+#[test]
+fn key_commands_encrypt_fields_and_report_locked_ones() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    assert_eq!(code(&cairn(&dir, &["init"])), 0);
+    let schema = tmp.path().join("secrets.json");
+    std::fs::write(
+        &schema,
+        r#"{"name": "secrets", "fields": [{"name": "name", "type": "text", "summary": true},
+            {"name": "rate", "type": "number", "encrypted": true, "summary": true}]}"#,
+    )
+    .expect("schema");
+    assert_eq!(code(&cairn(&dir, &["collection", "create", schema.to_str().expect("utf8")])), 0);
+    assert!(stdout(&cairn(&dir, &["key", "status"])).contains("no key"));
+    assert_eq!(code(&cairn(&dir, &["key", "init"])), 2, "a secret is required");
+
+    let pass_file = tmp.path().join("pass");
+    std::fs::write(&pass_file, "a long enough passphrase\n").expect("pass");
+    let pass = pass_file.to_str().expect("utf8");
+    let out = cairn(&dir, &["--passphrase-file", pass, "key", "init"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let out =
+        cairn(&dir, &["--passphrase-file", pass, "put", "secrets", "a", "--body", r#"{"name": "a", "rate": 42.5}"#]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+
+    // Without the secret: the record reads, the encrypted field is named, writing it fails.
+    let out = cairn(&dir, &["get", "secrets", "a"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("encrypted, not shown: rate"), "{}", stdout(&out));
+    let record = json(&cairn(&dir, &["--json", "get", "secrets", "a"]));
+    assert_eq!((record["body"].get("rate"), record["sealed"].clone()), (None, serde_json::json!(["rate"])));
+    assert!(stdout(&cairn(&dir, &["query", "secrets"])).contains("[encrypted: key locked]"));
+    let out = cairn(&dir, &["patch", "secrets", "a", r#"{"rate": 1}"#]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("`rate`") && stderr(&out).contains("locked"), "{}", stderr(&out));
+    let out = cairn_env(&dir, &[("CAIRN_PASSPHRASE", "not the passphrase")], &["get", "secrets", "a"]);
+    assert_eq!(code(&out), 6, "{}", stderr(&out));
+    assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    let out = cairn_env(&dir, &[("CAIRN_PASSPHRASE", "a long enough passphrase")], &["key", "unlock"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("unlocked"), "{}", stdout(&out));
+
+    // Rotate onto a key file with a new data key.
+    let key_file = tmp.path().join("cairn.key");
+    let key = key_file.to_str().expect("utf8");
+    assert_eq!(code(&cairn(&dir, &["key", "generate-file", key])), 0);
+    assert_ne!(code(&cairn(&dir, &["key", "generate-file", key])), 0, "never overwritten");
+    let out = cairn(&dir, &["--passphrase-file", pass, "key", "rotate", "--new-key-file", key, "--reencrypt"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("retired k1"), "{}", stdout(&out));
+    let record = json(&cairn(&dir, &["--key-file", key, "--json", "get", "secrets", "a"]));
+    assert_eq!(record["body"]["rate"], 42.5);
+    assert_eq!(code(&cairn(&dir, &["--passphrase-file", pass, "get", "secrets", "a"])), 6);
+    let status = json(&cairn(&dir, &["--json", "key", "status"]));
+    assert_eq!(status["keys"][0]["id"], "k2");
+    assert_eq!(status["encrypted_fields"], serde_json::json!(["secrets.rate"]));
+    let out = cairn(&dir, &["key", "rotate"]);
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    let audit = json(&cairn(&dir, &["--json", "audit", "list", "--filter", "action = 'key.rotate'"]));
+    assert_eq!(audit.as_array().expect("entries").len(), 1);
+}

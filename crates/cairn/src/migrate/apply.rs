@@ -211,7 +211,7 @@ fn rewrite(
         scan.after = Some(last.id.clone());
         for record in page {
             let body = f(tx.conn, &record)?.unwrap_or_else(|| record.body.clone());
-            let body = c.schema.normalize(Some(&record.id), Value::Object(body))?;
+            let body = c.schema.normalize_stored(Some(&record.id), Value::Object(body))?;
             if body != record.body {
                 let deleted = record.deleted_at.is_some();
                 tx.write_state(c, &record.id, Some(&record), NewState { body, deleted, op: ChangeOp::Replace })?;
@@ -255,7 +255,7 @@ fn restore_dropped(tx: &mut Tx<'_>, name: &str, seq: u64) -> Result<u64> {
     for (id, at, created) in changes::newest_entries(tx.conn, name, seq)? {
         let Some(change) = changes::change_at(tx.conn, at)? else { continue };
         let Some(Value::Object(body)) = change.after.filter(|_| change.op != ChangeOp::Purge) else { continue };
-        let body = c.schema.normalize(Some(&id), Value::Object(body))?;
+        let body = c.schema.normalize_stored(Some(&id), Value::Object(body))?;
         let before = Record {
             collection: name.to_string(),
             id: id.clone(),
@@ -266,6 +266,7 @@ fn restore_dropped(tx: &mut Tx<'_>, name: &str, seq: u64) -> Result<u64> {
             body: Map::new(),
             sha256: String::new(),
             seq: at,
+            sealed: Vec::new(),
         };
         let state = NewState { body, deleted: change.deleted, op: ChangeOp::Revert };
         tx.write_after(&c, &id, None, Some(&before), state)?;

@@ -40,11 +40,10 @@ pub enum ValueExpr {
 
 impl ValueExpr {
     /// Checks fields and argument counts; `known` says whether a field exists.
-    pub(crate) fn check(&self, known: &dyn Fn(&str) -> bool) -> Result<(), String> {
+    pub(crate) fn check(&self, known: &dyn Fn(&str) -> Result<(), String>) -> Result<(), String> {
         match self {
             ValueExpr::Value(_) => Ok(()),
-            ValueExpr::Field(f) if known(f) => Ok(()),
-            ValueExpr::Field(f) => Err(format!("unknown field `{f}`")),
+            ValueExpr::Field(f) => known(f),
             ValueExpr::Sub(args) if args.len() < 2 => Err("`sub` needs at least two arguments".into()),
             ValueExpr::Concat(args)
             | ValueExpr::Add(args)
@@ -180,7 +179,7 @@ mod tests {
 
     #[test]
     fn checks_fields_and_arity() {
-        let known = |f: &str| f == "a";
+        let known = |f: &str| if f == "a" { Ok(()) } else { Err(format!("unknown field `{f}`")) };
         let check = |v: Value| serde_json::from_value::<ValueExpr>(v).expect("expression").check(&known);
         assert!(check(json!({"add": [{"field": "a"}, {"value": 1}]})).is_ok());
         assert!(check(json!({"add": [{"field": "b"}]})).expect_err("unknown").contains("`b`"));

@@ -377,6 +377,11 @@ impl Op {
             Op::ChangeType { field, to, convert, target, .. } => {
                 let i = position(&schema, field)?;
                 let f = &mut schema.fields[i];
+                if f.encrypted {
+                    return Err(format!(
+                        "field `{name}.{field}` is encrypted: its stored values are sealed and cannot be converted"
+                    ));
+                }
                 if f.kind == *to {
                     return Err(format!("field `{name}.{field}` is already {}", to.as_str()));
                 }
@@ -403,8 +408,18 @@ impl Op {
                 for field in set.keys().chain(unset) {
                     position(&schema, field)?;
                 }
+                let readable = |field: &str| match schema.field(field) {
+                    None => Err(format!("unknown field `{field}`")),
+                    Some(f) if f.encrypted => Err(format!(
+                        "field `{name}.{field}` is encrypted: its stored values are sealed and cannot be computed with"
+                    )),
+                    Some(_) => Ok(()),
+                };
+                for field in set.keys() {
+                    readable(field).map_err(|e| format!("in `set`: {e}"))?;
+                }
                 for expr in set.values() {
-                    expr.check(&|field| schema.field(field).is_some()).map_err(|e| format!("in `set`: {e}"))?;
+                    expr.check(&readable).map_err(|e| format!("in `set`: {e}"))?;
                 }
                 if let Some(filter) = filter {
                     crate::query::Filter::new(&schema, filter).map_err(|e| format!("filter: {e}"))?;

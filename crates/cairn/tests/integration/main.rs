@@ -8,6 +8,7 @@ mod collections;
 mod compression;
 mod concurrency;
 mod crash;
+mod encryption;
 mod integrity;
 mod legacy;
 mod migrate;
