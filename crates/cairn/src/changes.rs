@@ -833,9 +833,11 @@ impl Subscription {
             if let Some(mut change) = self.backlog.pop_front() {
                 if change.seq > self.last {
                     self.last = change.seq;
-                    let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
-                    let conn = inner.readers.get()?;
-                    crate::keys::open_changes(&inner.keys, &conn, std::slice::from_mut(&mut change))?;
+                    if crate::keys::may_be_sealed(&change) {
+                        let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
+                        let conn = inner.readers.get()?;
+                        crate::keys::open_changes(&inner.keys, &conn, std::slice::from_mut(&mut change))?;
+                    }
                     return Ok(Some(change));
                 }
                 continue;

@@ -519,10 +519,7 @@ impl Keyring {
 /// a dropped collection's bodies stay as stored).
 pub(crate) fn open_changes(keys: &Keyring, conn: &Connection, changes: &mut [crate::changes::Change]) -> Result<()> {
     let mut schemas: HashMap<String, Option<CollectionSchema>> = HashMap::new();
-    for change in changes.iter_mut() {
-        if change.id.is_empty() || change.collection.is_empty() {
-            continue;
-        }
+    for change in changes.iter_mut().filter(|c| may_be_sealed(c)) {
         if !schemas.contains_key(&change.collection) {
             let schema = match crate::collection::load(conn, &change.collection) {
                 Ok(c) => Some(c.schema).filter(|s| s.fields.iter().any(|f| f.encrypted)),
@@ -543,6 +540,15 @@ pub(crate) fn open_changes(keys: &Keyring, conn: &Connection, changes: &mut [cra
         }
     }
     Ok(())
+}
+
+/// True when a change's body has a value in sealed form (only then is its schema looked up).
+pub(crate) fn may_be_sealed(change: &crate::changes::Change) -> bool {
+    !change.id.is_empty()
+        && !change.collection.is_empty()
+        && [&change.before, &change.after].into_iter().flatten().any(|body| {
+            body.as_object().is_some_and(|m| m.values().any(|v| v.as_str().is_some_and(|s| s.starts_with(PREFIX))))
+        })
 }
 
 fn locked(collection: &str, id: &str, field: &str, what: &str) -> Error {
@@ -630,10 +636,10 @@ impl Store {
             )?;
             tx.audit("key.init", "keyring", "ok", &detail)
         });
-        if let Err(e) = &result {
+        if result.is_err() {
             self.audit("key.init", "keyring", &crate::audit::outcome(&result), "");
-            return Err(clone_message(e));
         }
+        result?;
         let mut held = self.inner.keys.write();
         held.kek = Some(kek);
         held.keys.insert(1, key);
@@ -840,14 +846,6 @@ fn no_keyring() -> Error {
     Error::NotAllowed("this store has no key; create one with `cairn key init`".into())
 }
 
-/// An error's copy for returning after it was also used for the audit entry.
-fn clone_message(e: &Error) -> Error {
-    match e {
-        Error::NotAllowed(message) => Error::NotAllowed(message.clone()),
-        other => Error::NotAllowed(other.to_string()),
-    }
-}
-
 fn store_wrapping(conn: &Connection, w: &Wrapping, now: Timestamp) -> Result<()> {
     conn.execute(
         "INSERT OR REPLACE INTO cairn_keyring (id, method, salt, m_cost, t_cost, p_cost, created_at, changed_at)
@@ -1033,7 +1031,10 @@ pub(crate) fn check_sealed_keys(
                     collection: schema.name.clone(),
                     id: Some(id.to_string()),
                     field: Some(f.name.clone()),
-                    reason: format!("sealed under key {}, which the store's keyring does not hold", key_id(generation)),
+                    reason: format!(
+                        "sealed under key {}, which this store's keyring does not hold (it comes from before a key rotation, or from another store)",
+                        key_id(generation)
+                    ),
                 });
             }
         }

@@ -345,6 +345,9 @@ impl Tx<'_> {
     pub(crate) fn restore_body(&mut self, collection: &str, id: &str, body: Value) -> Result<bool> {
         let c = self.collection(collection)?;
         let body = c.schema.normalize_stored(Some(id), body)?;
+        if c.has_encrypted {
+            crate::keys::check_sealed_keys(&c.schema, id, &body, &crate::keys::generations(self.conn)?)?;
+        }
         let current = read(self.conn, &c, id)?;
         if current.as_ref().is_some_and(|r| r.deleted_at.is_none() && r.body == body) {
             return Ok(false);
@@ -383,6 +386,9 @@ impl Tx<'_> {
             self.conn.execute(&format!("DELETE FROM {tags} WHERE id = ?1"), [id])?;
         }
         let deleted = copy.deleted_at.is_some();
+        if c.has_encrypted {
+            crate::keys::check_sealed_keys(&c.schema, id, &copy.body, &crate::keys::generations(self.conn)?)?;
+        }
         self.write_state(c, id, current.as_ref(), NewState { body: copy.body, deleted, op: ChangeOp::Revert })
     }
 
@@ -619,6 +625,13 @@ impl Store {
             deleted: false,
         })?;
         self.opened(&conn, &c, record)
+    }
+
+    /// A record (live or deleted) as stored: encrypted fields sealed. For copying records
+    /// between stores (restore, repair) without the key and without losing them.
+    pub(crate) fn stored_record(&self, collection: &str, id: &str) -> Result<Option<Record>> {
+        let conn = self.reader()?;
+        read(&conn, &collection::load(&conn, collection)?, id)
     }
 
     /// Records in id order, one page at a time; continue with `after` = the last id seen.

@@ -133,8 +133,8 @@ impl Store {
         for (collection, id) in &targets {
             for (dir, manifest) in &backups {
                 let copy = Store::open(dir, crate::store::StoreOptions::read_only())
-                    .and_then(|b| b.get_including_deleted(collection, id));
-                if let Ok(record) = copy {
+                    .and_then(|b| b.stored_record(collection, id));
+                if let Ok(Some(record)) = copy {
                     copies.insert((collection.clone(), id.clone()), (record, manifest.id.clone()));
                     break;
                 }

@@ -145,6 +145,10 @@ impl Store {
                 loop {
                     let page = self.query(collection, &query)?;
                     for row in &page.rows {
+                        // A report never leaves a column blank because its key is locked.
+                        if let Some(field) = row.sealed.first() {
+                            return Err(crate::keys::sealed_error(collection, &row.id, field));
+                        }
                         rows.push(
                             columns
                                 .iter()
@@ -168,6 +172,10 @@ impl Store {
                 loop {
                     let page = self.query(collection, &query)?;
                     for row in &page.rows {
+                        // A report never leaves a column blank because its key is locked.
+                        if let Some(field) = row.sealed.first() {
+                            return Err(crate::keys::sealed_error(collection, &row.id, field));
+                        }
                         let cell = match group.as_str() {
                             "id" => Cell::Text(row.id.clone()),
                             field => Cell::of(kind(field), row.fields.get(field)),

@@ -312,13 +312,22 @@ impl Store {
             self.create_collection(schema.clone())?;
             report.collection_created = true;
         }
+        // Bodies as stored: encrypted fields stay sealed (the backup's handle holds no key).
         let records = match id {
-            Some(id) => vec![old.get(collection, id)?],
+            Some(id) => match old.stored_record(collection, id)? {
+                Some(record) if record.deleted_at.is_none() => vec![record],
+                other => {
+                    let deleted = other.is_some();
+                    return Err(Error::NotFound { collection: collection.into(), id: id.into(), deleted });
+                }
+            },
             None => {
+                let conn = old.reader()?;
+                let stored = crate::collection::load(&conn, collection)?;
                 let mut all = Vec::new();
                 let mut scan = crate::record::ScanOptions::default();
                 loop {
-                    let page = old.scan(collection, &scan)?;
+                    let page = crate::record::scan(&conn, &stored, &scan)?;
                     let Some(last) = page.last() else { break };
                     scan.after = Some(last.id.clone());
                     all.extend(page);

@@ -440,3 +440,60 @@ fn encrypted_fields_cannot_be_indexed_searched_queried_or_converted() {
             .expect_err("converting sealed values");
     assert!(err.to_string().contains("encrypted"), "{err}");
 }
+
+#[test]
+fn records_from_a_backup_sealed_under_a_retired_key_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path(), 2);
+    let backup = store.backup(&cairn::BackupOptions::default(), &mut quiet()).expect("backup").id;
+    store.patch("contacts", "c1", json!({"rate": 1.0}), None).expect("patch");
+    // Before a rotation the backup's sealed values are the store's own: restored whole.
+    store.restore_records(&backup, "contacts", Some("c1")).expect("restore");
+    let restored = store.get("contacts", "c1").expect("get");
+    assert_eq!((restored.body["rate"].clone(), restored.body["email"].clone()), (json!(RATE + 1.0), json!(email(1))));
+    store.patch("contacts", "c1", json!({"rate": 1.0}), None).expect("patch");
+    store.rotate_key(&Rotation::reencrypt(None)).expect("rotate");
+    let err = store.restore_records(&backup, "contacts", Some("c1")).expect_err("sealed under k1");
+    assert!(err.to_string().contains("key k1"), "{err}");
+    assert_eq!(store.get("contacts", "c1").expect("get").body["rate"], json!(1.0));
+}
+
+#[test]
+fn reports_open_encrypted_columns_or_refuse_without_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    populated(dir.path(), 3).close().expect("close");
+    let store = open(dir.path());
+    let options = cairn::ReportOptions {
+        columns: Some(vec!["id".into(), "name".into(), "rate".into()]),
+        ..cairn::ReportOptions::default()
+    };
+    let out = dir.path().join("rates.csv");
+    let err = store.report("contacts", &options, &out).expect_err("locked");
+    assert!(matches!(err, Error::KeyLocked { .. }), "{err}");
+    assert!(!out.exists());
+    store.unlock(&passphrase()).expect("unlock");
+    store.report("contacts", &options, &out).expect("report");
+    let text = std::fs::read_to_string(&out).expect("read");
+    assert!(text.contains(&format!("c2,{PLAIN_NAME} 2,{}", RATE + 2.0)), "{text}");
+}
+
+#[test]
+fn repair_brings_back_sealed_values_from_a_backup_without_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path(), 3);
+    store.backup(&cairn::BackupOptions::default(), &mut quiet()).expect("backup");
+    let edited = store.patch("contacts", "c1", json!({"name": "edited after the backup"}), None).expect("patch");
+    store.close().expect("close");
+    let db = rusqlite::Connection::open(dir.path().join(cairn::DB_FILE)).expect("db");
+    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq]).expect("damage");
+    drop(db);
+
+    // Repaired by a handle that holds no key: the backup's sealed values are copied as sealed.
+    let store = open(dir.path());
+    let report = store.repair(&mut quiet()).expect("repair");
+    assert_eq!(report.records_restored_as_new_versions.len(), 1, "{report:?}");
+    assert_eq!(store.get("contacts", "c1").expect("get").sealed, vec!["email", "rate", "terms"]);
+    store.unlock(&passphrase()).expect("unlock");
+    let back = store.get("contacts", "c1").expect("get");
+    assert_eq!((back.body["email"].clone(), back.body["rate"].clone()), (json!(email(1)), json!(RATE + 1.0)));
+}
