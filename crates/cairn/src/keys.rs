@@ -551,7 +551,7 @@ pub(crate) fn may_be_sealed(change: &crate::changes::Change) -> bool {
         })
 }
 
-fn locked(collection: &str, id: &str, field: &str, what: &str) -> Error {
+pub(crate) fn locked(collection: &str, id: &str, field: &str, what: &str) -> Error {
     Error::KeyLocked {
         target: format!("field `{field}` of record `{collection}/{id}`"),
         reason: format!("it is encrypted and {what} while the store's key is locked"),

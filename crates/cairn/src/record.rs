@@ -424,7 +424,7 @@ impl Tx<'_> {
             // Locked: the sealed values this patch does not touch are kept as they are.
             let touched = patch.as_object().into_iter().flatten().map(|(k, _)| k);
             if let Some(field) = touched.filter_map(|k| c.schema.field(k)).find(|f| f.encrypted) {
-                return Err(crate::keys::sealed_error(collection, id, &field.name));
+                return Err(crate::keys::locked(collection, id, &field.name, "cannot be written"));
             }
             let mut merged = Value::Object(current.body.clone());
             json_patch::merge(&mut merged, patch);
