@@ -1041,3 +1041,69 @@ pub(crate) fn check_sealed_keys(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn sealed_values_open_only_with_their_key_and_header() {
+        let key = random_key();
+        let keys: HashMap<u32, Key> = [(3, key.clone())].into_iter().collect();
+        let value = json!({"rate": 12.5, "note": "ünïcode"});
+        let sealed = seal_value(3, &key, &value);
+        assert!(sealed.starts_with("cairn-enc:1:k3:") && is_sealed(&sealed));
+        assert_ne!(sealed, seal_value(3, &key, &value), "a fresh nonce every time");
+        assert!(matches!(open_value(&keys, &sealed), Ok(Opened::Value(v)) if v == value));
+        // The same bytes under another key id: the header is authenticated.
+        let moved = sealed.replacen("k3", "k4", 1);
+        let other: HashMap<u32, Key> = [(4, key.clone())].into_iter().collect();
+        assert!(open_value(&other, &moved).is_err());
+        assert!(matches!(open_value(&HashMap::new(), &sealed), Ok(Opened::NoKey)));
+        let mut tampered = sealed.clone().into_bytes();
+        let last = tampered.len() - 2;
+        tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+        assert!(open_value(&keys, &String::from_utf8(tampered).expect("utf8")).is_err());
+        assert!(open_value(&keys, "cairn-enc:1:k3:!!").is_err());
+        assert!(open_value(&keys, "cairn-enc:1:k3:AAAA").is_err(), "too short");
+    }
+
+    #[test]
+    fn only_well_formed_headers_count_as_sealed() {
+        for text in ["cairn-enc:1:k1:", "cairn-enc:1:k12:abc"] {
+            assert!(is_sealed(text), "{text}");
+        }
+        for text in
+            ["", "cairn-enc:1:", "cairn-enc:1:k:abc", "cairn-enc:1:kx:abc", "cairn-enc:2:k1:abc", "cairn-enc:1:k1"]
+        {
+            assert!(!is_sealed(text), "{text}");
+        }
+        assert!(!is_sealed("cairn-enc:1:k99999999999:abc"), "generation out of range");
+    }
+
+    #[test]
+    fn wrapped_keys_need_the_right_kek_and_generation() {
+        let (kek, key) = (random_key(), random_key());
+        let wrapped = wrap(&kek, 2, &key);
+        assert_eq!(unwrap(&kek, 2, &wrapped).as_deref(), Some(&*key));
+        assert!(unwrap(&random_key(), 2, &wrapped).is_none());
+        assert!(unwrap(&kek, 3, &wrapped).is_none());
+        assert!(unwrap(&kek, 2, &wrapped[..10]).is_none());
+    }
+
+    #[test]
+    fn passphrases_derive_the_same_kek_and_costs_are_bounded() {
+        let secret = Secret::passphrase("long enough passphrase");
+        let mut w = Wrapping::new(&secret, Timestamp(0));
+        w.m_cost = 64;
+        w.t_cost = 1;
+        assert_eq!(*w.derive(&secret).expect("derive"), *w.derive(&secret).expect("derive"));
+        assert_ne!(
+            *w.derive(&secret).expect("derive"),
+            *w.derive(&Secret::passphrase("another passphrase")).expect("d")
+        );
+        w.m_cost = MAX_M_COST + 1;
+        assert!(matches!(w.derive(&secret), Err(Error::Corruption { .. })));
+    }
+}
