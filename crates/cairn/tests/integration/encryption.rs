@@ -275,7 +275,7 @@ fn rewrapping_changes_the_secret_and_keeps_the_values() {
 
 #[test]
 fn reencrypting_under_concurrent_reads_retires_the_old_key() {
-    const N: usize = 120;
+    const N: usize = 300;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = populated(dir.path(), N);
     for i in 0..N / 2 {
@@ -290,13 +290,18 @@ fn reencrypting_under_concurrent_reads_retires_the_old_key() {
 
     let stop = Arc::new(AtomicBool::new(false));
     let reads = Arc::new(AtomicU64::new(0));
+    // Set while rotations run; scans that saw it set overlapped a rotation.
+    let rotating = Arc::new(AtomicBool::new(false));
+    let overlapped = Arc::new(AtomicU64::new(0));
     let threads: Vec<_> = [store.clone(), store.clone(), reader.clone()]
         .into_iter()
         .map(|handle| {
-            let (stop, reads) = (stop.clone(), reads.clone());
+            let (stop, reads, rotating, overlapped) =
+                (stop.clone(), reads.clone(), rotating.clone(), overlapped.clone());
             std::thread::spawn(move || {
                 // Bounded: stops when told, or after this many passes.
                 for _ in 0..100_000 {
+                    let started_during = rotating.load(Ordering::SeqCst);
                     let records = handle
                         .scan("contacts", &ScanOptions { limit: N + 10, ..ScanOptions::default() })
                         .expect("scan");
@@ -305,6 +310,9 @@ fn reencrypting_under_concurrent_reads_retires_the_old_key() {
                         assert!(r.sealed.is_empty(), "{} sealed mid-rotation", r.id);
                         assert_eq!(r.body["email"], json!(email(i)));
                         assert_eq!(r.body["rate"], json!(RATE + i as f64));
+                    }
+                    if started_during || rotating.load(Ordering::SeqCst) {
+                        overlapped.fetch_add(1, Ordering::Relaxed);
                     }
                     reads.fetch_add(1, Ordering::Relaxed);
                     if stop.load(Ordering::Relaxed) {
@@ -317,6 +325,7 @@ fn reencrypting_under_concurrent_reads_retires_the_old_key() {
     while reads.load(Ordering::Relaxed) < 3 {
         std::thread::yield_now();
     }
+    rotating.store(true, Ordering::SeqCst);
     let first = store.rotate_key(&Rotation::reencrypt(None)).expect("rotate");
     assert_eq!((first.active.as_str(), first.retired.clone()), ("k2", vec!["k1".to_string()]));
     // Every version of every record: 3 sealed fields per entry.
@@ -324,6 +333,7 @@ fn reencrypting_under_concurrent_reads_retires_the_old_key() {
     assert_eq!(first.values, 3 * first.entries);
     let second = store.rotate_key(&Rotation::reencrypt(None)).expect("rotate");
     assert_eq!((second.active.as_str(), second.retired.clone()), ("k3", vec!["k2".to_string()]));
+    rotating.store(false, Ordering::SeqCst);
     let during = reads.load(Ordering::Relaxed);
     while reads.load(Ordering::Relaxed) < during + 3 {
         std::thread::yield_now();
@@ -332,6 +342,7 @@ fn reencrypting_under_concurrent_reads_retires_the_old_key() {
     for t in threads {
         t.join().expect("a reader failed");
     }
+    assert!(overlapped.load(Ordering::Relaxed) > 0, "no scan ran while the rotations did");
     let status = store.key_status().expect("status");
     assert_eq!(status.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["k3"]);
     assert!(store.check(&CheckOptions::default(), &mut quiet()).expect("check").is_ok());
@@ -496,4 +507,59 @@ fn repair_brings_back_sealed_values_from_a_backup_without_the_key() {
     store.unlock(&passphrase()).expect("unlock");
     let back = store.get("contacts", "c1").expect("get");
     assert_eq!((back.body["email"].clone(), back.body["rate"].clone()), (json!(email(1)), json!(RATE + 1.0)));
+}
+
+#[test]
+fn a_rotation_that_fails_midway_changes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = populated(dir.path(), 0);
+    // More entries than one page of the re-encryption, so that it has re-sealed a whole
+    // page before it reaches the damaged entry.
+    store
+        .transaction(|tx| {
+            for i in 0..600 {
+                tx.create("contacts", Some(&format!("c{i}")), json!({"name": "n", "email": email(i), "rate": 1.5}))?;
+            }
+            Ok(())
+        })
+        .expect("records");
+    store.close().expect("close");
+    // The newest change-log entry no longer matches its hash: the re-encryption fails there.
+    let db = rusqlite::Connection::open(dir.path().join(cairn::DB_FILE)).expect("db");
+    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = (SELECT max(seq) FROM cairn_changes)", [])
+        .expect("damage");
+    let sealed_before: Vec<Vec<u8>> = db
+        .prepare("SELECT after FROM cairn_changes WHERE after IS NOT NULL ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    drop(db);
+
+    let store = open(dir.path());
+    store.unlock(&passphrase()).expect("unlock");
+    let err =
+        store.rotate_key(&Rotation::reencrypt(Some(Secret::passphrase("a new passphrase")))).expect_err("damaged");
+    assert!(err.is_corruption(), "{err}");
+    let status = store.key_status().expect("status");
+    assert_eq!(status.keys.iter().map(|k| (k.id.as_str(), k.active)).collect::<Vec<_>>(), [("k1", true)]);
+    assert_eq!(store.get("contacts", "c3").expect("get").body["email"], json!(email(3)));
+    let failed = store.audit_log(Some("action = 'key.rotate'"), 0, 10).expect("audit");
+    assert!(failed.len() == 1 && failed[0].outcome.starts_with("failed"), "{failed:?}");
+    store.close().expect("close");
+
+    let db = rusqlite::Connection::open(dir.path().join(cairn::DB_FILE)).expect("db");
+    let sealed_after: Vec<Vec<u8>> = db
+        .prepare("SELECT after FROM cairn_changes WHERE after IS NOT NULL ORDER BY seq")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(sealed_after, sealed_before, "no entry was re-sealed");
+    drop(db);
+    let store = open(dir.path());
+    store.unlock(&passphrase()).expect("the old passphrase still opens the key");
+    assert!(store.unlock(&Secret::passphrase("a new passphrase")).is_err());
 }
