@@ -133,6 +133,68 @@ fn append(
     Ok(())
 }
 
+/// True when audit entry `seq` in `conn` matches its own hash (its link to the entry before
+/// is [`Store::verify_audit`]'s business).
+pub(crate) fn entry_verifies(conn: &Connection, seq: u64) -> Result<bool> {
+    let row = conn
+        .prepare_cached(
+            "SELECT at, actor, action, target, outcome, detail, prev_hash, hash FROM cairn_audit WHERE seq = ?1",
+        )?
+        .query_row([seq], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                [crate::sql::text_at(r, 1)?, crate::sql::text_at(r, 2)?, crate::sql::text_at(r, 3)?],
+                [crate::sql::text_at(r, 4)?, crate::sql::text_at(r, 5)?],
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+            ))
+        })
+        .optional()?;
+    let Some((at, [actor, action, target], [outcome, detail], prev, hash)) = row else { return Ok(false) };
+    let entry = NewEntry { seq, at, actor: &actor, action: &action, target: &target, outcome: &outcome, detail: &detail };
+    Ok(entry_hash(&prev, &entry).as_slice() == hash.as_slice())
+}
+
+/// True when an audit row given as its nine column values (`seq` … `hash`) matches its own
+/// hash.
+pub(crate) fn values_verify(v: &[rusqlite::types::Value]) -> bool {
+    use rusqlite::types::Value as V;
+    let [V::Integer(seq), V::Integer(at), V::Text(actor), V::Text(action), V::Text(target), V::Text(outcome), V::Text(detail), V::Blob(prev), V::Blob(hash)] =
+        v
+    else {
+        return false;
+    };
+    let entry = NewEntry { seq: *seq as u64, at: *at, actor, action, target, outcome, detail };
+    entry_hash(prev, &entry).as_slice() == hash.as_slice()
+}
+
+/// After a repair restored entries: when every entry verifies and follows the one before,
+/// and the recorded head names no entry past the last one (which would mean entries were
+/// removed from the end), the head is set to the last entry. Returns whether it moved.
+pub(crate) fn repoint_head(conn: &Connection) -> Result<bool> {
+    let rows: Vec<(u64, Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT seq, prev_hash, hash FROM cairn_audit ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut prev = vec![0u8; 32];
+    for (i, (seq, stored_prev, hash)) in rows.iter().enumerate() {
+        if *seq != i as u64 + 1 || stored_prev != &prev || !entry_verifies(conn, *seq)? {
+            return Ok(false);
+        }
+        prev = hash.clone();
+    }
+    let Some((last, _, hash)) = rows.last() else { return Ok(false) };
+    let head: Option<String> =
+        conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
+    let named = head.as_deref().and_then(|h| h.split_once(':')).and_then(|(s, _)| s.parse::<u64>().ok());
+    let wanted = format!("{last}:{}", crate::record::hex(hash));
+    if head.as_deref() == Some(wanted.as_str()) || named.is_some_and(|s| s > *last) {
+        return Ok(false);
+    }
+    conn.execute("INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)", params![HEAD_KEY, wanted])?;
+    Ok(true)
+}
+
 impl Tx<'_> {
     /// Appends an audit entry in this transaction, by this transaction's actor.
     pub(crate) fn audit(&mut self, action: &str, target: &str, outcome: &str, detail: &str) -> Result<()> {

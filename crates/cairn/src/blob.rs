@@ -61,7 +61,7 @@ pub enum Codec {
 }
 
 impl Codec {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Codec::Raw => "raw",
             Codec::Zstd => "zstd",
@@ -73,6 +73,15 @@ impl Codec {
             Codec::Zstd
         } else {
             Codec::Raw
+        }
+    }
+
+    /// The codec named `text`, if it is one cairn writes.
+    pub(crate) fn from_name(text: &str) -> Option<Codec> {
+        match text {
+            "raw" => Some(Codec::Raw),
+            "zstd" => Some(Codec::Zstd),
+            _ => None,
         }
     }
 }
@@ -139,12 +148,12 @@ pub(crate) fn blob_path(dir: &Path, hash: &str, codec: Codec) -> PathBuf {
     blob_root(dir).join(&hash[..2]).join(&hash[2..4]).join(name)
 }
 
-fn valid_hash(hash: &str) -> bool {
+pub(crate) fn is_valid_hash(hash: &str) -> bool {
     hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 fn check_hash(hash: &str) -> Result<()> {
-    if valid_hash(hash) {
+    if is_valid_hash(hash) {
         Ok(())
     } else {
         Err(Error::InvalidInput {
@@ -712,7 +721,9 @@ pub struct RefsReport {
 }
 
 /// Every file in the shard folders, with the hash and codec its name says.
-fn blob_files(dir: &Path) -> Result<Vec<(PathBuf, String, Codec)>> {
+/// Every blob file under `blobs/` (not the temp or trash folders): (path, name without
+/// `.zst`, codec).
+pub(crate) fn files(dir: &Path) -> Result<Vec<(PathBuf, String, Codec)>> {
     let root = blob_root(dir);
     let mut out = Vec::new();
     let list = |p: &Path| -> Result<Vec<std::fs::DirEntry>> {
@@ -749,7 +760,7 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let hash = name.strip_suffix(".zst").unwrap_or(&name).to_string();
-            if !valid_hash(&hash) {
+            if !is_valid_hash(&hash) {
                 continue;
             }
             let codec = if name.ends_with(".zst") { Codec::Zstd } else { Codec::Raw };
@@ -909,8 +920,8 @@ impl Store {
             }
         }
         let conn = self.reader()?;
-        for (path, hash, _) in blob_files(self.dir())? {
-            if !valid_hash(&hash) || read_info(&conn, &hash)?.is_none() {
+        for (path, hash, _) in files(self.dir())? {
+            if !is_valid_hash(&hash) || read_info(&conn, &hash)?.is_none() {
                 report.unlisted_files.push(path);
             }
         }
@@ -951,30 +962,33 @@ impl Store {
     /// Recounts every blob's links from the live records and corrects the counts; reports
     /// links to blobs the store does not have.
     pub fn rebuild_blob_refs(&self) -> Result<RefsReport> {
-        self.write(|tx| {
-            let conn = tx.conn;
-            let (counts, dangling) = count_links(conn)?;
-            let mut report = RefsReport { dangling, ..RefsReport::default() };
-            let rows: Vec<(String, i64)> = conn
-                .prepare("SELECT hash, refs FROM cairn_blobs")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            report.blobs = rows.len() as u64;
-            for (hash, refs) in rows {
-                let actual = counts.get(&hash).copied().unwrap_or(0);
-                if actual != refs as u64 {
-                    report.corrected.push((hash.clone(), refs as u64, actual));
-                    conn.execute(
-                        "UPDATE cairn_blobs SET refs = ?2,
-                                unreferenced_since = CASE WHEN ?2 = 0 THEN coalesce(unreferenced_since, ?3) END
-                         WHERE hash = ?1",
-                        params![hash, actual as i64, tx.now.0],
-                    )?;
-                }
-            }
-            Ok(report)
-        })
+        self.write(|tx| recount_refs(tx.conn, tx.now))
     }
+}
+
+/// Sets every blob's reference count to the links the live records hold (see
+/// [`Store::rebuild_blob_refs`]).
+pub(crate) fn recount_refs(conn: &Connection, now: Timestamp) -> Result<RefsReport> {
+    let (counts, dangling) = count_links(conn)?;
+    let mut report = RefsReport { dangling, ..RefsReport::default() };
+    let rows: Vec<(String, i64)> = conn
+        .prepare("SELECT hash, refs FROM cairn_blobs")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    report.blobs = rows.len() as u64;
+    for (hash, refs) in rows {
+        let actual = counts.get(&hash).copied().unwrap_or(0);
+        if actual != refs as u64 {
+            report.corrected.push((hash.clone(), refs as u64, actual));
+            conn.execute(
+                "UPDATE cairn_blobs SET refs = ?2,
+                        unreferenced_since = CASE WHEN ?2 = 0 THEN coalesce(unreferenced_since, ?3) END
+                 WHERE hash = ?1",
+                params![hash, actual as i64, now.0],
+            )?;
+        }
+    }
+    Ok(report)
 }
 
 /// A link to a blob the store does not have: (collection, id, field, hash).
@@ -1043,8 +1057,8 @@ fn collect(
         report.removed.push(info);
     }
     let cutoff_time = std::time::SystemTime::now().checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
-    for (path, hash, codec) in blob_files(dir)? {
-        let listed = valid_hash(&hash) && read_info(conn, &hash)?.is_some_and(|i| i.codec == codec);
+    for (path, hash, codec) in files(dir)? {
+        let listed = is_valid_hash(&hash) && read_info(conn, &hash)?.is_some_and(|i| i.codec == codec);
         let removed_now = report.removed.iter().any(|i| i.hash == hash);
         let old = path.metadata().and_then(|m| m.modified()).map(|t| t <= cutoff_time).unwrap_or(false);
         if listed || removed_now || !old {

@@ -437,6 +437,42 @@ fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change,
     Ok((change, prev_seq))
 }
 
+/// True when a change-log row given as its eleven column values (`seq` … `sha256`, `after`
+/// as stored) matches its hash: for rows read from somewhere other than the log itself (a
+/// damaged file, a backup) before they are written back.
+pub(crate) fn values_verify(conn: &Connection, v: &[rusqlite::types::Value]) -> bool {
+    use rusqlite::types::Value as V;
+    let [V::Integer(seq), V::Text(collection), V::Text(id), V::Text(op), V::Integer(version), V::Text(actor), V::Integer(at), V::Integer(deleted), prev, after, V::Blob(stored)] =
+        v
+    else {
+        return false;
+    };
+    let prev_seq = match prev {
+        V::Null => None,
+        V::Integer(p) => Some(*p as u64),
+        _ => return false,
+    };
+    let body = match after {
+        V::Null => None,
+        V::Blob(b) => match crate::compress::body_bytes(conn, b) {
+            Ok(bytes) => Some(bytes.into_owned()),
+            Err(_) => return false,
+        },
+        _ => return false,
+    };
+    let Some(op) = ChangeOp::parse(op) else { return false };
+    let new = NewChange {
+        collection,
+        id,
+        op,
+        version: *version as u64,
+        deleted: *deleted != 0,
+        prev_seq,
+        after: body.as_deref().map(Body::new),
+    };
+    *deleted <= 1 && *deleted >= 0 && row_hash(*seq as u64, &new, actor, *at).as_slice() == stored.as_slice()
+}
+
 /// An SQL list of op names. They are compile-time constants, so writing them into SQL text
 /// is safe.
 fn op_list(ops: impl Iterator<Item = ChangeOp>) -> String {

@@ -29,7 +29,8 @@ use crate::store::{Store, DB_FILE};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ProblemKind {
-    /// SQLite's own `integrity_check` failed.
+    /// SQLite cannot use the database as it is: `integrity_check` failed, the file does not
+    /// open, or one of cairn's tables or indexes is missing or altered (`repair` rebuilds it).
     Integrity,
     /// The write-ahead log's header is not a valid WAL header for this database.
     Wal,
@@ -48,6 +49,18 @@ pub enum ProblemKind {
     /// A stray database copy or orphaned journal file (moved to quarantine when the store was
     /// open for writing).
     StrayFile,
+    /// A collection's catalog row, a setting or a setting definition disagrees with the
+    /// change log that wrote it.
+    Catalog,
+    /// The database holds a table, index, trigger or view cairn did not create (`repair`
+    /// moves it into quarantine). One of cairn's own missing or altered is [`Integrity`].
+    ///
+    /// [`Integrity`]: ProblemKind::Integrity
+    SchemaObject,
+    /// An audit-trail entry was edited, inserted or removed, or the trail's head disagrees.
+    Audit,
+    /// A temporary file or folder an interrupted operation left behind.
+    Leftover,
 }
 
 /// One thing `check` found wrong.
@@ -69,6 +82,9 @@ pub struct Problem {
     /// The blob involved, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
+    /// The SQL object involved (table, index, trigger, view), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
 }
 
 impl Problem {
@@ -81,6 +97,7 @@ impl Problem {
             id: None,
             seq: None,
             hash: None,
+            object: None,
         }
     }
 
@@ -127,6 +144,14 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// The report for a store that could not be opened because its database is damaged
+    /// (`None` for other reasons a store does not open: missing, locked, another program's).
+    pub fn from_open_error(error: &Error) -> Option<CheckReport> {
+        let Error::Corruption { location, detail } = error else { return None };
+        let problem = Problem::new(ProblemKind::Integrity, location.clone(), detail.clone());
+        Some(CheckReport { problems: vec![problem], ..CheckReport::default() })
+    }
+
     /// True when nothing is wrong.
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
@@ -149,13 +174,36 @@ impl Store {
         let conn = self.reader()?;
         integrity(&conn, &mut report)?;
         wal_header(self.dir(), &conn, &mut report)?;
+        // The catalog against the change log; when its rows cannot be used, the log's schemas
+        // still let every record be checked.
+        let derived = crate::catalog::Catalog::from_log(&conn);
+        match (&derived, crate::catalog::Catalog::stored(&conn)) {
+            (Ok(derived), Ok(stored)) => {
+                for (location, detail) in stored.differences(derived) {
+                    report.problems.push(Problem::new(ProblemKind::Catalog, location, detail));
+                }
+            }
+            (_, Err(e)) => report.problems.push(Problem::new(ProblemKind::Integrity, "catalog", e.to_string())),
+            (Err(e), _) => {
+                let detail = format!("could not be checked: {}", error_detail(e));
+                report.problems.push(Problem::new(ProblemKind::Catalog, "catalog", detail));
+            }
+        }
         let collections = match crate::collection::load_all(&conn) {
             Ok(c) => c,
-            Err(e) => {
-                report.problems.push(Problem::new(ProblemKind::Integrity, "collections", e.to_string()));
-                return Ok(report);
-            }
+            Err(e) => match derived.as_ref().map(|d| d.collections()) {
+                Ok(Ok(from_log)) => {
+                    report.problems.push(Problem::new(ProblemKind::Catalog, "collections", e.to_string()));
+                    from_log
+                }
+                _ => {
+                    report.problems.push(Problem::new(ProblemKind::Integrity, "collections", e.to_string()));
+                    return Ok(report);
+                }
+            },
         };
+        let checked = check_objects(&conn, &collections, &mut report);
+        unchecked(&mut report, ProblemKind::Integrity, "database schema", checked);
         report.collections = collections.len() as u64;
         // Only for progress: a table too damaged to count is reported by the checks below.
         let total: i64 = collections
@@ -176,6 +224,15 @@ impl Store {
         let checked = check_change_log(&conn, &mut report, progress);
         unchecked(&mut report, ProblemKind::ChangeLog, "change log", checked);
         drop(conn);
+        match self.verify_audit() {
+            Ok(audit) => {
+                for p in audit.problems {
+                    let problem = Problem::new(ProblemKind::Audit, format!("audit entry {}", p.seq), p.detail);
+                    report.problems.push(Problem { seq: Some(p.seq), ..problem });
+                }
+            }
+            Err(e) => unchecked(&mut report, ProblemKind::Audit, "audit trail", Err(e)),
+        }
         if options.blobs {
             let blobs = match self.verify_blobs(&mut |done, total| progress("blobs", done, total)) {
                 Ok(blobs) => blobs,
@@ -534,6 +591,27 @@ fn check_fulltext(
     if indexed != bodies.len() as i64 && damaged.is_empty() {
         let detail = format!("the full-text index lists {indexed} records, {} are live and whole", bodies.len());
         report.problems.push(Problem::new(ProblemKind::FullText, c.name(), detail));
+    }
+    Ok(())
+}
+
+/// The database's tables, indexes, triggers and views against what cairn creates for this
+/// store's format and collections.
+fn check_objects(conn: &Connection, collections: &[Collection], report: &mut CheckReport) -> Result<()> {
+    let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let expected = crate::objects::expected(version, collections)?;
+    let found = crate::objects::actual(conn)?;
+    let records = collections.iter().map(|c| c.table.clone()).collect();
+    for m in crate::objects::compare(&found, &expected, &records) {
+        // Only objects someone added can be set aside; one of cairn's (or SQLite's own
+        // `sqlite_*`) missing, altered or renamed is structural damage.
+        let kind = if m.unknown && !m.name.starts_with("sqlite_") {
+            ProblemKind::SchemaObject
+        } else {
+            ProblemKind::Integrity
+        };
+        let problem = Problem::new(kind, format!("{} `{}`", m.kind, m.name), m.detail);
+        report.problems.push(Problem { object: Some(m.name), ..problem });
     }
     Ok(())
 }

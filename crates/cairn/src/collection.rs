@@ -172,6 +172,24 @@ pub(crate) fn load_all(conn: &Connection) -> Result<Vec<Collection>> {
     names.iter().map(|name| load(conn, name)).collect()
 }
 
+/// Creates a collection's record table, its value-column and tag indexes and its full-text
+/// index, filled from the records already in the table (none when it is new).
+pub(crate) fn create_tables(conn: &Connection, c: &Collection) -> Result<()> {
+    conn.execute_batch(&format!(
+        "CREATE TABLE {t} (
+            id         TEXT PRIMARY KEY NOT NULL,
+            version    INTEGER NOT NULL,
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL,
+            deleted_at INTEGER,
+            seq        INTEGER NOT NULL,
+            sha256     BLOB NOT NULL
+        ) WITHOUT ROWID, STRICT",
+        t = quote(&c.table)
+    ))?;
+    index::sync_indexes(conn, None, c, &mut |_| {})
+}
+
 /// Records in a collection, live and deleted.
 pub(crate) fn record_count(conn: &Connection, c: &Collection) -> Result<u64> {
     Ok(conn.query_row(&format!("SELECT count(*) FROM {}", quote(&c.table)), [], |r| r.get(0))?)
@@ -227,18 +245,6 @@ impl Tx<'_> {
             return Err(Error::CollectionExists { collection: schema.name });
         }
         let table = records_table(&schema.name);
-        conn.execute_batch(&format!(
-            "CREATE TABLE {t} (
-                id         TEXT PRIMARY KEY NOT NULL,
-                version    INTEGER NOT NULL,
-                created_at INTEGER NOT NULL,
-                updated_at INTEGER NOT NULL,
-                deleted_at INTEGER,
-                seq        INTEGER NOT NULL,
-                sha256     BLOB NOT NULL
-            ) WITHOUT ROWID, STRICT",
-            t = quote(&table)
-        ))?;
         let json = canonical_json(&serde_json::to_value(&schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
         conn.execute(
             "INSERT INTO cairn_collections (name, table_name, schema, schema_version, created_at, updated_at)
@@ -246,7 +252,7 @@ impl Tx<'_> {
             params![schema.name, table, std::str::from_utf8(&json).unwrap_or_default(), self.now.0],
         )?;
         let collection = Collection::new(schema, table);
-        index::sync_indexes(conn, None, &collection, &mut |_| {})?;
+        create_tables(conn, &collection)?;
         self.log(NewChange {
             collection: collection.name(),
             id: "",

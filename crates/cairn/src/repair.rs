@@ -4,24 +4,31 @@
 //! Order:
 //! 1. the damaged state is copied into `quarantine/repair-<time>/` (`store.db`, its WAL,
 //!    damaged blob files, the check report) before anything changes;
-//! 2. damaged change-log entries (which hold the record bodies) are restored byte for byte
+//! 2. structural damage — SQLite cannot open the file, `integrity_check` fails, one of
+//!    cairn's tables or indexes is missing or altered, the catalog disagrees with the change
+//!    log — is repaired by rebuilding the database (see `rebuild`): a new file from every row
+//!    that can still be read and verified, the change log, and the verified backups;
+//! 3. tables, views and triggers cairn did not create are moved out: their SQL (and a
+//!    table's rows) go into the quarantine folder's `objects.jsonl`;
+//! 4. damaged change-log entries (which hold the record bodies) are restored byte for byte
 //!    from the newest verified backup whose copy of that entry verifies; the seq names one
 //!    entry forever, so the backup's is the original;
-//! 3. record rows that are damaged, missing or disagree with the change log are rebuilt from
+//! 5. record rows that are damaged, missing or disagree with the change log are rebuilt from
 //!    the newest entry the log holds for their id (everything in a record row is derived from
 //!    the log); rows no entry ever wrote, and records whose newest entry could not be
 //!    restored, are moved out of the table into the quarantine folder's `records.jsonl`;
-//! 4. damaged or missing blobs are copied back from the newest verified backup holding a good
+//! 6. damaged, missing or out-of-chain audit entries are restored from the backups;
+//! 7. damaged or missing blobs are copied back from the newest verified backup holding a good
 //!    copy; the damaged file goes to the quarantine folder;
-//! 5. derived structures are rebuilt: SQLite's indexes (`REINDEX`), value columns, tag and
+//! 8. derived structures are rebuilt: SQLite's indexes (`REINDEX`), value columns, tag and
 //!    full-text indexes, blob reference counts;
-//! 6. `check` runs again, and the report says what was repaired and what remains.
+//! 9. `check` runs again, and the report says what was repaired and what remains.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::backup::{self, BackupStatus, Manifest, Progress};
@@ -29,18 +36,39 @@ use crate::check::{CheckOptions, CheckReport, ProblemKind};
 use crate::collection::Collection;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::rebuild::RebuildReport;
 use crate::sql::quote;
-use crate::store::{Store, DB_FILE, QUARANTINE_DIR};
-use crate::writer::Tx;
+use crate::store::{Store, StoreOptions, DB_FILE, QUARANTINE_DIR};
 
-/// What [`Store::repair`] did.
+/// How [`repair`] runs. Defaults: rebuild the database only when the damage needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepairOptions {
+    /// The actor recorded for the repair's changes and its audit entry. Default: `"local"`.
+    pub actor: String,
+    /// Rebuild the database even when nothing structural is wrong. Default: false.
+    pub rebuild: bool,
+}
+
+impl Default for RepairOptions {
+    fn default() -> Self {
+        RepairOptions { actor: "local".into(), rebuild: false }
+    }
+}
+
+/// What [`repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RepairReport {
-    /// Where the damaged state was copied, and what could not be repaired was moved.
-    pub quarantine: PathBuf,
+    /// Where the damaged state was copied, and what could not be repaired was moved; `None`
+    /// when the store was whole and nothing was done.
+    pub quarantine: Option<PathBuf>,
     /// Problems `check` found before.
     pub problems_before: usize,
+    /// When the database was rebuilt, where its contents came from.
+    pub rebuilt: Option<RebuildReport>,
+    /// Tables, views, triggers and indexes cairn did not create, moved into quarantine.
+    pub objects_quarantined: Vec<String>,
     /// Change-log entries restored from a backup (seq, backup id).
     pub changes_restored: Vec<(u64, String)>,
     /// Record rows rebuilt from the change log (`collection/id`).
@@ -52,41 +80,117 @@ pub struct RepairReport {
     pub records_restored_as_new_versions: Vec<(String, String)>,
     /// Records moved into quarantine (`collection/id`, why).
     pub records_quarantined: Vec<(String, String)>,
+    /// Audit entries restored from a backup (seq, backup id).
+    pub audit_restored: Vec<(u64, String)>,
     /// Blobs restored from a backup (hash, backup id).
     pub blobs_restored: Vec<(String, String)>,
     /// Blobs no backup had a good copy of.
     pub blobs_unrepaired: Vec<String>,
+    /// The check before the repair.
+    pub before: CheckReport,
     /// The check after the repair.
     pub after: CheckReport,
 }
 
-impl Store {
-    /// Repairs what `check` finds; see the module docs. Runs `check` before and after.
-    pub fn repair(&self, progress: Progress<'_>) -> Result<RepairReport> {
-        let result = self.repair_now(progress);
-        let detail = match &result {
-            Ok(r) => format!("{} problem(s) before, {} after", r.problems_before, r.after.problems.len()),
-            Err(_) => String::new(),
-        };
-        self.audit("repair", "", &crate::audit::outcome(&result), &detail);
-        result
-    }
-
-    fn repair_now(&self, progress: Progress<'_>) -> Result<RepairReport> {
-        let before = self.check(&CheckOptions::default(), progress)?;
-        if before.is_ok() {
-            return Ok(RepairReport { after: before, ..RepairReport::default() });
+/// Repairs the store in `dir` (see the module docs), which must not be open elsewhere for
+/// writing; this takes its write lock. Works on a store SQLite can no longer open. Runs
+/// `check` before and after; the store's audit trail records the repair.
+pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Result<RepairReport> {
+    let open_options = StoreOptions { actor: options.actor.clone(), ..StoreOptions::existing() };
+    let (store, before) = match Store::open(dir, open_options.clone()) {
+        Ok(store) => {
+            let before = store.check(&CheckOptions::default(), progress)?;
+            (Some(store), before)
         }
-        let quarantine = fsutil::unique_dir(&self.dir().join(QUARANTINE_DIR), "repair")?;
-        let mut report = RepairReport {
-            quarantine: quarantine.clone(),
-            problems_before: before.problems.len(),
-            ..RepairReport::default()
+        Err(e) => match CheckReport::from_open_error(&e) {
+            Some(report) => (None, report),
+            None => return Err(e),
+        },
+    };
+    if before.is_ok() && !options.rebuild {
+        if let Some(store) = store {
+            store.audit("repair", "", "ok", "0 problem(s) before, 0 after");
+            store.close()?;
+        }
+        return Ok(RepairReport { after: before.clone(), before, ..RepairReport::default() });
+    }
+    let quarantine = fsutil::unique_dir(&dir.join(QUARANTINE_DIR), "repair")?;
+    let mut report = RepairReport {
+        quarantine: Some(quarantine.clone()),
+        problems_before: before.problems.len(),
+        ..RepairReport::default()
+    };
+    let backups = good_backups(dir)?;
+    let store = if options.rebuild || store.is_none() || needs_rebuild(&before) {
+        let lock = match store {
+            Some(store) => store.into_lock()?,
+            None => crate::store::lock(dir)?,
         };
-        self.copy_damaged_state(&quarantine, &before)?;
-        let backups = good_backups(self.dir())?;
+        copy_database(dir, &quarantine, &before)?;
+        let rebuilt = crate::rebuild::rebuild(dir, &quarantine, &backups, progress);
+        drop(lock);
+        match rebuilt {
+            Ok(rebuilt) => report.rebuilt = Some(rebuilt),
+            Err(e) => {
+                crate::audit::append_to(dir, &options.actor, "repair", "", &format!("failed: {e}"), "");
+                return Err(e);
+            }
+        }
+        Store::open(dir, open_options)?
+    } else {
+        let store = store.ok_or_else(|| Error::NotAllowed("the store is not open".into()))?;
+        store.copy_damaged_state(&quarantine, &before)?;
+        store
+    };
+    report.before = before;
+    let result = store.repair_in_place(&quarantine, &backups, &mut report, progress);
+    let detail = match &result {
+        Ok(()) => format!("{} problem(s) before, {} after", report.problems_before, report.after.problems.len()),
+        Err(_) => String::new(),
+    };
+    store.audit("repair", "", &crate::audit::outcome(&result), &detail);
+    store.close()?;
+    result.map(|()| report)
+}
 
-        // 2. Change-log entries, from the newest backup whose copy verifies.
+/// Damage the database is rebuilt for: structure SQLite cannot use, a catalog that disagrees
+/// with the log, and damaged change-log or audit entries (a rebuild reads every copy of them
+/// the damaged file still holds, puts right single bits by their hashes, and takes the rest
+/// from the backups).
+fn needs_rebuild(report: &CheckReport) -> bool {
+    report
+        .problems
+        .iter()
+        .any(|p| matches!(p.kind, ProblemKind::Integrity | ProblemKind::Catalog | ProblemKind::ChangeLog | ProblemKind::Audit))
+}
+
+/// Copies `store.db` and its WAL into `to` (the store is closed and locked).
+fn copy_database(dir: &Path, to: &Path, before: &CheckReport) -> Result<()> {
+    for name in [DB_FILE.to_string(), format!("{DB_FILE}-wal")] {
+        let from = dir.join(&name);
+        if from.exists() {
+            std::fs::copy(&from, to.join(&name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
+        }
+    }
+    fsutil::write_durably(&to.join("check-before.json"), &serde_json::to_vec_pretty(before).unwrap_or_default())
+}
+
+impl Store {
+    fn repair_in_place(
+        &self,
+        quarantine: &Path,
+        backups: &[(PathBuf, Manifest)],
+        report: &mut RepairReport,
+        progress: Progress<'_>,
+    ) -> Result<()> {
+        let before = self.check(&CheckOptions::default(), progress)?;
+        let foreign: Vec<String> =
+            before.of_kind(ProblemKind::SchemaObject).filter_map(|p| p.object.clone()).collect();
+        if !foreign.is_empty() {
+            report.objects_quarantined = self.quarantine_objects(&foreign, quarantine)?;
+        }
+
+        // Change-log entries, from the newest backup whose copy verifies.
         let mut seqs: Vec<u64> = before
             .problems
             .iter()
@@ -119,7 +223,7 @@ impl Store {
             }
         }
 
-        // 3. Record rows, from the change log.
+        // Record rows, from the change log.
         let mut targets: Vec<(String, String)> = before
             .problems
             .iter()
@@ -131,7 +235,7 @@ impl Store {
         // The newest good copy of each of them in a backup, for records the log cannot rebuild.
         let mut copies = BTreeMap::new();
         for (collection, id) in &targets {
-            for (dir, manifest) in &backups {
+            for (dir, manifest) in backups {
                 let copy = Store::open(dir, crate::store::StoreOptions::read_only())
                     .and_then(|b| b.stored_record(collection, id));
                 if let Ok(Some(record)) = copy {
@@ -152,7 +256,7 @@ impl Store {
                     latest.insert(collection.clone(), crate::check::latest_changes(tx.conn, &collection)?);
                 }
                 let newest = latest.get(&collection).cloned().unwrap_or_default();
-                match rebuild_row(tx, &c, &id, &newest)? {
+                match rebuild_row(tx.conn, &c, &id, &newest)? {
                     Ok(()) => rebuilt.push(format!("{collection}/{id}")),
                     Err(why) if copies.contains_key(&(collection.clone(), id.clone())) => {
                         let Some((record, backup)) = copies.remove(&(collection.clone(), id.clone())) else { continue };
@@ -213,7 +317,12 @@ impl Store {
         report.records_restored_as_new_versions = as_new;
         report.records_quarantined = quarantined;
 
-        // 4. Blobs: damaged or missing files and rows, and links to blobs the store lost.
+        // Audit entries.
+        if before.of_kind(ProblemKind::Audit).next().is_some() {
+            report.audit_restored = self.restore_audit(backups)?;
+        }
+
+        // Blobs: damaged or missing files and rows, and links to blobs the store lost.
         let mut hashes: Vec<String> = before
             .problems
             .iter()
@@ -227,7 +336,7 @@ impl Store {
             if self.blob_is_whole(&hash) {
                 continue;
             }
-            match self.restore_blob_from(&hash, &backups, &quarantine)? {
+            match self.restore_blob_from(&hash, backups, quarantine)? {
                 Some(id) => report.blobs_restored.push((hash, id)),
                 None => {
                     lost.push(hash.clone());
@@ -260,7 +369,7 @@ impl Store {
             })?;
         }
 
-        // 5. Derived structures.
+        // Derived structures.
         self.write(|tx| {
             tx.conn.execute_batch("REINDEX")?;
             for c in crate::collection::load_all(tx.conn)? {
@@ -272,11 +381,91 @@ impl Store {
             tracing::warn!(error = %e, "reference counts could not be rebuilt");
         }
         report.after = self.check(&CheckOptions::default(), progress)?;
-        fsutil::write_durably(
-            &quarantine.join("repair.json"),
-            &serde_json::to_vec_pretty(&report).unwrap_or_default(),
-        )?;
-        Ok(report)
+        fsutil::write_durably(&quarantine.join("repair.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default())
+    }
+
+    /// Moves tables, views, triggers and indexes cairn did not create out of the database:
+    /// each one's SQL (and a table's rows, as JSON) goes into `objects.jsonl` first.
+    fn quarantine_objects(&self, names: &[String], quarantine: &Path) -> Result<Vec<String>> {
+        let names = names.to_vec();
+        let file = quarantine.join("objects.jsonl");
+        self.write(move |tx| {
+            let mut lines = Vec::new();
+            let mut moved = Vec::new();
+            for name in &names {
+                let row: Option<(String, Option<String>)> = tx
+                    .conn
+                    .query_row("SELECT type, sql FROM sqlite_schema WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                let Some((kind, sql)) = row else { continue };
+                let mut rows = Vec::new();
+                if kind == "table" {
+                    let mut stmt = tx.conn.prepare(&format!("SELECT * FROM {}", quote_any(name)))?;
+                    let columns = stmt.column_count();
+                    let mut found = stmt.query([])?;
+                    while let Some(r) = found.next()? {
+                        let values: Vec<String> = (0..columns)
+                            .map(|i| crate::sql::value_at(r, i).map(|v| format!("{v:?}")))
+                            .collect::<rusqlite::Result<_>>()?;
+                        rows.push(values);
+                    }
+                }
+                let line = serde_json::json!({"type": kind, "name": name, "sql": sql, "rows": rows});
+                lines.extend_from_slice(line.to_string().as_bytes());
+                lines.push(b'\n');
+                let verb = match kind.as_str() {
+                    "table" => "TABLE",
+                    "view" => "VIEW",
+                    "trigger" => "TRIGGER",
+                    _ => "INDEX",
+                };
+                // An index on a table dropped first is gone already.
+                tx.conn.execute_batch(&format!("DROP {verb} IF EXISTS {}", quote_any(name)))?;
+                moved.push(name.clone());
+            }
+            fsutil::write_durably(&file, &lines)?;
+            Ok(moved)
+        })
+    }
+
+    /// Copies audit entries the store lacks, or holds damaged, from the backups (newest
+    /// first; an entry is taken only when it verifies), then re-points the trail's head when
+    /// the entries are whole again and the old head named none past them.
+    fn restore_audit(&self, backups: &[(PathBuf, Manifest)]) -> Result<Vec<(u64, String)>> {
+        let sources: Vec<(PathBuf, String)> = backups.iter().map(|(p, m)| (p.join(DB_FILE), m.id.clone())).collect();
+        self.write(move |tx| {
+            let mut restored = Vec::new();
+            for (path, id) in &sources {
+                let Ok(backup) = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY) else {
+                    continue;
+                };
+                let Ok(mut stmt) = backup.prepare("SELECT * FROM cairn_audit ORDER BY seq") else { continue };
+                let rows: Vec<Vec<rusqlite::types::Value>> = stmt
+                    .query_map([], |r| (0..9).map(|i| crate::sql::value_at(r, i)).collect())?
+                    .collect::<rusqlite::Result<_>>()?;
+                for row in rows {
+                    let rusqlite::types::Value::Integer(seq) = row[0] else { continue };
+                    let seq = seq as u64;
+                    if crate::audit::entry_verifies(tx.conn, seq)? {
+                        continue;
+                    }
+                    let old: Option<Vec<rusqlite::types::Value>> = tx
+                        .conn
+                        .query_row("SELECT * FROM cairn_audit WHERE seq = ?1", [seq as i64], |r| {
+                            (0..9).map(|i| crate::sql::value_at(r, i)).collect()
+                        })
+                        .optional()?;
+                    tx.conn.execute("INSERT OR REPLACE INTO cairn_audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", rusqlite::params_from_iter(&row))?;
+                    if crate::audit::entry_verifies(tx.conn, seq)? {
+                        restored.push((seq, id.clone()));
+                    } else if let Some(old) = old {
+                        tx.conn.execute("INSERT OR REPLACE INTO cairn_audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", rusqlite::params_from_iter(&old))?;
+                    }
+                }
+            }
+            crate::audit::repoint_head(tx.conn)?;
+            Ok(restored)
+        })
     }
 
     /// Copies `store.db`, its WAL and the damaged blobs into `to`, while no write can commit.
@@ -372,6 +561,11 @@ impl Store {
     }
 }
 
+/// Quotes an SQL identifier whatever it holds (names of objects cairn did not create).
+fn quote_any(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// The verified backups of a store, newest first.
 fn good_backups(dir: &Path) -> Result<Vec<(PathBuf, Manifest)>> {
     Ok(backup::list_backups(&backup::backups_dir(dir))?
@@ -435,8 +629,8 @@ fn raw_row(conn: &Connection, c: &Collection, id: &str) -> Result<Option<Value>>
 /// Rebuilds record `id`'s row from the newest change-log entry for it. The inner error says
 /// why it cannot be (the entry is damaged, or no entry wrote this id).
 /// `latest` is [`crate::check::latest_changes`] of the collection.
-fn rebuild_row(
-    tx: &mut Tx<'_>,
+pub(crate) fn rebuild_row(
+    conn: &Connection,
     c: &Collection,
     id: &str,
     latest: &BTreeMap<String, (u64, String)>,
@@ -444,18 +638,18 @@ fn rebuild_row(
     let Some((seq, op)) = latest.get(id).cloned() else {
         return Ok(Err("no change-log entry ever wrote this id".into()));
     };
-    let Ok(Some(row)) = crate::changes::verified_row(tx.conn, seq) else {
+    let Ok(Some(row)) = crate::changes::verified_row(conn, seq) else {
         return Ok(Err(format!("change log entry {seq} is damaged and no verified backup has a good copy")));
     };
-    tx.conn.prepare_cached(&c.sql.delete)?.execute([id])?;
+    conn.prepare_cached(&c.sql.delete)?.execute([id])?;
     if op == "purge" {
         return Ok(Ok(()));
     }
-    let stored: Vec<u8> = tx.conn.query_row("SELECT after FROM cairn_changes WHERE seq = ?1", [seq], |r| r.get(0))?;
-    let bytes = crate::compress::body_bytes(tx.conn, &stored)?.into_owned();
+    let stored: Vec<u8> = conn.query_row("SELECT after FROM cairn_changes WHERE seq = ?1", [seq], |r| r.get(0))?;
+    let bytes = crate::compress::body_bytes(conn, &stored)?.into_owned();
     let body: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap_or_default();
     let (created_at, deleted_at) =
-        crate::check::row_times(tx.conn, seq, &row).unwrap_or((row.at, row.deleted.then_some(row.at)));
+        crate::check::row_times(conn, seq, &row).unwrap_or((row.at, row.deleted.then_some(row.at)));
     let columns: Vec<rusqlite::types::Value> = c
         .sql
         .value_fields
@@ -469,7 +663,7 @@ fn rebuild_row(
     let sha = crate::record::sha256(&bytes);
     let fixed: [&dyn rusqlite::ToSql; 7] =
         [&id, &(row.version as i64), &created_at, &row.at, &deleted_at, &(seq as i64), &sha.as_slice()];
-    tx.conn.prepare_cached(&c.sql.insert)?.execute(rusqlite::params_from_iter(
+    conn.prepare_cached(&c.sql.insert)?.execute(rusqlite::params_from_iter(
         fixed.into_iter().chain(columns.iter().map(|v| v as &dyn rusqlite::ToSql)),
     ))?;
     Ok(Ok(()))
@@ -477,7 +671,7 @@ fn rebuild_row(
 
 /// Refills value columns, the tags table and the full-text index of a collection from the
 /// live bodies.
-fn rebuild_indexes(conn: &Connection, c: &Collection) -> Result<()> {
+pub(crate) fn rebuild_indexes(conn: &Connection, c: &Collection) -> Result<()> {
     let table = quote(&c.table);
     if !c.tag_fields.is_empty() {
         conn.execute(&format!("DELETE FROM {}", quote(&crate::sql::tags_table(c.name()))), [])?;

@@ -37,13 +37,25 @@ pub(crate) const JOURNAL_FILE: &str = "restore.json";
 const STAGING_DIR: &str = ".restore-staging";
 /// What a restore replaces, in the order it replaces them.
 const ITEMS: [&str; 4] = ["store.db-wal", "store.db-shm", DB_FILE, crate::blob::BLOBS_DIR];
+/// What a rebuild (see `rebuild`) replaces: the database, not the blobs.
+pub(crate) const DATABASE_ITEMS: [&str; 3] = ["store.db-wal", "store.db-shm", DB_FILE];
 
+/// A swap in progress: `staging` holds the new files, `replaced` receives the old ones.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Journal {
-    backup: String,
-    staging: PathBuf,
-    replaced: PathBuf,
+pub(crate) struct Journal {
+    /// The backup restored, or `rebuild`.
+    pub(crate) backup: String,
+    pub(crate) staging: PathBuf,
+    pub(crate) replaced: PathBuf,
+    /// What is swapped, in order. Journals written before this field existed swap all of
+    /// [`ITEMS`].
+    #[serde(default = "all_items")]
+    pub(crate) items: Vec<String>,
+}
+
+fn all_items() -> Vec<String> {
+    ITEMS.map(String::from).to_vec()
 }
 
 /// What [`Store::restore`] did.
@@ -56,6 +68,9 @@ pub struct RestoreReport {
     pub pre_restore_backup: Option<String>,
     /// Where the replaced files were moved.
     pub replaced_into: Option<PathBuf>,
+    /// Why the replaced store could not be opened, when it could not: it was then not backed
+    /// up first, and is kept whole in `replaced_into`.
+    pub damaged: Option<String>,
     /// The store directory written.
     pub target: PathBuf,
     /// The backup's manifest: what the store now holds.
@@ -127,14 +142,26 @@ fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     if let Some(to) = &options.to {
         return restore_elsewhere(&source, manifest, to, progress);
     }
-    // The pre-restore backup, taken under the same lock the swap then uses.
+    // The pre-restore backup, taken under the same lock the swap then uses. A store SQLite
+    // cannot open cannot be backed up: it is moved aside whole instead (that is when a
+    // restore matters most).
+    let mut damaged = None;
     let (lock, pre) = if dir.join(DB_FILE).exists() {
-        let store = Store::open(dir, StoreOptions::existing())?;
-        let pre = store.backup(
-            &BackupOptions { reason: BackupReason::PreRestore, dir: Some(root.clone()), rotate: false },
-            progress,
-        )?;
-        (store.into_lock()?, Some(pre.id))
+        match Store::open(dir, StoreOptions::existing()) {
+            Ok(store) => {
+                let pre = store.backup(
+                    &BackupOptions { reason: BackupReason::PreRestore, dir: Some(root.clone()), rotate: false },
+                    progress,
+                )?;
+                (store.into_lock()?, Some(pre.id))
+            }
+            Err(e) if e.is_corruption() => {
+                tracing::warn!(error = %e, "restoring over a store that cannot be opened; it is kept in quarantine");
+                damaged = Some(e.to_string());
+                (crate::store::lock(dir)?, None)
+            }
+            Err(e) => return Err(e),
+        }
     } else {
         (crate::store::lock(dir)?, None)
     };
@@ -145,16 +172,16 @@ fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     std::fs::create_dir(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
     stage(&source, &manifest, &staging, Some(dir), progress)?;
     let replaced = fsutil::unique_dir(&dir.join(QUARANTINE_DIR), "replaced")?;
-    let journal = Journal { backup: id.to_string(), staging: staging.clone(), replaced: replaced.clone() };
-    let text = serde_json::to_vec_pretty(&journal).map_err(|e| Error::NotAllowed(e.to_string()))?;
-    fsutil::write_durably(&dir.join(JOURNAL_FILE), &text)?;
-    roll_forward(dir, &journal)?;
+    let journal =
+        Journal { backup: id.to_string(), staging: staging.clone(), replaced: replaced.clone(), items: all_items() };
+    swap(dir, &journal)?;
     drop(lock);
     tracing::info!(backup = id, "restored");
     Ok(RestoreReport {
         backup: id.to_string(),
         pre_restore_backup: pre,
         replaced_into: Some(replaced),
+        damaged,
         target: dir.to_path_buf(),
         manifest,
     })
@@ -175,6 +202,7 @@ fn restore_elsewhere(source: &Path, manifest: Manifest, to: &Path, progress: Pro
         backup: manifest.id.clone(),
         pre_restore_backup: None,
         replaced_into: None,
+        damaged: None,
         target: to.to_path_buf(),
         manifest,
     })
@@ -226,10 +254,18 @@ fn stage(
     Ok(())
 }
 
-/// Carries out a journalled restore; safe to run again after a crash at any point.
+/// Writes the journal durably, then carries out the swap it describes: from the moment the
+/// journal exists, the swap completes, now or at the next writable open.
+pub(crate) fn swap(dir: &Path, journal: &Journal) -> Result<()> {
+    let text = serde_json::to_vec_pretty(journal).map_err(|e| Error::NotAllowed(e.to_string()))?;
+    fsutil::write_durably(&dir.join(JOURNAL_FILE), &text)?;
+    roll_forward(dir, journal)
+}
+
+/// Carries out a journalled swap; safe to run again after a crash at any point.
 fn roll_forward(dir: &Path, journal: &Journal) -> Result<()> {
     std::fs::create_dir_all(&journal.replaced).map_err(|e| Error::io("create directory", &journal.replaced, e))?;
-    for item in ITEMS {
+    for item in &journal.items {
         let (current, old, staged) = (dir.join(item), journal.replaced.join(item), journal.staging.join(item));
         if !old.exists() && current.symlink_metadata().is_ok() {
             std::fs::rename(&current, &old).map_err(|e| Error::io("move aside", &current, e))?;
@@ -261,9 +297,10 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
             roll_forward(dir, &journal)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let staging = dir.join(STAGING_DIR);
-            if staging.exists() {
-                std::fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
+            for staging in [dir.join(STAGING_DIR), dir.join(crate::rebuild::STAGING_DIR)] {
+                if staging.exists() {
+                    std::fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
+                }
             }
             Ok(())
         }

@@ -249,7 +249,11 @@ impl Store {
             .map_err(|_| Error::NotAllowed("the store has other open handles; close them first".into()))?;
         let writer = inner.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
-            writer.shutdown()?;
+            // The files are about to be replaced (and kept in quarantine): a database too
+            // damaged to checkpoint does not stop that.
+            if let Err(e) = writer.shutdown() {
+                tracing::warn!(error = %e, "closing the writer before replacing the store's files failed");
+            }
         }
         inner.lock.take().ok_or(Error::ReadOnly)
     }
@@ -389,8 +393,27 @@ fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
     Ok(())
 }
 
+/// Why SQLite could not use `store.db`: damage, when the file (or the directory around it)
+/// is cairn's — `repair` rebuilds it and `restore` replaces it — or another program's file.
 fn not_a_store(dir: &Path, e: rusqlite::Error) -> Error {
+    if is_cairn_dir(dir) {
+        return Error::Corruption { location: DB_FILE.into(), detail: format!("SQLite cannot use it: {e}") };
+    }
     Error::NotAStore { path: dir.to_path_buf(), reason: format!("{DB_FILE} cannot be opened as SQLite ({e})") }
+}
+
+/// True when `store.db` carries cairn's application id in its header, or the directory holds
+/// what only a cairn store has (its quarantine folder, or verified backups).
+fn is_cairn_dir(dir: &Path) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 72];
+    let marked = std::fs::File::open(dir.join(DB_FILE)).and_then(|mut f| f.read_exact(&mut header)).is_ok()
+        && header[68..72] == APPLICATION_ID.to_be_bytes();
+    marked
+        || dir.join(QUARANTINE_DIR).is_dir()
+        || std::fs::read_dir(crate::backup::backups_dir(dir))
+            .map(|entries| entries.flatten().any(|e| e.path().join(crate::backup::MANIFEST_FILE).is_file()))
+            .unwrap_or(false)
 }
 
 pub(crate) fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connection> {
@@ -432,6 +455,12 @@ fn check_format(dir: &Path, conn: &Connection, writable: bool) -> Result<bool> {
         }
         return Ok(true);
     }
+    if app_id != i64::from(APPLICATION_ID) && is_cairn_dir(dir) {
+        return Err(Error::Corruption {
+            location: DB_FILE.into(),
+            detail: format!("its application id is {app_id:#x}, not cairn's; the file was replaced or damaged"),
+        });
+    }
     if app_id != i64::from(APPLICATION_ID) {
         return Err(Error::NotAStore {
             path: dir.to_path_buf(),
@@ -465,6 +494,15 @@ fn upgrade(conn: &Connection, is_new: bool) -> Result<()> {
             "INSERT INTO cairn_meta (key, value) VALUES ('created_by', ?1), ('created_at', ?2)",
             rusqlite::params![concat!("cairn ", env!("CARGO_PKG_VERSION")), crate::Timestamp::now().to_string()],
         )?;
+    }
+    Ok(())
+}
+
+/// Creates cairn's own tables as format `version` has them, in an empty database (for
+/// comparing a store's objects with what it should hold).
+pub(crate) fn apply_format(conn: &Connection, version: u32) -> Result<()> {
+    for sql in MIGRATIONS.iter().take(version as usize) {
+        conn.execute_batch(sql)?;
     }
     Ok(())
 }

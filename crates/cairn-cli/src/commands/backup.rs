@@ -198,6 +198,9 @@ pub fn run_restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
         if let Some(pre) = &report.pre_restore_backup {
             println!("the state it replaced is in backup {pre}");
         }
+        if let Some(why) = &report.damaged {
+            println!("the store it replaced could not be opened ({why}); it was kept whole instead");
+        }
         if let Some(dir) = &report.replaced_into {
             println!("the replaced files were moved to {}", dir.display());
         }
@@ -248,12 +251,21 @@ fn confirm(ctx: &Context, root: &std::path::Path, id: &str) -> Result<()> {
 }
 
 pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<()> {
-    let store = ctx.open_write_or_read()?;
-    let bar = phase_bar(ctx);
-    let report =
-        store.check(&CheckOptions { blobs: !args.no_blobs }, &mut |phase, done, total| bar.update(phase, done, total));
-    bar.finish();
-    let report = report?;
+    let report = match ctx.open_write_or_read() {
+        Ok(store) => {
+            let bar = phase_bar(ctx);
+            let report = store.check(&CheckOptions { blobs: !args.no_blobs }, &mut |phase, done, total| {
+                bar.update(phase, done, total)
+            });
+            bar.finish();
+            report?
+        }
+        // A store SQLite cannot open is a finding, not a failure to check.
+        Err(e) => match e.downcast_ref::<cairn::Error>().and_then(cairn::CheckReport::from_open_error) {
+            Some(report) => report,
+            None => return Err(e),
+        },
+    };
     ctx.out.show(&report, || {
         println!(
             "checked {} collections, {} records, {} change-log entries, {} blobs ({} bytes)",
@@ -265,7 +277,12 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<()> {
         for p in &report.problems {
             println!("{:?} {}: {}", p.kind, p.location, p.detail);
         }
-        println!("{}", if report.is_ok() { "no problems" } else { "PROBLEMS FOUND: run `cairn repair`" });
+        let verdict = if report.is_ok() {
+            "no problems"
+        } else {
+            "PROBLEMS FOUND: run `cairn repair`, or `cairn restore ID` to go back to a backup"
+        };
+        println!("{verdict}");
     });
     if !report.is_ok() {
         let detail = format!("{} problems", report.problems.len());
@@ -274,41 +291,82 @@ pub fn run_check(ctx: &Context, args: CheckArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run_repair(ctx: &Context) -> Result<()> {
-    let store = ctx.open_write()?;
+#[derive(Debug, Args)]
+pub struct RepairArgs {
+    /// Rebuild the database from what can be read and the backups even when nothing
+    /// structural is wrong.
+    #[arg(long)]
+    rebuild: bool,
+}
+
+pub fn run_repair(ctx: &Context, args: RepairArgs) -> Result<()> {
+    let options = cairn::RepairOptions { actor: ctx.actor.clone(), rebuild: args.rebuild };
     let bar = phase_bar(ctx);
-    let report = store.repair(&mut |phase, done, total| bar.update(phase, done, total));
+    let report = cairn::repair(&ctx.dir, &options, &mut |phase, done, total| bar.update(phase, done, total));
     bar.finish();
     let report = report?;
-    ctx.out.show(&report, || {
-        println!("{} problems found; damaged state copied to {}", report.problems_before, report.quarantine.display());
-        for (seq, backup) in &report.changes_restored {
-            println!("restored change-log entry {seq} from backup {backup}");
-        }
-        for record in &report.records_rebuilt {
-            println!("rebuilt record row {record} from the change log");
-        }
-        for (record, backup) in &report.records_restored_as_new_versions {
-            println!("restored {record} from backup {backup} as a new version (its damaged history entry remains)");
-        }
-        for (record, why) in &report.records_quarantined {
-            println!("moved {record} into quarantine: {why}");
-        }
-        for (hash, backup) in &report.blobs_restored {
-            println!("restored blob {hash} from backup {backup}");
-        }
-        for hash in &report.blobs_unrepaired {
-            println!("UNREPAIRED blob {hash}: no verified backup has a good copy");
-        }
-        for p in &report.after.problems {
-            println!("remaining {:?} {}: {}", p.kind, p.location, p.detail);
-        }
-        println!("{}", if report.after.is_ok() { "the store checks clean" } else { "PROBLEMS REMAIN" });
-    });
-    store.close()?;
+    ctx.out.show(&report, || print_repair(&report));
     if !report.after.is_ok() {
         let detail = format!("{} problems remain after repair", report.after.problems.len());
         return Err(cairn::Error::Corruption { location: "store".into(), detail }.into());
     }
     Ok(())
+}
+
+fn print_repair(report: &cairn::RepairReport) {
+    let Some(quarantine) = &report.quarantine else {
+        println!("no problems found; nothing to repair");
+        return;
+    };
+    println!("{} problems found; damaged state copied to {}", report.problems_before, quarantine.display());
+    if let Some(r) = &report.rebuilt {
+        println!(
+            "rebuilt the database: {} collections, {} records, {} blobs; {} change-log entries read back from the damaged file, {} from backups",
+            r.collections,
+            r.records,
+            r.blobs,
+            r.changes_salvaged,
+            r.changes_from_backups.len()
+        );
+        for seq in &r.changes_lost {
+            println!("LOST change-log entry {seq}: neither the damaged file nor any verified backup has it");
+        }
+        for (record, seq) in &r.records_behind {
+            println!("{record} is back at an older version: its newest entry {seq} is lost");
+        }
+        for seq in &r.audit_lost {
+            println!("LOST audit entry {seq}");
+        }
+        for (table, backup) in &r.tables_from_backups {
+            println!("rows of {table} taken from backup {backup}");
+        }
+    }
+    for name in &report.objects_quarantined {
+        println!("moved `{name}` (not created by cairn) into quarantine");
+    }
+    for (seq, backup) in &report.changes_restored {
+        println!("restored change-log entry {seq} from backup {backup}");
+    }
+    for record in &report.records_rebuilt {
+        println!("rebuilt record row {record} from the change log");
+    }
+    for (record, backup) in &report.records_restored_as_new_versions {
+        println!("restored {record} from backup {backup} as a new version (its damaged history entry remains)");
+    }
+    for (record, why) in &report.records_quarantined {
+        println!("moved {record} into quarantine: {why}");
+    }
+    for (seq, backup) in &report.audit_restored {
+        println!("restored audit entry {seq} from backup {backup}");
+    }
+    for (hash, backup) in &report.blobs_restored {
+        println!("restored blob {hash} from backup {backup}");
+    }
+    for hash in &report.blobs_unrepaired {
+        println!("UNREPAIRED blob {hash}: no verified backup has a good copy");
+    }
+    for p in &report.after.problems {
+        println!("remaining {:?} {}: {}", p.kind, p.location, p.detail);
+    }
+    println!("{}", if report.after.is_ok() { "the store checks clean" } else { "PROBLEMS REMAIN" });
 }

@@ -168,9 +168,10 @@ pub enum Command {
     /// Verify everything: integrity, checksums, change log, indexes, blobs, stray files
     /// (exit code 5 when anything is wrong).
     Check(backup::CheckArgs),
-    /// Repair what check finds, from the change log and the newest good backups; damaged
-    /// state is copied into quarantine/ first and nothing is deleted.
-    Repair,
+    /// Repair what check finds, from the change log and the newest good backups, rebuilding
+    /// the database when SQLite cannot use it; damaged state is copied into quarantine/
+    /// first and nothing is deleted.
+    Repair(backup::RepairArgs),
     /// Schema migrations: status, plan, up, down (docs/migrations.md).
     Migrate(migrate::MigrateArgs),
     /// Export the whole store (schemas, settings, records, optionally attachments) into a folder.
@@ -204,7 +205,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Backup(cmd) => backup::run(ctx, cmd),
         Command::Restore(args) => backup::run_restore(ctx, args),
         Command::Check(args) => backup::run_check(ctx, args),
-        Command::Repair => backup::run_repair(ctx),
+        Command::Repair(args) => backup::run_repair(ctx, args),
         Command::Migrate(args) => migrate::run(ctx, args),
         Command::Audit(cmd) => audit::run(ctx, cmd),
         Command::Key(cmd) => key::run(ctx, cmd),

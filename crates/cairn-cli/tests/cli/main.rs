@@ -477,7 +477,8 @@ fn backup_check_repair_and_restore_from_the_command_line() {
     assert!(stdout(&out).contains("notes/n3"), "{}", stdout(&out));
     let out = cairn(&dir, &["--json", "repair"]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
-    assert!(json(&out)["changes_restored"].as_array().is_some_and(|a| !a.is_empty()), "{}", stdout(&out));
+    let rebuilt = &json(&out)["rebuilt"];
+    assert!(rebuilt["changes_from_backups"].as_array().is_some_and(|a| !a.is_empty()), "{}", stdout(&out));
     assert_eq!(json(&cairn(&dir, &["--json", "get", "notes", "n3"]))["body"]["title"], "note 3");
 
     // Restore: refused without --yes when nobody can be asked; then over the store.

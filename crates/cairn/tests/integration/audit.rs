@@ -29,7 +29,10 @@ fn busy_store(dir: &Path) -> String {
     std::fs::write(&blocker, b"x").expect("file");
     let failing = BackupOptions { dir: Some(blocker.join("b")), ..BackupOptions::default() };
     store.backup(&failing, &mut quiet()).expect_err("the backups folder cannot exist");
-    store.repair(&mut quiet()).expect("repair of a healthy store");
+    store.close().expect("close");
+    let options = cairn::RepairOptions { actor: "alice".into(), ..cairn::RepairOptions::default() };
+    cairn::repair(dir, &options, &mut quiet()).expect("repair of a healthy store");
+    let store = Store::open(dir, StoreOptions { actor: "alice".into(), ..StoreOptions::default() }).expect("open");
     store
         .create_collection(
             cairn::CollectionSchema::from_json(r#"{"name": "scratch", "fields": []}"#, "s").expect("schema"),

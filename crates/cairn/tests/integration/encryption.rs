@@ -499,9 +499,9 @@ fn repair_brings_back_sealed_values_from_a_backup_without_the_key() {
     db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq]).expect("damage");
     drop(db);
 
-    // Repaired by a handle that holds no key: the backup's sealed values are copied as sealed.
+    // Repaired without the key: the backup's sealed values are copied as sealed.
+    let report = cairn::repair(dir.path(), &cairn::RepairOptions::default(), &mut quiet()).expect("repair");
     let store = open(dir.path());
-    let report = store.repair(&mut quiet()).expect("repair");
     assert_eq!(report.records_restored_as_new_versions.len(), 1, "{report:?}");
     assert_eq!(store.get("contacts", "c1").expect("get").sealed, vec!["email", "rate", "terms"]);
     store.unlock(&passphrase()).expect("unlock");

@@ -1,29 +1,39 @@
-//! Check and repair (SAFE-3) against random damage: bytes flipped in copies of a populated
-//! store, in its database and in its blob files. Every flip that changes record data (a row
-//! of a collection, of the change log, or a blob's row) or a blob is reported by `check`, and
-//! `repair` brings every record and blob back from the store's change log and its backup.
+//! Check and repair (SAFE-3) against random damage: bits flipped in copies of a populated
+//! store — in record data, in blobs, and in SQLite's own structure (b-tree page headers, cell
+//! pointers, interior pages, `sqlite_schema`, the catalog). Every flip that changes data or
+//! structure is reported by `check` (also when SQLite can no longer open the file), and
+//! `repair` brings back every record, change-log entry, schema, setting, audit entry and blob
+//! exactly, from what the damaged file still holds and from the store's verified backup.
 
 use std::path::Path;
 
-use cairn::{BackupOptions, CheckOptions, ProblemKind, Store, StoreOptions};
+use cairn::{BackupOptions, CheckOptions, CheckReport, ProblemKind, RepairOptions, Store, StoreOptions};
 use rusqlite::types::Value as SqlValue;
 
 use crate::backup::{copy_dir as copy_tree, populated, snapshot};
 
-/// The rows a flip may land in, as SQLite returns them; `Err` when SQLite cannot read them.
-fn record_data(dir: &Path) -> Result<Vec<Vec<SqlValue>>, rusqlite::Error> {
+/// Everything a repair must bring back exactly, as SQLite returns it; `Err` when SQLite
+/// cannot read it. Root pages and blob times are left out: a rebuilt file places tables
+/// elsewhere, and blob rows carry no checksum (their content is checked by hash).
+fn state(dir: &Path, audit_upto: i64) -> Result<Vec<Vec<SqlValue>>, rusqlite::Error> {
     let conn =
         rusqlite::Connection::open_with_flags(dir.join(cairn::DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let mut out = Vec::new();
     for sql in [
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_stat%' ORDER BY name",
+        "SELECT * FROM cairn_collections ORDER BY name",
+        "SELECT * FROM cairn_settings ORDER BY key",
+        "SELECT * FROM cairn_setting_defs ORDER BY key",
         "SELECT * FROM c_docs ORDER BY id",
         "SELECT * FROM cairn_changes ORDER BY seq",
         "SELECT hash, size, stored_size, codec, refs FROM cairn_blobs ORDER BY hash",
+        "SELECT * FROM cairn_audit WHERE seq <= ?1 ORDER BY seq",
     ] {
         let mut stmt = conn.prepare(sql)?;
         let columns = stmt.column_count();
+        let bind: &[&dyn rusqlite::ToSql] = if sql.contains("?1") { &[&audit_upto] } else { &[] };
         // Through ValueRef: rusqlite's Value conversion panics on TEXT that is not UTF-8.
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map(bind, |r| {
             (0..columns)
                 .map(|i| {
                     r.get_ref(i).map(|v| match v {
@@ -38,6 +48,13 @@ fn record_data(dir: &Path) -> Result<Vec<Vec<SqlValue>>, rusqlite::Error> {
         }
     }
     Ok(out)
+}
+
+/// True when SQLite finds the file's structure whole.
+fn structure_ok(dir: &Path) -> bool {
+    rusqlite::Connection::open_with_flags(dir.join(cairn::DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)))
+        .is_ok_and(|r| r == "ok")
 }
 
 fn blob_files(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -82,23 +99,109 @@ fn flip(path: &Path, offset: usize, bit: u8) {
     std::fs::write(path, bytes).expect("write");
 }
 
+/// Where things sit in a database file: byte ranges of b-tree page headers, cell-pointer
+/// arrays, and the used parts of interior pages.
+struct Layout {
+    headers: Vec<std::ops::Range<usize>>,
+    pointers: Vec<std::ops::Range<usize>>,
+    interior: Vec<std::ops::Range<usize>>,
+}
+
+fn layout(file: &[u8], page_size: usize) -> Layout {
+    let mut out = Layout { headers: Vec::new(), pointers: Vec::new(), interior: Vec::new() };
+    for (i, page) in file.chunks(page_size).enumerate() {
+        let start = if i == 0 { 100 } else { 0 };
+        let kind = page[start];
+        if !matches!(kind, 0x02 | 0x05 | 0x0a | 0x0d) {
+            continue;
+        }
+        let header = if matches!(kind, 0x02 | 0x05) { 12 } else { 8 };
+        let cells = u16::from_be_bytes([page[start + 3], page[start + 4]]) as usize;
+        let base = i * page_size;
+        out.headers.push(base + start..base + start + header);
+        if cells > 0 {
+            out.pointers.push(base + start + header..base + start + header + 2 * cells);
+        }
+        if header == 12 {
+            // What an interior page uses: its header, pointers and cells (the rest is free).
+            out.interior.push(base + start..base + start + header + 2 * cells);
+            let first_cell = u16::from_be_bytes([page[start + 5], page[start + 6]]) as usize;
+            if first_cell > start && first_cell < page_size {
+                out.interior.push(base + first_cell..base + page_size);
+            }
+        }
+    }
+    out
+}
+
+/// The byte ranges of the cells on the pages of the tree rooted at `root` (pages found by
+/// following interior pages).
+fn tree_cells(file: &[u8], page_size: usize, root: usize) -> Vec<std::ops::Range<usize>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(n) = stack.pop() {
+        let base = (n - 1) * page_size;
+        let page = &file[base..base + page_size];
+        let start = if n == 1 { 100 } else { 0 };
+        let kind = page[start];
+        let header = if matches!(kind, 0x02 | 0x05) { 12 } else { 8 };
+        let cells = u16::from_be_bytes([page[start + 3], page[start + 4]]) as usize;
+        if header == 12 {
+            stack.push(u32::from_be_bytes(page[start + 8..start + 12].try_into().expect("4 bytes")) as usize);
+        }
+        let mut offsets: Vec<usize> = (0..cells)
+            .map(|c| u16::from_be_bytes([page[start + header + 2 * c], page[start + header + 2 * c + 1]]) as usize)
+            .collect();
+        offsets.sort_unstable();
+        for (j, at) in offsets.iter().enumerate() {
+            let end = offsets.get(j + 1).copied().unwrap_or(page_size);
+            if header == 12 {
+                stack.push(u32::from_be_bytes(page[*at..*at + 4].try_into().expect("4 bytes")) as usize);
+            }
+            out.push(base + at..base + end);
+        }
+    }
+    out
+}
+
+/// `check` on a copy, whether or not SQLite can still open it.
+fn check(dir: &Path) -> CheckReport {
+    match Store::open(dir, StoreOptions::default()) {
+        Ok(store) => {
+            let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check runs");
+            // A file SQLite finds malformed may fail to checkpoint on close; repair copes.
+            let _ = store.close();
+            report
+        }
+        Err(e) => CheckReport::from_open_error(&e).unwrap_or_else(|| panic!("the store does not open: {e}")),
+    }
+}
+
 #[test]
-fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
-    // Seeded so that a failure can be replayed: CAIRN_FLIP_SEED=N explores other flips.
-    let seed: u64 = std::env::var("CAIRN_FLIP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261123);
+fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repair() {
+    // Seeded so that a failure can be replayed: CAIRN_FLIP_SEED=N explores other flips,
+    // CAIRN_FLIP_RUNS=N runs more of them.
+    let seed: u64 = std::env::var("CAIRN_FLIP_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261130);
+    let runs: usize = std::env::var("CAIRN_FLIP_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(520);
+    // CAIRN_FLIP_ONLY=N replays run N alone (the flips before it are drawn, not made).
+    let only: Option<usize> = std::env::var("CAIRN_FLIP_ONLY").ok().and_then(|s| s.parse().ok());
     let mut rng = fastrand::Rng::with_seed(seed);
-    println!("flip seed {seed}");
+    println!("flip seed {seed}, {runs} runs");
     let tmp = tempfile::tempdir().expect("tempdir");
     let template = tmp.path().join("template");
     {
         let store = populated(&template, 40);
+        store.set_setting(cairn::MAX_BODY_BYTES, serde_json::json!(65536)).expect("setting");
         store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
         store.close().expect("close: the WAL is checkpointed into store.db");
         // No free pages holding stale copies of rows: a flip in the file lands in live data
         // more often.
         rusqlite::Connection::open(template.join(cairn::DB_FILE)).expect("db").execute_batch("VACUUM").expect("vacuum");
     }
-    let pristine = record_data(&template).expect("pristine rows");
+    let audit_entries: i64 = rusqlite::Connection::open(template.join(cairn::DB_FILE))
+        .and_then(|c| c.query_row("SELECT count(*) FROM cairn_audit", [], |r| r.get(0)))
+        .expect("audit entries");
+    let pristine = state(&template, audit_entries).expect("pristine state");
     let (expected_records, expected_blobs) = {
         let store = Store::open(&template, StoreOptions::read_only()).expect("open");
         let blobs: Vec<(String, Vec<u8>)> = store
@@ -113,13 +216,17 @@ fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
             .collect();
         (snapshot(&store, "docs"), blobs)
     };
-    let db_len = std::fs::metadata(template.join(cairn::DB_FILE)).expect("db").len() as usize;
-    let blobs = blob_files(&template);
-    assert!(!blobs.is_empty());
-    // Where record data sits in the file: the stored bodies of the change log, and each
-    // record id (in its row, its change-log entries and the indexes) with the bytes around it.
     let file = std::fs::read(template.join(cairn::DB_FILE)).expect("db bytes");
+    let db_len = file.len();
     let conn = rusqlite::Connection::open(template.join(cairn::DB_FILE)).expect("db");
+    let page_size: usize = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).expect("page size");
+    let root = |name: &str| -> usize {
+        conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0)).expect("root")
+    };
+    let (catalog_cells, audit_cells) = (tree_cells(&file, page_size, root("cairn_collections")), tree_cells(&file, page_size, root("cairn_audit")));
+    let schema_cells = tree_cells(&file, page_size, 1);
+    // Where record data sits: the stored bodies of the change log, and each record id (in its
+    // row, its change-log entries and the indexes) with the bytes around it.
     let needles: Vec<Vec<u8>> = conn
         .prepare("SELECT after FROM cairn_changes WHERE after IS NOT NULL")
         .expect("bodies")
@@ -135,29 +242,36 @@ fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
             let mut from = 0;
             while let Some(at) = file[from..].windows(needle.len()).position(|w| w == &needle[..]) {
                 let start = from + at;
-                found.push(start.saturating_sub(12).max(4096)..(start + needle.len() + 4).min(db_len));
+                found.push(start.saturating_sub(12).max(page_size)..(start + needle.len() + 4).min(db_len));
                 from = start + needle.len();
             }
         }
         found
     };
-    let (body_targets, id_targets) = (locate(&needles), locate(&ids));
-    assert!(
-        body_targets.len() >= 40 && id_targets.len() >= 40,
-        "record data located: {} {}",
-        body_targets.len(),
-        id_targets.len()
-    );
+    let structure = layout(&file, page_size);
+    let classes: Vec<(&str, Vec<std::ops::Range<usize>>)> = vec![
+        ("record bodies", locate(&needles)),
+        ("record ids", locate(&ids)),
+        ("anywhere", vec![100..db_len]),
+        ("page headers", structure.headers.clone()),
+        ("cell pointers", structure.pointers.clone()),
+        ("interior pages", structure.interior.clone()),
+        ("sqlite_schema rows", schema_cells),
+        ("catalog rows", catalog_cells),
+        ("audit rows", audit_cells),
+    ];
+    for (name, ranges) in &classes {
+        assert!(!ranges.is_empty(), "no {name} located in the template");
+    }
+    let blobs = blob_files(&template);
+    assert!(!blobs.is_empty());
 
-    let (mut in_data, mut in_blobs, mut elsewhere, mut unreadable) = (0, 0, 0, 0);
-    let runs = 240;
+    let mut counts: std::collections::BTreeMap<&str, (u32, u32)> = std::collections::BTreeMap::new();
     for run in 0..runs {
         let dir = tmp.path().join(format!("run{run}"));
         copy_tree(&template, &dir);
-        // Three flips in four land in the database, one in a blob file.
-        let hit_blob = run % 4 == 3;
-        let mut content_damaged = false;
-        let target = if hit_blob {
+        // One flip in ten lands in a blob file, the others in the database's classes in turn.
+        let (class, target, damaged_blob) = if run % 10 == 9 {
             let blob = &blobs[rng.usize(..blobs.len())];
             let rel = blob.strip_prefix(&template).expect("inside");
             let path = dir.join(rel);
@@ -165,70 +279,66 @@ fn random_bit_flips_are_found_by_check_and_undone_by_repair() {
             flip(&path, rng.usize(..len), rng.u8(0..8));
             // Some bits of a zstd frame (window size, reserved bits) do not change what it
             // decodes to: such a flip damages nothing.
-            content_damaged = !content_intact(&path);
-            format!("{} blob {}", run, rel.display())
+            ("blobs", format!("{run} blob {}", rel.display()), !content_intact(&path))
         } else {
-            // Half aimed at record data, half anywhere past page 1 (the schema: a flip there
-            // only makes the file unopenable).
-            let offset = if run % 2 == 0 {
-                let targets = if run % 8 == 6 { &id_targets } else { &body_targets };
-                let range = &targets[rng.usize(..targets.len())];
-                rng.usize(range.clone())
-            } else {
-                rng.usize(4096..db_len)
-            };
+            let (class, ranges) = &classes[run % 10 % classes.len()];
+            let range = &ranges[rng.usize(..ranges.len())];
+            let offset = rng.usize(range.clone());
             flip(&dir.join(cairn::DB_FILE), offset, rng.u8(0..8));
-            format!("{run} db offset {offset}")
+            (*class, format!("{run} {class} at offset {offset} (page {})", offset / page_size + 1), false)
         };
-        let rows = record_data(&dir);
-        let landed_in_data = content_damaged || (!hit_blob && rows.as_ref().ok() != Some(&pristine));
-        match (&rows, hit_blob) {
-            (_, true) => in_blobs += 1,
-            (Err(_), _) => unreadable += 1,
-            (Ok(r), _) if r != &pristine => in_data += 1,
-            _ => elsewhere += 1,
+        if only.is_some_and(|n| n != run) {
+            std::fs::remove_dir_all(&dir).expect("clean the run's copy");
+            continue;
         }
+        let now = state(&dir, audit_entries);
+        let damaged = damaged_blob || now.as_ref().ok() != Some(&pristine) || !structure_ok(&dir);
+        let entry = counts.entry(class).or_default();
+        entry.0 += 1;
+        entry.1 += u32::from(damaged);
 
-        let store = match Store::open(&dir, StoreOptions::default()) {
-            Ok(store) => store,
-            Err(e) => {
-                assert!(
-                    !landed_in_data || rows.is_err(),
-                    "{target}: the store does not open after a flip in record data: {e}"
-                );
-                continue;
-            }
-        };
-        let report = match store.check(&CheckOptions::default(), &mut |_, _, _| {}) {
-            Ok(report) => report,
-            Err(e) => {
-                assert!(rows.is_err(), "{target}: check failed on a readable store: {e}");
-                continue;
-            }
-        };
-        if landed_in_data {
-            assert!(!report.is_ok(), "{target}: a flip in record data or a blob went unreported");
+        let report = check(&dir);
+        if damaged && report.is_ok() {
+            let first = now.as_ref().map(|rows| (0..rows.len().max(pristine.len())).find(|i| rows.get(*i) != pristine.get(*i)));
+            let detail = match first {
+                Ok(Some(i)) => {
+                    let text = |row: Option<&Vec<SqlValue>>| {
+                        row.map(|r| r.iter().map(|v| match v {
+                            SqlValue::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                            other => format!("{other:?}"),
+                        }).collect::<Vec<_>>().join(" | ")).unwrap_or_default()
+                    };
+                    let (a, b) = (text(now.as_ref().ok().and_then(|r| r.get(i))), text(pristine.get(i)));
+                    let at = a.chars().zip(b.chars()).position(|(x, y)| x != y).unwrap_or(0);
+                    format!("row {i} differs at {at}: {:?} was {:?}", a.chars().skip(at.saturating_sub(30)).take(60).collect::<String>(), b.chars().skip(at.saturating_sub(30)).take(60).collect::<String>())
+                }
+                Ok(None) => "integrity_check fails".to_string(),
+                Err(e) => format!("SQLite cannot read it: {e}"),
+            };
+            panic!("{target}: damage went unreported: {detail}");
         }
-        let structural = report.of_kind(ProblemKind::Integrity).next().is_some();
-        let repaired = store.repair(&mut |_, _, _| {});
-        if landed_in_data && !structural {
-            let repaired = repaired.unwrap_or_else(|e| panic!("{target}: repair failed: {e}"));
-            assert!(repaired.after.is_ok(), "{target}: problems remain {:?}", repaired.after.problems);
+        if !report.is_ok() {
+            let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {})
+                .unwrap_or_else(|e| panic!("{target}: repair failed: {e}; check found {:?}", report.problems));
+            assert!(repaired.after.is_ok(), "{target}: problems remain {:?}; rebuild {:?}", repaired.after.problems, repaired.rebuilt);
+            let after = state(&dir, audit_entries).unwrap_or_else(|e| panic!("{target}: unreadable after repair: {e}"));
+            if let Some(i) = (0..pristine.len().max(after.len())).find(|i| pristine.get(*i) != after.get(*i)) {
+                panic!("{target}: row {i} differs after repair: {:.300}", format!("{:?} vs {:?}", after.get(i), pristine.get(i)));
+            }
+            let store = Store::open(&dir, StoreOptions::read_only()).expect("open after repair");
             assert_eq!(snapshot(&store, "docs"), expected_records, "{target}: records differ after repair");
             for (hash, bytes) in &expected_blobs {
                 let mut read = Vec::new();
                 std::io::Read::read_to_end(&mut store.open_blob(hash).expect("blob"), &mut read)
                     .unwrap_or_else(|e| panic!("{target}: blob {hash} after repair: {e}"));
-                assert_eq!(&read, bytes, "{target}: blob {hash}");
+                assert!(&read == bytes, "{target}: blob {hash} differs after repair");
             }
         }
-        // A store whose file SQLite itself finds malformed may fail to checkpoint on close.
-        let closed = store.close();
-        assert!(structural || closed.is_ok(), "{target}: close: {closed:?}");
         std::fs::remove_dir_all(&dir).expect("clean the run's copy");
     }
-    println!("flips: {in_data} in record data, {in_blobs} in blobs, {elsewhere} elsewhere, {unreadable} unreadable");
-    assert!(in_data >= 40 && in_blobs >= 30, "too few flips hit data to prove anything: {in_data} + {in_blobs}");
+    println!("flips (runs, of which damaging) per class: {counts:?}");
+    let damaging: u32 = counts.values().map(|c| c.1).sum();
+    assert!(only.is_some() || damaging as usize >= runs / 3, "too few flips damaged anything to prove much: {counts:?}");
 }
 
 #[test]
@@ -247,15 +357,16 @@ fn a_record_whose_newest_entry_no_backup_holds_comes_back_from_an_older_backup_a
         .expect("damage the newest entry");
     drop(db);
 
+    let report = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
-    let report = store.repair(&mut |_, _, _| {}).expect("repair");
     assert_eq!(report.records_restored_as_new_versions.len(), 1, "{report:?}");
     let back = store.get("docs", "d007").expect("readable again");
     assert_eq!(back.body, in_backup.body, "the backup's body");
     assert_eq!(back.version, edited.version + 1, "as a new version after the damaged one");
     let remaining: Vec<_> = report.after.problems.iter().map(|p| (p.kind, p.seq)).collect();
     assert_eq!(remaining, [(ProblemKind::ChangeLog, Some(edited.seq))], "only the damaged history entry is left");
-    let quarantined = std::fs::read_to_string(report.quarantine.join("records.jsonl")).expect("quarantine file");
+    let quarantine = report.quarantine.expect("a quarantine folder");
+    let quarantined = std::fs::read_to_string(quarantine.join("records.jsonl")).expect("quarantine file");
     assert!(quarantined.contains("d007"));
 }
 
@@ -280,10 +391,13 @@ fn a_damaged_blob_hash_in_the_blob_table_is_set_aside_and_the_real_row_restored(
         "the record's link dangles: {:?}",
         before.problems
     );
-    let report = store.repair(&mut |_, _, _| {}).expect("repair");
+    store.close().expect("close");
+    let report = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(report.after.is_ok(), "{:?}", report.after.problems);
     assert!(report.blobs_restored.iter().any(|(h, _)| h == &hash));
-    assert!(std::fs::read_to_string(report.quarantine.join("blobs.jsonl")).expect("set aside").contains(&damaged));
+    let quarantine = report.quarantine.expect("a quarantine folder");
+    assert!(std::fs::read_to_string(quarantine.join("blobs.jsonl")).expect("set aside").contains(&damaged));
     let mut content = Vec::new();
     std::io::Read::read_to_end(&mut store.open_blob(&hash).expect("blob"), &mut content).expect("read");
     assert!(!content.is_empty());
@@ -309,8 +423,11 @@ fn missing_change_log_entries_come_back_from_a_backup() {
         "{:?}",
         report.problems
     );
-    let repaired = store.repair(&mut |_, _, _| {}).expect("repair");
+    store.close().expect("close");
+    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
-    assert!(repaired.changes_restored.iter().any(|(s, _)| *s == seq));
+    let rebuilt = repaired.rebuilt.expect("a damaged change log is rebuilt");
+    assert!(rebuilt.changes_from_backups.iter().any(|(s, _)| *s == seq), "{rebuilt:?}");
     assert_eq!(snapshot(&store, "docs"), expected);
 }
