@@ -151,7 +151,8 @@ pub(crate) fn entry_verifies(conn: &Connection, seq: u64) -> Result<bool> {
         })
         .optional()?;
     let Some((at, [actor, action, target], [outcome, detail], prev, hash)) = row else { return Ok(false) };
-    let entry = NewEntry { seq, at, actor: &actor, action: &action, target: &target, outcome: &outcome, detail: &detail };
+    let entry =
+        NewEntry { seq, at, actor: &actor, action: &action, target: &target, outcome: &outcome, detail: &detail };
     Ok(entry_hash(&prev, &entry).as_slice() == hash.as_slice())
 }
 

@@ -131,7 +131,10 @@ impl Catalog {
             } else if stored.schema != want.schema {
                 Some("its stored schema differs from the one the change log recorded".into())
             } else if stored.schema_version != want.schema_version {
-                Some(format!("its schema version is {}, the change log says {}", stored.schema_version, want.schema_version))
+                Some(format!(
+                    "its schema version is {}, the change log says {}",
+                    stored.schema_version, want.schema_version
+                ))
             } else if (stored.created_at, stored.updated_at) != (want.created_at, want.updated_at) {
                 Some("its creation or update time differs from the change log".into())
             } else {
@@ -149,7 +152,9 @@ impl Catalog {
 
     /// Replaces the catalog tables' rows with `self`. Tables of collections are not touched.
     pub(crate) fn write(&self, conn: &Connection) -> Result<()> {
-        conn.execute_batch("DELETE FROM cairn_collections; DELETE FROM cairn_setting_defs; DELETE FROM cairn_settings;")?;
+        conn.execute_batch(
+            "DELETE FROM cairn_collections; DELETE FROM cairn_setting_defs; DELETE FROM cairn_settings;",
+        )?;
         for (name, row) in &self.collections {
             conn.execute(
                 "INSERT INTO cairn_collections (name, table_name, schema, schema_version, created_at, updated_at)
@@ -208,8 +213,10 @@ fn diff<T>(
 
 /// The verified body of entry `seq`, as text.
 fn body_text(conn: &Connection, seq: u64) -> Result<String> {
-    crate::changes::verified_row(conn, seq)?
-        .ok_or_else(|| Error::Corruption { location: format!("change log entry {seq}"), detail: "it is missing".into() })?;
+    crate::changes::verified_row(conn, seq)?.ok_or_else(|| Error::Corruption {
+        location: format!("change log entry {seq}"),
+        detail: "it is missing".into(),
+    })?;
     let stored: Option<Vec<u8>> = conn
         .prepare_cached("SELECT after FROM cairn_changes WHERE seq = ?1")?
         .query_row([seq], |r| r.get(0))

@@ -101,8 +101,8 @@ pub use migrate::{
 pub use query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
-pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use rebuild::RebuildReport;
+pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use repair::{repair, RepairOptions, RepairReport};
 pub use report::{ReportFormat, ReportOptions, ReportSummary};
 pub use restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};

@@ -58,7 +58,8 @@ pub(crate) fn actual(conn: &Connection) -> Result<BTreeMap<String, Object>> {
     let mut out = BTreeMap::new();
     // SQLite's own statistics tables, made by `PRAGMA optimize` when a store closes.
     for (kind, name, table, sql) in rows.into_iter().filter(|r| !r.1.starts_with("sqlite_stat")) {
-        let virtual_table = sql.as_deref().is_some_and(|s| s.trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL"));
+        let virtual_table =
+            sql.as_deref().is_some_and(|s| s.trim_start().to_ascii_uppercase().starts_with("CREATE VIRTUAL"));
         let shape = if kind == "table" && !virtual_table { table_shape(conn, &name)? } else { String::new() };
         let text = normalize(sql.as_deref());
         out.insert(name, Object { kind, table, shape, text, sql });
@@ -189,7 +190,8 @@ mod tests {
     fn a_store_holds_exactly_the_expected_objects_and_planted_ones_are_named() {
         let (_dir, store) = crate::store::temp_store();
         let schema = |fields: serde_json::Value| {
-            serde_json::from_value::<crate::CollectionSchema>(json!({"name": "notes", "fields": fields})).expect("schema")
+            serde_json::from_value::<crate::CollectionSchema>(json!({"name": "notes", "fields": fields}))
+                .expect("schema")
         };
         store.create_collection(schema(json!([{"name": "title", "type": "text", "fulltext": true}]))).expect("create");
         // Added columns rewrite the table's SQL: still the same shape as a fresh create.

@@ -34,8 +34,8 @@ use serde::Serialize;
 use crate::backup::{Manifest, Progress};
 use crate::error::{Error, Result};
 use crate::salvage::{Cell, Row, Salvage};
-use rusqlite::types::Value;
 use crate::store::DB_FILE;
+use rusqlite::types::Value;
 
 /// The staging folder of a rebuild, inside the data directory.
 pub(crate) const STAGING_DIR: &str = ".rebuild-staging";
@@ -78,8 +78,12 @@ pub struct RebuildReport {
 
 /// cairn's own tables that hold data nothing else can derive, with their column count and
 /// the position of their `INTEGER PRIMARY KEY` (stored as the rowid), if any.
-const KEPT_TABLES: [(&str, usize, Option<usize>); 4] =
-    [("cairn_meta", 2, None), ("cairn_keyring", 8, Some(0)), ("cairn_keys", 4, Some(0)), ("cairn_migrations", 8, Some(0))];
+const KEPT_TABLES: [(&str, usize, Option<usize>); 4] = [
+    ("cairn_meta", 2, None),
+    ("cairn_keyring", 8, Some(0)),
+    ("cairn_keys", 4, Some(0)),
+    ("cairn_migrations", 8, Some(0)),
+];
 
 /// Builds a new database for the store in `dir` from its damaged one and `backups` (verified,
 /// newest first), and swaps it in. The damaged files end up in `quarantine`.
@@ -177,11 +181,8 @@ fn fill(
     let dict = Verified { table: "cairn_dicts", columns: 6, verify: &|v: &[Value]| dict_verifies(v) };
     let dicts = recover(conn, salvage, &roots, &dict, loose.remove(&6).unwrap_or_default(), backups, 0)?;
     report.bad_pages += dicts.bad_pages;
-    let changes = Verified {
-        table: "cairn_changes",
-        columns: 11,
-        verify: &|v: &[Value]| crate::changes::values_verify(conn, v),
-    };
+    let changes =
+        Verified { table: "cairn_changes", columns: 11, verify: &|v: &[Value]| crate::changes::values_verify(conn, v) };
     // The newest entry any record row of the damaged file names: entries up to it existed,
     // even if the log's last pages are gone.
     let newest = record_seqs(salvage, &roots).into_iter().max().unwrap_or(0);
@@ -448,9 +449,8 @@ fn placeholder_row(conn: &Connection, c: &crate::collection::Collection, id: &st
     let fixed: [&dyn rusqlite::ToSql; 7] =
         [&id, &(meta.version as i64), &meta.at, &meta.at, &deleted_at, &(seq as i64), &[0u8; 32].as_slice()];
     let nulls = vec![Value::Null; c.sql.value_fields.len()];
-    conn.prepare_cached(&c.sql.insert)?.execute(params_from_iter(
-        fixed.into_iter().chain(nulls.iter().map(|v| v as &dyn rusqlite::ToSql)),
-    ))?;
+    conn.prepare_cached(&c.sql.insert)?
+        .execute(params_from_iter(fixed.into_iter().chain(nulls.iter().map(|v| v as &dyn rusqlite::ToSql))))?;
     Ok(())
 }
 
@@ -468,7 +468,9 @@ fn record_seqs(salvage: &Salvage, roots: &BTreeMap<String, u32>) -> Vec<u64> {
     for (_, root) in roots.iter().filter(|(name, _)| name.starts_with("c_")) {
         salvage.walk(*root, &mut |row| {
             let v = &row.values;
-            if let (true, Some(Cell::Text(_)), Some(Cell::Int(seq)), Some(Cell::Blob(sha))) = (v.len() >= 7, v.first(), v.get(5), v.get(6)) {
+            if let (true, Some(Cell::Text(_)), Some(Cell::Int(seq)), Some(Cell::Blob(sha))) =
+                (v.len() >= 7, v.first(), v.get(5), v.get(6))
+            {
                 if sha.len() == 32 {
                     out.push(*seq as u64);
                 }
@@ -490,7 +492,9 @@ fn record_heads(
         let Some(root) = roots.get(&c.table) else { continue };
         // WITHOUT ROWID: (id, version, created_at, updated_at, deleted_at, seq, sha256, values…)
         salvage.walk(*root, &mut |row| {
-            if let (Some(id), Some(seq)) = (row.values.first().and_then(Cell::as_text), row.values.get(5).and_then(Cell::as_int)) {
+            if let (Some(id), Some(seq)) =
+                (row.values.first().and_then(Cell::as_text), row.values.get(5).and_then(Cell::as_int))
+            {
                 out.insert((c.name().to_string(), id.to_string()), seq as u64);
             }
         });
@@ -520,7 +524,8 @@ fn blob_rows(
     }
     for (backup, _) in backups {
         if let Ok(mut stmt) = backup.prepare("SELECT * FROM cairn_blobs") {
-            let rows = stmt.query_map([], |r| (0..7).map(|i| crate::sql::value_at(r, i)).collect::<rusqlite::Result<Vec<_>>>());
+            let rows = stmt
+                .query_map([], |r| (0..7).map(|i| crate::sql::value_at(r, i)).collect::<rusqlite::Result<Vec<_>>>());
             candidates.extend(rows.into_iter().flatten().flatten());
         }
     }

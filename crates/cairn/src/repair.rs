@@ -158,10 +158,9 @@ pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Re
 /// the damaged file still holds, puts right single bits by their hashes, and takes the rest
 /// from the backups).
 fn needs_rebuild(report: &CheckReport) -> bool {
-    report
-        .problems
-        .iter()
-        .any(|p| matches!(p.kind, ProblemKind::Integrity | ProblemKind::Catalog | ProblemKind::ChangeLog | ProblemKind::Audit))
+    report.problems.iter().any(|p| {
+        matches!(p.kind, ProblemKind::Integrity | ProblemKind::Catalog | ProblemKind::ChangeLog | ProblemKind::Audit)
+    })
 }
 
 /// Copies `store.db` and its WAL into `to` (the store is closed and locked).
@@ -184,8 +183,7 @@ impl Store {
         progress: Progress<'_>,
     ) -> Result<()> {
         let before = self.check(&CheckOptions::default(), progress)?;
-        let foreign: Vec<String> =
-            before.of_kind(ProblemKind::SchemaObject).filter_map(|p| p.object.clone()).collect();
+        let foreign: Vec<String> = before.of_kind(ProblemKind::SchemaObject).filter_map(|p| p.object.clone()).collect();
         if !foreign.is_empty() {
             report.objects_quarantined = self.quarantine_objects(&foreign, quarantine)?;
         }
@@ -395,7 +393,9 @@ impl Store {
             for name in &names {
                 let row: Option<(String, Option<String>)> = tx
                     .conn
-                    .query_row("SELECT type, sql FROM sqlite_schema WHERE name = ?1", [name], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row("SELECT type, sql FROM sqlite_schema WHERE name = ?1", [name], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
                     .optional()?;
                 let Some((kind, sql)) = row else { continue };
                 let mut rows = Vec::new();
@@ -455,11 +455,17 @@ impl Store {
                             (0..9).map(|i| crate::sql::value_at(r, i)).collect()
                         })
                         .optional()?;
-                    tx.conn.execute("INSERT OR REPLACE INTO cairn_audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", rusqlite::params_from_iter(&row))?;
+                    tx.conn.execute(
+                        "INSERT OR REPLACE INTO cairn_audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                        rusqlite::params_from_iter(&row),
+                    )?;
                     if crate::audit::entry_verifies(tx.conn, seq)? {
                         restored.push((seq, id.clone()));
                     } else if let Some(old) = old {
-                        tx.conn.execute("INSERT OR REPLACE INTO cairn_audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)", rusqlite::params_from_iter(&old))?;
+                        tx.conn.execute(
+                            "INSERT OR REPLACE INTO cairn_audit VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                            rusqlite::params_from_iter(&old),
+                        )?;
                     }
                 }
             }

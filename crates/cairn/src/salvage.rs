@@ -690,7 +690,10 @@ mod tests {
         bytes[at..at + 1024].fill(0x55);
         std::fs::write(&path, &bytes).expect("write");
         let broken = Connection::open(&path).expect("db");
-        assert!(broken.prepare("SELECT count(*) FROM t").and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0))).is_err());
+        assert!(broken
+            .prepare("SELECT count(*) FROM t")
+            .and_then(|mut s| s.query_row([], |r| r.get::<_, i64>(0)))
+            .is_err());
         drop(broken);
 
         let s = Salvage::open(&path).expect("open");

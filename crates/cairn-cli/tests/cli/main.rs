@@ -743,3 +743,53 @@ fn key_commands_encrypt_fields_and_report_locked_ones() {
     let audit = json(&cairn(&dir, &["--json", "audit", "list", "--filter", "action = 'key.rotate'"]));
     assert_eq!(audit.as_array().expect("entries").len(), 1);
 }
+
+#[test]
+fn a_store_sqlite_cannot_open_is_checked_restored_and_repaired_from_the_command_line() {
+    let (_tmp, dir) = store_with_notes();
+    for i in 0..5 {
+        let body = format!(r#"{{"title": "note {i}"}}"#);
+        assert_eq!(code(&cairn(&dir, &["put", "notes", &format!("n{i}"), "--body", &body])), 0);
+    }
+    let out = cairn(&dir, &["repair"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("no problems found; nothing to repair"), "{}", stdout(&out));
+    let out = cairn(&dir, &["--json", "backup", "create"]);
+    let id = json(&out)["id"].as_str().expect("id").to_string();
+
+    // One letter of the schema changed: SQLite cannot open the file.
+    let db = rusqlite::Connection::open(dir.join("store.db")).expect("db");
+    db.execute_batch(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = replace(sql, 'CREATE INDEX', 'CREATE INDEY') WHERE name = 'cairn_changes_by_key';",
+    )
+    .expect("damage");
+    drop(db);
+    let out = cairn(&dir, &["check"]);
+    assert_eq!(code(&out), 5, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("malformed database schema"), "names SQLite's error: {}", stdout(&out));
+    assert!(stdout(&out).contains("cairn repair"), "{}", stdout(&out));
+
+    // Restore works on it, keeping the damaged files whole.
+    let out = cairn(&dir, &["--json", "restore", &id, "--yes"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let report = json(&out);
+    assert!(report["damaged"].as_str().is_some_and(|d| d.contains("malformed")), "{report}");
+    let replaced = std::path::PathBuf::from(report["replaced_into"].as_str().expect("replaced"));
+    assert!(replaced.join("store.db").exists());
+    assert_eq!(code(&cairn(&dir, &["check"])), 0);
+
+    // And so does repair, rebuilding it.
+    let db = rusqlite::Connection::open(dir.join("store.db")).expect("db");
+    db.execute_batch(
+        "PRAGMA writable_schema = ON;
+         UPDATE sqlite_schema SET sql = replace(sql, 'CREATE INDEX', 'CREATE INDEY') WHERE name = 'cairn_changes_by_key';",
+    )
+    .expect("damage");
+    drop(db);
+    let out = cairn(&dir, &["repair"]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("rebuilt the database"), "{}", stdout(&out));
+    assert_eq!(code(&cairn(&dir, &["check"])), 0);
+    assert_eq!(json(&cairn(&dir, &["--json", "get", "notes", "n4"]))["body"]["title"], "note 4");
+}

@@ -223,7 +223,8 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
     let root = |name: &str| -> usize {
         conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0)).expect("root")
     };
-    let (catalog_cells, audit_cells) = (tree_cells(&file, page_size, root("cairn_collections")), tree_cells(&file, page_size, root("cairn_audit")));
+    let (catalog_cells, audit_cells) =
+        (tree_cells(&file, page_size, root("cairn_collections")), tree_cells(&file, page_size, root("cairn_audit")));
     let schema_cells = tree_cells(&file, page_size, 1);
     // Where record data sits: the stored bodies of the change log, and each record id (in its
     // row, its change-log entries and the indexes) with the bytes around it.
@@ -299,18 +300,29 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
 
         let report = check(&dir);
         if damaged && report.is_ok() {
-            let first = now.as_ref().map(|rows| (0..rows.len().max(pristine.len())).find(|i| rows.get(*i) != pristine.get(*i)));
+            let first =
+                now.as_ref().map(|rows| (0..rows.len().max(pristine.len())).find(|i| rows.get(*i) != pristine.get(*i)));
             let detail = match first {
                 Ok(Some(i)) => {
                     let text = |row: Option<&Vec<SqlValue>>| {
-                        row.map(|r| r.iter().map(|v| match v {
-                            SqlValue::Blob(b) => String::from_utf8_lossy(b).into_owned(),
-                            other => format!("{other:?}"),
-                        }).collect::<Vec<_>>().join(" | ")).unwrap_or_default()
+                        row.map(|r| {
+                            r.iter()
+                                .map(|v| match v {
+                                    SqlValue::Blob(b) => String::from_utf8_lossy(b).into_owned(),
+                                    other => format!("{other:?}"),
+                                })
+                                .collect::<Vec<_>>()
+                                .join(" | ")
+                        })
+                        .unwrap_or_default()
                     };
                     let (a, b) = (text(now.as_ref().ok().and_then(|r| r.get(i))), text(pristine.get(i)));
                     let at = a.chars().zip(b.chars()).position(|(x, y)| x != y).unwrap_or(0);
-                    format!("row {i} differs at {at}: {:?} was {:?}", a.chars().skip(at.saturating_sub(30)).take(60).collect::<String>(), b.chars().skip(at.saturating_sub(30)).take(60).collect::<String>())
+                    format!(
+                        "row {i} differs at {at}: {:?} was {:?}",
+                        a.chars().skip(at.saturating_sub(30)).take(60).collect::<String>(),
+                        b.chars().skip(at.saturating_sub(30)).take(60).collect::<String>()
+                    )
                 }
                 Ok(None) => "integrity_check fails".to_string(),
                 Err(e) => format!("SQLite cannot read it: {e}"),
@@ -320,10 +332,18 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
         if !report.is_ok() {
             let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {})
                 .unwrap_or_else(|e| panic!("{target}: repair failed: {e}; check found {:?}", report.problems));
-            assert!(repaired.after.is_ok(), "{target}: problems remain {:?}; rebuild {:?}", repaired.after.problems, repaired.rebuilt);
+            assert!(
+                repaired.after.is_ok(),
+                "{target}: problems remain {:?}; rebuild {:?}",
+                repaired.after.problems,
+                repaired.rebuilt
+            );
             let after = state(&dir, audit_entries).unwrap_or_else(|e| panic!("{target}: unreadable after repair: {e}"));
             if let Some(i) = (0..pristine.len().max(after.len())).find(|i| pristine.get(*i) != after.get(*i)) {
-                panic!("{target}: row {i} differs after repair: {:.300}", format!("{:?} vs {:?}", after.get(i), pristine.get(i)));
+                panic!(
+                    "{target}: row {i} differs after repair: {:.300}",
+                    format!("{:?} vs {:?}", after.get(i), pristine.get(i))
+                );
             }
             let store = Store::open(&dir, StoreOptions::read_only()).expect("open after repair");
             assert_eq!(snapshot(&store, "docs"), expected_records, "{target}: records differ after repair");
@@ -338,7 +358,10 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
     }
     println!("flips (runs, of which damaging) per class: {counts:?}");
     let damaging: u32 = counts.values().map(|c| c.1).sum();
-    assert!(only.is_some() || damaging as usize >= runs / 3, "too few flips damaged anything to prove much: {counts:?}");
+    assert!(
+        only.is_some() || damaging as usize >= runs / 3,
+        "too few flips damaged anything to prove much: {counts:?}"
+    );
 }
 
 #[test]
@@ -430,4 +453,144 @@ fn missing_change_log_entries_come_back_from_a_backup() {
     let rebuilt = repaired.rebuilt.expect("a damaged change log is rebuilt");
     assert!(rebuilt.changes_from_backups.iter().any(|(s, _)| *s == seq), "{rebuilt:?}");
     assert_eq!(snapshot(&store, "docs"), expected);
+}
+
+/// Overwrites page `n` (1-based) of a database file with `byte`.
+fn smash_page(db: &Path, n: usize, byte: u8) {
+    let mut bytes = std::fs::read(db).expect("read");
+    let page_size = u16::from_be_bytes([bytes[16], bytes[17]]) as usize;
+    bytes[(n - 1) * page_size..n * page_size].fill(byte);
+    std::fs::write(db, bytes).expect("write");
+}
+
+#[test]
+fn a_store_sqlite_cannot_open_is_rebuilt_with_the_writes_made_after_its_newest_backup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 300);
+    store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
+    // Written after the backup: only the damaged file holds these.
+    for i in (10..50).filter(|i| i % 7 != 2) {
+        store
+            .patch("docs", &format!("d{i:03}"), serde_json::json!({"title": format!("after the backup {i}")}), None)
+            .expect("patch");
+    }
+    store.create_with_id("docs", "late", serde_json::json!({"title": "created after the backup"})).expect("create");
+    let expected = snapshot(&store, "docs");
+    let last_seq = store.last_seq().expect("seq");
+    store.close().expect("close");
+
+    // The change log's root (an interior page) destroyed: SQLite cannot scan the log. And
+    // one letter of `sqlite_schema` changed: SQLite cannot open the file at all.
+    let db = dir.join(cairn::DB_FILE);
+    let root: usize = {
+        let conn = rusqlite::Connection::open(&db).expect("db");
+        conn.execute_batch(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_schema SET sql = replace(sql, 'CREATE INDEX', 'CREATE INDEY') WHERE name = 'cairn_changes_by_key';",
+        )
+        .expect("damage the schema");
+        conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = 'cairn_changes'", [], |r| r.get(0))
+            .expect("root")
+    };
+    smash_page(&db, root, 0x55);
+    let err = Store::open(&dir, StoreOptions::default()).expect_err("SQLite cannot open it");
+    assert!(err.is_corruption(), "{err}");
+    let report = CheckReport::from_open_error(&err).expect("a check report");
+    assert_eq!(report.problems[0].kind, ProblemKind::Integrity);
+    assert!(report.problems[0].detail.contains("malformed"), "names SQLite's error: {:?}", report.problems);
+
+    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
+    let rebuilt = repaired.rebuilt.expect("rebuilt");
+    assert_eq!(rebuilt.changes_salvaged, last_seq, "every entry read back from the damaged file: {rebuilt:?}");
+    assert!(rebuilt.changes_lost.is_empty() && rebuilt.changes_from_backups.is_empty(), "{rebuilt:?}");
+    let quarantine = repaired.quarantine.expect("quarantine");
+    assert!(quarantine.join(cairn::DB_FILE).exists(), "the damaged file is kept");
+    let store = Store::open(&dir, StoreOptions::default()).expect("opens again");
+    assert_eq!(snapshot(&store, "docs"), expected, "every record exactly back, the later writes too");
+    assert_eq!(store.last_seq().expect("seq"), last_seq, "the log is whole");
+    store.patch("docs", "late", serde_json::json!({"title": "writable again"}), None).expect("write");
+}
+
+#[test]
+fn restore_replaces_a_store_sqlite_cannot_open_and_keeps_it_in_quarantine() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 20);
+    let backup = store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
+    let expected = snapshot(&store, "docs");
+    store.close().expect("close");
+    smash_page(&dir.join(cairn::DB_FILE), 1, 0x00);
+    let damaged = std::fs::read(dir.join(cairn::DB_FILE)).expect("damaged bytes");
+    assert!(Store::open(&dir, StoreOptions::default()).expect_err("unopenable").is_corruption());
+
+    let report = cairn::restore(&dir, &backup.id, &cairn::RestoreOptions::default(), &mut |_, _, _| {})
+        .expect("restore over a store that will not open");
+    assert!(report.pre_restore_backup.is_none() && report.damaged.is_some(), "{report:?}");
+    let replaced = report.replaced_into.expect("replaced into quarantine");
+    assert_eq!(std::fs::read(replaced.join(cairn::DB_FILE)).expect("kept"), damaged, "kept whole, byte for byte");
+    let store = Store::open(&dir, StoreOptions::default()).expect("opens");
+    assert_eq!(snapshot(&store, "docs"), expected);
+    let trail = store.audit_log(Some(r#"action = "restore""#), 0, 10).expect("audit");
+    assert_eq!(trail.len(), 1, "the restore is in the restored store's trail");
+}
+
+#[test]
+fn check_reports_an_edited_audit_entry_and_repair_brings_it_back_from_a_backup() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 10);
+    store.delete("docs", "d005", None).expect("delete");
+    store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
+    store.close().expect("close");
+    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    db.execute("UPDATE cairn_audit SET actor = 'nobody' WHERE seq = 2", []).expect("edit");
+    drop(db);
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    assert!(!store.verify_audit().expect("verify").is_ok());
+    let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
+    assert!(report.problems.iter().any(|p| p.kind == ProblemKind::Audit && p.seq == Some(2)), "{:?}", report.problems);
+    store.close().expect("close");
+    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    assert!(store.verify_audit().expect("verify").is_ok());
+    assert_ne!(store.audit_log(None, 1, 1).expect("entry 2")[0].actor, "nobody");
+}
+
+#[test]
+fn a_table_view_and_trigger_planted_in_the_store_are_reported_and_moved_to_quarantine() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = populated(&dir, 5);
+    store.close().expect("close");
+    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    db.execute_batch(
+        "CREATE TABLE loot (seq INTEGER, after BLOB); INSERT INTO loot VALUES (0, x'00');
+         CREATE VIEW peek AS SELECT * FROM cairn_changes;
+         CREATE TRIGGER grab AFTER INSERT ON cairn_changes BEGIN INSERT INTO loot VALUES (new.seq, new.after); END;",
+    )
+    .expect("plant");
+    drop(db);
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
+    let mut named: Vec<String> = report.of_kind(ProblemKind::SchemaObject).filter_map(|p| p.object.clone()).collect();
+    named.sort();
+    assert_eq!(named, ["grab", "loot", "peek"], "{:?}", report.problems);
+    store.close().expect("close");
+    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
+    let kept = std::fs::read_to_string(repaired.quarantine.expect("quarantine").join("objects.jsonl")).expect("kept");
+    assert!(
+        kept.contains("CREATE TRIGGER grab") && kept.contains("CREATE VIEW peek") && kept.contains("loot"),
+        "{kept}"
+    );
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    store.create_with_id("docs", "after", serde_json::json!({"title": "no trigger copies this"})).expect("write");
+    let conn = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let loot: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('loot', 'peek', 'grab')", [], |r| r.get(0))
+        .expect("n");
+    assert_eq!(loot, 0);
 }
