@@ -52,6 +52,9 @@ pub struct ExportOptions {
     pub redact: Option<Redaction>,
     /// More fields to redact, as `collection.field`.
     pub redact_fields: Vec<String>,
+    /// Carry secret settings (sealed, as stored, with the wrapped keys that open them).
+    /// Default: false — an export holds no secrets unless asked; a redacted one never does.
+    pub secrets: bool,
 }
 
 /// How redacted values are written.
@@ -270,7 +273,7 @@ impl Store {
         file.write(&serde_json::to_vec_pretty(&schemas).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
         let schemas_file = file.finish("schemas.json")?;
 
-        let settings = export_settings(&txn)?;
+        let settings = export_settings(&txn, options.secrets && redactor.is_none())?;
         let mut file = HashedFile::create(root.join("settings.json"))?;
         file.write(&serde_json::to_vec_pretty(&settings).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
         let settings_file = file.finish("settings.json")?;
@@ -356,8 +359,9 @@ impl Store {
     }
 }
 
-/// Application setting definitions, and the value of every setting that was set.
-fn export_settings(conn: &rusqlite::Connection) -> Result<ExportSettings> {
+/// Application setting definitions, and the value of every setting that was set (secret
+/// ones, sealed, only with `secrets`).
+fn export_settings(conn: &rusqlite::Connection, secrets: bool) -> Result<ExportSettings> {
     let mut settings = ExportSettings::default();
     let mut stmt = conn.prepare("SELECT def FROM cairn_setting_defs ORDER BY key")?;
     for def in stmt.query_map([], |r| r.get::<_, String>(0))? {
@@ -369,6 +373,9 @@ fn export_settings(conn: &rusqlite::Connection) -> Result<ExportSettings> {
     let mut stmt = conn.prepare("SELECT key, value FROM cairn_settings ORDER BY key")?;
     for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
         let (key, value) = row?;
+        if !secrets && crate::settings::is_secret(conn, &key) {
+            continue;
+        }
         let value: Value = serde_json::from_str(&value)
             .map_err(|e| Error::Corruption { location: format!("setting `{key}`"), detail: e.to_string() })?;
         settings.values.insert(key, value);

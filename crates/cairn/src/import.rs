@@ -220,15 +220,24 @@ fn apply(
             report.settings += 1;
         }
     }
+    if let Some(keyring) = &export.keyring {
+        crate::keys::import_keyring(tx.conn, keyring)?;
+    }
     for (key, value) in &export.settings.values {
+        // Secrets travel sealed, under the keyring just adopted.
+        if crate::settings::is_secret(tx.conn, key) {
+            let sealed = value.as_str().unwrap_or_default();
+            if crate::settings::sealed_secret(tx.conn, key)?.as_deref() != Some(sealed) {
+                tx.set_sealed_setting(key, sealed)?;
+                report.settings += 1;
+            }
+            continue;
+        }
         let current = crate::settings::setting(tx.conn, key).ok();
         if current.is_none_or(|s| s.is_default || s.value != *value) {
             tx.set_setting(key, value.clone())?;
             report.settings += 1;
         }
-    }
-    if let Some(keyring) = &export.keyring {
-        crate::keys::import_keyring(tx.conn, keyring)?;
     }
     let generations = crate::keys::generations(tx.conn)?;
     let mut created_collections = BTreeSet::new();

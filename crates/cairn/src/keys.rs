@@ -198,6 +198,11 @@ pub(crate) fn is_sealed(text: &str) -> bool {
     parse(text).is_some()
 }
 
+/// The key generation a sealed value names.
+pub(crate) fn generation_of(text: &str) -> Option<u32> {
+    parse(text).map(|(g, _)| g)
+}
+
 /// The key generation and the encoded bytes of a sealed value.
 fn parse(text: &str) -> Option<(u32, &str)> {
     let rest = text.strip_prefix(PREFIX)?.strip_prefix('k')?;
@@ -459,6 +464,33 @@ impl Keyring {
             *value = Value::String(seal_value(generation, key, value));
         }
         Ok(())
+    }
+
+    /// Seals one value (a secret setting's) under the active key.
+    pub(crate) fn seal_json(&self, target: &str, value: &Value) -> Result<String> {
+        let held = self.read();
+        let Some((generation, key)) = held.active.and_then(|g| held.keys.get(&g).map(|k| (g, k))) else {
+            return Err(Error::KeyLocked {
+                target: target.to_string(),
+                reason: "secrets are stored sealed with the store's key, which is locked or not created yet".into(),
+            });
+        };
+        Ok(seal_value(generation, key, value))
+    }
+
+    /// Opens one sealed value; [`Error::KeyLocked`] when its key is not held.
+    pub(crate) fn open_json(&self, conn: &Connection, target: &str, text: &str) -> Result<Value> {
+        let corrupt = |detail: String| Error::Corruption { location: target.to_string(), detail };
+        let mut opened = open_value(&self.read().keys, text).map_err(corrupt)?;
+        if matches!(opened, Opened::NoKey) && self.refresh(conn)? {
+            opened = open_value(&self.read().keys, text).map_err(corrupt)?;
+        }
+        match opened {
+            Opened::Value(value) => Ok(value),
+            Opened::NoKey => {
+                Err(Error::KeyLocked { target: target.to_string(), reason: "the store's key is locked".into() })
+            }
+        }
     }
 
     /// Opens the sealed fields of a stored body in place; returns the encrypted fields left
@@ -873,6 +905,31 @@ fn reseal_all(tx: &mut Tx<'_>, keys: &HashMap<u32, Key>, generation: u32, key: &
                 continue;
             }
             let location = || format!("change-log entry {} (`{}/{}`)", entry.seq, entry.collection, entry.record_id);
+            // A secret setting's value: the body is the sealed text itself.
+            let secret = entry.collection.is_empty() && crate::settings::is_secret(tx.conn, &entry.record_id);
+            if let (true, Ok(Value::String(text))) = (secret, serde_json::from_slice::<Value>(bytes)) {
+                let plain = match open_value(keys, &text) {
+                    Ok(Opened::Value(plain)) => plain,
+                    Ok(Opened::NoKey) => {
+                        return Err(Error::KeyLocked {
+                            target: location(),
+                            reason: "it is sealed with a key this handle does not hold; unlock again".into(),
+                        })
+                    }
+                    Err(detail) => return Err(Error::Corruption { location: location(), detail }),
+                };
+                let resealed = Value::String(seal_value(generation, key, &plain));
+                let canonical = canonical_json(&resealed);
+                crate::changes::rewrite_body(tx, &entry, Body::new(&canonical), None)?;
+                let (old, new) = (canonical_json(&Value::String(text)), canonical);
+                tx.conn.execute(
+                    "UPDATE cairn_settings SET value = ?1 WHERE key = ?2 AND value = ?3",
+                    params![String::from_utf8_lossy(&new), entry.record_id, String::from_utf8_lossy(&old)],
+                )?;
+                values += 1;
+                entries += 1;
+                continue;
+            }
             let Ok(Value::Object(mut body)) = serde_json::from_slice::<Value>(bytes) else {
                 return Err(Error::Corruption { location: location(), detail: "its body is not a JSON object".into() });
             };

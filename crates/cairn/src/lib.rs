@@ -108,7 +108,7 @@ pub use report::{ReportFormat, ReportOptions, ReportSummary};
 pub use restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use search::{Hit, Search};
-pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES};
+pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES, SECRET_MASK};
 pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
 pub use timestamp::Timestamp;
 pub use writer::{Tx, WriteStats};

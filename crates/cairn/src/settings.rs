@@ -34,6 +34,10 @@ pub enum SettingType {
     Datetime,
     /// Any JSON value.
     Json,
+    /// Text that must never be stored, shown or exported in the clear (an API key, a
+    /// token): sealed with the store's key (see `keys`), masked when listed. A secret
+    /// setting has no default.
+    Secret,
 }
 
 /// The definition of a setting.
@@ -75,6 +79,9 @@ pub struct Setting {
     /// True for cairn's own settings.
     pub builtin: bool,
 }
+
+/// What a secret setting's value reads as, wherever settings are listed.
+pub const SECRET_MASK: &str = "********";
 
 /// Largest record body, in bytes of canonical JSON.
 pub const MAX_BODY_BYTES: &str = "records.max_body_bytes";
@@ -187,6 +194,7 @@ impl SettingDef {
             SettingType::Bool => value.is_boolean(),
             SettingType::Datetime => value.as_str().is_some_and(|s| parse_datetime(s).is_some()),
             SettingType::Json => true,
+            SettingType::Secret => value.as_str().is_some_and(|s| !s.is_empty()),
         };
         if !type_ok {
             let kind = serde_json::to_value(self.kind).unwrap_or_default();
@@ -218,6 +226,16 @@ impl SettingDef {
             if min > max {
                 return Err(Error::InvalidSetting { key: self.key.clone(), reason: "min is greater than max".into() });
             }
+        }
+        if self.kind == SettingType::Secret {
+            if !self.default.is_null() || self.min.is_some() || self.max.is_some() || self.choices.is_some() {
+                return Err(Error::InvalidSetting {
+                    key: self.key.clone(),
+                    reason: "a secret setting has no default, bounds or choices (they would be stored in the clear)"
+                        .into(),
+                });
+            }
+            return Ok(());
         }
         self.check(&self.default).map_err(|e| match e {
             Error::InvalidSetting { key, reason } => {
@@ -261,6 +279,11 @@ pub(crate) fn value(conn: &Connection, key: &str) -> Result<Value> {
 pub(crate) fn setting(conn: &Connection, key: &str) -> Result<Setting> {
     let def = definition(conn, key)?;
     let stored = stored_value(conn, key)?;
+    // A secret is never handed out by listing; `Store::secret` opens it.
+    let stored = match (def.kind, stored) {
+        (SettingType::Secret, Some(_)) => Some(Value::String(SECRET_MASK.into())),
+        (_, stored) => stored,
+    };
     Ok(Setting {
         builtin: builtin(key).is_some(),
         is_default: stored.is_none(),
@@ -269,11 +292,56 @@ pub(crate) fn setting(conn: &Connection, key: &str) -> Result<Setting> {
     })
 }
 
+/// True when `key` is defined as a secret setting.
+pub(crate) fn is_secret(conn: &Connection, key: &str) -> bool {
+    definition(conn, key).is_ok_and(|d| d.kind == SettingType::Secret)
+}
+
+/// A secret setting's stored (sealed) text, if it was set.
+pub(crate) fn sealed_secret(conn: &Connection, key: &str) -> Result<Option<String>> {
+    let def = definition(conn, key)?;
+    if def.kind != SettingType::Secret {
+        return Err(Error::InvalidSetting { key: key.into(), reason: "not a secret setting".into() });
+    }
+    match stored_value(conn, key)? {
+        None => Ok(None),
+        Some(Value::String(sealed)) if crate::keys::is_sealed(&sealed) => Ok(Some(sealed)),
+        Some(_) => Err(Error::Corruption {
+            location: format!("value of setting `{key}`"),
+            detail: "a secret setting holds a value that is not sealed".into(),
+        }),
+    }
+}
+
 impl Tx<'_> {
     /// Sets a setting after validating the value against its definition.
     pub fn set_setting(&mut self, key: &str, value: Value) -> Result<()> {
         let def = definition(self.conn, key)?;
         def.check(&value)?;
+        let value = match def.kind {
+            SettingType::Secret => Value::String(self.keys.seal_json(&format!("setting `{key}`"), &value)?),
+            _ => value,
+        };
+        self.store_setting(key, value)
+    }
+
+    /// Sets a secret setting to a value already sealed under one of this store's keys (an
+    /// import carries secrets sealed).
+    pub(crate) fn set_sealed_setting(&mut self, key: &str, sealed: &str) -> Result<()> {
+        let def = definition(self.conn, key)?;
+        let generation = crate::keys::generation_of(sealed);
+        let known = crate::keys::generations(self.conn)?;
+        if def.kind != SettingType::Secret || generation.is_none_or(|g| !known.contains(&g)) {
+            return Err(Error::InvalidSetting {
+                key: key.into(),
+                reason: "only a secret setting takes a sealed value, and only one sealed under a key this store has"
+                    .into(),
+            });
+        }
+        self.store_setting(key, Value::String(sealed.to_string()))
+    }
+
+    fn store_setting(&mut self, key: &str, value: Value) -> Result<()> {
         let after = canonical_json(&value);
         self.conn.execute(
             "INSERT INTO cairn_settings (key, value, updated_at) VALUES (?1, ?2, ?3)
@@ -378,7 +446,22 @@ impl Store {
         keys.iter().map(|k| setting(&conn, k)).collect()
     }
 
-    /// Validates and stores a setting.
+    /// A secret setting's value, opened with the store's key (`None` when it was never
+    /// set). Fails with [`Error::KeyLocked`] when the key is locked.
+    pub fn secret(&self, key: &str) -> Result<Option<zeroize::Zeroizing<String>>> {
+        let conn = self.reader()?;
+        let Some(sealed) = sealed_secret(&conn, key)? else { return Ok(None) };
+        match self.inner.keys.open_json(&conn, &format!("setting `{key}`"), &sealed)? {
+            Value::String(text) => Ok(Some(zeroize::Zeroizing::new(text))),
+            _ => Err(Error::Corruption {
+                location: format!("value of setting `{key}`"),
+                detail: "the opened secret is not text".into(),
+            }),
+        }
+    }
+
+    /// Validates and stores a setting; a secret setting's value is sealed with the store's
+    /// key first (which must be unlocked).
     pub fn set_setting(&self, key: &str, value: Value) -> Result<()> {
         let key = key.to_string();
         self.write(move |tx| tx.set_setting(&key, value))

@@ -43,6 +43,9 @@ pub struct ExportArgs {
     /// Another field to redact, as collection.field (repeatable; needs --redact).
     #[arg(long = "redact-field", value_name = "COLLECTION.FIELD", requires = "redact")]
     redact_fields: Vec<String>,
+    /// Also carry secret settings, sealed as stored (never with --redact).
+    #[arg(long, conflicts_with = "redact")]
+    secrets: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -102,7 +105,7 @@ pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
         Redact::Hash => Redaction::Hash,
         Redact::Drop => Redaction::Drop,
     });
-    let options = ExportOptions { blobs: args.blobs, redact, redact_fields: args.redact_fields };
+    let options = ExportOptions { blobs: args.blobs, redact, redact_fields: args.redact_fields, secrets: args.secrets };
     let manifest = store.export(&args.out, &options, &mut |p, d, t| bar.update(p, d, t));
     bar.finish();
     let manifest = manifest?;

@@ -563,3 +563,74 @@ fn a_rotation_that_fails_midway_changes_nothing() {
     store.unlock(&passphrase()).expect("the old passphrase still opens the key");
     assert!(store.unlock(&Secret::passphrase("a new passphrase")).is_err());
 }
+
+#[test]
+fn secret_settings_are_sealed_masked_and_exported_only_when_asked() {
+    const API_KEY: &str = "sk-live-zq7-0123456789abcdef";
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = open(&dir);
+    let def = cairn::SettingDef {
+        key: "ai.api_key".into(),
+        kind: cairn::SettingType::Secret,
+        default: serde_json::Value::Null,
+        description: "the AI provider's key".into(),
+        min: None,
+        max: None,
+        choices: None,
+    };
+    let with_default = cairn::SettingDef { default: json!("oops"), ..def.clone() };
+    assert!(matches!(store.define_setting(with_default), Err(Error::InvalidSetting { .. })), "no default in the clear");
+    store.define_setting(def).expect("define");
+    let err = store.set_setting("ai.api_key", json!(API_KEY)).expect_err("no key yet");
+    assert!(matches!(err, Error::KeyLocked { .. }), "{err}");
+    store.key_init(&passphrase()).expect("key init");
+    assert!(store.set_setting("ai.api_key", json!(42)).is_err(), "a secret is text");
+    store.set_setting("ai.api_key", json!(API_KEY)).expect("set");
+    let listed = store.setting("ai.api_key").expect("setting");
+    assert_eq!(listed.value, json!(cairn::SECRET_MASK), "masked when listed");
+    assert!(store.settings().expect("all").iter().all(|s| s.value != json!(API_KEY)));
+    assert_eq!(store.secret("ai.api_key").expect("open").as_deref().map(String::as_str), Some(API_KEY));
+
+    // Nowhere in the clear: database, change log, backups, exports (with or without --secrets).
+    store.backup(&cairn::BackupOptions::default(), &mut quiet()).expect("backup");
+    let plain_export = tmp.path().join("plain");
+    store.export(&plain_export, &ExportOptions::default(), &mut quiet()).expect("export");
+    let settings = std::fs::read_to_string(plain_export.join("settings.json")).expect("settings");
+    assert!(!settings.contains("cairn-enc") && settings.contains("ai.api_key"), "the definition, no value: {settings}");
+    let with_secrets = tmp.path().join("secrets");
+    store
+        .export(&with_secrets, &ExportOptions { secrets: true, ..ExportOptions::default() }, &mut quiet())
+        .expect("export");
+    assert!(std::fs::read_to_string(with_secrets.join("settings.json")).expect("settings").contains("cairn-enc"));
+    let redacted = tmp.path().join("redacted");
+    let options = ExportOptions { secrets: true, redact: Some(Redaction::Mask), ..ExportOptions::default() };
+    store.export(&redacted, &options, &mut quiet()).expect("export");
+    assert!(!std::fs::read_to_string(redacted.join("settings.json")).expect("settings").contains("cairn-enc"));
+    for place in [&dir, &plain_export, &with_secrets, &redacted] {
+        assert_eq!(
+            files_containing(place, API_KEY.as_bytes()),
+            Vec::<String>::new(),
+            "plaintext in {}",
+            place.display()
+        );
+    }
+
+    // A locked handle cannot read it; an import carries it sealed and it opens with the same
+    // passphrase; re-encryption re-seals it.
+    let locked = Store::open(&dir, StoreOptions::read_only()).expect("read-only");
+    assert!(matches!(locked.secret("ai.api_key"), Err(Error::KeyLocked { .. })));
+    let other = open(&tmp.path().join("other"));
+    other.import(&with_secrets, &ImportOptions::default(), &mut quiet()).expect("import");
+    other.unlock(&passphrase()).expect("unlock");
+    assert_eq!(other.secret("ai.api_key").expect("open").as_deref().map(String::as_str), Some(API_KEY));
+    store.rotate_key(&Rotation::reencrypt(None)).expect("re-encrypt");
+    assert_eq!(store.secret("ai.api_key").expect("open").as_deref().map(String::as_str), Some(API_KEY));
+    let changes = store.changes_since(0, 1000).expect("changes");
+    let entry = changes.iter().rev().find(|c| c.id == "ai.api_key").expect("logged");
+    assert!(
+        entry.after.as_ref().and_then(|v| v.as_str()).is_some_and(|t| t.starts_with("cairn-enc:1:k2:")),
+        "{entry:?}"
+    );
+    assert!(store.check(&CheckOptions::default(), &mut quiet()).expect("check").is_ok());
+}
