@@ -2,7 +2,7 @@
 //! library and format its answers; no behaviour lives here.
 //!
 //! Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected,
-//! 6 key locked or wrong.
+//! 6 key locked or wrong, 7 finished but incomplete (an import skipped something).
 
 mod commands;
 mod input;
@@ -48,7 +48,7 @@ struct Cli {
     command: commands::Command,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected, 6 key locked or wrong.";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage, 3 version conflict, 4 not found, 5 corruption detected, 6 key locked or wrong, 7 finished but incomplete (an import skipped something).";
 
 /// A mistake in how the command was called (exit code 2).
 #[derive(Debug)]
@@ -61,6 +61,19 @@ impl std::fmt::Display for UsageError {
 }
 
 impl std::error::Error for UsageError {}
+
+/// Work that finished but did not do all it was asked (exit code 7): an import that skipped
+/// records. What was skipped has been printed.
+#[derive(Debug)]
+pub struct Incomplete(pub String);
+
+impl std::fmt::Display for Incomplete {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Incomplete {}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -81,7 +94,7 @@ fn main() -> ExitCode {
     match commands::run(&ctx, cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            ctx.out.error(&format!("{e:#}"));
+            ctx.out.error(&message(&e));
             if let Some(snippet) = e.downcast_ref::<cairn::Error>().and_then(cairn::Error::filter_snippet) {
                 if !ctx.out.json {
                     eprintln!("{snippet}");
@@ -92,9 +105,28 @@ fn main() -> ExitCode {
     }
 }
 
+/// The error and its causes, each said once: cairn's errors already name their cause (an OS
+/// error) in their message, which the chain would repeat.
+fn message(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for part in e.chain().map(|c| c.to_string()) {
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
 fn exit_code(e: &anyhow::Error) -> u8 {
     if e.downcast_ref::<UsageError>().is_some() {
         return 2;
+    }
+    if e.downcast_ref::<Incomplete>().is_some() {
+        return 7;
     }
     match e.downcast_ref::<cairn::Error>() {
         Some(err) if err.is_conflict() => 3,

@@ -335,11 +335,11 @@ pub fn sanitize_name(name: &str) -> Result<String> {
 #[derive(Debug)]
 pub(crate) struct Staged {
     file: tempfile::NamedTempFile,
-    hash: String,
-    size: u64,
+    pub(crate) hash: String,
+    pub(crate) size: u64,
     stored_size: u64,
     codec: Codec,
-    sniffed: Option<&'static str>,
+    pub(crate) sniffed: Option<&'static str>,
 }
 
 /// Hashes and counts what passes through, refusing more than `limit` bytes.
@@ -492,9 +492,16 @@ fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobInfo> {
 impl Tx<'_> {
     /// Moves a staged blob into the store (or drops it when the store has it already).
     pub(crate) fn commit_blob(&mut self, staged: Staged) -> Result<BlobInfo> {
+        self.place_blob(staged).map(|(info, _)| info)
+    }
+
+    /// [`Tx::commit_blob`], also returning the file it placed, if it placed one: if the
+    /// transaction then fails, the caller removes it, so that nothing of the failed write
+    /// stays behind.
+    pub(crate) fn place_blob(&mut self, staged: Staged) -> Result<(BlobInfo, Option<PathBuf>)> {
         if let Some(info) = read_info(self.conn, &staged.hash)? {
             if blob_path(self.dir, &info.hash, info.codec).exists() {
-                return Ok(info);
+                return Ok((info, None));
             }
             // The row outlived its file (damage): the new copy heals it.
         }
@@ -516,7 +523,9 @@ impl Tx<'_> {
                 staged.codec.as_str(),
                 self.now.0
             ])?;
-        read_info(self.conn, &staged.hash)?.ok_or_else(|| Error::CommitFailed("blob row vanished".into()))
+        let info =
+            read_info(self.conn, &staged.hash)?.ok_or_else(|| Error::CommitFailed("blob row vanished".into()))?;
+        Ok((info, Some(path)))
     }
 }
 

@@ -13,9 +13,11 @@
 //! content is a conflict: `fail` (the default) refuses the import and lists them, `skip`
 //! keeps the store's, `overwrite` writes the export's as a new version.
 
+mod load;
 mod taskerino;
 
-pub use taskerino::{LegacyOptions, LegacyReport, Skipped};
+pub use load::Skipped;
+pub use taskerino::{BackupOnly, LegacyOptions, LegacyReport};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::BufRead;

@@ -91,7 +91,9 @@ pub use export::{
     ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
 };
 pub use guard::StrayFile;
-pub use import::{ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped};
+pub use import::{
+    BackupOnly, ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped,
+};
 pub use index::IndexInfo;
 pub use keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport, Secret};
 pub use migrate::{

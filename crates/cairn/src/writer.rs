@@ -356,6 +356,28 @@ impl Tx<'_> {
     pub fn actor(&self) -> &str {
         self.actor
     }
+
+    /// Runs `f` in a savepoint of its own: when it fails, its writes are undone and its
+    /// error returned inside `Ok`, and the transaction goes on (for loads that skip a bad
+    /// record and keep the rest). The outer `Err` is SQLite failing to take or undo the
+    /// savepoint.
+    pub(crate) fn attempt<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<Result<T>> {
+        let mark = self.changes.len();
+        control(self.conn, "SAVEPOINT cairn_attempt")?;
+        match f(self) {
+            Ok(value) => {
+                control(self.conn, "RELEASE cairn_attempt")?;
+                Ok(Ok(value))
+            }
+            Err(e) => {
+                control(self.conn, "ROLLBACK TO cairn_attempt")?;
+                control(self.conn, "RELEASE cairn_attempt")?;
+                self.state.invalidate();
+                self.changes.truncate(mark);
+                Ok(Err(e))
+            }
+        }
+    }
 }
 
 trait Job: Send {

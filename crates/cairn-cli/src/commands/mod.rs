@@ -79,8 +79,16 @@ pub fn passphrase_from_file(path: &std::path::Path) -> Result<cairn::Secret> {
 impl Context {
     /// Opens the store for writing; it must exist.
     pub fn open_write(&self) -> Result<Store> {
-        let options =
-            StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, ..StoreOptions::existing() };
+        self.open_writable(StoreOptions::existing())
+    }
+
+    /// Opens the store for writing, creating it when the directory has none (imports).
+    pub fn open_create(&self) -> Result<Store> {
+        self.open_writable(StoreOptions::default())
+    }
+
+    fn open_writable(&self, base: StoreOptions) -> Result<Store> {
+        let options = StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, ..base };
         let store = Store::open(&self.dir, options)?;
         self.warn_strays(&store);
         self.unlock(&store)?;

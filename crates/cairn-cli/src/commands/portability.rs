@@ -122,7 +122,7 @@ pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
 }
 
 pub fn run_import(ctx: &Context, args: ImportArgs) -> Result<()> {
-    let store = ctx.open_write()?;
+    let store = ctx.open_create()?;
     let on_conflict = match args.on_conflict {
         Conflict::Fail => OnConflict::Fail,
         Conflict::Skip => OnConflict::Skip,
@@ -175,9 +175,13 @@ pub struct LegacyArgs {
     /// Where the attachment files are (default: attachments/ beside the input).
     #[arg(long, value_name = "DIR")]
     attachments: Option<PathBuf>,
-    /// Report what would be imported and skipped; write nothing.
+    /// Report what would be imported and skipped; write nothing (the counts are the real
+    /// run's).
     #[arg(long)]
     dry_run: bool,
+    /// Also import the records only the app's backup files (*.backup.json) hold.
+    #[arg(long)]
+    from_backups: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -187,32 +191,68 @@ enum LegacyApp {
 
 pub fn run_legacy(ctx: &Context, args: LegacyArgs) -> Result<()> {
     let LegacyApp::Taskerino = args.app;
-    let store = ctx.open_write()?;
-    let options = cairn::LegacyOptions { strict: args.strict, attachments: args.attachments, dry_run: args.dry_run };
+    let store = ctx.open_create()?;
+    let options = cairn::LegacyOptions {
+        strict: args.strict,
+        attachments: args.attachments,
+        dry_run: args.dry_run,
+        from_backups: args.from_backups,
+    };
     let bar = phase_bar(ctx);
     let report = store.import_taskerino(&args.path, &options, &mut |p, d, t| bar.update(p, d, t));
     bar.finish();
     let report = report?;
-    ctx.out.show(&report, || {
-        println!("{} ({})", args.path.display(), report.format);
-        for (collection, n) in &report.imported {
-            println!("  {collection:<12} {n:>7} imported");
-        }
-        if report.existing > 0 {
-            println!("  {} record(s) already in the store were left as they are", report.existing);
-        }
-        println!("  {} attachment(s); settings: {}", report.attachments, report.settings.join(", "));
-        for (field, n) in &report.dropped_fields {
-            println!("  dropped field {field} ({n} record(s))");
-        }
-        for s in &report.skipped {
+    ctx.out.show(&report, || print_legacy(&args.path, &report));
+    if !report.is_complete() {
+        let skipped = report.skipped.len() + report.left_out.len();
+        let only = report.only_in_backups.iter().filter(|b| !b.imported).count();
+        return Err(crate::Incomplete(format!(
+            "the import finished, but {skipped} thing(s) were skipped or left out and {only} record(s) only in backups were not imported (see above)"
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn print_legacy(path: &std::path::Path, report: &cairn::LegacyReport) {
+    println!("{} ({})", path.display(), report.format);
+    let mut names: Vec<&String> = report.imported.keys().chain(report.skipped_by_collection.keys()).collect();
+    names.sort();
+    names.dedup();
+    let rows = names
+        .into_iter()
+        .map(|c| {
+            let imported = report.imported.get(c).copied().unwrap_or(0);
+            let skipped = report.skipped_by_collection.get(c).copied().unwrap_or(0);
+            vec![c.clone(), imported.to_string(), skipped.to_string()]
+        })
+        .collect();
+    println!("{}", table(&["collection", "imported", "skipped"], rows));
+    if report.existing > 0 {
+        println!("{} record(s) already in the store were left as they are", report.existing);
+    }
+    println!("{} attachment(s); {} orphan file(s) kept in `attachments`", report.attachments, report.orphans.len());
+    println!("settings: {}", if report.settings.is_empty() { "none".into() } else { report.settings.join(", ") });
+    for notice in &report.notices {
+        println!("note: {notice}");
+    }
+    for (field, n) in &report.dropped_fields {
+        println!("dropped field {field} ({n} record(s))");
+    }
+    for b in &report.only_in_backups {
+        let what = if b.imported { "imported from" } else { "ONLY IN BACKUP (not imported; use --from-backups)" };
+        println!("{} {}/{}: {what} {}", if b.imported { "restored" } else { "missing" }, b.collection, b.id, b.backup);
+    }
+    for (label, list) in [("skipped", &report.skipped), ("left out of", &report.left_out)] {
+        for s in list {
             let at = s.index.map(|i| format!(" #{i}")).unwrap_or_default();
             let id = s.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default();
-            println!("  skipped {}{at}{id}: {}", s.source, s.reason);
+            println!("{label} {}{at}{id}: {}", s.source, s.reason);
         }
-        if report.dry_run {
-            println!("dry run: nothing was written");
-        }
-    });
-    Ok(())
+    }
+    if report.dry_run {
+        println!("dry run: nothing was written");
+    } else if let Some(id) = &report.backup {
+        println!("backup taken first: {id}");
+    }
 }

@@ -173,7 +173,7 @@ fn cairn_dir_environment_variable_is_honoured_by_demo() {
     let list = json(&out);
     let names: Vec<&str> =
         list.as_array().expect("list").iter().map(|c| c["schema"]["name"].as_str().expect("name")).collect();
-    assert_eq!(names, ["companies", "contacts", "notes", "sessions", "tasks", "topics"]);
+    assert_eq!(names, ["attachments", "companies", "contacts", "notes", "sessions", "tasks", "topics"]);
     // The demo's own suggestions work.
     assert_eq!(code(&cairn(&dir, &["history", "tasks", "task-0001"])), 0);
     assert_eq!(code(&cairn(&dir, &["undo", "tasks", "task-0001"])), 0);
@@ -650,8 +650,8 @@ fn export_and_import_from_the_command_line() {
 #[test]
 fn legacy_taskerino_files_from_the_command_line() {
     let tmp = tempfile::tempdir().expect("tempdir");
+    // No `cairn init` first: importing into a directory without a store creates it.
     let dir = tmp.path().join("store");
-    assert_eq!(code(&cairn(&dir, &["init"])), 0);
     let legacy = tmp.path().join("taskerino");
     std::fs::create_dir(&legacy).expect("mkdir");
     std::fs::write(legacy.join("topics.json"), r#"[{"id": "t1", "name": "Checkout"}, {"name": "no id"}]"#)
@@ -665,12 +665,34 @@ fn legacy_taskerino_files_from_the_command_line() {
     let l = legacy.to_str().expect("utf8");
     let out = cairn(&dir, &["import-legacy", "taskerino", l, "--strict"]);
     assert_eq!(code(&out), 1, "{}", stdout(&out));
+    assert!(
+        !dir.join("store.db").exists() || code(&cairn(&dir, &["get", "notes", "n1"])) == 4,
+        "--strict wrote nothing"
+    );
+    let out = cairn(&dir, &["import-legacy", "taskerino", l, "--dry-run"]);
+    assert_eq!(code(&out), 7, "a dry run that would skip says so: {}", stderr(&out));
     let out = cairn(&dir, &["import-legacy", "taskerino", l]);
-    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(code(&out), 7, "finished, with skipped records: {}{}", stdout(&out), stderr(&out));
     let text = stdout(&out);
     assert!(text.contains("skipped topics.json #1: missing id") && text.contains("skipped tasks.json"), "{text}");
+    assert!(stderr(&out).contains("skipped"), "{}", stderr(&out));
     let out = cairn(&dir, &["--json", "get", "notes", "n1"]);
     assert_eq!(json(&out)["body"]["topic"], "t1");
+
+    // A folder of only valid records imports completely: exit 0.
+    let clean = tmp.path().join("clean");
+    std::fs::create_dir(&clean).expect("mkdir");
+    std::fs::write(clean.join("topics.json"), r#"[{"id": "t9", "name": "Clean", "createdAt": 1729414800000}]"#)
+        .expect("topics");
+    let out = cairn(&tmp.path().join("fresh"), &["import-legacy", "taskerino", clean.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 0, "{}{}", stdout(&out), stderr(&out));
+    let out = cairn(&tmp.path().join("fresh"), &["--json", "get", "topics", "t9"]);
+    assert_eq!(json(&out)["body"]["created_at"], "2024-10-20T09:00:00.000Z", "the epoch time, kept");
+
+    // A missing folder is named once.
+    let out = cairn(&dir, &["import-legacy", "taskerino", tmp.path().join("nope").to_str().expect("utf8")]);
+    assert_eq!(code(&out), 1);
+    assert_eq!(stderr(&out).matches("No such file").count(), 1, "{}", stderr(&out));
 }
 
 fn cairn_env(dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
