@@ -42,7 +42,7 @@ pub const BACKUPS_DIR: &str = "backups";
 /// The manifest inside each backup.
 pub const MANIFEST_FILE: &str = "manifest.json";
 const FAILED_DIR: &str = "failed";
-const TMP_PREFIX: &str = ".tmp-";
+pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// The version of the manifest format this build writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -294,14 +294,7 @@ impl Store {
                 let record = serde_json::json!({
                     "id": id, "reason": options.reason, "at": Timestamp::now().to_string(), "error": error,
                 });
-                let failed = root.join(FAILED_DIR);
-                let written =
-                    std::fs::create_dir_all(&failed).map_err(|e| Error::io("create directory", &failed, e)).and_then(
-                        |()| fsutil::write_durably(&failed.join(format!("{id}.json")), record.to_string().as_bytes()),
-                    );
-                if let Err(w) = written {
-                    tracing::error!(error = %w, "could not record the failed backup");
-                }
+                self.record_failure(&root, &id, record);
                 self.emit(StoreEvent::BackupFailed { id: id.clone(), reason: options.reason, error: error.clone() });
                 return Err(Error::BackupFailed { id, reason: error });
             }
@@ -326,6 +319,8 @@ impl Store {
     ) -> Result<BackupInfo> {
         let started = Instant::now();
         std::fs::create_dir_all(tmp).map_err(|e| Error::io("create directory", tmp, e))?;
+        // Held until the backup is in place: a `.tmp-` folder nobody holds is a leftover.
+        let owner = crate::leftovers::claim(tmp)?;
         let db = tmp.join(DB_FILE);
         let created = Timestamp::now();
         progress("snapshot", 0, 1);
@@ -434,6 +429,9 @@ impl Store {
         write_manifest(tmp, &mut manifest)?;
         let target = root.join(id);
         std::fs::rename(tmp, &target).map_err(|e| Error::io("rename backup into place", &target, e))?;
+        // In place, it is no temporary folder any more: its owner file goes, then the lock.
+        let _ = std::fs::remove_file(target.join(crate::leftovers::OWNER_FILE));
+        drop(owner);
         fsutil::sync_dir(root)?;
         tracing::info!(id, reason = reason.as_str(), seq, "backup created and verified");
         Ok(BackupInfo {
@@ -446,9 +444,59 @@ impl Store {
         })
     }
 
-    /// Every backup in the store's `backups/`, newest first, failed ones included.
+    /// Every backup in the store's `backups/`, newest first, failed ones included (also a
+    /// failure whose record could not be written yet).
     pub fn backups(&self) -> Result<Vec<BackupInfo>> {
-        list_backups(&backups_dir(self.dir()))
+        let root = backups_dir(self.dir());
+        self.write_pending_failures();
+        let mut list = list_backups(&root)?;
+        let pending = self.inner.pending_failures.lock().unwrap_or_else(|p| p.into_inner());
+        for (at, id, record) in pending.iter().filter(|(at, _, _)| *at == root) {
+            if list.iter().any(|b| &b.id == id) {
+                continue;
+            }
+            let age = record["at"].as_str().and_then(crate::timestamp::parse_datetime);
+            list.push(BackupInfo {
+                id: id.clone(),
+                path: at.join(FAILED_DIR).join(format!("{id}.json")),
+                status: BackupStatus::Failed,
+                manifest: None,
+                error: record["error"].as_str().map(String::from),
+                age_seconds: age.map_or(0, |at| Timestamp::now().0 / 1000 - at.unix_timestamp()),
+            });
+        }
+        list.sort_by(|a, b| b.id.cmp(&a.id));
+        Ok(list)
+    }
+
+    /// Writes the record of a failed backup into `failed/`. On a full disk the space reserve
+    /// is given up for it; if it still cannot be written, it is kept in memory (listed by
+    /// [`Store::backups`]) and written at the next chance, at the latest when the store closes.
+    fn record_failure(&self, root: &Path, id: &str, record: serde_json::Value) {
+        let failed = root.join(FAILED_DIR);
+        let existed = failed.exists();
+        let write = || {
+            std::fs::create_dir_all(&failed)
+                .map_err(|e| Error::io("create directory", &failed, e))
+                .and_then(|()| fsutil::write_durably(&failed.join(format!("{id}.json")), record.to_string().as_bytes()))
+        };
+        let written = match write() {
+            Err(e) if e.is_disk_full() && !self.is_read_only() && crate::space::release(self.dir()) => write(),
+            other => other,
+        };
+        if let Err(e) = written {
+            tracing::error!(error = %e, id, "could not record the failed backup yet; it is kept in memory");
+            if !existed {
+                let _ = std::fs::remove_dir(&failed);
+            }
+            let mut pending = self.inner.pending_failures.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push((root.to_path_buf(), id.to_string(), record));
+        }
+    }
+
+    /// Writes the failure records kept in memory, where it can now.
+    pub(crate) fn write_pending_failures(&self) {
+        write_failure_records(&mut self.inner.pending_failures.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
     /// Verifies a backup again and records the result in its manifest.
@@ -458,7 +506,7 @@ impl Store {
 
     /// Applies the rotation settings to the store's backups; returns the ids removed.
     pub fn rotate_backups(&self) -> Result<Vec<String>> {
-        self.rotate_backups_in(&backups_dir(self.dir()))
+        self.freeing(|| self.rotate_backups_in(&backups_dir(self.dir())))
     }
 
     fn rotate_backups_in(&self, root: &Path) -> Result<Vec<String>> {
@@ -513,6 +561,18 @@ impl Store {
             Err(e) => tracing::error!(error = %e, "could not decide whether a backup is due"),
         }
     }
+}
+
+/// Writes failure records kept in memory (backups folder, id, record); keeps those that still
+/// cannot be written.
+pub(crate) fn write_failure_records(pending: &mut Vec<(PathBuf, String, serde_json::Value)>) {
+    pending.retain(|(root, id, record)| {
+        let failed = root.join(FAILED_DIR);
+        let written = std::fs::create_dir_all(&failed)
+            .map_err(|e| Error::io("create directory", &failed, e))
+            .and_then(|()| fsutil::write_durably(&failed.join(format!("{id}.json")), record.to_string().as_bytes()));
+        written.is_err()
+    });
 }
 
 fn backup_io(path: &Path, e: rusqlite::Error) -> Error {

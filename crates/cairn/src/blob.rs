@@ -390,6 +390,8 @@ pub(crate) fn stage(dir: &Path, mut input: impl Read, limit: u64) -> Result<Stag
     };
     let file = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| Error::io("create", &tmp_dir, e))?;
     let temp_path = file.path().to_path_buf();
+    // Locked while this put works on it: what nobody holds is an interrupted put's.
+    crate::leftovers::claim_file(file.as_file(), &temp_path)?;
     let write_error = |e: std::io::Error| -> Error {
         if e.kind() == std::io::ErrorKind::FileTooLarge {
             Error::BlobTooLarge { limit }
@@ -762,7 +764,6 @@ pub(crate) fn files(dir: &Path) -> Result<Vec<(PathBuf, String, Codec)>> {
 
 /// Puts back blobs a `gc` moved aside before a crash could tell whether it committed: if it
 /// did, they are now unlisted files that the next `gc` removes; if not, they are needed.
-/// And removes the temporary files of puts that never finished (no writer is running).
 pub(crate) fn recover(dir: &Path) -> Result<()> {
     let trash = blob_root(dir).join(TRASH_DIR);
     if let Ok(entries) = std::fs::read_dir(&trash) {
@@ -781,14 +782,12 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
             tracing::warn!(hash, "put back a blob an interrupted gc had moved aside");
         }
     }
-    let tmp = blob_root(dir).join(TMP_DIR);
-    if let Ok(entries) = std::fs::read_dir(&tmp) {
-        for entry in entries.flatten() {
-            tracing::info!(path = %entry.path().display(), "removing the temporary file of an unfinished put");
-            std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove", entry.path(), e))?;
-        }
-    }
     Ok(())
+}
+
+/// Where puts stage their files (see `leftovers` for what an interrupted one leaves).
+pub(crate) fn tmp_dir(dir: &Path) -> PathBuf {
+    blob_root(dir).join(TMP_DIR)
 }
 
 impl Store {
@@ -951,7 +950,8 @@ impl Store {
             return collect(&conn, self.dir(), Timestamp::now(), grace, true);
         }
         let dir = self.dir().to_path_buf();
-        match self.write(move |tx| collect(tx.conn, tx.dir, tx.now, grace, false)) {
+        // On a full disk, the space reserve lets the transaction commit (see `space`).
+        self.freeing(|| match self.write(move |tx| collect(tx.conn, tx.dir, tx.now, grace, false)) {
             Ok(report) => {
                 let trash = blob_root(&dir).join(TRASH_DIR);
                 if let Ok(entries) = std::fs::read_dir(&trash) {
@@ -965,7 +965,7 @@ impl Store {
                 recover(&dir)?;
                 Err(e)
             }
-        }
+        })
     }
 
     /// Recounts every blob's links from the live records and corrects the counts; reports

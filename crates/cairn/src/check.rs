@@ -141,6 +141,8 @@ pub struct CheckReport {
     /// Stray files found at open and now, moved into quarantine unless the store is open
     /// read-only (then they are also problems).
     pub strays: Vec<crate::guard::StrayFile>,
+    /// What interrupted operations left (also problems; the next writable open removes them).
+    pub leftovers: Vec<crate::leftovers::Leftover>,
 }
 
 impl CheckReport {
@@ -261,6 +263,12 @@ impl Store {
         unchecked(&mut report, ProblemKind::Blob, "blob table", checked);
         let checked = check_refs(&conn, &mut report);
         unchecked(&mut report, ProblemKind::BlobRefs, "reference counts", checked);
+        report.leftovers = crate::leftovers::sweep(self.dir(), false)?;
+        for left in &report.leftovers {
+            let detail =
+                format!("{} bytes an interrupted {} left; the next writable open removes it", left.bytes, left.what);
+            report.problems.push(Problem::new(ProblemKind::Leftover, left.path.display().to_string(), detail));
+        }
         for stray in report.strays.iter().filter(|s| s.moved_to.is_none()) {
             let (location, detail) = (stray.path.display().to_string(), stray.describe());
             report.problems.push(Problem::new(ProblemKind::StrayFile, location, detail));

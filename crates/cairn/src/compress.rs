@@ -434,41 +434,43 @@ impl Store {
         report.bodies = total as u64;
         let (mut after_seq, mut done) = (0i64, 0u64);
         loop {
-            let only = only.clone();
-            let batch = self.write(move |tx| {
-                let rows: Vec<(i64, String, Vec<u8>)> = tx
-                    .conn
-                    .prepare_cached(
-                        "SELECT seq, collection, after FROM cairn_changes WHERE seq > ?1 AND after IS NOT NULL
+            let batch = self.freeing(|| {
+                let only = only.clone();
+                self.write(move |tx| {
+                    let rows: Vec<(i64, String, Vec<u8>)> = tx
+                        .conn
+                        .prepare_cached(
+                            "SELECT seq, collection, after FROM cairn_changes WHERE seq > ?1 AND after IS NOT NULL
                          ORDER BY seq LIMIT ?2",
-                    )?
-                    .query_map(params![after_seq, COMPACT_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
-                let mut batch = Batch { last: rows.last().map(|r| r.0), ..Batch::default() };
-                for (seq, collection, stored) in &rows {
-                    if !only.is_empty() && !only.contains(collection) {
-                        continue;
+                        )?
+                        .query_map(params![after_seq, COMPACT_BATCH], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                        .collect::<rusqlite::Result<_>>()?;
+                    let mut batch = Batch { last: rows.last().map(|r| r.0), ..Batch::default() };
+                    for (seq, collection, stored) in &rows {
+                        if !only.is_empty() && !only.contains(collection) {
+                            continue;
+                        }
+                        batch.rows += 1;
+                        let policy = tx.policy(collection)?;
+                        if !policy.may_improve(stored) {
+                            continue;
+                        }
+                        let body = body_bytes(tx.conn, stored).map_err(|e| Error::Corruption {
+                            location: format!("change log entry {seq}"),
+                            detail: e.to_string(),
+                        })?;
+                        let packed = policy.encode(&body);
+                        if packed.len() < stored.len() {
+                            tx.conn
+                                .prepare_cached("UPDATE cairn_changes SET after = ?2 WHERE seq = ?1")?
+                                .execute(params![seq, &*packed])?;
+                            batch.compressed += 1;
+                            batch.before += stored.len() as u64;
+                            batch.after += packed.len() as u64;
+                        }
                     }
-                    batch.rows += 1;
-                    let policy = tx.policy(collection)?;
-                    if !policy.may_improve(stored) {
-                        continue;
-                    }
-                    let body = body_bytes(tx.conn, stored).map_err(|e| Error::Corruption {
-                        location: format!("change log entry {seq}"),
-                        detail: e.to_string(),
-                    })?;
-                    let packed = policy.encode(&body);
-                    if packed.len() < stored.len() {
-                        tx.conn
-                            .prepare_cached("UPDATE cairn_changes SET after = ?2 WHERE seq = ?1")?
-                            .execute(params![seq, &*packed])?;
-                        batch.compressed += 1;
-                        batch.before += stored.len() as u64;
-                        batch.after += packed.len() as u64;
-                    }
-                }
-                Ok(batch)
+                    Ok(batch)
+                })
             })?;
             let Some(last) = batch.last else { break };
             if last <= after_seq {

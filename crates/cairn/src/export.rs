@@ -57,6 +57,9 @@ pub struct ExportOptions {
     pub secrets: bool,
 }
 
+/// The prefix of the folder an export is built in, beside its target.
+pub(crate) const TMP_PREFIX: &str = ".cairn-export-";
+
 /// How redacted values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,11 +258,14 @@ impl Store {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).map_err(|e| Error::io("create directory", &parent, e))?;
+        // What an earlier export here left when it was killed.
+        crate::leftovers::sweep_exports(&parent);
         let tmp = tempfile::Builder::new()
-            .prefix(".cairn-export-")
+            .prefix(TMP_PREFIX)
             .tempdir_in(&parent)
             .map_err(|e| Error::io("create a folder in", &parent, e))?;
         let root = tmp.path();
+        let owner = crate::leftovers::claim(root)?;
         std::fs::create_dir(root.join("collections")).map_err(|e| Error::io("create directory", root, e))?;
 
         // One read transaction: every file describes the same commit.
@@ -354,6 +360,9 @@ impl Store {
         crate::fsutil::sync_dir(&root.join("collections"))?;
         let kept = tmp.keep();
         std::fs::rename(&kept, out).map_err(|e| Error::io("rename into", out, e))?;
+        // Renamed, it is no temporary folder any more: its owner file goes, then the lock.
+        let _ = std::fs::remove_file(out.join(crate::leftovers::OWNER_FILE));
+        drop(owner);
         crate::fsutil::sync_dir(&parent)?;
         Ok(manifest)
     }

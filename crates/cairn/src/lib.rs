@@ -52,6 +52,7 @@ mod guard;
 mod import;
 mod index;
 mod keys;
+mod leftovers;
 mod migrate;
 mod objects;
 mod query;
@@ -64,6 +65,7 @@ mod salvage;
 mod schema;
 mod search;
 mod settings;
+mod space;
 mod sql;
 mod store;
 pub mod taskerino;
@@ -96,6 +98,7 @@ pub use import::{
 };
 pub use index::IndexInfo;
 pub use keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport, Secret};
+pub use leftovers::Leftover;
 pub use migrate::{
     init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
     MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,
@@ -111,6 +114,7 @@ pub use restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};
 pub use schema::{CollectionSchema, FieldDef, FieldType};
 pub use search::{Hit, Search};
 pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES, SECRET_MASK};
+pub use space::RESERVE_BYTES;
 pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
 pub use timestamp::Timestamp;
 pub use writer::{Tx, WriteStats};

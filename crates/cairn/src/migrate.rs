@@ -751,7 +751,6 @@ fn run(
     progress: Progress<'_>,
 ) -> Result<MigrateReport> {
     let store = Store::open(dir, StoreOptions { actor: "migrate".into(), ..StoreOptions::existing() })?;
-    remove_stale_scratch(dir);
     let work = prepare(&*store.reader()?, migrations, direction, options.to)?;
     let mut report = MigrateReport { direction, migrations: Vec::new(), backup: None, applied: 0 };
     if work.is_empty() {
@@ -842,33 +841,9 @@ fn undo_run(
     }
 }
 
-/// Scratch copies are folders `.migrate-plan-*` in the data directory.
-const SCRATCH_PREFIX: &str = ".migrate-plan-";
-/// A scratch copy this old that no process holds open was left by a rehearsal or plan that
-/// was killed. It is cairn's own copy, never user data, so it is removed.
-const STALE_SCRATCH: std::time::Duration = std::time::Duration::from_secs(3600);
-
-fn remove_stale_scratch(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    for entry in entries.flatten() {
-        if !entry.file_name().to_string_lossy().starts_with(SCRATCH_PREFIX) {
-            continue;
-        }
-        let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
-        if age.is_none_or(|age| age <= STALE_SCRATCH) {
-            continue;
-        }
-        let path = entry.path();
-        // A scratch store still open somewhere holds its own write lock.
-        if let Ok(lock) = crate::store::lock(&path) {
-            drop(lock);
-            if let Err(e) = std::fs::remove_dir_all(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot remove a stale scratch copy");
-            }
-        }
-    }
-}
-
+/// Scratch copies are folders `.migrate-plan-*` in the data directory; one a killed
+/// rehearsal left is removed by the next writable open (see `leftovers`).
+pub(crate) const SCRATCH_PREFIX: &str = ".migrate-plan-";
 /// Runs the migrations on a scratch copy of `store` and reports what they did there.
 fn rehearse(
     store: &Store,

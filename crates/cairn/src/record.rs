@@ -673,15 +673,21 @@ impl Store {
     }
 
     /// Soft-deletes a live record.
+    /// On a full disk it may use the space reserve (see `space`).
     pub fn delete(&self, collection: &str, id: &str, expected: Option<u64>) -> Result<Record> {
-        let (collection, id) = (collection.to_string(), id.to_string());
-        self.write(move |tx| tx.delete(&collection, &id, expected))
+        self.freeing(|| {
+            let (collection, id) = (collection.to_string(), id.to_string());
+            self.write(move |tx| tx.delete(&collection, &id, expected))
+        })
     }
 
     /// Removes a soft-deleted record for good (its history stays in the change log).
+    /// On a full disk it may use the space reserve (see `space`).
     pub fn purge(&self, collection: &str, id: &str) -> Result<u64> {
-        let (collection, id) = (collection.to_string(), id.to_string());
-        self.write(move |tx| tx.purge(&collection, &id))
+        self.freeing(|| {
+            let (collection, id) = (collection.to_string(), id.to_string());
+            self.write(move |tx| tx.purge(&collection, &id))
+        })
     }
 
     /// Runs `f` as one transaction: all of its writes, across any collections, commit

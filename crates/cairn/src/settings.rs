@@ -152,6 +152,15 @@ pub fn builtin_settings() -> Vec<SettingDef> {
             choices: None,
         },
         SettingDef {
+            key: crate::space::RESERVE_BYTES.into(),
+            kind: SettingType::Integer,
+            default: Value::from(8_i64 << 20),
+            description: "Bytes kept in reserve (cairn.reserve) and given up when the disk is full, so that deletes, purges and blob gc can still free space (0: none)".into(),
+            min: Some(0.0),
+            max: None,
+            choices: None,
+        },
+        SettingDef {
             key: crate::blob::GC_GRACE_SECONDS.into(),
             kind: SettingType::Integer,
             default: Value::from(7 * 24 * 3600),

@@ -118,6 +118,10 @@ pub(crate) struct Inner {
     lock: Option<WriteLock>,
     /// Stray files the guard found when the store was opened.
     strays: Vec<StrayFile>,
+    /// What interrupted operations had left, removed when the store was opened.
+    leftovers: Vec<crate::leftovers::Leftover>,
+    /// Records of failed backups that could not be written yet: (backups folder, id, record).
+    pub(crate) pending_failures: Mutex<Vec<(PathBuf, String, serde_json::Value)>>,
     auto_backup: bool,
     events: Mutex<Vec<std::sync::mpsc::Sender<StoreEvent>>>,
     /// Set when the store closes; wakes the interval-backup thread so that it ends.
@@ -158,6 +162,7 @@ impl Store {
         }
         // Strays are moved before SQLite opens the store, so none is ever taken for its journal.
         let strays = crate::guard::sweep(&dir, options.read_only)?;
+        let mut leftovers = Vec::new();
         // The lock is held from here on, so nobody else creates the db in between.
         let keys = Arc::new(crate::keys::Keyring::default());
         let (writer, hub) = if options.read_only {
@@ -170,6 +175,7 @@ impl Store {
             let quarantine = dir.join(QUARANTINE_DIR);
             std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
             crate::blob::recover(&dir)?;
+            leftovers = crate::leftovers::sweep(&dir, true)?;
             let hub = Arc::new(Hub::default());
             (Some(Writer::new(conn, hub.clone(), dir.clone(), keys.clone(), options.max_batch.max(1))), hub)
         };
@@ -184,11 +190,16 @@ impl Store {
             writer: Mutex::new(writer),
             lock,
             strays,
+            leftovers,
+            pending_failures: Mutex::new(Vec::new()),
             auto_backup,
             events: Mutex::new(Vec::new()),
             stop: Arc::new((Mutex::new(false), Condvar::new())),
         };
         let store = Store { inner: Arc::new(inner), actor: Arc::from(options.actor.as_str()) };
+        if !options.read_only {
+            store.keep_reserve();
+        }
         if auto_backup {
             store.backup_if_stale(crate::backup::ON_OPEN_AFTER_SECONDS, BackupReason::OnOpen);
             store.start_interval_backups()?;
@@ -199,6 +210,12 @@ impl Store {
     /// Stray files the guard moved into quarantine (or, read-only, only found) at open.
     pub fn strays(&self) -> &[StrayFile] {
         &self.inner.strays
+    }
+
+    /// What interrupted operations (backups, uploads, rehearsals) had left, removed when this
+    /// handle opened the store for writing.
+    pub fn leftovers(&self) -> &[crate::leftovers::Leftover] {
+        &self.inner.leftovers
     }
 
     /// A feed of backup and rotation events (successes and failures) from now on.
@@ -294,6 +311,9 @@ impl Store {
             Some(writer) => writer.shutdown(),
             None => Ok(()),
         };
+        self.write_pending_failures();
+        // An empty staging folder of attachment uploads need not stay.
+        let _ = std::fs::remove_dir(crate::blob::tmp_dir(self.dir()));
         closed.and(backup)
     }
 
@@ -352,6 +372,11 @@ impl Drop for Inner {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "closing the store failed");
             }
         }
+        let pending = self.pending_failures.get_mut().unwrap_or_else(|p| p.into_inner());
+        crate::backup::write_failure_records(pending);
+        for (_, id, record) in pending.iter() {
+            tracing::error!(id, %record, "the record of a failed backup could not be written before the store closed");
+        }
     }
 }
 
@@ -374,7 +399,7 @@ fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != LOCK_FILE && name != QUARANTINE_DIR {
+            if name != LOCK_FILE && name != QUARANTINE_DIR && name != crate::space::RESERVE_FILE {
                 foreign.push(name);
             }
         }

@@ -460,3 +460,156 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+const KILLED_BACKUPS: &str = "backup::backups_killed_midway_leave_folders_that_check_reports_and_the_next_open_removes";
+const KILLED_BACKUPS_CHILD: &str = "CAIRN_BACKUP_CHILD";
+
+/// The `.tmp-*` folders in a store's backups.
+fn tmp_folders(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out: Vec<_> = std::fs::read_dir(cairn::backups_dir(dir))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))
+        .map(|e| e.path())
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn backups_killed_midway_leave_folders_that_check_reports_and_the_next_open_removes() {
+    if let Some(dir) = std::env::var_os(KILLED_BACKUPS_CHILD) {
+        // The child: opens with automatic backups (one on open), takes manual ones, over and
+        // over, saying how far it got.
+        let dir = std::path::PathBuf::from(dir);
+        let mut step = 0u64;
+        loop {
+            let options = StoreOptions { auto_backup: true, ..StoreOptions::default() };
+            let store = Store::open(&dir, options).expect("open");
+            store
+                .backup(&BackupOptions::default(), &mut |_, _, _| {
+                    step += 1;
+                    println!("step {step}");
+                })
+                .expect("backup");
+            store.close().expect("close");
+        }
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    {
+        let store = populated(&dir, 60);
+        // Some weight, so that a backup takes a while: incompressible attachments.
+        for i in 0..12 {
+            let bytes: Vec<u8> = (0..256 * 1024).map(|_| fastrand::u8(..)).collect();
+            let upload = Upload { name: format!("noise{i}.bin"), mime: None };
+            store.attach("docs", &format!("d{:03}", i * 5), "file", &bytes[..], &upload).expect("attach");
+        }
+        store.set_setting(cairn::ON_OPEN_AFTER_SECONDS, json!(1)).expect("backup on every open");
+        store.set_setting(cairn::KEEP_LAST, json!(3)).expect("keep");
+        store.close().expect("close");
+    }
+    let mut interrupted = 0;
+    for cycle in 0..24 {
+        let mut child = crate::ChildRun::spawn(KILLED_BACKUPS, &[(KILLED_BACKUPS_CHILD, dir.as_os_str())]);
+        let at = format!("step {}", fastrand::u64(1..60));
+        child.wait_for(|l| l == at);
+        child.kill();
+        let left = tmp_folders(&dir);
+        if !left.is_empty() {
+            interrupted += 1;
+            // Reported while they exist (by a reader, which removes nothing)…
+            let reader = Store::open(&dir, StoreOptions::read_only()).expect("read-only");
+            let report = reader.check(&CheckOptions { blobs: false }, &mut quiet()).expect("check");
+            let reported: Vec<_> = report.leftovers.iter().map(|l| l.path.clone()).collect();
+            assert_eq!(reported, left, "cycle {cycle}: check names every leftover");
+            assert!(report.of_kind(cairn::ProblemKind::Leftover).count() == left.len());
+            assert!(tmp_folders(&dir) == left, "cycle {cycle}: a check removes nothing");
+        }
+        // …and gone after the next writable open.
+        let store = Store::open(&dir, StoreOptions::default()).expect("open");
+        assert!(tmp_folders(&dir).is_empty(), "cycle {cycle}: a leftover survived the open");
+        assert_eq!(store.leftovers().len(), left.len(), "cycle {cycle}");
+        let report = store.check(&CheckOptions { blobs: false }, &mut quiet()).expect("check");
+        assert!(report.is_ok(), "cycle {cycle}: {:?}", report.problems);
+        store.close().expect("close");
+    }
+    println!("{interrupted} of 24 kills interrupted a backup");
+    assert!(interrupted >= 8, "too few kills landed inside a backup to prove anything: {interrupted}");
+}
+
+#[test]
+fn on_a_full_disk_deletes_purges_and_gc_free_space_with_the_reserve_and_writes_resume() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let small = tmp.path().join("small");
+    if !mount_small_fs(&small, 8 << 20) {
+        println!("skipped: this machine does not let the test mount a small file system");
+        return;
+    }
+    let dir = small.join("store");
+    {
+        let store = Store::open(&dir, StoreOptions::default()).expect("open");
+        store.set_setting(cairn::RESERVE_BYTES, json!(512 * 1024)).expect("reserve");
+        store.create_collection(docs_schema()).expect("docs");
+        store.close().expect("close");
+    }
+    let store = Store::open(&dir, StoreOptions::default()).expect("reopen");
+    assert_eq!(std::fs::metadata(dir.join("cairn.reserve")).expect("the reserve").len(), 512 * 1024);
+    // Fill the disk with acknowledged records and their attachments.
+    let mut acked: Vec<(String, Map<String, Value>)> = Vec::new();
+    let mut full = None;
+    for i in 0..2000 {
+        let id = format!("r{i:04}");
+        match store.create_with_id("docs", &id, json!({"title": format!("record {i}"), "n": i})) {
+            Ok(record) => acked.push((id.clone(), record.body)),
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+        let bytes: Vec<u8> = (0..48 * 1024).map(|_| fastrand::u8(..)).collect();
+        let upload = Upload { name: format!("f{i}.bin"), mime: None };
+        match store.attach("docs", &id, "file", &bytes[..], &upload) {
+            Ok((record, _)) => {
+                if let Some(entry) = acked.last_mut() {
+                    entry.1 = record.body;
+                }
+            }
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let full = full.expect("the disk filled up");
+    assert!(full.is_disk_full(), "a full disk is said as such: {full}");
+
+    // A backup fails, loudly, and is listed (its record written with the reserve's room).
+    let err = store.backup(&BackupOptions::default(), &mut quiet()).expect_err("no room for a backup");
+    let Error::BackupFailed { id: failed_id, .. } = &err else { panic!("{err}") };
+    assert!(store.backups().expect("list").iter().any(|b| &b.id == failed_id && b.status == BackupStatus::Failed));
+
+    // Deletes, purges and gc still commit and free space.
+    let freed: Vec<String> = acked.iter().take(40).map(|(id, _)| id.clone()).collect();
+    for id in &freed {
+        store.delete("docs", id, None).unwrap_or_else(|e| panic!("delete {id} on a full disk: {e}"));
+        store.purge("docs", id).unwrap_or_else(|e| panic!("purge {id} on a full disk: {e}"));
+    }
+    let gc = store.gc_blobs(Some(Duration::ZERO), false).expect("gc on a full disk");
+    assert!(gc.bytes_freed > 40 * 40 * 1024, "{gc:?}");
+    // Writes resume; nothing acknowledged is lost.
+    store.create_with_id("docs", "after", json!({"title": "room again"})).expect("writes resume");
+    for (id, body) in acked.iter().skip(40) {
+        assert_eq!(&store.get("docs", id).expect("acknowledged").body, body, "{id}");
+    }
+    assert!(dir.join("cairn.reserve").exists(), "the reserve is back once there is room");
+    store.close().expect("close");
+    assert!(!dir.join("blobs/.tmp").exists(), "no empty staging folder is left");
+    let listed = cairn::list_backups(&cairn::backups_dir(&dir)).expect("list");
+    assert!(listed.iter().any(|b| &b.id == failed_id && b.status == BackupStatus::Failed), "{listed:?}");
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    assert!(store.check(&CheckOptions::default(), &mut quiet()).expect("check").is_ok());
+    store.close().expect("close");
+    let _ = std::process::Command::new("umount").arg(&small).status();
+}
