@@ -17,8 +17,8 @@ use crate::output::Output;
 
 /// cairn: a local-first data engine that does not lose data.
 #[derive(Debug, Parser)]
-#[command(name = "cairn", version, about, after_help = EXIT_CODES)]
-struct Cli {
+#[command(name = "cairn", version, about = "A local-first data engine that does not lose data", after_help = EXIT_CODES)]
+pub struct Cli {
     /// Data directory of the store.
     #[arg(long, global = true, env = "CAIRN_DIR", value_name = "DIR")]
     dir: Option<PathBuf>,
@@ -34,6 +34,10 @@ struct Cli {
     /// Do not take automatic backups (see the backup.* settings).
     #[arg(long, global = true, env = "CAIRN_NO_AUTO_BACKUP")]
     no_auto_backup: bool,
+
+    /// Seconds a write waits for another process that is writing to the store.
+    #[arg(long, global = true, env = "CAIRN_WAIT", value_name = "SECS", default_value_t = 5.0)]
+    wait: f64,
 
     /// Key file that opens the store's encryption key (see `cairn key`).
     #[arg(long, global = true, env = "CAIRN_KEY_FILE", value_name = "FILE")]
@@ -90,8 +94,24 @@ fn main() -> ExitCode {
         passphrase_file: cli.passphrase_file,
         passphrase: std::env::var("CAIRN_PASSPHRASE").ok(),
     };
-    let ctx = commands::Context { dir, actor: cli.actor, out, auto_backup: !cli.no_auto_backup, key };
-    match commands::run(&ctx, cli.command) {
+    let wait = std::time::Duration::try_from_secs_f64(cli.wait.max(0.0)).unwrap_or(std::time::Duration::MAX);
+    let ctx = commands::Context { dir, wait, actor: cli.actor, out, auto_backup: !cli.no_auto_backup, key };
+    // A reader that went away (`cairn list … | head -1`) ends the output quietly: printing
+    // panics on a broken pipe, and that panic is caught here, after the store was closed by
+    // unwinding, instead of being shown.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default_hook(info);
+        }
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| commands::run(&ctx, cli.command)));
+    let result = match outcome {
+        Ok(result) => result,
+        Err(payload) if is_broken_pipe(payload.as_ref()) => return ExitCode::SUCCESS,
+        Err(payload) => std::panic::resume_unwind(payload),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             ctx.out.error(&message(&e));
@@ -103,6 +123,16 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code(&e))
         }
     }
+}
+
+/// True for the panic `println!` raises when standard output is a closed pipe.
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    text.contains("Broken pipe") || text.contains("os error 32")
 }
 
 /// The error and its causes, each said once: cairn's errors already name their cause (an OS
@@ -136,5 +166,32 @@ fn exit_code(e: &anyhow::Error) -> u8 {
         Some(cairn::Error::InvalidFilter { .. } | cairn::Error::InvalidQuery(_)) => 2,
         Some(cairn::Error::NoStore { .. }) => 4,
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every command and every argument a user can give says what it is for.
+    #[test]
+    fn every_command_and_argument_has_help() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            if command.get_about().is_none() && path != "cairn" {
+                missing.push(format!("command `{path}`"));
+            }
+            for arg in command.get_arguments() {
+                let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+                if !builtin && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("`{path}` argument `{}`", arg.get_id()));
+                }
+            }
+            for sub in command.get_subcommands().filter(|s| s.get_name() != "help") {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "cairn", &mut missing);
+        assert!(missing.is_empty(), "without help text:\n{}", missing.join("\n"));
     }
 }

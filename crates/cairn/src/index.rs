@@ -273,13 +273,14 @@ impl crate::Store {
 
     /// Indexes `field` (sets its `indexed` flag) and builds the index over the existing
     /// records. Readers are not blocked while it builds; `progress` is told how many records
-    /// have been covered.
-    pub fn add_index(&self, collection: &str, field: &str, progress: impl FnMut(u64) + Send + 'static) -> Result<()> {
+    /// have been covered. Returns false when the field was indexed already (nothing changed).
+    pub fn add_index(&self, collection: &str, field: &str, progress: impl FnMut(u64) + Send + 'static) -> Result<bool> {
         self.set_indexed(collection, field, true, Box::new(progress))
     }
 
     /// Drops the index of `field` (clears its `indexed` flag). Unique fields keep their column.
-    pub fn drop_index(&self, collection: &str, field: &str) -> Result<()> {
+    /// Returns false when the field had no index (nothing changed).
+    pub fn drop_index(&self, collection: &str, field: &str) -> Result<bool> {
         self.set_indexed(collection, field, false, Box::new(|_| {}))
     }
 
@@ -289,7 +290,7 @@ impl crate::Store {
         field: &str,
         on: bool,
         mut progress: Box<dyn FnMut(u64) + Send>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let mut schema = self.collection(collection)?.schema;
         let Some(f) = schema.fields.iter_mut().find(|f| f.name == field) else {
             return Err(Error::InvalidSchema {
@@ -299,9 +300,9 @@ impl crate::Store {
             });
         };
         if f.indexed == on {
-            return Ok(());
+            return Ok(false);
         }
         f.indexed = on;
-        self.write(move |tx| tx.update_collection_reporting(schema, &mut *progress))
+        self.write(move |tx| tx.update_collection_reporting(schema, &mut *progress)).map(|()| true)
     }
 }

@@ -191,7 +191,7 @@ mod tests {
         std::fs::create_dir_all(&fresh_unowned).expect("mkdir");
 
         let found = sweep(tmp.path(), false).expect("sweep");
-        assert_eq!(found.iter().map(|l| l.path.clone()).collect::<Vec<_>>(), [dead.clone()]);
+        assert_eq!(found.iter().map(|l| l.path.clone()).collect::<Vec<_>>(), std::slice::from_ref(&dead));
         assert!(dead.exists(), "only found");
         let removed = sweep(tmp.path(), true).expect("sweep");
         assert!(removed[0].removed && !dead.exists());

@@ -348,7 +348,7 @@ impl Salvage {
             let cell = be16(&page, pointer).map(usize::from).filter(|o| *o < self.usable && !others.contains(o));
             let candidate = cell.and_then(|o| self.leaf_cell(&page, o, true, at));
             page[byte] ^= 1 << bit;
-            if candidate.is_some_and(|row| accept(row)) {
+            if candidate.is_some_and(&mut *accept) {
                 return true;
             }
         }

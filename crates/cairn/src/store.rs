@@ -66,6 +66,9 @@ pub struct StoreOptions {
     pub read_connections: usize,
     /// Most write requests folded into one transaction (one fsync). Default: 512.
     pub max_batch: usize,
+    /// How long to wait for another process to release the write lock before giving up with
+    /// [`Error::Locked`], in milliseconds. Default: 5,000.
+    pub lock_timeout_ms: u64,
     /// Take backups automatically, as the `backup.*` settings say: on open when the newest is
     /// old, on a clean close, on an interval. Default: `false` for the library (an embedding
     /// app chooses); the CLI and server turn it on.
@@ -80,6 +83,7 @@ impl Default for StoreOptions {
             actor: "local".into(),
             read_connections: 4,
             max_batch: 512,
+            lock_timeout_ms: 5_000,
             auto_backup: false,
         }
     }
@@ -139,8 +143,9 @@ impl Store {
         let db_path = dir.join(DB_FILE);
         // An interrupted restore is finished first, under the lock: it may have moved
         // store.db aside for a moment.
+        let wait = std::time::Duration::from_millis(options.lock_timeout_ms);
         let mut lock = if !options.read_only && dir.join(crate::restore::JOURNAL_FILE).exists() {
-            let lock = WriteLock::acquire(&dir)?;
+            let lock = WriteLock::acquire_waiting(&dir, wait)?;
             crate::restore::recover(&dir)?;
             Some(lock)
         } else {
@@ -157,7 +162,7 @@ impl Store {
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         }
         if lock.is_none() && !options.read_only {
-            lock = Some(WriteLock::acquire(&dir)?);
+            lock = Some(WriteLock::acquire_waiting(&dir, wait)?);
             crate::restore::recover(&dir)?;
         }
         // Strays are moved before SQLite opens the store, so none is ever taken for its journal.
@@ -599,7 +604,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("create");
         // File locks are per open file description, so a second open in this process conflicts too.
-        let err = Store::open(dir.path(), StoreOptions::default()).expect_err("second writer");
+        let no_wait = StoreOptions { lock_timeout_ms: 0, ..StoreOptions::default() };
+        let err = Store::open(dir.path(), no_wait).expect_err("second writer");
         assert!(matches!(err, Error::Locked { pid: Some(pid), .. } if pid == std::process::id()), "{err}");
         let reader = Store::open(dir.path(), StoreOptions::read_only()).expect("read-only");
         assert!(reader.is_read_only());

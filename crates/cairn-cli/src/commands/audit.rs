@@ -17,6 +17,7 @@ pub enum AuditCommand {
         /// Start after this seq.
         #[arg(long, default_value_t = 0)]
         after: u64,
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },

@@ -18,7 +18,9 @@ pub enum BackupCommand {
     List,
     /// Verify one backup again, or all (exit code 5 when any fails).
     Verify {
+        /// The record's id.
         id: Option<String>,
+        /// Verify every backup.
         #[arg(long, conflicts_with = "id")]
         all: bool,
     },

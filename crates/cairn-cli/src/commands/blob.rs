@@ -14,7 +14,9 @@ use crate::UsageError;
 
 #[derive(Debug, Args)]
 pub struct AttachArgs {
+    /// The collection.
     collection: String,
+    /// The record's id.
     id: String,
     /// An `attachment` field (set) or `attachments` field (appended to).
     field: String,
@@ -32,6 +34,7 @@ pub struct AttachArgs {
 pub enum BlobCommand {
     /// Write a blob's content to a file (or stdout), verified against its hash.
     Get {
+        /// The blob's SHA-256 (64 hex digits).
         hash: String,
         /// Write here; the file appears only after the whole blob verified.
         #[arg(short, long)]
@@ -42,11 +45,15 @@ pub enum BlobCommand {
         /// Continue after this hash.
         #[arg(long)]
         after: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 100)]
         limit: usize,
     },
     /// Show one blob.
-    Stat { hash: String },
+    Stat {
+        /// The blob's SHA-256 (64 hex digits).
+        hash: String,
+    },
     /// Re-hash every blob (exit code 5 when any is damaged or missing).
     Verify,
     /// Remove blobs no record has linked to for the grace period, and report them.

@@ -12,15 +12,25 @@ use crate::output::table;
 #[derive(Debug, Subcommand)]
 pub enum CollectionCommand {
     /// Create a collection from a schema file (.json or .toml; `-` reads JSON from stdin).
-    Create { schema: PathBuf },
+    Create {
+        /// Schema file (.toml or .json; `-` reads JSON from standard input).
+        schema: PathBuf,
+    },
     /// List collections with their record counts.
     List,
     /// Show a collection's schema and counts.
-    Show { name: String },
+    Show {
+        /// The collection's name.
+        name: String,
+    },
     /// Replace a collection's schema (refused if stored records would not fit it).
-    Update { schema: PathBuf },
+    Update {
+        /// Schema file (.toml or .json; `-` reads JSON from standard input).
+        schema: PathBuf,
+    },
     /// Drop a collection; its schema and records are first exported into quarantine/.
     Drop {
+        /// The collection's name.
         name: String,
         /// The collection's name again, to confirm (asked for interactively when omitted).
         #[arg(long, value_name = "NAME")]

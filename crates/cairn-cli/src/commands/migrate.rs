@@ -40,6 +40,7 @@ pub enum MigrateCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Stop once the store is at this migration number.
     #[arg(long, value_name = "N")]
     to: Option<u32>,
     /// Skip the rehearsal on a scratch copy (errors that depend on the data then show up

@@ -13,6 +13,7 @@ mod portability;
 mod query;
 mod record;
 mod settings;
+mod shell;
 
 use std::path::PathBuf;
 
@@ -24,6 +25,8 @@ use crate::output::Output;
 
 pub struct Context {
     pub dir: PathBuf,
+    /// How long a write waits for another process to release the store (`--wait`).
+    pub wait: std::time::Duration,
     pub actor: String,
     pub out: Output,
     /// Take backups automatically (the `backup.*` settings); off with `--no-auto-backup`.
@@ -89,7 +92,20 @@ impl Context {
 
     fn open_writable(&self, base: StoreOptions) -> Result<Store> {
         let options = StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, ..base };
-        let store = Store::open(&self.dir, options)?;
+        // Another process writing: say whom this waits for, then wait (`--wait`).
+        let now = StoreOptions { lock_timeout_ms: 0, ..options.clone() };
+        let store = match Store::open(&self.dir, now) {
+            Err(cairn::Error::Locked { pid, .. }) if !self.wait.is_zero() => {
+                let holder = pid.map_or("another process".to_string(), |pid| format!("process {pid}"));
+                eprintln!(
+                    "waiting up to {:.1} s for {holder}, which is writing to the store…",
+                    self.wait.as_secs_f64()
+                );
+                let waiting = StoreOptions { lock_timeout_ms: self.wait.as_millis() as u64, ..options };
+                Store::open(&self.dir, waiting)?
+            }
+            other => other?,
+        };
         self.warn_strays(&store);
         self.unlock(&store)?;
         Ok(store)
@@ -105,9 +121,10 @@ impl Context {
         Ok(())
     }
 
-    /// Opens for writing, or read-only when another process holds the store.
+    /// Opens for writing, or read-only when another process holds the store (no waiting).
     pub fn open_write_or_read(&self) -> Result<Store> {
-        match self.open_write() {
+        let no_wait = Context { wait: std::time::Duration::ZERO, ..self.clone_shallow() };
+        match no_wait.open_write() {
             Err(e) if matches!(e.downcast_ref::<cairn::Error>(), Some(cairn::Error::Locked { .. })) => {
                 let store = self.open_read()?;
                 self.warn_strays(&store);
@@ -117,7 +134,31 @@ impl Context {
         }
     }
 
+    /// The same context (a copy of its settings).
+    fn clone_shallow(&self) -> Context {
+        Context {
+            dir: self.dir.clone(),
+            wait: self.wait,
+            actor: self.actor.clone(),
+            out: self.out,
+            auto_backup: self.auto_backup,
+            key: KeySource {
+                key_file: self.key.key_file.clone(),
+                passphrase_file: self.key.passphrase_file.clone(),
+                passphrase: self.key.passphrase.clone(),
+            },
+        }
+    }
+
     fn warn_strays(&self, store: &Store) {
+        for left in store.leftovers().iter().filter(|l| l.removed) {
+            eprintln!(
+                "note: removed {} ({} bytes) that an interrupted {} left",
+                left.path.display(),
+                left.bytes,
+                left.what
+            );
+        }
         for stray in store.strays() {
             let what = match &stray.moved_to {
                 Some(to) => format!("moved to {}", to.display()),
@@ -194,6 +235,10 @@ pub enum Command {
     /// The key that encrypts fields flagged `encrypted`: init, unlock, rotate, status.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (or write every command's with --out DIR).
+    Man(shell::ManArgs),
 }
 
 pub fn run(ctx: &Context, command: Command) -> Result<()> {
@@ -220,6 +265,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Export(args) => portability::run_export(ctx, args),
         Command::Import(args) => portability::run_import(ctx, args),
         Command::ImportLegacy(args) => portability::run_legacy(ctx, args),
+        Command::Completions(args) => shell::completions(args),
+        Command::Man(args) => shell::man(args),
     }
 }
 

@@ -8,6 +8,7 @@ use crate::UsageError;
 
 #[derive(Debug, Args)]
 pub struct QueryArgs {
+    /// The collection.
     collection: String,
     /// Filter, e.g. 'status = "completed" and started_at >= 2025-06-01 and tags has "acme"'.
     #[arg(long, short = 'f')]
@@ -100,11 +101,24 @@ pub fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
 #[derive(Debug, Subcommand)]
 pub enum IndexCommand {
     /// List a collection's indexes.
-    List { collection: String },
+    List {
+        /// The collection.
+        collection: String,
+    },
     /// Index a field and build the index over existing records (readers are not blocked).
-    Add { collection: String, field: String },
+    Add {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+    },
     /// Drop a field's index.
-    Drop { collection: String, field: String },
+    Drop {
+        /// The collection.
+        collection: String,
+        /// The field.
+        field: String,
+    },
 }
 
 pub fn run_index(ctx: &Context, cmd: IndexCommand) -> Result<()> {
@@ -126,15 +140,28 @@ pub fn run_index(ctx: &Context, cmd: IndexCommand) -> Result<()> {
             );
             bar.set_prefix(format!("{collection}.{field}"));
             let shown = bar.clone();
-            store.add_index(&collection, &field, move |done| shown.set_position(done))?;
+            let built = store.add_index(&collection, &field, move |done| shown.set_position(done))?;
             bar.finish_and_clear();
-            let report = serde_json::json!({ "collection": collection, "field": field, "records": total });
-            ctx.out.show(&report, || println!("indexed {collection}.{field} over {total} records"));
+            let report =
+                serde_json::json!({ "collection": collection, "field": field, "records": total, "built": built });
+            ctx.out.show(&report, || {
+                if built {
+                    println!("indexed {collection}.{field} over {total} records")
+                } else {
+                    println!("{collection}.{field} is indexed already; nothing changed")
+                }
+            });
         }
         IndexCommand::Drop { collection, field } => {
-            ctx.open_write()?.drop_index(&collection, &field)?;
-            let report = serde_json::json!({ "collection": collection, "field": field });
-            ctx.out.show(&report, || println!("dropped the index of {collection}.{field}"));
+            let dropped = ctx.open_write()?.drop_index(&collection, &field)?;
+            let report = serde_json::json!({ "collection": collection, "field": field, "dropped": dropped });
+            ctx.out.show(&report, || {
+                if dropped {
+                    println!("dropped the index of {collection}.{field}")
+                } else {
+                    println!("{collection}.{field} has no index; nothing changed")
+                }
+            });
         }
     }
     Ok(())
@@ -142,14 +169,17 @@ pub fn run_index(ctx: &Context, cmd: IndexCommand) -> Result<()> {
 
 #[derive(Debug, Args)]
 pub struct SearchArgs {
+    /// The collection.
     collection: String,
     /// Words (all must match), prefix* words and "quoted phrases".
     terms: String,
     /// A filter the hits must also match.
     #[arg(long, short = 'f')]
     filter: Option<String>,
+    /// At most this many.
     #[arg(long, short = 'n', default_value_t = 20)]
     limit: usize,
+    /// Skip this many first.
     #[arg(long, default_value_t = 0)]
     offset: usize,
     /// Fields to show with each hit, comma-separated.

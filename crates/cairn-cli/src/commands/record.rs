@@ -12,6 +12,7 @@ use crate::output::{clip, table};
 pub enum RecordCommand {
     /// Create a record, or replace it when ID exists. Without ID, an id is generated.
     Put {
+        /// The collection.
         collection: String,
         /// Record id (generated UUIDv7 when omitted).
         id: Option<String>,
@@ -26,7 +27,9 @@ pub enum RecordCommand {
     },
     /// Print a record.
     Get {
+        /// The collection.
         collection: String,
+        /// The record's id.
         id: String,
         /// Show it even if it is soft-deleted.
         #[arg(long)]
@@ -34,10 +37,12 @@ pub enum RecordCommand {
     },
     /// List records in id order, one page at a time.
     List {
+        /// The collection.
         collection: String,
         /// Start after this id.
         #[arg(long)]
         after: Option<String>,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
         /// Include soft-deleted records.
@@ -46,10 +51,13 @@ pub enum RecordCommand {
     },
     /// Apply a JSON Merge Patch (RFC 7396) to a record.
     Patch {
+        /// The collection.
         collection: String,
+        /// The record's id.
         id: String,
         /// The patch as JSON; `-` reads stdin.
         patch: Option<String>,
+        /// Read it from this file instead.
         #[arg(long, short = 'f', value_name = "PATH", conflicts_with = "patch")]
         file: Option<PathBuf>,
         #[command(flatten)]
@@ -57,27 +65,52 @@ pub enum RecordCommand {
     },
     /// Soft-delete a record (revert or undo bring it back).
     Delete {
+        /// The collection.
         collection: String,
+        /// The record's id.
         id: String,
         #[command(flatten)]
         expect: Expect,
     },
     /// Remove a soft-deleted record for good (its history stays).
-    Purge { collection: String, id: String },
+    Purge {
+        /// The collection.
+        collection: String,
+        /// The record's id.
+        id: String,
+    },
     /// Show every change of a record.
-    History { collection: String, id: String },
+    History {
+        /// The collection.
+        collection: String,
+        /// The record's id.
+        id: String,
+    },
     /// Bring a record back to an earlier version (a new change).
     Revert {
+        /// The collection.
         collection: String,
+        /// The record's id.
         id: String,
+        /// The version to bring back.
         version: u64,
         #[command(flatten)]
         expect: Expect,
     },
     /// Undo a record's latest change.
-    Undo { collection: String, id: String },
+    Undo {
+        /// The collection.
+        collection: String,
+        /// The record's id.
+        id: String,
+    },
     /// Redo a record's latest undo.
-    Redo { collection: String, id: String },
+    Redo {
+        /// The collection.
+        collection: String,
+        /// The record's id.
+        id: String,
+    },
     /// Apply a JSON array of operations atomically: all or nothing.
     Batch {
         /// File with `[{"op": "create", "collection": …, "body": …}, …]`; `-` reads stdin.

@@ -815,3 +815,74 @@ fn a_store_sqlite_cannot_open_is_checked_restored_and_repaired_from_the_command_
     assert_eq!(code(&cairn(&dir, &["check"])), 0);
     assert_eq!(json(&cairn(&dir, &["--json", "get", "notes", "n4"]))["body"]["title"], "note 4");
 }
+
+#[test]
+fn two_writers_at_once_both_succeed_the_second_waiting_for_the_first() {
+    let (_tmp, dir) = store_with_notes();
+    for round in 0..10 {
+        let spawn = |id: String| {
+            Command::new(env!("CARGO_BIN_EXE_cairn"))
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--no-auto-backup", "put", "notes", &id, "--body", r#"{"title": "at once"}"#])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn")
+        };
+        let (a, b) = (spawn(format!("a{round}")), spawn(format!("b{round}")));
+        for child in [a, b] {
+            let out = child.wait_with_output().expect("wait");
+            assert_eq!(code(&out), 0, "round {round}: {}", stderr(&out));
+        }
+    }
+    let out = cairn(&dir, &["--json", "list", "notes", "--limit", "100"]);
+    assert_eq!(json(&out).as_array().map(Vec::len), Some(20), "{}", stdout(&out));
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let (_tmp, dir) = store_with_notes();
+    for i in 0..300 {
+        assert_eq!(
+            code(&cairn(
+                &dir,
+                &["--no-auto-backup", "put", "notes", &format!("n{i:03}"), "--body", r#"{"title": "line"}"#]
+            )),
+            0
+        );
+    }
+    // A reader that stops after one line: `cairn list notes | head -1`.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["list", "notes", "--limit", "300"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).expect("some output");
+    drop(stdout);
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked") && !stderr(&out).contains("Broken pipe"), "{}", stderr(&out));
+}
+
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    for shell in ["bash", "zsh", "fish", "powershell"] {
+        let out = cairn(tmp.path(), &["completions", shell]);
+        assert_eq!(code(&out), 0, "{shell}: {}", stderr(&out));
+        assert!(stdout(&out).contains("import-legacy"), "{shell} completes every command");
+    }
+    assert_eq!(code(&cairn(tmp.path(), &["completions", "tcsh"])), 2);
+    let out = cairn(tmp.path(), &["man"]);
+    assert!(stdout(&out).starts_with(".ie") && stdout(&out).contains("does not lose data"), "{}", stdout(&out));
+    let pages = tmp.path().join("man");
+    assert_eq!(code(&cairn(tmp.path(), &["man", "--out", pages.to_str().expect("utf8")])), 0);
+    assert!(pages.join("cairn.1").exists() && pages.join("cairn-backup.1").exists());
+}

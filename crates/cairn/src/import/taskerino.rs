@@ -15,8 +15,9 @@
 //! - attachments in `attachments/`: content files named by SHA-256 (flat or in two-letter
 //!   folders) or by attachment id (with or without an extension), metadata files `<id>.json`,
 //!   and inline base64 `data`; attachment files no record links are imported too, as records
-//!   of `attachments` with `orphan = true` (so that nothing collects them);
-//! or its single-file 1.0.0 export (`version`, `exportedAt` and the eight collections).
+//!   of `attachments` with `orphan = true` (so that nothing collects them).
+//!
+//! Or from its single-file 1.0.0 export (`version`, `exportedAt` and the eight collections).
 //!
 //! Files are read as UTF-8 (with or without a BOM) or UTF-16 (with a BOM, or recognised by
 //! its zero bytes). A list is split into its records before any is parsed, so a record that
@@ -377,10 +378,11 @@ impl Store {
         report.settings = outcome.settings;
         report.skipped.extend(outcome.skipped);
         for s in &report.skipped {
-            let collection = COLLECTIONS
-                .iter()
-                .find(|c| s.source.starts_with(*c))
-                .map_or_else(|| if s.source.starts_with("attachments") { "attachments" } else { "other" }, |c| c);
+            let collection = match COLLECTIONS.iter().find(|c| s.source.starts_with(*c)) {
+                Some(c) => c,
+                None if s.source.starts_with("attachments") => "attachments",
+                None => "other",
+            };
             *report.skipped_by_collection.entry(collection.to_string()).or_default() += 1;
         }
         Ok(report)
@@ -1064,7 +1066,7 @@ fn read_directory(dir: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
                 Some((order, name.clone()))
             })
             .collect();
-        backups.sort_by(|a, b| b.0.cmp(&a.0));
+        backups.sort_by_key(|b| std::cmp::Reverse(b.0));
         for (_, name) in backups {
             let (records, ok) =
                 list_entries(&name, read_bounded(&dir.join(&name), MAX_FILE_BYTES).map_err(|e| e.to_string()));

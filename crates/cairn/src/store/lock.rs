@@ -19,6 +19,20 @@ pub(crate) struct WriteLock {
 }
 
 impl WriteLock {
+    /// Takes the lock, waiting up to `wait` for another holder to let it go (polling: `flock`
+    /// cannot wait with a timeout).
+    pub(crate) fn acquire_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::acquire(dir) {
+                Err(Error::Locked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
     pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join(LOCK_FILE);
         let mut file = File::options()

@@ -228,7 +228,7 @@ mod corpus {
     use std::path::Path;
 
     use cairn::{LegacyOptions, LegacyReport, Query, Store, StoreOptions};
-    use serde_json::{json, Map, Value};
+    use serde_json::{json, Value};
 
     use super::{hex, quiet};
 

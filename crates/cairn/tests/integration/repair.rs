@@ -253,7 +253,7 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
     let classes: Vec<(&str, Vec<std::ops::Range<usize>>)> = vec![
         ("record bodies", locate(&needles)),
         ("record ids", locate(&ids)),
-        ("anywhere", vec![100..db_len]),
+        ("anywhere", std::iter::once(100..db_len).collect()),
         ("page headers", structure.headers.clone()),
         ("cell pointers", structure.pointers.clone()),
         ("interior pages", structure.interior.clone()),
