@@ -215,6 +215,8 @@ fn generate(options: &DemoOptions) -> Vec<(String, String, Value)> {
             "started_at": at(begun),
             "tags": [rng.pick(TAGS), COMPANIES[company].0.split(' ').next().unwrap_or("client").to_lowercase()],
             "company": format!("company-{:02}", company + 1),
+            "topic_ids": [format!("topic-{:02}", rng.below(TOPICS.len()) + 1)],
+            "created_at": at(begun),
             "screenshots": shots,
             "audio_segments": audio,
             "summary": {"narrative": rng.pick(SENTENCES), "highlights": [rng.pick(SENTENCES)], "actionItems": [rng.pick(SENTENCES)]},
@@ -236,6 +238,7 @@ fn generate(options: &DemoOptions) -> Vec<(String, String, Value)> {
             "topic": format!("topic-{:02}", rng.below(TOPICS.len()) + 1),
             "pinned": rng.chance(10),
         });
+        body["created_at"] = body["timestamp"].clone();
         if from_session {
             body["session"] = json!(format!("session-{session:04}"));
         }

@@ -18,7 +18,7 @@ pub enum BackupCommand {
     List,
     /// Verify one backup again, or all (exit code 5 when any fails).
     Verify {
-        /// The record's id.
+        /// The backup (see `cairn backup list`), or `latest` for the newest verified one.
         id: Option<String>,
         /// Verify every backup.
         #[arg(long, conflicts_with = "id")]
@@ -30,7 +30,7 @@ pub enum BackupCommand {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The backup to restore (see `cairn backup list`).
+    /// The backup to restore (see `cairn backup list`), or `latest` for the newest verified one.
     id: String,
     /// Restore into this new or empty directory instead of over the store.
     #[arg(long, value_name = "DIR", conflicts_with = "collection")]
@@ -80,7 +80,7 @@ pub fn run(ctx: &Context, command: BackupCommand) -> Result<()> {
         BackupCommand::Verify { id, all } => {
             let root = cairn::backups_dir(&ctx.dir);
             let ids: Vec<String> = match (id, all) {
-                (Some(id), _) => vec![id],
+                (Some(id), _) => vec![resolve(&root, &id)?],
                 (None, true) => cairn::list_backups(&root)?
                     .into_iter()
                     .filter(|b| b.status != BackupStatus::Failed)
@@ -165,7 +165,17 @@ fn age(seconds: i64) -> String {
     }
 }
 
-pub fn run_restore(ctx: &Context, args: RestoreArgs) -> Result<()> {
+/// A backup id as given, `latest` meaning the newest verified backup.
+fn resolve(root: &std::path::Path, id: &str) -> Result<String> {
+    if id != "latest" {
+        return Ok(id.to_string());
+    }
+    let newest = cairn::list_backups(root)?.into_iter().find(|b| b.status == BackupStatus::Good);
+    Ok(newest.ok_or_else(|| cairn::Error::BackupNotFound { id: "latest (no verified backup)".into() })?.id)
+}
+
+pub fn run_restore(ctx: &Context, mut args: RestoreArgs) -> Result<()> {
+    args.id = resolve(&cairn::backups_dir(&ctx.dir), &args.id)?;
     if let Some(collection) = &args.collection {
         let store = ctx.open_write()?;
         let report = store.restore_records(&args.id, collection, args.record.as_deref())?;

@@ -28,7 +28,10 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
             println!("  {collection:<10} {n:>5} records");
         }
         let d = shell_quote(&dir);
-        println!("\nEvery write above is durable, checksummed and in the change log. Try:");
+        if report.created {
+            println!("\nEvery write above is durable, checksummed and in the change log.");
+        }
+        println!("\nTry (after `cargo install --path crates/cairn-cli`; or `cargo run --release --` for `cairn`):");
         println!("  cairn --dir {d} collection show sessions");
         println!("  cairn --dir {d} get sessions session-0001");
         println!("  cairn --dir {d} history tasks task-0001");
@@ -41,7 +44,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
         println!("  cairn --dir {d} settings list");
         println!("  cairn --dir {d} backup create && cairn --dir {d} backup list");
         println!("  cairn --dir {d} check");
-        println!("(with cargo: cargo run --release -- --dir {d} <command>)");
+        println!("The README's tour goes through every command.");
     });
     Ok(())
 }

@@ -48,7 +48,8 @@ pub(crate) struct LoadSetting {
 /// Everything a load writes.
 #[derive(Debug, Default)]
 pub(crate) struct LoadPlan {
-    /// Created when missing; a collection that exists must have exactly this schema.
+    /// Created when missing; a collection that exists must have every field of this schema,
+    /// of the same type (its flags, indexes and further fields are its own).
     pub(crate) collections: Vec<CollectionSchema>,
     pub(crate) settings: Vec<LoadSetting>,
     pub(crate) records: Vec<LoadRecord>,
@@ -127,12 +128,19 @@ impl Loader<'_> {
             let mut out = LoadOutcome { blobs, ..LoadOutcome::default() };
             for schema in &plan.collections {
                 match crate::collection::load(tx.conn, &schema.name) {
-                    Ok(c) if c.schema == *schema => {}
-                    Ok(_) => {
-                        return Err(Error::NotAllowed(format!(
-                            "collection `{}` exists with another schema than the one imported into; import into a new store",
-                            schema.name
-                        )))
+                    Ok(c) => {
+                        for f in &schema.fields {
+                            let same = c
+                                .schema
+                                .field(&f.name)
+                                .is_some_and(|have| have.kind == f.kind && have.collection == f.collection);
+                            if !same {
+                                return Err(Error::NotAllowed(format!(
+                                    "collection `{}` exists with another schema than the one imported into (field `{}` is missing or of another type); import into a new store or migrate it first",
+                                    schema.name, f.name
+                                )));
+                            }
+                        }
                     }
                     Err(Error::UnknownCollection { .. }) => tx.create_collection(schema.clone())?,
                     Err(e) => return Err(e),
