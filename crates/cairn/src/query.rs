@@ -287,10 +287,38 @@ impl Sql {
     }
 }
 
+/// The operands of a chain of `and` (or of `or`), left to right.
+fn chain<'e>(expr: &'e Expr, and: bool, out: &mut Vec<&'e Expr>) {
+    match (expr, and) {
+        (Expr::And(a, b), true) | (Expr::Or(a, b), false) => {
+            chain(a, and, out);
+            chain(b, and, out);
+        }
+        (other, _) => out.push(other),
+    }
+}
+
+/// Compiled operands joined as a balanced tree of `op`: SQLite refuses expressions nested
+/// deeper than 1,000, and a filter of a thousand `or`s parses as a chain that deep.
+fn balanced(parts: &[String], op: &str) -> String {
+    match parts {
+        [one] => one.clone(),
+        _ => {
+            let (left, right) = parts.split_at(parts.len() / 2);
+            format!("({} {op} {})", balanced(left, op), balanced(right, op))
+        }
+    }
+}
+
 fn compile(c: &Collection, text: &str, expr: &Expr, sql: &mut Sql) -> Result<String> {
     Ok(match expr {
-        Expr::And(a, b) => format!("({} AND {})", compile(c, text, a, sql)?, compile(c, text, b, sql)?),
-        Expr::Or(a, b) => format!("({} OR {})", compile(c, text, a, sql)?, compile(c, text, b, sql)?),
+        Expr::And(..) | Expr::Or(..) => {
+            let and = matches!(expr, Expr::And(..));
+            let mut operands = Vec::new();
+            chain(expr, and, &mut operands);
+            let parts = operands.into_iter().map(|e| compile(c, text, e, sql)).collect::<Result<Vec<_>>>()?;
+            balanced(&parts, if and { "AND" } else { "OR" })
+        }
         // NULL (a missing field) means false everywhere, so `not` must turn it into true.
         Expr::Not(a) => format!("(NOT coalesce({}, 0))", compile(c, text, a, sql)?),
         Expr::Pred(p) => {
@@ -314,11 +342,13 @@ fn compile(c: &Collection, text: &str, expr: &Expr, sql: &mut Sql) -> Result<Str
                     let param = sql.param(value.to_sql());
                     format!("({column} {} {param})", op.as_str())
                 }
-                Test::In(lits) => {
+                Test::In(lits) | Test::NotIn(lits) => {
                     let values = lits.iter().map(|l| literal_value(&resolved, l, text)).collect::<Result<Vec<_>>>()?;
                     let column = sql.value_expr(&resolved);
                     let params: Vec<String> = values.iter().map(|v| sql.param(v.to_sql())).collect();
-                    format!("({column} IN ({}))", params.join(", "))
+                    // `NULL NOT IN (…)` is NULL: a missing field matches neither.
+                    let not = if matches!(p.test, Test::NotIn(_)) { "NOT " } else { "" };
+                    format!("({column} {not}IN ({}))", params.join(", "))
                 }
                 Test::Contains(lit) => {
                     if !matches!(kind, Kind::Text | Kind::Dynamic) {

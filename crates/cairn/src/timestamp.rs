@@ -73,9 +73,12 @@ pub(crate) fn format_datetime(dt: OffsetDateTime) -> String {
     )
 }
 
-/// Microseconds since the Unix epoch: how date-times are stored in index columns.
+/// Microseconds since the Unix epoch: how date-times are stored in index columns. Finer
+/// digits are dropped toward the past (floor), as [`format_datetime`] drops them, so a
+/// literal and a stored value written with the same text are the same instant, also before
+/// 1970.
 pub(crate) fn datetime_micros(dt: OffsetDateTime) -> i64 {
-    (dt.unix_timestamp_nanos() / 1_000) as i64
+    dt.unix_timestamp_nanos().div_euclid(1_000) as i64
 }
 
 /// The canonical text of a microsecond timestamp (the inverse of [`datetime_micros`]).

@@ -86,6 +86,10 @@ pub(crate) fn matches(schema: &CollectionSchema, expr: &Expr, body: &Map<String,
                     .iter()
                     .filter_map(|l| super::literal_value(&resolved, l, "").ok())
                     .any(|l| sql_cmp(&value, &l) == Ordering::Equal),
+                Test::NotIn(lits) => lits
+                    .iter()
+                    .filter_map(|l| super::literal_value(&resolved, l, "").ok())
+                    .all(|l| sql_cmp(&value, &l) != Ordering::Equal),
                 Test::Contains(lit) => match (&value, &lit.value) {
                     (SqlVal::Text(h), super::parse::LitValue::Str(n)) => contains(h, n),
                     _ => false,

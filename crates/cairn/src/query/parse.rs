@@ -50,8 +50,11 @@ pub struct Pred {
 pub enum Test {
     /// `field op value`.
     Cmp(CmpOp, Lit),
-    /// `field in (a, b)`; `not in` parses as `not (field in (...))`.
+    /// `field in (a, b)`.
     In(Vec<Lit>),
+    /// `field not in (a, b)`: a comparison like `!=` — a record without the field matches no
+    /// comparison, so it does not match this either (unlike `not (field in (a, b))`).
+    NotIn(Vec<Lit>),
     /// `field contains "text"`: case-insensitive substring.
     Contains(Lit),
     /// `field has "tag"`: tag membership.
@@ -369,27 +372,36 @@ impl Parser<'_> {
         Ok(left)
     }
 
-    fn unary(&mut self) -> Result<Expr> {
+    /// A level of nesting, opened at `pos`: each `not` and each `(` is one; at most
+    /// [`MAX_DEPTH`].
+    fn nest<T>(&mut self, pos: usize, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.err(format!("the filter nests deeper than {MAX_DEPTH} levels")));
+            return Err(error(self.text, pos, format!("the filter nests deeper than {MAX_DEPTH} levels")));
         }
-        let expr = if self.eat_keyword("not") {
-            Expr::Not(Box::new(self.unary()?))
-        } else if *self.peek() == Tok::LParen {
-            self.bump();
-            let inner = self.or()?;
-            if *self.peek() != Tok::RParen {
-                let found = self.peek().describe();
-                return Err(self.err(format!("expected `)`, found {found}")));
-            }
-            self.bump();
-            inner
-        } else {
-            self.predicate()?
-        };
+        let result = f(self);
         self.depth -= 1;
-        Ok(expr)
+        result
+    }
+
+    fn unary(&mut self) -> Result<Expr> {
+        let pos = self.pos();
+        if self.eat_keyword("not") {
+            return self.nest(pos, |p| Ok(Expr::Not(Box::new(p.unary()?))));
+        }
+        if *self.peek() == Tok::LParen {
+            self.bump();
+            return self.nest(pos, |p| {
+                let inner = p.or()?;
+                if *p.peek() != Tok::RParen {
+                    let found = p.peek().describe();
+                    return Err(p.err(format!("expected `)`, found {found}")));
+                }
+                p.bump();
+                Ok(inner)
+            });
+        }
+        self.predicate()
     }
 
     fn predicate(&mut self) -> Result<Expr> {
@@ -414,7 +426,7 @@ impl Parser<'_> {
                         self.err("expected `in` after `not` here (write `not` before the field to negate a condition)")
                     );
                 }
-                Ok(Expr::Not(Box::new(pred(Test::In(self.list()?)))))
+                Ok(pred(Test::NotIn(self.list()?)))
             }
             ref t if keyword(t, "contains") => {
                 self.bump();
@@ -538,6 +550,7 @@ mod tests {
                 p.test = match p.test {
                     Test::Cmp(op, l) => Test::Cmp(op, Lit { pos: 0, ..l }),
                     Test::In(ls) => Test::In(ls.into_iter().map(|l| Lit { pos: 0, ..l }).collect()),
+                    Test::NotIn(ls) => Test::NotIn(ls.into_iter().map(|l| Lit { pos: 0, ..l }).collect()),
                     Test::Contains(l) => Test::Contains(Lit { pos: 0, ..l }),
                     Test::Has(l) => Test::Has(Lit { pos: 0, ..l }),
                     t => t,

@@ -98,6 +98,13 @@ fn predicate() -> impl Strategy<Value = String> {
         (op, word.clone()).prop_map(|(o, w)| format!("j.w {o} {w}")),
         proptest::sample::subsequence(vec![-1i64, 0, 1, 2], 1..3)
             .prop_map(|vs| format!("n in ({})", vs.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))),
+        // `not in` is a comparison: a record without the field matches neither it nor `in`.
+        proptest::sample::subsequence(vec![-1i64, 0, 1, 2], 1..3)
+            .prop_map(|vs| format!("n not in ({})", vs.iter().map(i64::to_string).collect::<Vec<_>>().join(", "))),
+        proptest::sample::subsequence(WORDS.to_vec(), 1..3).prop_map(|ws| format!(
+            "s not in ({})",
+            ws.iter().map(|w| format!("{w:?}")).collect::<Vec<_>>().join(", ")
+        )),
         proptest::sample::select(vec!["al", "ALP", "É", "a", "zzz"]).prop_map(|w| format!("s contains {w:?}")),
         proptest::sample::select(vec!["s", "n", "x", "b", "d", "t", "j", "j.a"]).prop_flat_map(
             |f| any::<bool>().prop_map(move |not| format!("{f} is {}null", if not { "not " } else { "" }))
@@ -249,4 +256,48 @@ proptest! {
         let schema = schema(&[true; 7]);
         let _ = Filter::new(&schema, &text);
     }
+}
+
+#[test]
+fn not_in_and_not_equal_agree_on_a_missing_field_and_not_in_parentheses_does_not() {
+    let (_dir, store) = crate::store::temp_store();
+    store.create_collection(schema(&[false; 7])).expect("create");
+    store.create_with_id("items", "with", json!({"s": "b"})).expect("with s");
+    store.create_with_id("items", "without", json!({"n": 1})).expect("without s");
+    let ids = |filter: &str| -> Vec<String> {
+        let query = Query { filter: Some(filter.into()), ..Query::default() };
+        store.query("items", &query).expect(filter).rows.into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(ids(r#"s not in ("a")"#), ["with"]);
+    assert_eq!(ids(r#"s != "a""#), ["with"]);
+    assert_eq!(ids(r#"not (s in ("a"))"#), ["with", "without"], "`not` negates the whole condition");
+}
+
+#[test]
+fn long_chains_deep_nesting_and_fine_times_before_1970() {
+    let (_dir, store) = crate::store::temp_store();
+    store.create_collection(schema(&[true; 7])).expect("create");
+    for i in 0..5 {
+        store.create_with_id("items", &format!("r{i}"), json!({"n": i})).expect("create");
+    }
+    // A thousand predicates joined by `or`, inside the 16 KiB limit.
+    let long = (0..1000).map(|i| format!("n = {}", i % 3)).collect::<Vec<_>>().join(" or ");
+    assert!(long.len() < 16 * 1024);
+    let page = store.query("items", &Query { filter: Some(long), ..Query::default() }).expect("a long chain");
+    assert_eq!(page.rows.len(), 3);
+    let long_and = (0..1000).map(|_| "n >= 0").collect::<Vec<_>>().join(" and ");
+    assert_eq!(store.query("items", &Query { filter: Some(long_and), ..Query::default() }).expect("and").rows.len(), 5);
+    // 64 levels of nesting, as documented; 65 refused at a position.
+    let nested = |levels: usize| format!("{}n = 1{}", "(".repeat(levels), ")".repeat(levels));
+    store.query("items", &Query { filter: Some(nested(64)), ..Query::default() }).expect("64 levels");
+    let err = store.query("items", &Query { filter: Some(nested(65)), ..Query::default() }).expect_err("65 levels");
+    assert!(matches!(err, Error::InvalidFilter { position: 64, .. }), "{err}");
+    // A date-time with digits finer than a microsecond, before 1970: the literal and the
+    // stored value written with the same text are the same instant.
+    let text = "1969-12-31T23:59:59.9999995Z";
+    store.create_with_id("items", "fine", json!({"d": text})).expect("fine");
+    store.create_with_id("items", "epoch", json!({"d": "1970-01-01T00:00:00Z"})).expect("epoch");
+    let query = Query { filter: Some(format!("d = {text}")), ..Query::default() };
+    let found: Vec<String> = store.query("items", &query).expect("d").rows.into_iter().map(|r| r.id).collect();
+    assert_eq!(found, ["fine"]);
 }
