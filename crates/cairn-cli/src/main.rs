@@ -35,6 +35,11 @@ pub struct Cli {
     #[arg(long, global = true, env = "CAIRN_NO_AUTO_BACKUP")]
     no_auto_backup: bool,
 
+    /// Open a store whose store.db, -wal, -shm, blobs/, backups/ or quarantine/ is a symbolic
+    /// link (e.g. attachments kept on another disk); without it such a store is refused.
+    #[arg(long, global = true, env = "CAIRN_ALLOW_LINKS")]
+    allow_links: bool,
+
     /// Seconds a write waits for another process that is writing to the store.
     #[arg(long, global = true, env = "CAIRN_WAIT", value_name = "SECS", default_value_t = 5.0)]
     wait: f64,
@@ -95,7 +100,15 @@ fn main() -> ExitCode {
         passphrase: std::env::var("CAIRN_PASSPHRASE").ok(),
     };
     let wait = std::time::Duration::try_from_secs_f64(cli.wait.max(0.0)).unwrap_or(std::time::Duration::MAX);
-    let ctx = commands::Context { dir, wait, actor: cli.actor, out, auto_backup: !cli.no_auto_backup, key };
+    let ctx = commands::Context {
+        dir,
+        wait,
+        actor: cli.actor,
+        out,
+        auto_backup: !cli.no_auto_backup,
+        allow_links: cli.allow_links,
+        key,
+    };
     // A reader that went away (`cairn list … | head -1`) ends the output quietly: printing
     // panics on a broken pipe, and that panic is caught here, after the store was closed by
     // unwinding, instead of being shown.

@@ -352,8 +352,19 @@ impl Store {
             let earlier = previous
                 .as_ref()
                 .and_then(|(dir, m)| m.files.iter().find(|f| f.path == rel_text).map(|f| (dir.join(&rel), f.clone())));
+            // Only a regular file is linked (never a symbolic link a crafted backup holds),
+            // and never one that is the live blob's own file (a hard link a crafted backup
+            // made to it): a backup shares no bytes with the store. The verification below
+            // hashes the linked file like every other.
+            let live = source_of(self.dir(), &hash, codec).and_then(|p| std::fs::metadata(p).ok());
+            let linkable = |p: &Path| {
+                std::fs::symlink_metadata(p).is_ok_and(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    m.file_type().is_file() && live.as_ref().is_none_or(|l| (l.dev(), l.ino()) != (m.dev(), m.ino()))
+                })
+            };
             let entry = match earlier {
-                Some((from, entry)) if std::fs::hard_link(&from, &target).is_ok() => {
+                Some((from, entry)) if linkable(&from) && std::fs::hard_link(&from, &target).is_ok() => {
                     stats.blobs_linked += 1;
                     entry
                 }
@@ -576,7 +587,7 @@ pub(crate) fn write_failure_records(pending: &mut Vec<(PathBuf, String, serde_js
 }
 
 fn backup_io(path: &Path, e: rusqlite::Error) -> Error {
-    Error::Io { action: "write snapshot", path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) }
+    Error::Io { action: "write snapshot", path: path.to_path_buf(), cause: std::io::Error::other(e.to_string()) }
 }
 
 /// A path relative to a backup as the manifest writes it: `/`-separated.
@@ -664,10 +675,13 @@ fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<()> {
 
 /// Reads a backup's manifest, refusing one that is not valid or was edited.
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let path = dir.join(MANIFEST_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io("read", &path, e))?;
-    Manifest::parse(&bytes, &path.display().to_string())
+    let folder = crate::foreign::Foreign::open(dir)?;
+    let bytes = folder.read(MANIFEST_FILE, MAX_MANIFEST_BYTES)?;
+    Manifest::parse(&bytes, &folder.display(MANIFEST_FILE).display().to_string())
 }
+
+/// The largest manifest read (it lists every blob of a backup).
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
 
 impl Manifest {
     /// Parses `manifest.json`; refuses another format version and a manifest whose
@@ -789,18 +803,26 @@ pub fn verify_backup(root: &Path, id: &str, progress: Progress<'_>) -> Result<Ba
 pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, progress: Progress<'_>) -> Result<Verification> {
     let mut problems = Vec::new();
     let total = manifest.files.len() as u64;
+    // A backup holds only files cairn wrote: a link (or pipe, or device) anywhere in it is
+    // refused, never followed — SQLite would otherwise open whatever `store.db` points at.
+    let folder = crate::foreign::Foreign::open(dir)?;
+    for rel in folder.irregular()? {
+        problems.push(format!("{rel} is a link, pipe or device; a backup holds only regular files"));
+    }
     for (i, file) in manifest.files.iter().enumerate() {
-        let path = dir.join(&file.path);
-        if file.path.split('/').any(|part| part == ".." || part.is_empty()) {
-            problems.push(format!("manifest lists an invalid path {:?}", file.path));
-            continue;
-        }
-        match fsutil::hash_file(&path) {
+        // Read beneath the backup only, no further than the size the manifest declares.
+        let hashed = folder
+            .bounded(&file.path, file.size)
+            .and_then(|r| fsutil::hash_reader(r).map_err(|e| Error::io("read", folder.display(&file.path), e)));
+        match hashed {
             Ok((size, sha)) if size == file.size && sha == file.sha256 => {}
             Ok((size, _)) if size != file.size => {
                 problems.push(format!("{} is {size} bytes, the manifest says {}", file.path, file.size))
             }
             Ok(_) => problems.push(format!("{} does not match its SHA-256 in the manifest", file.path)),
+            Err(Error::Io { cause, .. }) if cause.kind() == std::io::ErrorKind::InvalidData => {
+                problems.push(format!("{} is larger than the manifest says ({} bytes)", file.path, file.size))
+            }
             Err(e) => problems.push(format!("{}: {e}", file.path)),
         }
         progress("verify files", i as u64 + 1, total);

@@ -63,7 +63,7 @@ impl Store {
         self.write(move |tx| {
             let mut results = Vec::with_capacity(ops.len());
             for (index, op) in ops.iter().enumerate() {
-                let record = op.apply(tx).map_err(|source| Error::Batch { index, source: Box::new(source) })?;
+                let record = op.apply(tx).map_err(|cause| Error::Batch { index, cause: Box::new(cause) })?;
                 results.push(BatchResult { index, record });
             }
             Ok(results)
@@ -90,9 +90,14 @@ mod tests {
         .expect("parses");
         let err = store.batch(ops).expect_err("second op is invalid");
         assert!(
-            matches!(&err, Error::Batch { index: 1, source } if matches!(**source, Error::Validation { .. })),
+            matches!(&err, Error::Batch { index: 1, cause } if matches!(**cause, Error::Validation { .. })),
             "{err}"
         );
+        let chain: Vec<String> = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+            .map(|e| e.to_string())
+            .collect();
+        assert_eq!(chain.len(), 1, "the cause is in the message, so a chain printer shows it once: {chain:?}");
+        assert!(chain[0].starts_with("operation 1 of the batch failed, nothing was written: "), "{}", chain[0]);
         assert!(store.get("notes", "a").expect_err("rolled back").is_not_found());
         let seq = store.last_seq().expect("seq");
 

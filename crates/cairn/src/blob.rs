@@ -887,20 +887,20 @@ impl Store {
     }
 
     /// Writes a blob's content to `path`, which appears only once the whole content
-    /// verified: a damaged blob leaves no file behind.
-    pub fn export_blob(&self, hash: &str, path: &Path) -> Result<BlobInfo> {
+    /// verified: a damaged blob leaves no file behind. An existing `path` is refused unless
+    /// `overwrite`.
+    pub fn export_blob(&self, hash: &str, path: &Path, overwrite: bool) -> Result<BlobInfo> {
+        self.copy_blob(hash, path, overwrite, true)
+    }
+
+    /// [`Store::export_blob`]; the folder fsynced only when `sync_folder`.
+    pub(crate) fn copy_blob(&self, hash: &str, path: &Path, overwrite: bool, sync_folder: bool) -> Result<BlobInfo> {
         let mut reader = self.open_blob(hash)?;
-        let folder = match path.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut temp = tempfile::NamedTempFile::new_in(&folder).map_err(|e| Error::io("create in", &folder, e))?;
-        let mut out = BufWriter::with_capacity(256 * 1024, temp.as_file_mut());
-        std::io::copy(&mut reader, &mut out).map_err(|e| stream_error(hash, path, e))?;
-        out.flush().map_err(|e| Error::io("write", path, e))?;
-        drop(out);
-        temp.as_file().sync_all().map_err(|e| Error::io("fsync", path, e))?;
-        temp.persist(path).map_err(|e| Error::io("rename into", path, e.error))?;
+        crate::fsutil::write_file(path, overwrite, sync_folder, |_, file| {
+            let mut out = BufWriter::with_capacity(256 * 1024, file);
+            std::io::copy(&mut reader, &mut out).map_err(|e| stream_error(hash, path, e))?;
+            out.flush().map_err(|e| Error::io("write", path, e))
+        })?;
         Ok(reader.info.clone())
     }
 

@@ -127,8 +127,8 @@ pub enum Error {
     InvalidInput { source_name: String, reason: String },
 
     /// A file-system operation failed.
-    #[error("{action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    #[error("{action} {path}: {cause}")]
+    Io { action: &'static str, path: PathBuf, cause: std::io::Error },
 
     /// SQLite returned an error that is not corruption.
     #[error("sqlite: {0}")]
@@ -139,8 +139,8 @@ pub enum Error {
     CommitFailed(String),
 
     /// An operation of a batch failed; nothing of the batch was written.
-    #[error("operation {index} of the batch failed, nothing was written: {source}")]
-    Batch { index: usize, source: Box<Error> },
+    #[error("operation {index} of the batch failed, nothing was written: {cause}")]
+    Batch { index: usize, cause: Box<Error> },
 
     /// A backup could not be taken or did not verify; nothing was added to the backups.
     #[error("backup {id} failed: {reason}")]
@@ -168,9 +168,9 @@ pub enum Error {
     MigrationHistory { number: u32, name: String, reason: String },
 
     /// A migration step failed. `outcome` says what state the store was left in (as it was
-    /// before the run, unless no backup could undo earlier migrations); `source` names the
+    /// before the run, unless no backup could undo earlier migrations); `cause` names the
     /// record and field.
-    #[error("migration {number} ({name}), {direction} step {step} ({op}) failed; {outcome}: {source}")]
+    #[error("migration {number} ({name}), {direction} step {step} ({op}) failed; {outcome}: {cause}")]
     MigrationFailed {
         number: u32,
         name: String,
@@ -178,7 +178,7 @@ pub enum Error {
         step: usize,
         op: String,
         outcome: String,
-        source: Box<Error>,
+        cause: Box<Error>,
     },
 
     /// An encrypted value cannot be read or written: the store's key is locked (or there is
@@ -208,7 +208,7 @@ impl Error {
     }
 
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { action, path: path.into(), source }
+        Error::Io { action, path: path.into(), cause: source }
     }
 
     pub(crate) fn invalid_input(source_name: impl Into<String>, reason: impl Into<String>) -> Self {

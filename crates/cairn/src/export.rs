@@ -262,6 +262,8 @@ impl Store {
         crate::leftovers::sweep_exports(&parent);
         let tmp = tempfile::Builder::new()
             .prefix(TMP_PREFIX)
+            // The folder the user asked for: the usual permissions (0777 less the umask).
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .tempdir_in(&parent)
             .map_err(|e| Error::io("create a folder in", &parent, e))?;
         let root = tmp.path();
@@ -339,7 +341,7 @@ impl Store {
         }
         for (i, hash) in hashes.iter().enumerate() {
             let rel = format!("blobs/{hash}");
-            let info = self.export_blob(hash, &root.join(&rel))?;
+            let info = self.copy_blob(hash, &root.join(&rel), false, false)?;
             blobs.push(ExportFile { path: rel, bytes: info.size, sha256: hash.clone() });
             progress("blobs", i as u64 + 1, hashes.len() as u64);
         }
@@ -356,7 +358,9 @@ impl Store {
             redacted: redactor.as_ref().map(Redactor::describe),
         };
         let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::NotAllowed(e.to_string()))?;
-        crate::fsutil::write_durably(&root.join("manifest.json"), &text)?;
+        crate::fsutil::write_file(&root.join("manifest.json"), false, true, |_, file| {
+            std::io::Write::write_all(file, &text).map_err(|e| Error::io("write", root.join("manifest.json"), e))
+        })?;
         crate::fsutil::sync_dir(&root.join("collections"))?;
         let kept = tmp.keep();
         std::fs::rename(&kept, out).map_err(|e| Error::io("rename into", out, e))?;

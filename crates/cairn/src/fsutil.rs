@@ -22,6 +22,56 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> Result<()> {
     sync_dir(parent)
 }
 
+/// A file the user asked for (an attachment saved, a report): written beside `path` under a
+/// temporary name, fsynced, then renamed into place — so a failure leaves no half file. An
+/// existing `path` is refused unless `overwrite`. The file gets the usual permissions (0666
+/// less the umask), not a temporary file's 0600.
+pub(crate) fn write_output(
+    path: &Path,
+    overwrite: bool,
+    write: impl FnOnce(&Path, &mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    write_file(path, overwrite, true, write)
+}
+
+/// [`write_output`], with the folder's fsync left to the caller when `sync_folder` is false
+/// (an export writes thousands of files into a folder it fsyncs once).
+pub(crate) fn write_file(
+    path: &Path,
+    overwrite: bool,
+    sync_folder: bool,
+    write: impl FnOnce(&Path, &mut std::fs::File) -> Result<()>,
+) -> Result<()> {
+    if !overwrite && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::NotAllowed(format!(
+            "{} exists; it is not overwritten unless that is asked for explicitly",
+            path.display()
+        )));
+    }
+    let folder = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut temp = tempfile::Builder::new()
+        .prefix(".cairn-output-")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(&folder)
+        .map_err(|e| Error::io("create in", &folder, e))?;
+    let temp_path = temp.path().to_path_buf();
+    write(&temp_path, temp.as_file_mut())?;
+    std::fs::File::open(&temp_path).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", &temp_path, e))?;
+    if overwrite {
+        temp.persist(path).map_err(|e| Error::io("rename into", path, e.error))?;
+    } else {
+        // Refused at the last moment too, if someone made the file meanwhile.
+        temp.persist_noclobber(path).map_err(|e| Error::io("rename into", path, e.error))?;
+    }
+    if sync_folder {
+        sync_dir(&folder)?;
+    }
+    Ok(())
+}
+
 /// Creates a new folder `<parent>/<prefix>-<UTC time>` (with `-2`, `-3`… when taken) and
 /// returns it. The time sorts as text.
 pub(crate) fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
@@ -55,6 +105,31 @@ pub(crate) fn copy_hashed(from: &Path, to: &Path) -> Result<(u64, String)> {
     Ok(hashed)
 }
 
+/// Copies what `input` holds into `to` (which must not exist), fsyncs it, and returns its size
+/// and SHA-256.
+pub(crate) fn copy_reader_hashed(mut input: impl std::io::Read, to: &Path) -> Result<(u64, String)> {
+    use sha2::Digest;
+    use std::io::Write;
+    let mut output =
+        std::fs::File::options().write(true).create_new(true).open(to).map_err(|e| Error::io("create", to, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read a copy of", to, e)),
+        };
+        hasher.update(&buf[..n]);
+        output.write_all(&buf[..n]).map_err(|e| Error::io("write", to, e))?;
+        total += n as u64;
+    }
+    output.sync_all().map_err(|e| Error::io("fsync", to, e))?;
+    Ok((total, crate::record::hex(&hasher.finalize())))
+}
+
 /// Copies `from` to `to` (which must not exist) and fsyncs it; returns the bytes copied.
 pub(crate) fn copy_synced(from: &Path, to: &Path) -> Result<u64> {
     if to.exists() {
@@ -63,6 +138,25 @@ pub(crate) fn copy_synced(from: &Path, to: &Path) -> Result<u64> {
     let size = std::fs::copy(from, to).map_err(|e| Error::io("copy", from, e))?;
     std::fs::File::open(to).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", to, e))?;
     Ok(size)
+}
+
+/// The size and SHA-256 of what `input` holds, read to its end.
+pub(crate) fn hash_reader(mut input: impl std::io::Read) -> std::io::Result<(u64, String)> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        total += n as u64;
+    }
+    Ok((total, crate::record::hex(&hasher.finalize())))
 }
 
 /// The size and SHA-256 of a file, read once.

@@ -9,7 +9,13 @@
 //! What counts as stray: any file in the data directory other than cairn's own
 //! (`store.db` and its `-wal`/`-shm`, the lock, the restore journal) that starts with the
 //! SQLite header or whose name ends in `-wal`, `-shm` or `-journal`, including
-//! `store.db-journal` (a WAL-mode store never has one). Other unknown files are left alone.
+//! `store.db-journal` (a WAL-mode store never has one), and any symbolic link (the link is
+//! moved, its target never touched). Other unknown files are left alone.
+//!
+//! Links where cairn's own files and folders belong (`store.db`, its `-wal` and `-shm`,
+//! `blobs/`, `backups/`, `quarantine/`) would redirect the store's writes outside its
+//! directory: opening such a store is refused, naming which, unless links are explicitly
+//! allowed (`StoreOptions::allow_links`, e.g. for attachments kept on another disk).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -68,6 +74,28 @@ fn stray_reason(path: &Path, name: &str) -> Option<String> {
     is_sqlite.then(|| "a copy of an SQLite database beside the store".to_string())
 }
 
+/// Cairn's own entries of the data directory, which must not be links.
+const OWN_ENTRIES: [&str; 6] =
+    [DB_FILE, "store.db-wal", "store.db-shm", crate::blob::BLOBS_DIR, crate::backup::BACKUPS_DIR, QUARANTINE_DIR];
+
+/// Refuses a data directory where one of cairn's own entries is a symbolic link.
+pub(crate) fn check_links(dir: &Path, allowed: bool) -> Result<()> {
+    if allowed {
+        return Ok(());
+    }
+    for name in OWN_ENTRIES {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(Error::NotAllowed(format!(
+                "{} is a symbolic link; a store is not opened through links, which could send its writes outside {} (allow them explicitly with the `allow_links` option)",
+                path.display(),
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Finds stray files in `dir` and, unless `report_only`, moves them into
 /// `quarantine/strays-<time>/`, with a `report.json` beside them.
 pub(crate) fn sweep(dir: &Path, report_only: bool) -> Result<Vec<StrayFile>> {
@@ -81,7 +109,13 @@ pub(crate) fn sweep(dir: &Path, report_only: bool) -> Result<Vec<StrayFile>> {
         let entry = entry.map_err(|e| Error::io("list", dir, e))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if !entry.file_type().map_err(|e| Error::io("inspect", &path, e))?.is_file() {
+        let kind = entry.file_type().map_err(|e| Error::io("inspect", &path, e))?;
+        if kind.is_symlink() && !OWN_ENTRIES.contains(&name.as_str()) {
+            let reason = "a symbolic link in the data directory (cairn does not follow links here)".to_string();
+            strays.push(StrayFile { path, moved_to: None, reason, size: 0 });
+            continue;
+        }
+        if !kind.is_file() {
             continue;
         }
         if let Some(reason) = stray_reason(&path, &name) {

@@ -8,10 +8,17 @@
 //! every relation against the records the store would then hold, every attachment against
 //! the export's blobs and the store's. `--dry-run` stops there and reports; otherwise a
 //! verified backup is taken (nothing is written if it fails), the export's attachments are
-//! stored (content-addressed: an unused one is collected after the grace period), and the
-//! same import runs again in a transaction that commits. A record that exists with other
-//! content is a conflict: `fail` (the default) refuses the import and lists them, `skip`
-//! keeps the store's, `overwrite` writes the export's as a new version.
+//! staged, and the same import runs again in a transaction that commits, moving the staged
+//! attachments into the blob store inside it (a failure removes them again: a failed import
+//! leaves nothing). A record that exists with other content is a conflict: `fail` (the
+//! default) refuses the import and lists them, `skip` keeps the store's, `overwrite` writes
+//! the export's as a new version.
+//!
+//! The export folder may come from anyone, so it is read as a foreign folder (see
+//! `foreign`): only the paths the format names (collection names checked like schema names,
+//! blob names as SHA-256 hex), never through a link, only regular files, each read no
+//! further than the size its manifest declares, and each record line no longer than
+//! `records.max_body_bytes` (refused while it is read).
 
 mod load;
 mod taskerino;
@@ -20,7 +27,6 @@ pub use load::Skipped;
 pub use taskerino::{BackupOnly, LegacyOptions, LegacyReport};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -111,9 +117,14 @@ struct Line {
     body: Value,
 }
 
+/// The largest manifest (it lists every attachment).
+const MAX_MANIFEST: u64 = 256 << 20;
+/// What a record line may hold beyond its body (its id, the keys around it).
+const LINE_OVERHEAD: usize = 4096;
+
 /// An export, read and checked against its manifest.
-struct Export<'a> {
-    dir: &'a Path,
+struct Export {
+    folder: crate::foreign::Foreign,
     manifest: ExportManifest,
     schemas: Vec<CollectionSchema>,
     settings: ExportSettings,
@@ -124,11 +135,11 @@ fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
     Error::InvalidInput { source_name: what.into(), reason: reason.into() }
 }
 
-impl Export<'_> {
-    fn open<'d>(dir: &'d Path, progress: Progress<'_>) -> Result<Export<'d>> {
-        let manifest_path = dir.join("manifest.json");
-        let text = std::fs::read(&manifest_path).map_err(|e| Error::io("read", &manifest_path, e))?;
-        let name = manifest_path.display().to_string();
+impl Export {
+    fn open(dir: &Path, progress: Progress<'_>) -> Result<Export> {
+        let folder = crate::foreign::Foreign::open(dir)?;
+        let name = folder.display("manifest.json").display().to_string();
+        let text = folder.read("manifest.json", MAX_MANIFEST)?;
         let manifest: ExportManifest = serde_json::from_slice(&text).map_err(|e| invalid(&name, e.to_string()))?;
         if manifest.format != EXPORT_FORMAT {
             return Err(invalid(&name, format!("format {:?} is not a cairn export", manifest.format)));
@@ -150,10 +161,20 @@ impl Export<'_> {
         }
         let mut files: Vec<(&ExportFile, String)> =
             vec![(&manifest.schemas, "schemas.json".to_string()), (&manifest.settings, "settings.json".to_string())];
+        // Names that become paths are checked before any path is made of them.
         for c in &manifest.collections {
+            if !crate::sql::is_valid_name(&c.name) {
+                return Err(invalid(&name, format!("collection name {:?} is not a valid name", c.name)));
+            }
             files.push((&c.file, format!("collections/{}.jsonl", c.name)));
         }
         for b in &manifest.blobs {
+            if !crate::blob::is_valid_hash(&b.sha256) {
+                return Err(invalid(
+                    &name,
+                    format!("blob name {:?} is not a SHA-256 (64 lowercase hex digits)", b.sha256),
+                ));
+            }
             files.push((b, format!("blobs/{}", b.sha256)));
         }
         if let Some(keys) = &manifest.keys {
@@ -167,24 +188,26 @@ impl Export<'_> {
             if file.path != *expected {
                 return Err(invalid(&name, format!("unexpected file path {:?} (expected {expected:?})", file.path)));
             }
-            let path = dir.join(&file.path);
-            let (bytes, sha256) = crate::fsutil::hash_file(&path)?;
-            if bytes != file.bytes || sha256 != file.sha256 {
-                return Err(invalid(
+            let path = folder.display(&file.path);
+            let mismatch = || {
+                invalid(
                     path.display().to_string(),
-                    format!(
-                        "does not match the manifest ({bytes} bytes, SHA-256 {sha256}; the manifest says {} bytes, {})",
-                        file.bytes, file.sha256
-                    ),
-                ));
+                    format!("does not match the manifest ({} bytes, SHA-256 {})", file.bytes, file.sha256),
+                )
+            };
+            let (bytes, sha256) = match crate::fsutil::hash_reader(folder.bounded(&file.path, file.bytes)?) {
+                Ok(hashed) => hashed,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => return Err(mismatch()),
+                Err(e) => return Err(Error::io("read", &path, e)),
+            };
+            if bytes != file.bytes || sha256 != file.sha256 {
+                return Err(mismatch());
             }
             done += bytes;
             progress("verify", done, total);
         }
-        let read_json = |rel: &str| -> Result<Vec<u8>> {
-            let path = dir.join(rel);
-            std::fs::read(&path).map_err(|e| Error::io("read", &path, e))
-        };
+        let declared: BTreeMap<&str, u64> = files.iter().map(|(f, _)| (f.path.as_str(), f.bytes)).collect();
+        let read_json = |rel: &str| -> Result<Vec<u8>> { folder.read(rel, declared.get(rel).copied().unwrap_or(0)) };
         let schemas: Vec<CollectionSchema> =
             serde_json::from_slice(&read_json("schemas.json")?).map_err(|e| invalid("schemas.json", e.to_string()))?;
         let settings: ExportSettings = serde_json::from_slice(&read_json("settings.json")?)
@@ -202,14 +225,14 @@ impl Export<'_> {
             None => None,
         };
         let schemas = creation_order(schemas)?;
-        Ok(Export { dir, manifest, schemas, settings, keyring })
+        Ok(Export { folder, manifest, schemas, settings, keyring })
     }
 }
 
 /// Runs the import in `tx` (committed or rolled back by the caller).
 fn apply(
     tx: &mut Tx<'_>,
-    export: &Export<'_>,
+    export: &Export,
     on_conflict: OnConflict,
     dry_run: bool,
     progress: Progress<'_>,
@@ -276,13 +299,23 @@ fn apply(
             created_collection: created_collections.contains(&entry.name),
             ..ImportCounts::default()
         };
-        let path = export.dir.join(&entry.file.path);
-        let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
+        let path = export.folder.display(&entry.file.path);
+        let mut input = std::io::BufReader::new(export.folder.bounded(&entry.file.path, entry.file.bytes)?);
+        let max_line = usize::try_from(tx.max_body_bytes()?).unwrap_or(usize::MAX).saturating_add(LINE_OVERHEAD);
         let mut seen = BTreeSet::new();
-        for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let mut line = Vec::new();
+        let mut n = 0;
+        loop {
             let at = format!("{}:{}", entry.file.path, n + 1);
-            let line = line.map_err(|e| Error::io("read", &path, e))?;
-            let Line { id, deleted, body } = serde_json::from_str(&line).map_err(|e| invalid(&at, e.to_string()))?;
+            match crate::foreign::read_line_bounded(&mut input, &mut line, max_line) {
+                Ok(true) => n += 1,
+                Ok(false) => break,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                    return Err(invalid(&at, format!("{e} (over records.max_body_bytes); refused while reading")))
+                }
+                Err(e) => return Err(Error::io("read", &path, e)),
+            }
+            let Line { id, deleted, body } = serde_json::from_slice(&line).map_err(|e| invalid(&at, e.to_string()))?;
             crate::record::validate_id(&id)?;
             if !seen.insert(id.clone()) {
                 return Err(invalid(&at, format!("record `{id}` appears twice")));
@@ -370,7 +403,7 @@ impl Store {
 
     fn import_now(&self, dir: &Path, options: &ImportOptions, progress: Progress<'_>) -> Result<ImportReport> {
         let export = Export::open(dir, progress)?;
-        let mut report = self.write_dry_run(|tx| apply(tx, &export, options.on_conflict, true, progress))?;
+        let report = self.write_dry_run(|tx| apply(tx, &export, options.on_conflict, true, progress))?;
         if options.dry_run {
             return Ok(report);
         }
@@ -388,21 +421,43 @@ impl Store {
         } else {
             None
         };
-        let mut added = 0;
+        // Attachments are staged now and moved into place by the transaction below.
+        let limit = self.setting_value::<i64>(crate::blob::MAX_BLOB_BYTES)?.max(0) as u64;
+        let mut staged = Vec::new();
         for (i, blob) in export.manifest.blobs.iter().enumerate() {
             if self.blob(&blob.sha256).is_ok() {
                 continue;
             }
-            let path = dir.join(&blob.path);
-            let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-            let stored = self.put_blob(file)?;
-            if stored.hash != blob.sha256 {
-                return Err(invalid(path.display().to_string(), "changed while it was being imported"));
+            let one = crate::blob::stage(self.dir(), export.folder.bounded(&blob.path, blob.bytes)?, limit)?;
+            if one.hash != blob.sha256 {
+                return Err(invalid(
+                    export.folder.display(&blob.path).display().to_string(),
+                    "changed while it was being imported",
+                ));
             }
-            added += 1;
+            staged.push(one);
             progress("blobs", i as u64 + 1, export.manifest.blobs.len() as u64);
         }
-        report = self.write_exclusive(|tx| apply(tx, &export, options.on_conflict, false, progress))?;
+        let added = staged.len() as u64;
+        let mut placed = Vec::new();
+        let result = self.write_exclusive(|tx| {
+            for one in staged {
+                if let (_, Some(path)) = tx.place_blob(one)? {
+                    placed.push(path);
+                }
+            }
+            apply(tx, &export, options.on_conflict, false, progress)
+        });
+        let mut report = match result {
+            Ok(report) => report,
+            Err(e) => {
+                // Rolled back: the attachments it placed belong to nothing.
+                for path in &placed {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
+        };
         report.blobs_added = added;
         report.backup = backup;
         Ok(report)

@@ -47,6 +47,7 @@ mod compress;
 pub mod demo;
 mod error;
 mod export;
+mod foreign;
 mod fsutil;
 mod guard;
 mod import;

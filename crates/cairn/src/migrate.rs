@@ -688,7 +688,7 @@ fn execute(
                     step: i + 1,
                     op: step.describe(),
                     outcome: String::new(),
-                    source: Box::new(e),
+                    cause: Box::new(e),
                 }
             })?;
             run.steps.push(StepReport { op: step.describe(), records });
@@ -760,14 +760,14 @@ fn run(
     }
     if options.rehearse {
         rehearse(&store, migrations, direction, options.to, progress).map_err(|e| match e {
-            Error::MigrationFailed { number, name, direction, step, op, source, .. } => Error::MigrationFailed {
+            Error::MigrationFailed { number, name, direction, step, op, cause, .. } => Error::MigrationFailed {
                 number,
                 name,
                 direction,
                 step,
                 op,
                 outcome: "found by a rehearsal on a scratch copy, before anything ran; the store is unchanged".into(),
-                source,
+                cause,
             },
             other => other,
         })?;
@@ -784,8 +784,8 @@ fn run(
                 let done: Vec<String> = report.migrations.iter().map(|r| r.number.to_string()).collect();
                 let outcome = undo_run(store, dir, &done, report.backup.as_deref(), options, progress);
                 return Err(match e {
-                    Error::MigrationFailed { number, name, direction, step, op, source, .. } => {
-                        Error::MigrationFailed { number, name, direction, step, op, outcome, source }
+                    Error::MigrationFailed { number, name, direction, step, op, cause, .. } => {
+                        Error::MigrationFailed { number, name, direction, step, op, outcome, cause }
                     }
                     other => Error::MigrationFailed {
                         number: m.number,
@@ -794,7 +794,7 @@ fn run(
                         step: 0,
                         op: "commit".into(),
                         outcome,
-                        source: Box::new(other),
+                        cause: Box::new(other),
                     },
                 });
             }

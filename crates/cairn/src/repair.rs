@@ -525,17 +525,19 @@ impl Store {
             let rel = crate::blob::blob_path(Path::new(""), hash, codec);
             let rel_text = backup::rel_string(&rel);
             let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
-            let source = dir.join(&rel);
-            let Ok((size, sha)) = fsutil::hash_file(&source) else { continue };
-            if size != entry.size || sha != entry.sha256 {
-                continue;
-            }
+            // Copied out of the backup as a foreign folder: beneath it, a regular file, no
+            // more than the manifest says, and only if it hashes to what the manifest says.
+            let Ok(folder) = crate::foreign::Foreign::open(dir) else { continue };
             if let Some(parent) = live.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
             }
             let staged = live.with_extension("repair");
             let _ = std::fs::remove_file(&staged);
-            fsutil::copy_hashed(&source, &staged)?;
+            let copied = folder.bounded(&rel_text, entry.size).and_then(|r| fsutil::copy_reader_hashed(r, &staged));
+            if !copied.is_ok_and(|(size, sha)| size == entry.size && sha == entry.sha256) {
+                let _ = std::fs::remove_file(&staged);
+                continue;
+            }
             if live.exists() {
                 let aside =
                     quarantine.join(format!("{}.damaged", live.file_name().unwrap_or_default().to_string_lossy()));

@@ -43,6 +43,8 @@ pub struct ReportOptions {
     pub group_by: Option<String>,
     /// With `group_by`: the number field to add up per group.
     pub sum: Option<String>,
+    /// Replace the output file when it exists. Default: false (an existing file is refused).
+    pub overwrite: bool,
 }
 
 /// What a report holds.
@@ -210,17 +212,10 @@ impl Store {
                 (header, rows)
             }
         };
-        let dir = match out.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => std::path::PathBuf::from("."),
-        };
-        let temp = tempfile::NamedTempFile::new_in(&dir).map_err(|e| Error::io("create in", &dir, e))?;
-        match options.format {
-            ReportFormat::Csv => write_csv(temp.path(), &header, &rows)?,
-            ReportFormat::Xlsx => write_xlsx(temp.path(), collection, &header, &rows)?,
-        }
-        std::fs::File::open(temp.path()).and_then(|f| f.sync_all()).map_err(|e| Error::io("fsync", temp.path(), e))?;
-        temp.persist(out).map_err(|e| Error::io("rename into", out, e.error))?;
+        crate::fsutil::write_output(out, options.overwrite, |temp, _| match options.format {
+            ReportFormat::Csv => write_csv(temp, &header, &rows),
+            ReportFormat::Xlsx => write_xlsx(temp, collection, &header, &rows),
+        })?;
         Ok(ReportSummary { columns: header, rows: rows.len() as u64 })
     }
 }

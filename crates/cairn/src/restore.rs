@@ -219,18 +219,23 @@ fn stage(
     progress: Progress<'_>,
 ) -> Result<()> {
     let total = manifest.files.len() as u64;
+    // The backup is read as a foreign folder: beneath it, regular files only, no further
+    // than the manifest says.
+    let folder = crate::foreign::Foreign::open(source)?;
     for (i, file) in manifest.files.iter().enumerate() {
         let to = target.join(&file.path);
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
         }
-        let live = reuse.map(|dir| dir.join(&file.path)).filter(|p| file.path != DB_FILE && p.exists());
+        let live = reuse
+            .map(|dir| dir.join(&file.path))
+            .filter(|p| file.path != DB_FILE && std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file()));
         let linked = live.is_some_and(|live| {
             fsutil::hash_file(&live).is_ok_and(|(size, sha)| size == file.size && sha == file.sha256)
                 && std::fs::hard_link(&live, &to).is_ok()
         });
         if !linked {
-            let (size, sha) = fsutil::copy_hashed(&source.join(&file.path), &to)?;
+            let (size, sha) = fsutil::copy_reader_hashed(folder.bounded(&file.path, file.size)?, &to)?;
             if size != file.size || sha != file.sha256 {
                 return Err(Error::Corruption {
                     location: format!("backup {} file {}", manifest.id, file.path),

@@ -85,14 +85,14 @@ impl Error {
         };
         match self {
             Error::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DiskFull),
-            Error::Io { source, .. } => {
+            Error::Io { cause: source, .. } => {
                 source.kind() == std::io::ErrorKind::StorageFull
                     || source.raw_os_error() == Some(28)
                     || full_text(&source.to_string())
             }
             Error::CommitFailed(text) => full_text(text),
             Error::BackupFailed { reason, .. } => full_text(reason),
-            Error::Batch { source, .. } | Error::MigrationFailed { source, .. } => source.is_disk_full(),
+            Error::Batch { cause, .. } | Error::MigrationFailed { cause, .. } => cause.is_disk_full(),
             _ => false,
         }
     }

@@ -69,6 +69,10 @@ pub struct StoreOptions {
     /// How long to wait for another process to release the write lock before giving up with
     /// [`Error::Locked`], in milliseconds. Default: 5,000.
     pub lock_timeout_ms: u64,
+    /// Open the store even when `store.db`, its `-wal`/`-shm`, `blobs/`, `backups/` or
+    /// `quarantine/` is a symbolic link (e.g. attachments kept on another disk). Default:
+    /// false — links there could send the store's writes anywhere, so such a store is refused.
+    pub allow_links: bool,
     /// Take backups automatically, as the `backup.*` settings say: on open when the newest is
     /// old, on a clean close, on an interval. Default: `false` for the library (an embedding
     /// app chooses); the CLI and server turn it on.
@@ -84,6 +88,7 @@ impl Default for StoreOptions {
             read_connections: 4,
             max_batch: 512,
             lock_timeout_ms: 5_000,
+            allow_links: false,
             auto_backup: false,
         }
     }
@@ -165,6 +170,7 @@ impl Store {
             lock = Some(WriteLock::acquire_waiting(&dir, wait)?);
             crate::restore::recover(&dir)?;
         }
+        crate::guard::check_links(&dir, options.allow_links)?;
         // Strays are moved before SQLite opens the store, so none is ever taken for its journal.
         let strays = crate::guard::sweep(&dir, options.read_only)?;
         let mut leftovers = Vec::new();

@@ -39,6 +39,9 @@ pub enum BlobCommand {
         /// Write here; the file appears only after the whole blob verified.
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Replace the output file if it exists (otherwise it is refused).
+        #[arg(long, requires = "output")]
+        force: bool,
     },
     /// List blobs with their sizes and link counts.
     Ls {
@@ -169,11 +172,11 @@ const BLOB_HEADER: [&str; 6] = ["hash", "size", "stored", "codec", "refs", "unre
 
 pub fn run(ctx: &Context, command: BlobCommand) -> Result<()> {
     match command {
-        BlobCommand::Get { hash, output: Some(path) } => {
-            let info = ctx.open_read()?.export_blob(&hash, &path)?;
+        BlobCommand::Get { hash, output: Some(path), force } => {
+            let info = ctx.open_read()?.export_blob(&hash, &path, force)?;
             ctx.out.show(&info, || eprintln!("wrote {} bytes to {}", info.size, path.display()));
         }
-        BlobCommand::Get { hash, output: None } => {
+        BlobCommand::Get { hash, output: None, .. } => {
             let mut reader = ctx.open_read()?.open_blob(&hash)?;
             let mut stdout = std::io::stdout().lock();
             if let Err(e) = std::io::copy(&mut reader, &mut stdout) {

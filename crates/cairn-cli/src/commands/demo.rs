@@ -13,7 +13,10 @@ pub struct DemoArgs {
 }
 
 pub fn run(ctx: &Context, args: DemoArgs) -> Result<()> {
-    let store = Store::open(&ctx.dir, StoreOptions { actor: ctx.actor.clone(), ..StoreOptions::default() })?;
+    let store = Store::open(
+        &ctx.dir,
+        StoreOptions { actor: ctx.actor.clone(), allow_links: ctx.allow_links, ..StoreOptions::default() },
+    )?;
     let options = DemoOptions { sessions: args.sessions.max(1) };
     let report = install(&store, &options)?;
     store.close()?;

@@ -31,6 +31,8 @@ pub struct Context {
     pub out: Output,
     /// Take backups automatically (the `backup.*` settings); off with `--no-auto-backup`.
     pub auto_backup: bool,
+    /// Open a store through symbolic links (`--allow-links`).
+    pub allow_links: bool,
     /// Where the secret that opens the store's encryption key comes from, if anywhere.
     pub key: KeySource,
 }
@@ -91,7 +93,12 @@ impl Context {
     }
 
     fn open_writable(&self, base: StoreOptions) -> Result<Store> {
-        let options = StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, ..base };
+        let options = StoreOptions {
+            actor: self.actor.clone(),
+            auto_backup: self.auto_backup,
+            allow_links: self.allow_links,
+            ..base
+        };
         // Another process writing: say whom this waits for, then wait (`--wait`).
         let now = StoreOptions { lock_timeout_ms: 0, ..options.clone() };
         let store = match Store::open(&self.dir, now) {
@@ -142,6 +149,7 @@ impl Context {
             actor: self.actor.clone(),
             out: self.out,
             auto_backup: self.auto_backup,
+            allow_links: self.allow_links,
             key: KeySource {
                 key_file: self.key.key_file.clone(),
                 passphrase_file: self.key.passphrase_file.clone(),
@@ -170,7 +178,8 @@ impl Context {
 
     /// Opens the store read-only, so that reads work while another process writes.
     pub fn open_read(&self) -> Result<Store> {
-        let store = Store::open(&self.dir, StoreOptions::read_only())?;
+        let store =
+            Store::open(&self.dir, StoreOptions { allow_links: self.allow_links, ..StoreOptions::read_only() })?;
         self.unlock(&store)?;
         Ok(store)
     }

@@ -46,6 +46,9 @@ pub struct ExportArgs {
     /// Also carry secret settings, sealed as stored (never with --redact).
     #[arg(long, conflicts_with = "redact")]
     secrets: bool,
+    /// Report: replace the output file if it exists (otherwise it is refused).
+    #[arg(long, requires = "collection")]
+    force: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -92,6 +95,7 @@ pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
             columns: args.columns,
             group_by: args.group_by,
             sum: args.sum,
+            overwrite: args.force,
         };
         let summary = store.report(collection, &options, &args.out)?;
         ctx.out.show(&summary, || {

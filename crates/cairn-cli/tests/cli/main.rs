@@ -370,6 +370,27 @@ fn attach_and_blob_commands() {
     let out = cairn(&dir, &["blob", "get", &hash, "-o", copy.to_str().expect("utf8")]);
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert_eq!(std::fs::read(&copy).expect("copy"), std::fs::read(&file).expect("file"));
+    // An existing file is not replaced without --force.
+    std::fs::write(&copy, "the user's edits").expect("edit");
+    let out = cairn(&dir, &["blob", "get", &hash, "-o", copy.to_str().expect("utf8")]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&copy).expect("copy"), "the user's edits");
+    let out = cairn(&dir, &["blob", "get", &hash, "-o", copy.to_str().expect("utf8"), "--force"]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert_eq!(std::fs::read(&copy).expect("copy"), std::fs::read(&file).expect("file"));
+    // The blob folder as a link: refused, unless --allow-links.
+    let blobs = dir.join("blobs");
+    let moved = tmp.path().join("blobs-elsewhere");
+    std::fs::rename(&blobs, &moved).expect("move");
+    std::os::unix::fs::symlink(&moved, &blobs).expect("link");
+    let out = cairn(&dir, &["blob", "get", &hash]);
+    assert_eq!(code(&out), 1);
+    assert!(stderr(&out).contains("blobs is a symbolic link"), "{}", stderr(&out));
+    let out = cairn(&dir, &["--allow-links", "blob", "get", &hash]);
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    std::fs::remove_file(&blobs).expect("unlink");
+    std::fs::rename(&moved, &blobs).expect("put back");
     let out = cairn(&dir, &["blob", "get", &hash]);
     assert_eq!(out.stdout, std::fs::read(&file).expect("file"));
     assert_eq!(code(&cairn(&dir, &["blob", "verify"])), 0);

@@ -44,6 +44,7 @@ use serde_json::{json, Map, Value};
 use super::load::{LoadPlan, LoadRecord, LoadSetting, Loader, Skipped};
 use crate::backup::{BackupOptions, BackupReason, Progress};
 use crate::error::{Error, Result};
+use crate::foreign::{Foreign, Kind};
 use crate::schema::{CollectionSchema, FieldType};
 use crate::settings::{SettingDef, SettingType};
 use crate::store::Store;
@@ -175,7 +176,7 @@ impl Store {
         let input = read_input(path, &mut report.skipped)?;
         report.format = input.format.clone();
         report.notices = input.notices.clone();
-        let attachments = Attachments::new(options.attachments.clone().or(input.attachments_dir.clone()));
+        let attachments = Attachments::new(options.attachments.as_deref().or(input.attachments_dir.as_deref()));
         let schemas: BTreeMap<String, CollectionSchema> =
             crate::taskerino::schemas().into_iter().map(|s| (s.name.clone(), s)).collect();
 
@@ -239,7 +240,7 @@ impl Store {
 
         let mut loader = self.loader()?;
         let mut plan = LoadPlan { collections: crate::taskerino::schemas(), ..LoadPlan::default() };
-        let mut used_files: BTreeSet<PathBuf> = BTreeSet::new();
+        let mut used_files: BTreeSet<String> = BTreeSet::new();
         for collection in COLLECTIONS {
             let schema = &schemas[collection];
             let mut seen = BTreeSet::new();
@@ -308,12 +309,22 @@ impl Store {
                 }
             }
         }
-        // Attachment files no record links: kept, as `attachments` records.
-        for (rel, file) in attachments.content_files() {
-            if used_files.contains(&file) {
+        // Attachment files no record links: kept, as `attachments` records. Links and pipes
+        // among them are never read.
+        let (files, refused) = attachments.content_files();
+        for rel in refused {
+            report.skipped.push(Skipped {
+                source: format!("attachments/{rel}"),
+                index: None,
+                id: None,
+                reason: "not a regular file (a link, pipe or device): not read".into(),
+            });
+        }
+        for rel in files {
+            if used_files.contains(&rel) {
                 continue;
             }
-            match attachments.stage_file(&file, &mut loader) {
+            match attachments.stage_file(&rel, &mut loader) {
                 Ok(blob) => {
                     let size = blob.size;
                     let name =
@@ -495,7 +506,7 @@ fn map_record(
     known: &BTreeMap<String, BTreeSet<String>>,
     attachments: &Attachments,
     loader: &mut Loader<'_>,
-    used_files: &mut BTreeSet<PathBuf>,
+    used_files: &mut BTreeSet<String>,
     dropped: &mut BTreeMap<String, u64>,
     problems: &mut Vec<String>,
 ) -> std::result::Result<Map<String, Value>, String> {
@@ -609,45 +620,39 @@ fn describe(link: &Value) -> String {
     }
 }
 
-/// The attachments directory: content by hash or by id, metadata by id.
+/// The attachments directory: content by hash or by id, metadata by id. Read as a foreign
+/// folder (see `foreign`): a link or a pipe in it is never followed or read.
 struct Attachments {
-    dir: Option<PathBuf>,
+    folder: Option<Foreign>,
 }
 
 impl Attachments {
-    fn new(dir: Option<PathBuf>) -> Self {
-        Attachments { dir }
+    fn new(dir: Option<&Path>) -> Self {
+        Attachments { folder: dir.and_then(|d| Foreign::open(d).ok()) }
     }
 
-    /// A regular file in the directory (never a link, device or pipe).
-    fn file(&self, rel: &Path) -> Option<PathBuf> {
-        let path = self.dir.as_ref()?.join(rel);
-        std::fs::symlink_metadata(&path).ok().filter(|m| m.file_type().is_file()).map(|_| path)
+    /// `rel` when it is a regular file of the folder.
+    fn file(&self, rel: &str) -> Option<String> {
+        let kind = self.folder.as_ref()?.kind(rel).ok()??;
+        (kind == Kind::File).then(|| rel.to_string())
     }
 
     /// The content file of `hash`: `<hash>`, `<first two>/<hash>`, or `<hash>.<ext>`.
-    fn by_hash(&self, hash: &str) -> Option<PathBuf> {
+    fn by_hash(&self, hash: &str) -> Option<String> {
         if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         let hash = hash.to_ascii_lowercase();
-        self.file(&Path::new(&hash[..2]).join(&hash))
-            .or_else(|| self.file(Path::new(&hash)))
-            .or_else(|| self.with_stem(&hash))
+        self.file(&format!("{}/{hash}", &hash[..2])).or_else(|| self.file(&hash)).or_else(|| self.with_stem(&hash))
     }
 
-    /// A file of the top folder named `<stem>.<ext>` (not a metadata file).
-    fn with_stem(&self, stem: &str) -> Option<PathBuf> {
-        let dir = self.dir.as_ref()?;
-        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-            .ok()?
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .map(|e| e.path())
-            .filter(|p| p.file_stem().is_some_and(|s| s == stem) && p.extension().is_some_and(|e| e != "json"))
-            .collect();
-        found.sort();
-        found.into_iter().next()
+    /// A regular file of the top folder named `<stem>.<ext>` (not a metadata file).
+    fn with_stem(&self, stem: &str) -> Option<String> {
+        let entries = self.folder.as_ref()?.list("").ok()?;
+        entries.into_iter().filter(|(_, kind)| *kind == Kind::File).map(|(name, _)| name).find(|name| {
+            let path = Path::new(name);
+            path.file_stem().is_some_and(|s| s == stem) && path.extension().is_some_and(|e| e != "json")
+        })
     }
 
     fn valid_id(id: &str) -> bool {
@@ -656,30 +661,27 @@ impl Attachments {
 
     /// An attachment by id: its metadata file `<id>.json` names the hash; or its content is a
     /// file named by the id (with or without an extension).
-    fn by_id(&self, id: &str) -> Option<(PathBuf, Map<String, Value>)> {
+    fn by_id(&self, id: &str) -> Option<(String, Map<String, Value>)> {
         if !Self::valid_id(id) {
             return None;
         }
         let meta = self
-            .file(Path::new(&format!("{id}.json")))
-            .and_then(|p| read_bounded(&p, MAX_SMALL_FILE).ok())
+            .file(&format!("{id}.json"))
+            .and_then(|rel| self.folder.as_ref()?.read(&rel, MAX_SMALL_FILE).ok())
             .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok());
         if let Some(meta) = meta {
-            if let Some(path) = meta.get("hash").and_then(Value::as_str).and_then(|h| self.by_hash(h)) {
-                return Some((path, meta));
+            if let Some(rel) = meta.get("hash").and_then(Value::as_str).and_then(|h| self.by_hash(h)) {
+                return Some((rel, meta));
             }
         }
-        let path = self.file(Path::new(id)).or_else(|| self.with_stem(id))?;
-        Some((path, Map::new()))
+        let rel = self.file(id).or_else(|| self.with_stem(id))?;
+        Some((rel, Map::new()))
     }
 
-    /// Stages a file of the directory, streamed (attachments can be gigabytes).
-    fn stage_file(&self, path: &Path, loader: &mut Loader<'_>) -> std::result::Result<super::load::StagedBlob, String> {
-        let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
-        if !meta.file_type().is_file() {
-            return Err("not a regular file".into());
-        }
-        let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    /// Stages a file of the folder, streamed (attachments can be gigabytes).
+    fn stage_file(&self, rel: &str, loader: &mut Loader<'_>) -> std::result::Result<super::load::StagedBlob, String> {
+        let folder = self.folder.as_ref().ok_or("no attachments folder")?;
+        let file = folder.file(rel).map_err(|e| e.to_string())?;
         loader.stage(file).map_err(|e| e.to_string())
     }
 
@@ -689,7 +691,7 @@ impl Attachments {
         &self,
         link: &Value,
         loader: &mut Loader<'_>,
-        used: &mut BTreeSet<PathBuf>,
+        used: &mut BTreeSet<String>,
     ) -> std::result::Result<Option<Value>, String> {
         let meta_of = |link: &Value| link.as_object().cloned().unwrap_or_default();
         // Inline content comes first: it is the attachment itself.
@@ -703,22 +705,22 @@ impl Attachments {
             None => {
                 let by_hash = link.get("hash").and_then(Value::as_str).and_then(|h| self.by_hash(h));
                 let found = match by_hash {
-                    Some(path) => Some((path, meta_of(link))),
+                    Some(rel) => Some((rel, meta_of(link))),
                     None => {
                         let id = match link {
                             Value::String(id) => Some(id.as_str()),
                             other => other.get("id").and_then(Value::as_str),
                         };
-                        id.and_then(|id| self.by_id(id)).map(|(path, mut meta)| {
+                        id.and_then(|id| self.by_id(id)).map(|(rel, mut meta)| {
                             for (k, v) in meta_of(link) {
                                 meta.entry(k).or_insert(v);
                             }
-                            (path, meta)
+                            (rel, meta)
                         })
                     }
                 };
-                let Some((path, meta)) = found else { return Ok(None) };
-                (self.stage_file(&path, loader)?, meta, Some(path))
+                let Some((rel, meta)) = found else { return Ok(None) };
+                (self.stage_file(&rel, loader)?, meta, Some(rel))
             }
         };
         if let Some(named) = link.get("hash").and_then(Value::as_str).filter(|h| h.len() == 64) {
@@ -745,51 +747,39 @@ impl Attachments {
         Ok(Some(Value::Object(attachment)))
     }
 
-    /// Every content file of the directory (metadata files left out), by relative path.
-    fn content_files(&self) -> Vec<(String, PathBuf)> {
-        let Some(dir) = &self.dir else { return Vec::new() };
-        let mut out = Vec::new();
-        let mut stack = vec![(dir.clone(), String::new(), 0)];
-        while let Some((folder, prefix, depth)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&folder) else { continue };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
+    /// Every entry of the folder, two levels deep: its regular content files (metadata files
+    /// left out), and the entries that are not regular files (never read; reported).
+    fn content_files(&self) -> (Vec<String>, Vec<String>) {
+        let Some(folder) = &self.folder else { return (Vec::new(), Vec::new()) };
+        let (mut files, mut refused) = (Vec::new(), Vec::new());
+        let mut stack = vec![(String::new(), 0)];
+        while let Some((prefix, depth)) = stack.pop() {
+            let Ok(entries) = folder.list(&prefix) else { continue };
+            for (name, kind) in entries {
                 let rel = if prefix.is_empty() { name.clone() } else { format!("{prefix}/{name}") };
-                let Ok(kind) = entry.file_type() else { continue };
-                if kind.is_dir() && depth < 2 {
-                    stack.push((entry.path(), rel, depth + 1));
-                } else if kind.is_file() && !name.starts_with('.') && !self.is_metadata(&entry.path()) {
-                    out.push((rel, entry.path()));
+                match kind {
+                    Kind::Dir if depth < 2 => stack.push((rel, depth + 1)),
+                    Kind::File if !name.starts_with('.') && !self.is_metadata(&rel) => files.push(rel),
+                    Kind::Link | Kind::Special => refused.push(rel),
+                    _ => {}
                 }
             }
         }
-        out.sort();
-        out
+        files.sort();
+        refused.sort();
+        (files, refused)
     }
 
     /// A `.json` file that describes an attachment (its id, hash, type) rather than being one.
-    fn is_metadata(&self, path: &Path) -> bool {
-        path.extension().is_some_and(|e| e == "json")
-            && read_bounded(path, MAX_SMALL_FILE)
-                .ok()
+    fn is_metadata(&self, rel: &str) -> bool {
+        rel.ends_with(".json")
+            && self
+                .folder
+                .as_ref()
+                .and_then(|f| f.read(rel, MAX_SMALL_FILE).ok())
                 .and_then(|b| serde_json::from_slice::<Map<String, Value>>(&b).ok())
                 .is_some_and(|m| m.contains_key("hash") || m.contains_key("mimeType"))
     }
-}
-
-/// Reads a regular file (never a pipe, device or link), at most `max` bytes.
-fn read_bounded(path: &Path, max: u64) -> Result<Vec<u8>> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("read", path, e))?;
-    if !meta.file_type().is_file() {
-        return Err(Error::invalid_input(path.display().to_string(), "not a regular file"));
-    }
-    let file = std::fs::File::open(path).map_err(|e| Error::io("read", path, e))?;
-    let mut bytes = Vec::new();
-    file.take(max.saturating_add(1)).read_to_end(&mut bytes).map_err(|e| Error::io("read", path, e))?;
-    if bytes.len() as u64 > max {
-        return Err(Error::invalid_input(path.display().to_string(), format!("larger than {max} bytes")));
-    }
-    Ok(bytes)
 }
 
 /// Text in UTF-8 (a BOM is dropped) or UTF-16 (by its BOM, or by the zero bytes that ASCII
@@ -980,9 +970,9 @@ fn list_entries(source: &str, bytes: std::result::Result<Vec<u8>, String>) -> (V
 }
 
 /// Reads one per-entity record file (`.json` or `.json.gz`).
-fn read_entity(path: &Path) -> std::result::Result<Value, String> {
-    let bytes = read_bounded(path, MAX_SMALL_FILE).map_err(|e| e.to_string())?;
-    let bytes = if path.extension().is_some_and(|e| e == "gz") {
+fn read_entity(dir: &Foreign, rel: &str) -> std::result::Result<Value, String> {
+    let bytes = dir.read(rel, MAX_SMALL_FILE).map_err(|e| e.to_string())?;
+    let bytes = if rel.ends_with(".gz") {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&bytes[..])
             .take(MAX_SMALL_FILE + 1)
@@ -1000,32 +990,41 @@ fn read_entity(path: &Path) -> std::result::Result<Value, String> {
 }
 
 fn read_input(path: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
-    let meta = std::fs::symlink_metadata(path).map_err(|e| Error::io("read", path, e))?;
+    // The path the user gave may be reached through links; what is inside it may not.
+    let meta = std::fs::metadata(path).map_err(|e| Error::io("read", path, e))?;
     if meta.is_dir() {
         return read_directory(path, problems);
-    }
-    if !meta.file_type().is_file() {
-        return Err(Error::invalid_input(path.display().to_string(), "not a folder or a regular file"));
     }
     read_export(path)
 }
 
-fn read_directory(dir: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
-    let mut input = Input { attachments_dir: Some(dir.join("attachments")).filter(|p| p.is_dir()), ..Input::default() };
+fn read_directory(path: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
+    let dir = Foreign::open(path)?;
+    let top = dir.list("")?;
+    let kind_of = |name: &str| top.iter().find(|(n, _)| n == name).map(|(_, k)| *k);
+    let attachments_dir = (kind_of("attachments") == Some(Kind::Dir)).then(|| path.join("attachments"));
+    let mut input = Input { attachments_dir, ..Input::default() };
     let mut parsed_any = false;
     let (mut monolithic, mut per_entity) = (false, false);
-    let names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io("read", dir, e))?
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+    // A link or a pipe where a data file should be is reported, never followed or read.
+    for (name, kind) in &top {
+        let data = name.ends_with(".json") || COLLECTIONS.contains(&name.as_str());
+        if data && matches!(kind, Kind::Link | Kind::Special) {
+            problems.push(Skipped {
+                source: name.clone(),
+                index: None,
+                id: None,
+                reason: "not a regular file or folder (a link, pipe or device): not read".into(),
+            });
+        }
+    }
+    let names: Vec<String> = top.iter().filter(|(_, k)| *k == Kind::File).map(|(n, _)| n.clone()).collect();
     for collection in COLLECTIONS {
         let mut entries = Vec::new();
         let mut ids = BTreeSet::new();
-        let folder = dir.join(collection);
-        if std::fs::symlink_metadata(&folder).is_ok_and(|m| m.is_dir()) {
+        if kind_of(collection) == Some(Kind::Dir) {
             per_entity = true;
-            let (records, ok) = read_folder(&folder, collection, &mut input.notices, problems);
+            let (records, ok) = read_folder(&dir, collection, &mut input.notices, problems);
             parsed_any |= ok;
             for entry in &records {
                 if let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) {
@@ -1034,11 +1033,10 @@ fn read_directory(dir: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
             }
             entries.extend(records);
         }
-        let file = dir.join(format!("{collection}.json"));
-        if file.exists() {
+        let source = format!("{collection}.json");
+        if kind_of(&source) == Some(Kind::File) {
             monolithic = true;
-            let source = format!("{collection}.json");
-            let (records, ok) = list_entries(&source, read_bounded(&file, MAX_FILE_BYTES).map_err(|e| e.to_string()));
+            let (records, ok) = list_entries(&source, dir.read(&source, MAX_FILE_BYTES).map_err(|e| e.to_string()));
             parsed_any |= ok;
             let mut filled = 0;
             for entry in records {
@@ -1068,19 +1066,19 @@ fn read_directory(dir: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
             .collect();
         backups.sort_by_key(|b| std::cmp::Reverse(b.0));
         for (_, name) in backups {
-            let (records, ok) =
-                list_entries(&name, read_bounded(&dir.join(&name), MAX_FILE_BYTES).map_err(|e| e.to_string()));
+            let (records, ok) = list_entries(&name, dir.read(&name, MAX_FILE_BYTES).map_err(|e| e.to_string()));
             parsed_any |= ok;
             input.backups.entry(collection.to_string()).or_default().push((name, records));
         }
         input.records.insert(collection.to_string(), entries);
     }
     for (member, key) in SETTINGS {
-        let file = dir.join(format!("{member}.json"));
-        if !file.exists() {
+        let file = format!("{member}.json");
+        if kind_of(&file) != Some(Kind::File) {
             continue;
         }
-        let parsed = read_bounded(&file, MAX_SMALL_FILE)
+        let parsed = dir
+            .read(&file, MAX_SMALL_FILE)
             .map_err(|e| e.to_string())
             .and_then(|b| decode_text(&b))
             .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| e.to_string()));
@@ -1099,7 +1097,7 @@ fn read_directory(dir: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
     }
     if !parsed_any {
         return Err(Error::invalid_input(
-            dir.display().to_string(),
+            path.display().to_string(),
             "no Taskerino collection file (sessions.json, notes/index.json, …) could be read; nothing was written",
         ));
     }
@@ -1115,13 +1113,15 @@ fn read_directory(dir: &Path, problems: &mut Vec<Skipped>) -> Result<Input> {
 /// A per-entity folder: `index.json` and one file per record. Records whose file is missing
 /// are reported; files the index does not list are imported (and noticed).
 fn read_folder(
-    folder: &Path,
+    dir: &Foreign,
     collection: &str,
     notices: &mut Vec<String>,
     problems: &mut Vec<Skipped>,
 ) -> (Vec<Entry>, bool) {
-    let index_path = folder.join("index.json");
-    let listed: Option<Vec<String>> = match read_bounded(&index_path, MAX_FILE_BYTES) {
+    let listing = dir.list(collection).unwrap_or_default();
+    let has_index = listing.iter().any(|(n, k)| n == "index.json" && *k == Kind::File);
+    let index = has_index.then(|| dir.read(&format!("{collection}/index.json"), MAX_FILE_BYTES));
+    let listed: Option<Vec<String>> = match index.unwrap_or_else(|| Err(Error::NotAllowed("no index".into()))) {
         Ok(bytes) => match parse_list(&bytes) {
             Ok(items) => Some(
                 items
@@ -1141,23 +1141,18 @@ fn read_folder(
         },
         Err(_) => None,
     };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+    let files: Vec<(String, Kind)> = listing
         .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            name != "index.json" && (name.ends_with(".json") || name.ends_with(".json.gz"))
-        })
+        .filter(|(name, _)| name != "index.json" && (name.ends_with(".json") || name.ends_with(".json.gz")))
         .collect();
-    files.sort();
     let mut entries = Vec::new();
     let mut found = BTreeSet::new();
-    for file in files {
-        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    for (name, kind) in files {
         let source = format!("{collection}/{name}");
-        let value = read_entity(&file);
+        let value = match kind {
+            Kind::File => read_entity(dir, &source),
+            _ => Err("not a regular file (a link, pipe or device): not read".to_string()),
+        };
         if let Some(id) = value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) {
             found.insert(id.to_string());
         }
@@ -1186,7 +1181,12 @@ fn read_folder(
 
 fn read_export(path: &Path) -> Result<Input> {
     let name = path.display().to_string();
-    let bytes = read_bounded(path, MAX_FILE_BYTES)?;
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let bytes = Foreign::open(&parent)?.read(&file_name, MAX_FILE_BYTES)?;
     let text = decode_text(&bytes).map_err(|e| Error::invalid_input(&name, e))?;
     let members = split_object(&text)
         .map_err(|e| Error::invalid_input(&name, format!("not a Taskerino export: {e}; nothing was written")))?;

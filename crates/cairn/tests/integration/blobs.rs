@@ -157,7 +157,7 @@ fn damaged_blobs_are_detected_by_get_and_verify() {
         let err = read_all(&store, hash).expect_err("damaged content must not read back");
         assert_eq!(err.kind(), std::io::ErrorKind::InvalidData, "{err}");
         let out = dir.path().join("out.bin");
-        let err = store.export_blob(hash, &out).expect_err("export refuses");
+        let err = store.export_blob(hash, &out, false).expect_err("export refuses");
         assert!(err.is_corruption(), "{err}");
         assert!(!out.exists(), "no file is left behind");
     }

@@ -9,6 +9,7 @@ mod compression;
 mod concurrency;
 mod crash;
 mod encryption;
+mod hostile;
 mod integrity;
 mod legacy;
 mod migrate;

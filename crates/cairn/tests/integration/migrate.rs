@@ -250,12 +250,12 @@ fn a_failure_in_migration_3_of_5_leaves_the_store_identical() {
     let options = MigrateOptions { rehearse: false, ..MigrateOptions::default() };
     let err = cairn::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect_err("fails in 3");
     match &err {
-        Error::MigrationFailed { number, step, source, outcome, .. } => {
+        Error::MigrationFailed { number, step, cause, outcome, .. } => {
             assert_eq!((*number, *step), (3, 1));
             assert!(outcome.contains("restoring backup"), "{outcome}");
             assert!(
-                matches!(&**source, Error::Validation { id: Some(id), field: Some(f), .. } if id == "t23" && f == "est"),
-                "{source:?}"
+                matches!(&**cause, Error::Validation { id: Some(id), field: Some(f), .. } if id == "t23" && f == "est"),
+                "{cause:?}"
             );
         }
         other => panic!("{other:?}"),
