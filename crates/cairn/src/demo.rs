@@ -6,10 +6,10 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use crate::engine::store::Store;
+use crate::engine::timestamp::{format_datetime, Timestamp};
 use crate::error::{Error, Result};
-use crate::store::Store;
 use crate::taskerino;
-use crate::timestamp::{format_datetime, Timestamp};
 
 /// How much demo data to make.
 #[derive(Debug, Clone)]

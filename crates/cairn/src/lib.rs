@@ -35,87 +35,62 @@
 //! # }
 //! ```
 
-mod audit;
-mod backup;
-mod batch;
-mod blob;
-mod catalog;
-mod changes;
-mod check;
-mod collection;
-mod compress;
+mod blobs;
+mod data;
 pub mod demo;
+mod engine;
 mod error;
-mod export;
-mod foreign;
-mod fsutil;
-mod guard;
-mod import;
-mod index;
-mod keys;
-mod leftovers;
+mod governance;
 mod migrate;
-mod objects;
-mod query;
-mod rebuild;
-mod record;
-mod repair;
-mod report;
-mod restore;
-mod salvage;
-mod schema;
-mod search;
-mod settings;
-mod space;
-mod sql;
-mod store;
+mod portability;
+mod safety;
 pub mod taskerino;
-mod timestamp;
-mod writer;
 
-pub use audit::{AuditEntry, AuditProblem, AuditVerification};
-pub use backup::{
+pub use blobs::blob::{
+    mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
+    BLOBS_DIR, GC_GRACE_SECONDS, MAX_BLOB_BYTES,
+};
+pub use data::batch::{parse_batch, BatchOp, BatchResult};
+pub use data::changes::{Change, ChangeOp, Subscription};
+pub use data::collection::{CollectionInfo, DropOptions, DropReport};
+pub use data::compress::{
+    CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES,
+};
+pub use data::index::IndexInfo;
+pub use data::query::{
+    parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
+};
+pub use data::record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
+pub use data::schema::{CollectionSchema, FieldDef, FieldType};
+pub use data::search::{Hit, Search};
+pub use data::settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES, SECRET_MASK};
+pub use engine::space::RESERVE_BYTES;
+pub use engine::store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
+pub use engine::timestamp::Timestamp;
+pub use engine::writer::{Tx, WriteStats};
+pub use error::{Error, Result};
+pub use governance::audit::{AuditEntry, AuditProblem, AuditVerification};
+pub use governance::keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport, Secret};
+pub use migrate::{
+    init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
+    MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,
+};
+pub use portability::export::{
+    ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
+};
+pub use portability::import::{
+    BackupOnly, ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped,
+};
+pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
+pub use safety::backup::{
     backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
     BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, BACKUPS_DIR,
     INTERVAL_SECONDS, KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FILE, MANIFEST_FORMAT, ON_CLOSE,
     ON_OPEN_AFTER_SECONDS,
 };
-pub use batch::{parse_batch, BatchOp, BatchResult};
-pub use blob::{
-    mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
-    BLOBS_DIR, GC_GRACE_SECONDS, MAX_BLOB_BYTES,
-};
-pub use changes::{Change, ChangeOp, Subscription};
-pub use check::{CheckOptions, CheckReport, Problem, ProblemKind};
-pub use collection::{CollectionInfo, DropOptions, DropReport};
-pub use compress::{CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES};
-pub use error::{Error, Result};
-pub use export::{
-    ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
-};
-pub use guard::StrayFile;
-pub use import::{
-    BackupOnly, ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped,
-};
-pub use index::IndexInfo;
-pub use keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport, Secret};
-pub use leftovers::Leftover;
-pub use migrate::{
-    init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
-    MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,
-};
-pub use query::{
-    parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
-};
-pub use rebuild::RebuildReport;
-pub use record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
-pub use repair::{repair, RepairOptions, RepairReport};
-pub use report::{ReportFormat, ReportOptions, ReportSummary};
-pub use restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};
-pub use schema::{CollectionSchema, FieldDef, FieldType};
-pub use search::{Hit, Search};
-pub use settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES, SECRET_MASK};
-pub use space::RESERVE_BYTES;
-pub use store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
-pub use timestamp::Timestamp;
-pub use writer::{Tx, WriteStats};
+pub use safety::check::{CheckOptions, CheckReport, Problem, ProblemKind};
+pub use safety::guard::StrayFile;
+pub use safety::leftovers::Leftover;
+pub use safety::rebuild::RebuildReport;
+pub use safety::repair::{repair, RepairOptions, RepairReport};
+pub use safety::restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};

@@ -43,11 +43,11 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::backup::{BackupOptions, BackupReason, Progress};
+use crate::engine::store::{Store, StoreOptions, DB_FILE};
+use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
-use crate::restore::RestoreOptions;
-use crate::store::{Store, StoreOptions, DB_FILE};
-use crate::timestamp::Timestamp;
+use crate::safety::backup::{BackupOptions, BackupReason, Progress};
+use crate::safety::restore::RestoreOptions;
 pub use expr::ValueExpr;
 use op::Schemas;
 pub use op::{Conversion, Flag, Op};
@@ -261,14 +261,14 @@ impl Migration {
                     "up": steps(&self.up),
                     "down": self.down.as_deref().map(steps),
                 });
-                String::from_utf8(crate::record::canonical_json(&value)).unwrap_or_default()
+                String::from_utf8(crate::data::record::canonical_json(&value)).unwrap_or_default()
             }
         }
     }
 
     /// SHA-256 of [`Migration::text`], in hex.
     pub fn checksum(&self) -> String {
-        crate::record::hex(&crate::record::sha256(self.text().as_bytes()))
+        crate::data::record::hex(&crate::data::record::sha256(self.text().as_bytes()))
     }
 }
 
@@ -565,7 +565,7 @@ fn prepare<'m>(
     let count = applied.len() as u32;
     let total = migrations.list.len() as u32;
     let mut schemas: Schemas =
-        crate::collection::load_all(conn)?.into_iter().map(|c| (c.name().to_string(), c.schema)).collect();
+        crate::data::collection::load_all(conn)?.into_iter().map(|c| (c.name().to_string(), c.schema)).collect();
     let step_error = |m: &Migration, dir: &str, i: usize, step: &Step, reason: String| {
         invalid(&format!("{} ({dir} step {}: {})", m.origin, i + 1, step.describe()), reason)
     };
@@ -730,12 +730,12 @@ pub fn migrate(
             Ok(r) => r.migrations.iter().map(|m| format!("{:04}_{}", m.number, m.name)).collect::<Vec<_>>().join(", "),
             Err(_) => String::new(),
         };
-        crate::audit::append_to(
+        crate::governance::audit::append_to(
             dir,
             "migrate",
             "migrate",
             direction.as_str(),
-            &crate::audit::outcome(&result),
+            &crate::governance::audit::outcome(&result),
             &detail,
         );
     }
@@ -829,7 +829,7 @@ fn undo_run(
         return format!("closing the store to undo migration(s) {} failed ({e}); restore backup {id}", done.join(", "));
     }
     let restore = RestoreOptions { to: None, backups_dir: options.backups_dir.clone() };
-    match crate::restore::restore(dir, id, &restore, progress) {
+    match crate::safety::restore::restore(dir, id, &restore, progress) {
         Ok(_) => format!(
             "migration(s) {} of this run were undone by restoring backup {id}; the store is as it was before the run",
             done.join(", ")
@@ -925,7 +925,7 @@ impl Seed {
                 let Some(Value::String(id)) = body.remove("id") else {
                     return Err(Error::invalid_input(at, "a seed record needs a text `id` (seeds are upserted by id)"));
                 };
-                crate::record::validate_id(&id)?;
+                crate::data::record::validate_id(&id)?;
                 out.push((id, body));
             }
             records.insert(collection, out);

@@ -12,14 +12,14 @@ use serde_json::{Map, Value};
 
 use super::op::{with_value, Op, Schemas};
 use super::Step;
-use crate::backup::Progress;
-use crate::changes::{self, ChangeOp};
-use crate::collection::{self, Collection, DropOptions};
+use crate::data::changes::{self, ChangeOp};
+use crate::data::collection::{self, Collection, DropOptions};
+use crate::data::record::{self, NewState, Record, ScanOptions};
+use crate::data::schema::{CollectionSchema, FieldDef, FieldType};
+use crate::engine::timestamp::Timestamp;
+use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
-use crate::record::{self, NewState, Record, ScanOptions};
-use crate::schema::{CollectionSchema, FieldDef, FieldType};
-use crate::timestamp::Timestamp;
-use crate::writer::Tx;
+use crate::safety::backup::Progress;
 
 /// What a `down` knows about the `up` it reverses.
 pub(crate) struct Undo<'a> {
@@ -149,7 +149,7 @@ pub(crate) fn run_step(
         }
         Op::UpdateRecords { filter, set, unset, .. } => {
             let c = collection::load(tx.conn, &name)?;
-            let filter = filter.as_deref().map(|f| crate::query::Filter::new(&c.schema, f)).transpose()?;
+            let filter = filter.as_deref().map(|f| crate::data::query::Filter::new(&c.schema, f)).transpose()?;
             rewrite(tx, &c, label, progress, |_, record| {
                 if filter.as_ref().is_some_and(|f| !f.matches(&record.body)) {
                     return Ok(None);

@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 
-use crate::schema::json_kind;
+use crate::data::schema::json_kind;
 
 /// An expression, written as a one-key table: `{ field = "title" }`, `{ add = [{ field = "n" },
 /// { value = 1 }] }`. `null` (a missing field) flows through: arithmetic and text functions
@@ -72,7 +72,7 @@ impl ValueExpr {
                         Value::String(s) => out.push_str(&s),
                         Value::Number(n) => out.push_str(&n.to_string()),
                         Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
-                        other => out.push_str(&String::from_utf8_lossy(&crate::record::canonical_json(&other))),
+                        other => out.push_str(&String::from_utf8_lossy(&crate::data::record::canonical_json(&other))),
                     }
                 }
                 Ok(Value::String(out))

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::expr::ValueExpr;
-use crate::schema::{CollectionSchema, FieldDef, FieldType};
+use crate::data::schema::{CollectionSchema, FieldDef, FieldType};
 
 /// The schemas of a store, by collection name.
 pub(crate) type Schemas = BTreeMap<String, CollectionSchema>;
@@ -195,11 +195,11 @@ impl Conversion {
         let text = |v: &Value| -> Result<String, String> {
             match v {
                 Value::String(s) => Ok(s.clone()),
-                other => Err(format!("expected text, got {}", crate::schema::json_kind(other))),
+                other => Err(format!("expected text, got {}", crate::data::schema::json_kind(other))),
             }
         };
         let number = |v: &Value| -> Result<f64, String> {
-            v.as_f64().ok_or_else(|| format!("expected a number, got {}", crate::schema::json_kind(v)))
+            v.as_f64().ok_or_else(|| format!("expected a number, got {}", crate::data::schema::json_kind(v)))
         };
         let whole = |x: f64| -> Result<Option<Value>, String> {
             // i64::MAX is not exactly representable; stay below 2^63.
@@ -242,7 +242,7 @@ impl Conversion {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
-                other => String::from_utf8(crate::record::canonical_json(other)).unwrap_or_default(),
+                other => String::from_utf8(crate::data::record::canonical_json(other)).unwrap_or_default(),
             }))),
             Conversion::Round => whole(number(value)?.round()),
             Conversion::Truncate => whole(number(value)?.trunc()),
@@ -261,13 +261,13 @@ impl Conversion {
                     let parts: Result<Vec<String>, String> = items.iter().map(text).collect();
                     Ok(Some(Value::String(parts?.join(", "))))
                 }
-                other => Err(format!("expected a list of tags, got {}", crate::schema::json_kind(other))),
+                other => Err(format!("expected a list of tags, got {}", crate::data::schema::json_kind(other))),
             },
             Conversion::Wrap => Ok(Some(Value::Array(vec![value.clone()]))),
             Conversion::Unwrap => match value {
                 Value::Array(items) if items.len() <= 1 => Ok(items.first().cloned()),
                 Value::Array(items) => Err(format!("a list of {} values cannot become one", items.len())),
-                other => Err(format!("expected a list, got {}", crate::schema::json_kind(other))),
+                other => Err(format!("expected a list, got {}", crate::data::schema::json_kind(other))),
             },
         }
     }
@@ -422,7 +422,7 @@ impl Op {
                     expr.check(&readable).map_err(|e| format!("in `set`: {e}"))?;
                 }
                 if let Some(filter) = filter {
-                    crate::query::Filter::new(&schema, filter).map_err(|e| format!("filter: {e}"))?;
+                    crate::data::query::Filter::new(&schema, filter).map_err(|e| format!("filter: {e}"))?;
                 }
                 if set.is_empty() && unset.is_empty() {
                     return Err("update_records needs `set` or `unset`".into());

@@ -1,0 +1,3 @@
+//! Attachments: the content-addressed blob store.
+
+pub(crate) mod blob;

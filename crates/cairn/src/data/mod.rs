@@ -1,0 +1,13 @@
+//! The data layer: collections and their schemas, records, the change log, indexes,
+//! full-text search, queries, settings, batches and body compression.
+
+pub(crate) mod batch;
+pub(crate) mod changes;
+pub(crate) mod collection;
+pub(crate) mod compress;
+pub(crate) mod index;
+pub(crate) mod query;
+pub(crate) mod record;
+pub(crate) mod schema;
+pub(crate) mod search;
+pub(crate) mod settings;

@@ -1,0 +1,11 @@
+//! The engine: opening a data directory, the write lock, the write path (group commit), the
+//! read pool, SQL helpers, file helpers, and the on-disk format with its upgrades.
+
+pub(crate) mod fsutil;
+pub(crate) mod lock;
+pub(crate) mod pool;
+pub(crate) mod space;
+pub(crate) mod sql;
+pub(crate) mod store;
+pub(crate) mod timestamp;
+pub(crate) mod writer;

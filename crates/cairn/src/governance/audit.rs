@@ -1,0 +1,376 @@
+//! The audit trail (GOV-4): every administrative and destructive operation appends an entry
+//! (actor, action, target, outcome, time) chained by hash to the one before.
+//!
+//! Entries live in `cairn_audit`. Each carries the SHA-256 of its own fields and of the
+//! previous entry's hash, so editing an entry breaks its hash, and inserting or removing one
+//! breaks the chain after it; the newest entry's seq and hash are also kept in `cairn_meta`
+//! (`audit_head`), so removing entries from the end is found too. Someone who can rewrite
+//! the whole database can rewrite the whole chain: the trail makes tampering evident to a
+//! verifier with an earlier head (a backup keeps one), it does not prevent it.
+//!
+//! Record deletes and purges and collection drops append their entry in their own
+//! transaction, so the entry exists exactly when the operation happened. Operations on the
+//! files around the database (backup, restore, repair, migrate) append one when they finish,
+//! with the outcome, failures included. A restore brings back the trail as the backup had it
+//! and then appends its own entry; the trail it replaced stays in `quarantine/replaced-*`.
+//!
+//! Alternative considered: writing the trail to a separate append-only file. Keeping it in
+//! the database puts each entry in the same transaction as the change it reports, and makes
+//! backups and restores carry it.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::engine::store::Store;
+use crate::engine::timestamp::Timestamp;
+use crate::engine::writer::Tx;
+use crate::error::Result;
+
+/// The `cairn_meta` key holding `"<seq>:<hash hex>"` of the newest entry.
+const HEAD_KEY: &str = "audit_head";
+
+/// One entry of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// Position in the trail: 1, 2, 3…
+    pub seq: u64,
+    pub at: Timestamp,
+    /// Who did it (the store handle's actor).
+    pub actor: String,
+    /// What was done: `backup`, `restore`, `repair`, `migrate`, `delete`, `purge`,
+    /// `drop_collection`…
+    pub action: String,
+    /// What it was done to: a record (`collection/id`), a collection, a backup id…
+    pub target: String,
+    /// `ok`, or `failed: …`.
+    pub outcome: String,
+    /// More about it (a backup's reason, the migrations run…), possibly empty.
+    pub detail: String,
+    /// SHA-256 of the entry, chained to the one before, in hex.
+    pub hash: String,
+}
+
+/// Something `verify_audit` found wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditProblem {
+    /// The entry where the problem shows.
+    pub seq: u64,
+    pub detail: String,
+}
+
+/// What [`Store::verify_audit`] found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct AuditVerification {
+    /// Entries read.
+    pub entries: u64,
+    pub problems: Vec<AuditProblem>,
+}
+
+impl AuditVerification {
+    /// True when the trail is intact.
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+struct NewEntry<'a> {
+    seq: u64,
+    at: i64,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    outcome: &'a str,
+    detail: &'a str,
+}
+
+/// SHA-256 over the previous hash and every field, each length-prefixed.
+fn entry_hash(prev: &[u8], e: &NewEntry<'_>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    let seq = e.seq.to_le_bytes();
+    let at = e.at.to_le_bytes();
+    for field in [prev, &seq, &at, e.actor.as_bytes(), e.action.as_bytes(), e.target.as_bytes()]
+        .into_iter()
+        .chain([e.outcome.as_bytes(), e.detail.as_bytes()])
+    {
+        h.update((field.len() as u64).to_le_bytes());
+        h.update(field);
+    }
+    h.finalize().into()
+}
+
+/// Appends an entry on `conn` (inside the caller's transaction).
+fn append(
+    conn: &Connection,
+    at: Timestamp,
+    actor: &str,
+    action: &str,
+    target: &str,
+    outcome: &str,
+    detail: &str,
+) -> Result<()> {
+    let last: Option<(u64, Vec<u8>)> = conn
+        .prepare_cached("SELECT seq, hash FROM cairn_audit ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let (seq, prev) = match last {
+        Some((seq, hash)) => (seq + 1, hash),
+        None => (1, vec![0u8; 32]),
+    };
+    let entry = NewEntry { seq, at: at.0, actor, action, target, outcome, detail };
+    let hash = entry_hash(&prev, &entry);
+    conn.prepare_cached(
+        "INSERT INTO cairn_audit (seq, at, actor, action, target, outcome, detail, prev_hash, hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![seq, at.0, actor, action, target, outcome, detail, prev, hash.as_slice()])?;
+    conn.prepare_cached("INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![HEAD_KEY, format!("{seq}:{}", crate::data::record::hex(&hash))])?;
+    Ok(())
+}
+
+/// True when audit entry `seq` in `conn` matches its own hash (its link to the entry before
+/// is [`Store::verify_audit`]'s business).
+pub(crate) fn entry_verifies(conn: &Connection, seq: u64) -> Result<bool> {
+    let row = conn
+        .prepare_cached(
+            "SELECT at, actor, action, target, outcome, detail, prev_hash, hash FROM cairn_audit WHERE seq = ?1",
+        )?
+        .query_row([seq], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                [
+                    crate::engine::sql::text_at(r, 1)?,
+                    crate::engine::sql::text_at(r, 2)?,
+                    crate::engine::sql::text_at(r, 3)?,
+                ],
+                [crate::engine::sql::text_at(r, 4)?, crate::engine::sql::text_at(r, 5)?],
+                r.get::<_, Vec<u8>>(6)?,
+                r.get::<_, Vec<u8>>(7)?,
+            ))
+        })
+        .optional()?;
+    let Some((at, [actor, action, target], [outcome, detail], prev, hash)) = row else { return Ok(false) };
+    let entry =
+        NewEntry { seq, at, actor: &actor, action: &action, target: &target, outcome: &outcome, detail: &detail };
+    Ok(entry_hash(&prev, &entry).as_slice() == hash.as_slice())
+}
+
+/// True when an audit row given as its nine column values (`seq` … `hash`) matches its own
+/// hash.
+pub(crate) fn values_verify(v: &[rusqlite::types::Value]) -> bool {
+    use rusqlite::types::Value as V;
+    let [V::Integer(seq), V::Integer(at), V::Text(actor), V::Text(action), V::Text(target), V::Text(outcome), V::Text(detail), V::Blob(prev), V::Blob(hash)] =
+        v
+    else {
+        return false;
+    };
+    let entry = NewEntry { seq: *seq as u64, at: *at, actor, action, target, outcome, detail };
+    entry_hash(prev, &entry).as_slice() == hash.as_slice()
+}
+
+/// After a repair restored entries: when every entry verifies and follows the one before,
+/// and the recorded head names no entry past the last one (which would mean entries were
+/// removed from the end), the head is set to the last entry. Returns whether it moved.
+pub(crate) fn repoint_head(conn: &Connection) -> Result<bool> {
+    let rows: Vec<(u64, Vec<u8>, Vec<u8>)> = conn
+        .prepare("SELECT seq, prev_hash, hash FROM cairn_audit ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut prev = vec![0u8; 32];
+    for (i, (seq, stored_prev, hash)) in rows.iter().enumerate() {
+        if *seq != i as u64 + 1 || stored_prev != &prev || !entry_verifies(conn, *seq)? {
+            return Ok(false);
+        }
+        prev = hash.clone();
+    }
+    let Some((last, _, hash)) = rows.last() else { return Ok(false) };
+    let head: Option<String> =
+        conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
+    let named = head.as_deref().and_then(|h| h.split_once(':')).and_then(|(s, _)| s.parse::<u64>().ok());
+    let wanted = format!("{last}:{}", crate::data::record::hex(hash));
+    if head.as_deref() == Some(wanted.as_str()) || named.is_some_and(|s| s > *last) {
+        return Ok(false);
+    }
+    conn.execute("INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)", params![HEAD_KEY, wanted])?;
+    Ok(true)
+}
+
+impl Tx<'_> {
+    /// Appends an audit entry in this transaction, by this transaction's actor.
+    pub(crate) fn audit(&mut self, action: &str, target: &str, outcome: &str, detail: &str) -> Result<()> {
+        append(self.conn, self.now, self.actor, action, target, outcome, detail)
+    }
+}
+
+/// `ok`, or `failed: <error>`.
+pub(crate) fn outcome<T>(result: &Result<T>) -> String {
+    match result {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("failed: {e}"),
+    }
+}
+
+/// For operations that run with the store closed (restore, migrate): opens the store in
+/// `dir` to append their entry. A store that cannot be opened gets none (logged).
+pub(crate) fn append_to(dir: &std::path::Path, actor: &str, action: &str, target: &str, outcome: &str, detail: &str) {
+    let options = crate::StoreOptions { actor: actor.into(), ..crate::StoreOptions::existing() };
+    match Store::open(dir, options) {
+        Ok(store) => {
+            store.audit(action, target, outcome, detail);
+            if let Err(e) = store.close() {
+                tracing::warn!(error = %e, action, "closing the store after its audit entry failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, action, target, outcome, "no audit entry: the store cannot be opened"),
+    }
+}
+
+impl Store {
+    /// Appends an audit entry in a transaction of its own. A store opened read-only cannot
+    /// write one; that, and a failure to write, is logged rather than returned, since the
+    /// operation being recorded has already happened.
+    pub(crate) fn audit(&self, action: &str, target: &str, outcome: &str, detail: &str) {
+        if self.is_read_only() {
+            tracing::warn!(action, target, outcome, "read-only store: no audit entry written");
+            return;
+        }
+        let (action, target, outcome, detail) =
+            (action.to_string(), target.to_string(), outcome.to_string(), detail.to_string());
+        if let Err(e) = self.write(move |tx| tx.audit(&action, &target, &outcome, &detail)) {
+            tracing::error!(error = %e, "could not write an audit entry");
+        }
+    }
+
+    /// Audit entries, oldest first, that match `filter` (the filter language over the fields
+    /// `seq`, `at`, `actor`, `action`, `target`, `outcome`, `detail`), after `after`, at most
+    /// `limit`.
+    pub fn audit_log(&self, filter: Option<&str>, after: u64, limit: usize) -> Result<Vec<AuditEntry>> {
+        let filter = filter.map(|f| crate::data::query::Filter::new(&entry_schema(), f)).transpose()?;
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, at, actor, action, target, outcome, detail, hash FROM cairn_audit WHERE seq > ?1 ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([after])?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            if out.len() >= limit {
+                break;
+            }
+            let hash: Vec<u8> = row.get(7)?;
+            let entry = AuditEntry {
+                seq: row.get(0)?,
+                at: Timestamp(row.get(1)?),
+                actor: crate::engine::sql::text_at(row, 2)?,
+                action: crate::engine::sql::text_at(row, 3)?,
+                target: crate::engine::sql::text_at(row, 4)?,
+                outcome: crate::engine::sql::text_at(row, 5)?,
+                detail: crate::engine::sql::text_at(row, 6)?,
+                hash: crate::data::record::hex(&hash),
+            };
+            if filter.as_ref().is_none_or(|f| f.matches(&entry_body(&entry))) {
+                out.push(entry);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks the whole trail: every entry must match its hash, follow the one before
+    /// (consecutive seq, previous hash), and the last must be the head recorded in
+    /// `cairn_meta`.
+    pub fn verify_audit(&self) -> Result<AuditVerification> {
+        let conn = self.reader()?;
+        let mut stmt = conn.prepare(
+            "SELECT seq, at, actor, action, target, outcome, detail, prev_hash, hash FROM cairn_audit ORDER BY seq",
+        )?;
+        let mut rows = stmt.query([])?;
+        let mut problems = Vec::new();
+        let (mut entries, mut expected_seq, mut prev) = (0u64, 1u64, vec![0u8; 32]);
+        while let Some(row) = rows.next()? {
+            entries += 1;
+            let seq: u64 = row.get(0)?;
+            let (actor, action, target) = (
+                crate::engine::sql::text_at(row, 2)?,
+                crate::engine::sql::text_at(row, 3)?,
+                crate::engine::sql::text_at(row, 4)?,
+            );
+            let (outcome, detail) = (crate::engine::sql::text_at(row, 5)?, crate::engine::sql::text_at(row, 6)?);
+            let stored_prev: Vec<u8> = row.get(7)?;
+            let stored: Vec<u8> = row.get(8)?;
+            let entry = NewEntry {
+                seq,
+                at: row.get(1)?,
+                actor: &actor,
+                action: &action,
+                target: &target,
+                outcome: &outcome,
+                detail: &detail,
+            };
+            if seq != expected_seq {
+                let detail = if seq > expected_seq {
+                    format!("entries {expected_seq}..{} are missing (removed)", seq - 1)
+                } else {
+                    "the entry repeats a seq already seen (inserted)".into()
+                };
+                problems.push(AuditProblem { seq, detail });
+            }
+            if stored_prev != prev {
+                problems.push(AuditProblem {
+                    seq,
+                    detail: "the entry does not follow the one before it (an entry was inserted, removed or edited before it)".into(),
+                });
+            }
+            if entry_hash(&stored_prev, &entry).as_slice() != stored.as_slice() {
+                problems.push(AuditProblem { seq, detail: "the entry does not match its hash (edited)".into() });
+            }
+            expected_seq = seq + 1;
+            prev = stored;
+        }
+        let head: Option<String> =
+            conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
+        let last = format!("{}:{}", expected_seq - 1, crate::data::record::hex(&prev));
+        match head {
+            Some(head) if head == last => {}
+            None if entries == 0 => {}
+            Some(head) => problems.push(AuditProblem {
+                seq: expected_seq - 1,
+                detail: format!("the trail ends at {last} but the store recorded {head} as its newest entry (entries removed from the end, or edited)"),
+            }),
+            None => problems.push(AuditProblem { seq: 0, detail: "the store has no record of the trail's newest entry".into() }),
+        }
+        Ok(AuditVerification { entries, problems })
+    }
+}
+
+/// The fields of an entry as a schema, so that entries can be filtered like records.
+fn entry_schema() -> crate::CollectionSchema {
+    use crate::{FieldDef, FieldType};
+    crate::CollectionSchema {
+        name: "audit".into(),
+        description: String::new(),
+        fields: vec![
+            FieldDef::new("seq", FieldType::Integer),
+            FieldDef::new("at", FieldType::Datetime),
+            FieldDef::new("actor", FieldType::Text),
+            FieldDef::new("action", FieldType::Text),
+            FieldDef::new("target", FieldType::Text),
+            FieldDef::new("outcome", FieldType::Text),
+            FieldDef::new("detail", FieldType::Text),
+        ],
+    }
+}
+
+fn entry_body(e: &AuditEntry) -> Map<String, Value> {
+    let value = json!({
+        "seq": e.seq, "at": e.at.to_string(), "actor": e.actor, "action": e.action,
+        "target": e.target, "outcome": e.outcome, "detail": e.detail,
+    });
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}

@@ -1,0 +1,213 @@
+//! Loading a batch of records from another system, each on its own: a record that a
+//! collection refuses (a wrong type, a value over `records.max_body_bytes`, a unique value
+//! taken, an id that exists) is skipped with its reason, and everything else commits in one
+//! transaction. Importers of foreign data (the legacy Taskerino importer) build a
+//! [`LoadPlan`] and run it here.
+//!
+//! A dry run goes through exactly the same code in a transaction that is rolled back, so its
+//! counts are the real run's. Attachments are staged (hashed, compressed, fsynced) before the
+//! transaction and moved into the blob store inside it; if the transaction fails, the files it
+//! placed are removed again, so a failed load leaves nothing behind.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::blobs::blob::Staged;
+use crate::data::changes::ChangeOp;
+use crate::data::record::NewState;
+use crate::data::schema::CollectionSchema;
+use crate::data::settings::SettingDef;
+use crate::engine::store::Store;
+use crate::engine::writer::Tx;
+use crate::error::{Error, Result};
+use crate::safety::backup::Progress;
+
+/// A record to load.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadRecord {
+    pub(crate) collection: String,
+    pub(crate) id: String,
+    pub(crate) body: Map<String, Value>,
+    /// Where it came from, for the report (a file, and its position there).
+    pub(crate) source: String,
+    pub(crate) index: Option<usize>,
+}
+
+/// A setting to load: defined when `def` is given and the store lacks it.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadSetting {
+    pub(crate) def: SettingDef,
+    pub(crate) value: Value,
+    pub(crate) source: String,
+}
+
+/// Everything a load writes.
+#[derive(Debug, Default)]
+pub(crate) struct LoadPlan {
+    /// Created when missing; a collection that exists must have every field of this schema,
+    /// of the same type (its flags, indexes and further fields are its own).
+    pub(crate) collections: Vec<CollectionSchema>,
+    pub(crate) settings: Vec<LoadSetting>,
+    pub(crate) records: Vec<LoadRecord>,
+}
+
+/// Something a load did not write, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Skipped {
+    /// The file (or collection of an export) it came from.
+    pub source: String,
+    /// Its position in the file's list, when it is a record.
+    pub index: Option<usize>,
+    pub id: Option<String>,
+    pub reason: String,
+}
+
+/// What a load wrote.
+#[derive(Debug, Default)]
+pub(crate) struct LoadOutcome {
+    pub(crate) imported: BTreeMap<String, u64>,
+    /// Records whose id the store already had (left as they are).
+    pub(crate) existing: u64,
+    pub(crate) settings: Vec<String>,
+    pub(crate) skipped: Vec<Skipped>,
+    /// Distinct attachments staged.
+    pub(crate) blobs: u64,
+}
+
+/// An attachment staged for a load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StagedBlob {
+    pub(crate) hash: String,
+    pub(crate) size: u64,
+    /// The type its first bytes show, if recognised.
+    pub(crate) sniffed: Option<&'static str>,
+}
+
+/// Stages attachments, then runs a [`LoadPlan`].
+pub(crate) struct Loader<'s> {
+    store: &'s Store,
+    limit: u64,
+    staged: BTreeMap<String, Staged>,
+}
+
+impl std::fmt::Debug for Loader<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Loader").field("staged", &self.staged.len()).finish()
+    }
+}
+
+impl Store {
+    pub(crate) fn loader(&self) -> Result<Loader<'_>> {
+        let limit = self.setting_value::<i64>(crate::blobs::blob::MAX_BLOB_BYTES)?.max(0) as u64;
+        Ok(Loader { store: self, limit, staged: BTreeMap::new() })
+    }
+}
+
+impl Loader<'_> {
+    /// Hashes (and compresses where it pays) an attachment into a temporary file; the same
+    /// content staged twice is kept once.
+    pub(crate) fn stage(&mut self, input: impl Read) -> Result<StagedBlob> {
+        let staged = crate::blobs::blob::stage(self.store.dir(), input, self.limit)?;
+        let blob = StagedBlob { hash: staged.hash.clone(), size: staged.size, sniffed: staged.sniffed };
+        self.staged.entry(blob.hash.clone()).or_insert(staged);
+        Ok(blob)
+    }
+
+    /// Writes the plan in one transaction (rolled back when `dry_run`), each record and
+    /// setting in a savepoint of its own.
+    pub(crate) fn run(self, plan: &LoadPlan, dry_run: bool, progress: Progress<'_>) -> Result<LoadOutcome> {
+        let Loader { store, staged, .. } = self;
+        let mut placed: Vec<PathBuf> = Vec::new();
+        let blobs = staged.len() as u64;
+        let write = |tx: &mut Tx<'_>| -> Result<LoadOutcome> {
+            let mut out = LoadOutcome { blobs, ..LoadOutcome::default() };
+            for schema in &plan.collections {
+                match crate::data::collection::load(tx.conn, &schema.name) {
+                    Ok(c) => {
+                        for f in &schema.fields {
+                            let same = c
+                                .schema
+                                .field(&f.name)
+                                .is_some_and(|have| have.kind == f.kind && have.collection == f.collection);
+                            if !same {
+                                return Err(Error::NotAllowed(format!(
+                                    "collection `{}` exists with another schema than the one imported into (field `{}` is missing or of another type); import into a new store or migrate it first",
+                                    schema.name, f.name
+                                )));
+                            }
+                        }
+                    }
+                    Err(Error::UnknownCollection { .. }) => tx.create_collection(schema.clone())?,
+                    Err(e) => return Err(e),
+                }
+            }
+            for staged in staged.into_values() {
+                if dry_run {
+                    crate::blobs::blob::placeholder(tx.conn, &staged.hash, staged.size, tx.now)?;
+                } else if let (_, Some(path)) = tx.place_blob(staged)? {
+                    placed.push(path);
+                }
+            }
+            for s in &plan.settings {
+                let written = tx.attempt(|tx| {
+                    if crate::data::settings::setting(tx.conn, &s.def.key).map(|d| d.def).ok().as_ref() != Some(&s.def)
+                    {
+                        tx.define_setting(s.def.clone())?;
+                    }
+                    tx.set_setting(&s.def.key, s.value.clone())
+                })?;
+                match written {
+                    Ok(()) => out.settings.push(s.def.key.clone()),
+                    Err(e) => out.skipped.push(Skipped {
+                        source: s.source.clone(),
+                        index: None,
+                        id: Some(s.def.key.clone()),
+                        reason: e.to_string(),
+                    }),
+                }
+            }
+            let total = plan.records.len() as u64;
+            for (done, r) in plan.records.iter().enumerate() {
+                let written = tx.attempt(|tx| {
+                    let c = tx.collection(&r.collection)?;
+                    if crate::data::record::read(tx.conn, &c, &r.id)?.is_some() {
+                        return Ok(false);
+                    }
+                    let body = c.schema.normalize(Some(&r.id), Value::Object(r.body.clone()))?;
+                    tx.write_state(&c, &r.id, None, NewState { body, deleted: false, op: ChangeOp::Create })?;
+                    Ok(true)
+                })?;
+                match written {
+                    Ok(true) => *out.imported.entry(r.collection.clone()).or_default() += 1,
+                    Ok(false) => out.existing += 1,
+                    Err(e) => out.skipped.push(Skipped {
+                        source: r.source.clone(),
+                        index: r.index,
+                        id: Some(r.id.clone()),
+                        reason: e.to_string(),
+                    }),
+                }
+                if done % 500 == 0 {
+                    progress("records", done as u64, total);
+                }
+            }
+            progress("records", total, total);
+            Ok(out)
+        };
+        let result = if dry_run { store.write_dry_run(write) } else { store.write_exclusive(write) };
+        if result.is_err() {
+            // The transaction rolled back: the files it placed belong to nothing.
+            for path in &placed {
+                if let Err(e) = std::fs::remove_file(path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not remove a blob of a failed load");
+                }
+            }
+        }
+        result
+    }
+}
