@@ -48,7 +48,7 @@ pub mod taskerino;
 
 pub use blobs::blob::{
     mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
-    BLOBS_DIR, GC_GRACE_SECONDS, MAX_BLOB_BYTES,
+    GC_GRACE_SECONDS, MAX_BLOB_BYTES,
 };
 pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp, Subscription};
@@ -64,8 +64,9 @@ pub use data::record::{canonical_json, new_id, parse_json, validate_id, Record, 
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 pub use data::search::{Hit, Search};
 pub use data::settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES, SECRET_MASK};
+pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
 pub use engine::space::RESERVE_BYTES;
-pub use engine::store::{Store, StoreOptions, DB_FILE, FORMAT_VERSION, QUARANTINE_DIR};
+pub use engine::store::{Store, StoreOptions, FORMAT_VERSION};
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};
 pub use error::{Error, Result};
@@ -84,9 +85,8 @@ pub use portability::import::{
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
 pub use safety::backup::{
     backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
-    BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, BACKUPS_DIR,
-    INTERVAL_SECONDS, KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FILE, MANIFEST_FORMAT, ON_CLOSE,
-    ON_OPEN_AFTER_SECONDS,
+    BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, INTERVAL_SECONDS,
+    KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FORMAT, ON_CLOSE, ON_OPEN_AFTER_SECONDS,
 };
 pub use safety::check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use safety::guard::StrayFile;

@@ -43,7 +43,8 @@ use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::engine::store::{Store, StoreOptions, DB_FILE};
+use crate::engine::layout::{DB_FILE, MIGRATE_SCRATCH_PREFIX};
+use crate::engine::store::{Store, StoreOptions};
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
 use crate::safety::backup::{BackupOptions, BackupReason, Progress};
@@ -268,7 +269,7 @@ impl Migration {
 
     /// SHA-256 of [`Migration::text`], in hex.
     pub fn checksum(&self) -> String {
-        crate::data::record::hex(&crate::data::record::sha256(self.text().as_bytes()))
+        crate::engine::hash::hex(&crate::engine::hash::sha256(self.text().as_bytes()))
     }
 }
 
@@ -841,9 +842,6 @@ fn undo_run(
     }
 }
 
-/// Scratch copies are folders `.migrate-plan-*` in the data directory; one a killed
-/// rehearsal left is removed by the next writable open (see `leftovers`).
-pub(crate) const SCRATCH_PREFIX: &str = ".migrate-plan-";
 /// Runs the migrations on a scratch copy of `store` and reports what they did there.
 fn rehearse(
     store: &Store,
@@ -853,7 +851,7 @@ fn rehearse(
     progress: Progress<'_>,
 ) -> Result<MigrateReport> {
     let scratch = tempfile::Builder::new()
-        .prefix(SCRATCH_PREFIX)
+        .prefix(MIGRATE_SCRATCH_PREFIX)
         .tempdir_in(store.dir())
         .map_err(|e| Error::io("create scratch folder in", store.dir(), e))?;
     let db = scratch.path().join(DB_FILE);

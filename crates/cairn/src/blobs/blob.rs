@@ -27,19 +27,14 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::data::collection::Collection;
-use crate::data::record::hex;
 use crate::data::schema::FieldType;
+use crate::engine::hash::hex;
+use crate::engine::layout::{BLOBS_DIR, BLOB_TMP_DIR, BLOB_TRASH_DIR};
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
 
-/// The blob store's folder inside the data directory.
-pub const BLOBS_DIR: &str = "blobs";
-/// Puts in progress write here; whatever is left at the next writable open is removed.
-const TMP_DIR: &str = ".tmp";
-/// `gc` moves blobs here until its transaction committed.
-const TRASH_DIR: &str = ".trash";
 /// How much of the input is read ahead to recognise its type and judge its compressibility.
 const SNIFF_BYTES: usize = 1 << 20;
 /// Compression is kept only when it saves at least this share of the size.
@@ -136,7 +131,7 @@ fn blob_root(dir: &Path) -> PathBuf {
 /// Where `gc` moves a blob aside until its transaction committed.
 pub(crate) fn trash_path(dir: &Path, hash: &str, codec: Codec) -> PathBuf {
     let path = blob_path(dir, hash, codec);
-    blob_root(dir).join(TRASH_DIR).join(path.file_name().unwrap_or_default())
+    blob_root(dir).join(BLOB_TRASH_DIR).join(path.file_name().unwrap_or_default())
 }
 
 /// Where a blob lives.
@@ -375,7 +370,7 @@ fn read_head(input: &mut impl Read, limit: usize) -> std::io::Result<Vec<u8>> {
 /// Streams `input` into a temporary file under `dir/blobs/.tmp`: hashed, compressed when
 /// worth it, fsynced.
 pub(crate) fn stage(dir: &Path, mut input: impl Read, limit: u64) -> Result<Staged> {
-    let tmp_dir = blob_root(dir).join(TMP_DIR);
+    let tmp_dir = blob_root(dir).join(BLOB_TMP_DIR);
     std::fs::create_dir_all(&tmp_dir).map_err(|e| Error::io("create", &tmp_dir, e))?;
     let read_error = |e: std::io::Error| Error::io("read the blob's input", Path::new("-"), e);
     let head = read_head(&mut input, SNIFF_BYTES).map_err(read_error)?;
@@ -391,7 +386,7 @@ pub(crate) fn stage(dir: &Path, mut input: impl Read, limit: u64) -> Result<Stag
     let file = tempfile::NamedTempFile::new_in(&tmp_dir).map_err(|e| Error::io("create", &tmp_dir, e))?;
     let temp_path = file.path().to_path_buf();
     // Locked while this put works on it: what nobody holds is an interrupted put's.
-    crate::safety::leftovers::claim_file(file.as_file(), &temp_path)?;
+    crate::engine::owner::claim_file(file.as_file(), &temp_path)?;
     let write_error = |e: std::io::Error| -> Error {
         if e.kind() == std::io::ErrorKind::FileTooLarge {
             Error::BlobTooLarge { limit }
@@ -765,7 +760,7 @@ pub(crate) fn files(dir: &Path) -> Result<Vec<(PathBuf, String, Codec)>> {
 /// Puts back blobs a `gc` moved aside before a crash could tell whether it committed: if it
 /// did, they are now unlisted files that the next `gc` removes; if not, they are needed.
 pub(crate) fn recover(dir: &Path) -> Result<()> {
-    let trash = blob_root(dir).join(TRASH_DIR);
+    let trash = blob_root(dir).join(BLOB_TRASH_DIR);
     if let Ok(entries) = std::fs::read_dir(&trash) {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
@@ -787,7 +782,7 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
 
 /// Where puts stage their files (see `leftovers` for what an interrupted one leaves).
 pub(crate) fn tmp_dir(dir: &Path) -> PathBuf {
-    blob_root(dir).join(TMP_DIR)
+    blob_root(dir).join(BLOB_TMP_DIR)
 }
 
 impl Store {
@@ -953,7 +948,7 @@ impl Store {
         // On a full disk, the space reserve lets the transaction commit (see `space`).
         self.freeing(|| match self.write(move |tx| collect(tx.conn, tx.dir, tx.now, grace, false)) {
             Ok(report) => {
-                let trash = blob_root(&dir).join(TRASH_DIR);
+                let trash = blob_root(&dir).join(BLOB_TRASH_DIR);
                 if let Ok(entries) = std::fs::read_dir(&trash) {
                     for entry in entries.flatten() {
                         std::fs::remove_file(entry.path()).map_err(|e| Error::io("remove", entry.path(), e))?;
@@ -1042,7 +1037,7 @@ fn collect(
         .prepare(&format!("SELECT {INFO_COLUMNS} FROM cairn_blobs WHERE refs = 0 ORDER BY hash"))?
         .query_map([], info_from_row)?
         .collect::<rusqlite::Result<_>>()?;
-    let trash = blob_root(dir).join(TRASH_DIR);
+    let trash = blob_root(dir).join(BLOB_TRASH_DIR);
     if !dry_run {
         std::fs::create_dir_all(&trash).map_err(|e| Error::io("create", &trash, e))?;
     }

@@ -176,7 +176,7 @@ pub(crate) struct Body<'a> {
 
 impl<'a> Body<'a> {
     pub(crate) fn new(bytes: &'a [u8]) -> Self {
-        Body { bytes, sha256: crate::data::record::sha256(bytes) }
+        Body { bytes, sha256: crate::engine::hash::sha256(bytes) }
     }
 }
 

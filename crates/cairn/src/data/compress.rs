@@ -29,7 +29,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
-use crate::data::record::sha256;
+use crate::engine::hash::sha256;
 use crate::engine::store::Store;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
@@ -113,7 +113,7 @@ fn decode<'a>(stored: &'a [u8], load: &mut dyn FnMut(&DictKey) -> Result<Vec<u8>
 
 /// Reads a dictionary by key and checks it against the key, which is its hash.
 fn load_dict(conn: &Connection, key: &DictKey) -> Result<Vec<u8>> {
-    let name = crate::data::record::hex(key);
+    let name = crate::engine::hash::hex(key);
     let bytes: Option<Vec<u8>> = conn
         .prepare_cached("SELECT dict FROM cairn_dicts WHERE key = ?1")?
         .query_row([&key[..]], |r| r.get(0))
@@ -175,7 +175,7 @@ pub(crate) struct EncoderDict {
 
 impl std::fmt::Debug for EncoderDict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EncoderDict").field("key", &crate::data::record::hex(&self.key)).finish()
+        f.debug_struct("EncoderDict").field("key", &crate::engine::hash::hex(&self.key)).finish()
     }
 }
 

@@ -444,11 +444,11 @@ fn fingerprint(collection: &str, query: &Query) -> String {
         query.filter.as_deref().unwrap_or(""),
         query.sort.as_deref().unwrap_or("")
     );
-    crate::data::record::hex(&crate::data::record::sha256(text.as_bytes())[..8])
+    crate::engine::hash::hex(&crate::engine::hash::sha256(text.as_bytes())[..8])
 }
 
 fn encode_cursor(cursor: &Cursor) -> String {
-    crate::data::record::hex(&serde_json::to_vec(cursor).unwrap_or_default())
+    crate::engine::hash::hex(&serde_json::to_vec(cursor).unwrap_or_default())
 }
 
 fn decode_cursor(token: &str, expected: &str, keys: usize) -> Result<Cursor> {

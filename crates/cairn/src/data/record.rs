@@ -13,12 +13,12 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::data::changes::{Body, ChangeOp, NewChange};
 use crate::data::collection::{self, Collection};
 use crate::data::index;
 use crate::data::schema::json_kind;
+use crate::engine::hash::{hex, sha256};
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
 use crate::engine::writer::Tx;
@@ -162,20 +162,6 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) {
         write_canonical(value, out);
     }
     out.push(b'}');
-}
-
-pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
-    Sha256::digest(bytes).into()
-}
-
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 0x0f)] as char);
-    }
-    out
 }
 
 /// Parses a JSON document given by a user; errors name the input and the line and column.

@@ -127,7 +127,7 @@ pub(crate) fn copy_reader_hashed(mut input: impl std::io::Read, to: &Path) -> Re
         total += n as u64;
     }
     output.sync_all().map_err(|e| Error::io("fsync", to, e))?;
-    Ok((total, crate::data::record::hex(&hasher.finalize())))
+    Ok((total, crate::engine::hash::hex(&hasher.finalize())))
 }
 
 /// Copies `from` to `to` (which must not exist) and fsyncs it; returns the bytes copied.
@@ -156,7 +156,7 @@ pub(crate) fn hash_reader(mut input: impl std::io::Read) -> std::io::Result<(u64
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    Ok((total, crate::data::record::hex(&hasher.finalize())))
+    Ok((total, crate::engine::hash::hex(&hasher.finalize())))
 }
 
 /// The size and SHA-256 of a file, read once.
@@ -181,5 +181,5 @@ fn read_hashed(path: &Path, each: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result
         each(&buf[..n])?;
         total += n as u64;
     }
-    Ok((total, crate::data::record::hex(&hasher.finalize())))
+    Ok((total, crate::engine::hash::hex(&hasher.finalize())))
 }

@@ -7,9 +7,8 @@ use std::fs::{File, TryLockError};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
+use crate::engine::layout::LOCK_FILE;
 use crate::error::{Error, Result};
-
-pub(crate) const LOCK_FILE: &str = "cairn.lock";
 
 /// Holds the exclusive lock until dropped.
 #[derive(Debug)]

@@ -1,8 +1,12 @@
 //! The engine: opening a data directory, the write lock, the write path (group commit), the
 //! read pool, SQL helpers, file helpers, and the on-disk format with its upgrades.
 
+pub(crate) mod foreign;
 pub(crate) mod fsutil;
+pub(crate) mod hash;
+pub(crate) mod layout;
 pub(crate) mod lock;
+pub(crate) mod owner;
 pub(crate) mod pool;
 pub(crate) mod space;
 pub(crate) mod sql;

@@ -15,11 +15,10 @@
 use std::io::Write;
 use std::path::Path;
 
+use crate::engine::layout::RESERVE_FILE;
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
 
-/// The reserve file in the data directory.
-pub(crate) const RESERVE_FILE: &str = "cairn.reserve";
 /// The setting with the reserve's size in bytes.
 pub const RESERVE_BYTES: &str = "storage.reserve_bytes";
 

@@ -16,18 +16,13 @@ use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use super::lock::WriteLock;
-pub(crate) use super::lock::LOCK_FILE;
 pub(crate) use super::pool::{PooledConn, ReadPool};
 use crate::data::changes::Hub;
+use crate::engine::layout::{DB_FILE, LOCK_FILE, QUARANTINE_DIR};
 use crate::engine::writer::{Tx, WriteStats, Writer};
 use crate::error::{Error, Result};
 use crate::safety::backup::{BackupOptions, BackupReason, StoreEvent};
 use crate::safety::guard::StrayFile;
-
-/// The SQLite file inside a data directory.
-pub const DB_FILE: &str = "store.db";
-/// The folder where cairn keeps what it set aside instead of deleting.
-pub const QUARANTINE_DIR: &str = "quarantine";
 
 /// Prepared statements kept per connection: a few per collection plus cairn's own.
 pub(crate) const STATEMENT_CACHE: usize = 256;
@@ -146,7 +141,7 @@ impl Store {
         // An interrupted restore is finished first, under the lock: it may have moved
         // store.db aside for a moment.
         let wait = std::time::Duration::from_millis(options.lock_timeout_ms);
-        let mut lock = if !options.read_only && dir.join(crate::safety::restore::JOURNAL_FILE).exists() {
+        let mut lock = if !options.read_only && dir.join(crate::engine::layout::RESTORE_JOURNAL_FILE).exists() {
             let lock = WriteLock::acquire_waiting(&dir, wait)?;
             crate::safety::restore::recover(&dir)?;
             Some(lock)
@@ -407,7 +402,7 @@ fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io("read directory", dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name != LOCK_FILE && name != QUARANTINE_DIR && name != crate::engine::space::RESERVE_FILE {
+            if name != LOCK_FILE && name != QUARANTINE_DIR && name != crate::engine::layout::RESERVE_FILE {
                 foreign.push(name);
             }
         }
@@ -445,7 +440,7 @@ fn is_cairn_dir(dir: &Path) -> bool {
     marked
         || dir.join(QUARANTINE_DIR).is_dir()
         || std::fs::read_dir(crate::safety::backup::backups_dir(dir))
-            .map(|entries| entries.flatten().any(|e| e.path().join(crate::safety::backup::MANIFEST_FILE).is_file()))
+            .map(|entries| entries.flatten().any(|e| e.path().join(crate::engine::layout::MANIFEST_FILE).is_file()))
             .unwrap_or(false)
 }
 

@@ -129,7 +129,7 @@ fn append(
     )?
     .execute(params![seq, at.0, actor, action, target, outcome, detail, prev, hash.as_slice()])?;
     conn.prepare_cached("INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)")?
-        .execute(params![HEAD_KEY, format!("{seq}:{}", crate::data::record::hex(&hash))])?;
+        .execute(params![HEAD_KEY, format!("{seq}:{}", crate::engine::hash::hex(&hash))])?;
     Ok(())
 }
 
@@ -192,7 +192,7 @@ pub(crate) fn repoint_head(conn: &Connection) -> Result<bool> {
     let head: Option<String> =
         conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
     let named = head.as_deref().and_then(|h| h.split_once(':')).and_then(|(s, _)| s.parse::<u64>().ok());
-    let wanted = format!("{last}:{}", crate::data::record::hex(hash));
+    let wanted = format!("{last}:{}", crate::engine::hash::hex(hash));
     if head.as_deref() == Some(wanted.as_str()) || named.is_some_and(|s| s > *last) {
         return Ok(false);
     }
@@ -270,7 +270,7 @@ impl Store {
                 target: crate::engine::sql::text_at(row, 4)?,
                 outcome: crate::engine::sql::text_at(row, 5)?,
                 detail: crate::engine::sql::text_at(row, 6)?,
-                hash: crate::data::record::hex(&hash),
+                hash: crate::engine::hash::hex(&hash),
             };
             if filter.as_ref().is_none_or(|f| f.matches(&entry_body(&entry))) {
                 out.push(entry);
@@ -332,7 +332,7 @@ impl Store {
         }
         let head: Option<String> =
             conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
-        let last = format!("{}:{}", expected_seq - 1, crate::data::record::hex(&prev));
+        let last = format!("{}:{}", expected_seq - 1, crate::engine::hash::hex(&prev));
         match head {
             Some(head) if head == last => {}
             None if entries == 0 => {}

@@ -116,7 +116,7 @@ impl Secret {
 pub fn generate_key_file(path: &Path) -> Result<()> {
     let mut key: Key = Zeroizing::new([0; 32]);
     OsRng.fill_bytes(&mut *key);
-    let text = Zeroizing::new(format!("{}\n", crate::data::record::hex(&*key)));
+    let text = Zeroizing::new(format!("{}\n", crate::engine::hash::hex(&*key)));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

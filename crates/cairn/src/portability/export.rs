@@ -30,6 +30,7 @@ use crate::data::collection::{self, Collection};
 use crate::data::record::{canonical_json, ScanOptions};
 use crate::data::schema::CollectionSchema;
 use crate::data::settings::SettingDef;
+use crate::engine::layout::EXPORT_TMP_PREFIX;
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
@@ -56,9 +57,6 @@ pub struct ExportOptions {
     /// Default: false — an export holds no secrets unless asked; a redacted one never does.
     pub secrets: bool,
 }
-
-/// The prefix of the folder an export is built in, beside its target.
-pub(crate) const TMP_PREFIX: &str = ".cairn-export-";
 
 /// How redacted values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,7 +102,7 @@ impl Redactor {
         }
         // Two UUIDv7s carry 148 random bits; hashed, they key this export's hashes.
         let seed = format!("{}{}", uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
-        Ok(Redactor { mode, fields, key: crate::data::record::sha256(seed.as_bytes()) })
+        Ok(Redactor { mode, fields, key: crate::engine::hash::sha256(seed.as_bytes()) })
     }
 
     fn apply(&self, collection: &str, body: &mut serde_json::Map<String, Value>) {
@@ -117,7 +115,7 @@ impl Redactor {
                     let mut h = Sha256::new();
                     h.update(self.key);
                     h.update(canonical_json(value));
-                    *value = Value::String(format!("sha256:{}", crate::data::record::hex(&h.finalize())));
+                    *value = Value::String(format!("sha256:{}", crate::engine::hash::hex(&h.finalize())));
                 }
                 Redaction::Drop => {
                     body.remove(field);
@@ -212,7 +210,7 @@ impl HashedFile {
         Ok(ExportFile {
             path: rel.to_string(),
             bytes: self.bytes,
-            sha256: crate::data::record::hex(&self.hash.finalize()),
+            sha256: crate::engine::hash::hex(&self.hash.finalize()),
         })
     }
 }
@@ -265,13 +263,13 @@ impl Store {
         // What an earlier export here left when it was killed.
         crate::safety::leftovers::sweep_exports(&parent);
         let tmp = tempfile::Builder::new()
-            .prefix(TMP_PREFIX)
+            .prefix(EXPORT_TMP_PREFIX)
             // The folder the user asked for: the usual permissions (0777 less the umask).
             .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o777))
             .tempdir_in(&parent)
             .map_err(|e| Error::io("create a folder in", &parent, e))?;
         let root = tmp.path();
-        let owner = crate::safety::leftovers::claim(root)?;
+        let owner = crate::engine::owner::claim(root)?;
         std::fs::create_dir(root.join("collections")).map_err(|e| Error::io("create directory", root, e))?;
 
         // One read transaction: every file describes the same commit.
@@ -369,7 +367,7 @@ impl Store {
         let kept = tmp.keep();
         std::fs::rename(&kept, out).map_err(|e| Error::io("rename into", out, e))?;
         // Renamed, it is no temporary folder any more: its owner file goes, then the lock.
-        let _ = std::fs::remove_file(out.join(crate::safety::leftovers::OWNER_FILE));
+        let _ = std::fs::remove_file(out.join(crate::engine::layout::OWNER_FILE));
         drop(owner);
         crate::engine::fsutil::sync_dir(&parent)?;
         Ok(manifest)

@@ -126,7 +126,7 @@ const LINE_OVERHEAD: usize = 4096;
 
 /// An export, read and checked against its manifest.
 struct Export {
-    folder: crate::portability::foreign::Foreign,
+    folder: crate::engine::foreign::Foreign,
     manifest: ExportManifest,
     schemas: Vec<CollectionSchema>,
     settings: ExportSettings,
@@ -139,7 +139,7 @@ fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
 
 impl Export {
     fn open(dir: &Path, progress: Progress<'_>) -> Result<Export> {
-        let folder = crate::portability::foreign::Foreign::open(dir)?;
+        let folder = crate::engine::foreign::Foreign::open(dir)?;
         let name = folder.display("manifest.json").display().to_string();
         let text = folder.read("manifest.json", MAX_MANIFEST)?;
         let manifest: ExportManifest = serde_json::from_slice(&text).map_err(|e| invalid(&name, e.to_string()))?;
@@ -309,7 +309,7 @@ fn apply(
         let mut n = 0;
         loop {
             let at = format!("{}:{}", entry.file.path, n + 1);
-            match crate::portability::foreign::read_line_bounded(&mut input, &mut line, max_line) {
+            match crate::engine::foreign::read_line_bounded(&mut input, &mut line, max_line) {
                 Ok(true) => n += 1,
                 Ok(false) => break,
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {

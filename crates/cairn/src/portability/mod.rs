@@ -1,6 +1,5 @@
 //! Portability: exports, imports (cairn's own and other applications'), reports.
 
 pub(crate) mod export;
-pub(crate) mod foreign;
 pub(crate) mod import;
 pub(crate) mod report;

@@ -32,17 +32,12 @@ use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::fsutil;
-use crate::engine::store::{Store, StoreOptions, DB_FILE};
+use crate::engine::layout::{BACKUPS_DIR, BACKUP_FAILED_DIR, BACKUP_TMP_PREFIX, DB_FILE, MANIFEST_FILE};
+use crate::engine::store::{Store, StoreOptions};
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
 use crate::safety::check::CheckOptions;
 
-/// The folder of a store's backups, inside its data directory.
-pub const BACKUPS_DIR: &str = "backups";
-/// The manifest inside each backup.
-pub const MANIFEST_FILE: &str = "manifest.json";
-const FAILED_DIR: &str = "failed";
-pub(crate) const TMP_PREFIX: &str = ".tmp-";
 /// The version of the manifest format this build writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
@@ -171,7 +166,7 @@ impl Manifest {
     fn seal(&mut self) {
         self.checksum = String::new();
         let bytes = serde_json::to_vec(self).unwrap_or_default();
-        self.checksum = crate::data::record::hex(&crate::data::record::sha256(&bytes));
+        self.checksum = crate::engine::hash::hex(&crate::engine::hash::sha256(&bytes));
     }
 
     fn is_sealed(&self) -> bool {
@@ -281,7 +276,7 @@ impl Store {
     fn backup_now(&self, options: &BackupOptions, progress: Progress<'_>) -> Result<BackupInfo> {
         let root = options.dir.clone().unwrap_or_else(|| backups_dir(self.dir()));
         let id = new_id(&root, options.reason)?;
-        let tmp = root.join(format!("{TMP_PREFIX}{id}"));
+        let tmp = root.join(format!("{BACKUP_TMP_PREFIX}{id}"));
         let outcome = self.build_backup(&root, &tmp, &id, options.reason, progress);
         let info = match outcome {
             Ok(info) => info,
@@ -320,7 +315,7 @@ impl Store {
         let started = Instant::now();
         std::fs::create_dir_all(tmp).map_err(|e| Error::io("create directory", tmp, e))?;
         // Held until the backup is in place: a `.tmp-` folder nobody holds is a leftover.
-        let owner = crate::safety::leftovers::claim(tmp)?;
+        let owner = crate::engine::owner::claim(tmp)?;
         let db = tmp.join(DB_FILE);
         let created = Timestamp::now();
         progress("snapshot", 0, 1);
@@ -441,7 +436,7 @@ impl Store {
         let target = root.join(id);
         std::fs::rename(tmp, &target).map_err(|e| Error::io("rename backup into place", &target, e))?;
         // In place, it is no temporary folder any more: its owner file goes, then the lock.
-        let _ = std::fs::remove_file(target.join(crate::safety::leftovers::OWNER_FILE));
+        let _ = std::fs::remove_file(target.join(crate::engine::layout::OWNER_FILE));
         drop(owner);
         fsutil::sync_dir(root)?;
         tracing::info!(id, reason = reason.as_str(), seq, "backup created and verified");
@@ -469,7 +464,7 @@ impl Store {
             let age = record["at"].as_str().and_then(crate::engine::timestamp::parse_datetime);
             list.push(BackupInfo {
                 id: id.clone(),
-                path: at.join(FAILED_DIR).join(format!("{id}.json")),
+                path: at.join(BACKUP_FAILED_DIR).join(format!("{id}.json")),
                 status: BackupStatus::Failed,
                 manifest: None,
                 error: record["error"].as_str().map(String::from),
@@ -484,7 +479,7 @@ impl Store {
     /// is given up for it; if it still cannot be written, it is kept in memory (listed by
     /// [`Store::backups`]) and written at the next chance, at the latest when the store closes.
     fn record_failure(&self, root: &Path, id: &str, record: serde_json::Value) {
-        let failed = root.join(FAILED_DIR);
+        let failed = root.join(BACKUP_FAILED_DIR);
         let existed = failed.exists();
         let write = || {
             std::fs::create_dir_all(&failed)
@@ -578,7 +573,7 @@ impl Store {
 /// cannot be written.
 pub(crate) fn write_failure_records(pending: &mut Vec<(PathBuf, String, serde_json::Value)>) {
     pending.retain(|(root, id, record)| {
-        let failed = root.join(FAILED_DIR);
+        let failed = root.join(BACKUP_FAILED_DIR);
         let written = std::fs::create_dir_all(&failed)
             .map_err(|e| Error::io("create directory", &failed, e))
             .and_then(|()| fsutil::write_durably(&failed.join(format!("{id}.json")), record.to_string().as_bytes()));
@@ -608,7 +603,7 @@ fn source_of(dir: &Path, hash: &str, codec: crate::blobs::blob::Codec) -> Option
 
 fn blob_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack = vec![root.join(crate::blobs::blob::BLOBS_DIR)];
+    let mut stack = vec![root.join(crate::engine::layout::BLOBS_DIR)];
     while let Some(dir) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
@@ -660,7 +655,7 @@ fn new_id(root: &Path, reason: BackupReason) -> Result<String> {
     let base = format!("{}-{}", fsutil::file_stamp(Timestamp::now()), reason.as_str());
     for n in 1..1000 {
         let id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
-        if !root.join(&id).exists() && !root.join(format!("{TMP_PREFIX}{id}")).exists() {
+        if !root.join(&id).exists() && !root.join(format!("{BACKUP_TMP_PREFIX}{id}")).exists() {
             return Ok(id);
         }
     }
@@ -675,7 +670,7 @@ fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<()> {
 
 /// Reads a backup's manifest, refusing one that is not valid or was edited.
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let folder = crate::portability::foreign::Foreign::open(dir)?;
+    let folder = crate::engine::foreign::Foreign::open(dir)?;
     let bytes = folder.read(MANIFEST_FILE, MAX_MANIFEST_BYTES)?;
     Manifest::parse(&bytes, &folder.display(MANIFEST_FILE).display().to_string())
 }
@@ -725,7 +720,7 @@ pub fn list_backups(root: &Path) -> Result<Vec<BackupInfo>> {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name.starts_with('.') || name == FAILED_DIR || !path.is_dir() {
+        if name.starts_with('.') || name == BACKUP_FAILED_DIR || !path.is_dir() {
             continue;
         }
         let info = match read_manifest(&path) {
@@ -748,7 +743,7 @@ pub fn list_backups(root: &Path) -> Result<Vec<BackupInfo>> {
         };
         out.push(info);
     }
-    if let Ok(entries) = std::fs::read_dir(root.join(FAILED_DIR)) {
+    if let Ok(entries) = std::fs::read_dir(root.join(BACKUP_FAILED_DIR)) {
         for entry in entries.flatten() {
             let path = entry.path();
             let Ok(text) = std::fs::read_to_string(&path) else { continue };
@@ -805,7 +800,7 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, progress: Progress<'_>
     let total = manifest.files.len() as u64;
     // A backup holds only files cairn wrote: a link (or pipe, or device) anywhere in it is
     // refused, never followed — SQLite would otherwise open whatever `store.db` points at.
-    let folder = crate::portability::foreign::Foreign::open(dir)?;
+    let folder = crate::engine::foreign::Foreign::open(dir)?;
     for rel in folder.irregular()? {
         problems.push(format!("{rel} is a link, pipe or device; a backup holds only regular files"));
     }
@@ -841,7 +836,8 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, progress: Progress<'_>
     let report = store.check(&CheckOptions { blobs: false }, progress)?;
     problems.extend(report.problems.iter().map(|p| format!("{}: {}", p.location, p.detail)));
     for file in &manifest.files {
-        let Some(name) = file.path.rsplit('/').next().filter(|_| file.path.starts_with(crate::blobs::blob::BLOBS_DIR))
+        let Some(name) =
+            file.path.rsplit('/').next().filter(|_| file.path.starts_with(crate::engine::layout::BLOBS_DIR))
         else {
             continue;
         };

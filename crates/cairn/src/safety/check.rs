@@ -19,8 +19,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::data::collection::Collection;
+use crate::engine::layout::DB_FILE;
 use crate::engine::sql::{quote, tags_table, value_column};
-use crate::engine::store::{Store, DB_FILE};
+use crate::engine::store::Store;
 use crate::error::{Error, Result};
 use crate::safety::backup::Progress;
 
@@ -313,7 +314,7 @@ fn integrity(conn: &Connection, report: &mut CheckReport) -> Result<()> {
 /// whose length is not a whole number of frames only has a torn last frame, which SQLite
 /// ignores; that is not damage to committed data, so it is not reported.
 fn wal_header(dir: &Path, conn: &Connection, report: &mut CheckReport) -> Result<()> {
-    let path = dir.join(format!("{DB_FILE}-wal"));
+    let path = dir.join(crate::engine::layout::WAL_FILE);
     let mut head = Vec::with_capacity(32);
     match std::fs::File::open(&path) {
         Ok(file) => file.take(32).read_to_end(&mut head).map_err(|e| Error::io("read", &path, e))?,

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::engine::store::{DB_FILE, LOCK_FILE, QUARANTINE_DIR};
+use crate::engine::layout::{DB_FILE, LOCK_FILE, QUARANTINE_DIR, SHM_FILE, WAL_FILE};
 use crate::error::{Error, Result};
 
 /// A stray file the guard found.
@@ -50,9 +50,9 @@ impl StrayFile {
 
 /// Files of cairn's own in the data directory, never stray.
 fn is_own(name: &str) -> bool {
-    matches!(name, DB_FILE | LOCK_FILE | crate::safety::restore::JOURNAL_FILE)
-        || name == format!("{DB_FILE}-wal")
-        || name == format!("{DB_FILE}-shm")
+    matches!(name, DB_FILE | LOCK_FILE | crate::engine::layout::RESTORE_JOURNAL_FILE)
+        || name == WAL_FILE
+        || name == SHM_FILE
 }
 
 fn stray_reason(path: &Path, name: &str) -> Option<String> {
@@ -75,14 +75,8 @@ fn stray_reason(path: &Path, name: &str) -> Option<String> {
 }
 
 /// Cairn's own entries of the data directory, which must not be links.
-const OWN_ENTRIES: [&str; 6] = [
-    DB_FILE,
-    "store.db-wal",
-    "store.db-shm",
-    crate::blobs::blob::BLOBS_DIR,
-    crate::safety::backup::BACKUPS_DIR,
-    QUARANTINE_DIR,
-];
+const OWN_ENTRIES: [&str; 6] =
+    [DB_FILE, WAL_FILE, SHM_FILE, crate::engine::layout::BLOBS_DIR, crate::engine::layout::BACKUPS_DIR, QUARANTINE_DIR];
 
 /// Refuses a data directory where one of cairn's own entries is a symbolic link.
 pub(crate) fn check_links(dir: &Path, allowed: bool) -> Result<()> {

@@ -17,38 +17,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::engine::layout::OWNER_FILE;
+use crate::error::Result;
 
-/// The lock file inside an owned folder.
-pub(crate) const OWNER_FILE: &str = ".owner";
 /// An owned folder without its owner file is this old before it counts as left over.
 const UNOWNED_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
-
-/// A temporary folder's owner lock, held until dropped.
-#[derive(Debug)]
-pub(crate) struct Owner {
-    _file: File,
-}
-
-/// Creates `dir`'s owner file and locks it: until the `Owner` is dropped (or the process
-/// dies), the folder is work in progress.
-pub(crate) fn claim(dir: &Path) -> Result<Owner> {
-    let path = dir.join(OWNER_FILE);
-    let file = File::options()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| Error::io("create", &path, e))?;
-    file.try_lock().map_err(|e| Error::io("lock", &path, std::io::Error::other(e.to_string())))?;
-    Ok(Owner { _file: file })
-}
-
-/// Locks a staged file for as long as `file` is open.
-pub(crate) fn claim_file(file: &File, path: &Path) -> Result<()> {
-    file.try_lock().map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))
-}
 
 /// Something an interrupted operation left.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -107,7 +80,7 @@ pub(crate) fn sweep(dir: &Path, remove: bool) -> Result<Vec<Leftover>> {
     let mut found: Vec<(PathBuf, &str)> = Vec::new();
     let backups = crate::safety::backup::backups_dir(dir);
     for entry in std::fs::read_dir(&backups).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(crate::safety::backup::TMP_PREFIX)
+        if entry.file_name().to_string_lossy().starts_with(crate::engine::layout::BACKUP_TMP_PREFIX)
             && folder_abandoned(&entry.path())
         {
             found.push((entry.path(), "backup"));
@@ -116,8 +89,8 @@ pub(crate) fn sweep(dir: &Path, remove: bool) -> Result<Vec<Leftover>> {
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         // A rehearsal's scratch copy is a store: it holds its own write lock while in use.
-        if name.starts_with(crate::migrate::SCRATCH_PREFIX) {
-            let lock = entry.path().join(crate::engine::store::LOCK_FILE);
+        if name.starts_with(crate::engine::layout::MIGRATE_SCRATCH_PREFIX) {
+            let lock = entry.path().join(crate::engine::layout::LOCK_FILE);
             let abandoned = if lock.exists() { unlocked(&lock) } else { older_than(&entry.path(), UNOWNED_GRACE) };
             if abandoned {
                 found.push((entry.path(), "migration rehearsal"));
@@ -148,7 +121,7 @@ pub(crate) fn sweep_exports(parent: &Path) -> Vec<Leftover> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
         let path = entry.path();
-        if entry.file_name().to_string_lossy().starts_with(crate::portability::export::TMP_PREFIX)
+        if entry.file_name().to_string_lossy().starts_with(crate::engine::layout::EXPORT_TMP_PREFIX)
             && path.is_dir()
             && folder_abandoned(&path)
         {
@@ -182,13 +155,13 @@ mod tests {
     fn an_owned_folder_is_left_over_only_once_its_owner_is_gone() {
         let tmp = tempfile::tempdir().expect("tempdir");
         let backups = crate::safety::backup::backups_dir(tmp.path());
-        let working = backups.join(format!("{}a", crate::safety::backup::TMP_PREFIX));
-        let dead = backups.join(format!("{}b", crate::safety::backup::TMP_PREFIX));
+        let working = backups.join(format!("{}a", crate::engine::layout::BACKUP_TMP_PREFIX));
+        let dead = backups.join(format!("{}b", crate::engine::layout::BACKUP_TMP_PREFIX));
         std::fs::create_dir_all(&working).expect("mkdir");
         std::fs::create_dir_all(&dead).expect("mkdir");
         let owner = claim(&working).expect("claim");
         drop(claim(&dead).expect("claim"));
-        let fresh_unowned = backups.join(format!("{}c", crate::safety::backup::TMP_PREFIX));
+        let fresh_unowned = backups.join(format!("{}c", crate::engine::layout::BACKUP_TMP_PREFIX));
         std::fs::create_dir_all(&fresh_unowned).expect("mkdir");
 
         let found = sweep(tmp.path(), false).expect("sweep");

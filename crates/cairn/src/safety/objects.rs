@@ -213,7 +213,7 @@ mod tests {
         assert_eq!(compare(&found, &want, &records), Vec::new());
         drop(conn);
 
-        let db = Connection::open(store.dir().join(crate::engine::store::DB_FILE)).expect("db");
+        let db = Connection::open(store.dir().join(crate::engine::layout::DB_FILE)).expect("db");
         db.execute_batch(
             "CREATE TABLE loot (x); CREATE VIEW peek AS SELECT 1;
              CREATE TRIGGER grab AFTER INSERT ON cairn_changes BEGIN INSERT INTO loot VALUES (new.seq); END;

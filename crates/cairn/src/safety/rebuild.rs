@@ -31,14 +31,12 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use serde::Serialize;
 
-use crate::engine::store::DB_FILE;
+use crate::engine::layout::DB_FILE;
+use crate::engine::layout::REBUILD_STAGING_DIR;
 use crate::error::{Error, Result};
 use crate::safety::backup::{Manifest, Progress};
 use crate::safety::salvage::{Cell, Row, Salvage};
 use rusqlite::types::Value;
-
-/// The staging folder of a rebuild, inside the data directory.
-pub(crate) const STAGING_DIR: &str = ".rebuild-staging";
 
 /// What a rebuild found and where it took it from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -93,7 +91,7 @@ pub(crate) fn rebuild(
     backups: &[(PathBuf, Manifest)],
     progress: Progress<'_>,
 ) -> Result<RebuildReport> {
-    let staging = dir.join(STAGING_DIR);
+    let staging = dir.join(REBUILD_STAGING_DIR);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
     }
@@ -465,7 +463,7 @@ fn placeholder_row(conn: &Connection, c: &crate::data::collection::Collection, i
 /// bytes of the dictionary's SHA-256.
 fn dict_verifies(v: &[Value]) -> bool {
     matches!(v, [Value::Integer(_), Value::Blob(key), Value::Text(_), Value::Blob(dict), Value::Integer(_), Value::Integer(_)]
-        if key.as_slice() == &crate::data::record::sha256(dict)[..8])
+        if key.as_slice() == &crate::engine::hash::sha256(dict)[..8])
 }
 
 /// The seqs the record rows of the damaged file point at, from every record table that can

@@ -33,8 +33,9 @@ use serde_json::Value;
 
 use crate::data::collection::Collection;
 use crate::engine::fsutil;
+use crate::engine::layout::{DB_FILE, QUARANTINE_DIR, WAL_FILE};
 use crate::engine::sql::quote;
-use crate::engine::store::{Store, StoreOptions, DB_FILE, QUARANTINE_DIR};
+use crate::engine::store::{Store, StoreOptions};
 use crate::error::{Error, Result};
 use crate::safety::backup::{self, BackupStatus, Manifest, Progress};
 use crate::safety::check::{CheckOptions, CheckReport, ProblemKind};
@@ -165,7 +166,7 @@ fn needs_rebuild(report: &CheckReport) -> bool {
 
 /// Copies `store.db` and its WAL into `to` (the store is closed and locked).
 fn copy_database(dir: &Path, to: &Path, before: &CheckReport) -> Result<()> {
-    for name in [DB_FILE.to_string(), format!("{DB_FILE}-wal")] {
+    for name in [DB_FILE, WAL_FILE] {
         let from = dir.join(&name);
         if from.exists() {
             std::fs::copy(&from, to.join(&name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
@@ -295,7 +296,7 @@ impl Store {
                     .map(|(bytes, _)| bytes)
                     .collect();
                 for bytes in invalid {
-                    let hex = crate::data::record::hex(&bytes);
+                    let hex = crate::engine::hash::hex(&bytes);
                     out.extend_from_slice(
                         serde_json::json!({"collection": c.name(), "id_hex": hex, "why": "its id is not valid text"})
                             .to_string()
@@ -489,7 +490,7 @@ impl Store {
             .collect();
         let report = serde_json::to_vec_pretty(before).unwrap_or_default();
         self.write(move |_tx| {
-            for name in [DB_FILE.to_string(), format!("{DB_FILE}-wal")] {
+            for name in [DB_FILE, WAL_FILE] {
                 let from = dir.join(&name);
                 if from.exists() {
                     std::fs::copy(&from, to.join(&name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
@@ -528,7 +529,7 @@ impl Store {
             let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
             // Copied out of the backup as a foreign folder: beneath it, a regular file, no
             // more than the manifest says, and only if it hashes to what the manifest says.
-            let Ok(folder) = crate::portability::foreign::Foreign::open(dir) else { continue };
+            let Ok(folder) = crate::engine::foreign::Foreign::open(dir) else { continue };
             if let Some(parent) = live.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
             }
@@ -669,7 +670,7 @@ pub(crate) fn rebuild_row(
                 .map_or(rusqlite::types::Value::Null, |v| crate::data::index::column_value(f, v))
         })
         .collect();
-    let sha = crate::data::record::sha256(&bytes);
+    let sha = crate::engine::hash::sha256(&bytes);
     let fixed: [&dyn rusqlite::ToSql; 7] =
         [&id, &(row.version as i64), &created_at, &row.at, &deleted_at, &(seq as i64), &sha.as_slice()];
     conn.prepare_cached(&c.sql.insert)?.execute(rusqlite::params_from_iter(

@@ -28,17 +28,15 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::engine::fsutil;
-use crate::engine::store::{Store, StoreOptions, DB_FILE, QUARANTINE_DIR};
+use crate::engine::layout::{DB_FILE, QUARANTINE_DIR, RESTORE_JOURNAL_FILE, RESTORE_STAGING_DIR, SHM_FILE, WAL_FILE};
+use crate::engine::store::{Store, StoreOptions};
 use crate::error::{Error, Result};
 use crate::safety::backup::{self, BackupOptions, BackupReason, BackupStatus, Manifest, Progress};
 
-/// The restore journal in the data directory; see the module docs.
-pub(crate) const JOURNAL_FILE: &str = "restore.json";
-const STAGING_DIR: &str = ".restore-staging";
 /// What a restore replaces, in the order it replaces them.
-const ITEMS: [&str; 4] = ["store.db-wal", "store.db-shm", DB_FILE, crate::blobs::blob::BLOBS_DIR];
+const ITEMS: [&str; 4] = [WAL_FILE, SHM_FILE, DB_FILE, crate::engine::layout::BLOBS_DIR];
 /// What a rebuild (see `rebuild`) replaces: the database, not the blobs.
-pub(crate) const DATABASE_ITEMS: [&str; 3] = ["store.db-wal", "store.db-shm", DB_FILE];
+pub(crate) const DATABASE_ITEMS: [&str; 3] = [WAL_FILE, SHM_FILE, DB_FILE];
 
 /// A swap in progress: `staging` holds the new files, `replaced` receives the old ones.
 #[derive(Debug, Serialize, Deserialize)]
@@ -172,7 +170,7 @@ fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     } else {
         (crate::engine::store::lock(dir)?, None)
     };
-    let staging = dir.join(STAGING_DIR);
+    let staging = dir.join(RESTORE_STAGING_DIR);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
     }
@@ -228,7 +226,7 @@ fn stage(
     let total = manifest.files.len() as u64;
     // The backup is read as a foreign folder: beneath it, regular files only, no further
     // than the manifest says.
-    let folder = crate::portability::foreign::Foreign::open(source)?;
+    let folder = crate::engine::foreign::Foreign::open(source)?;
     for (i, file) in manifest.files.iter().enumerate() {
         let to = target.join(&file.path);
         if let Some(parent) = to.parent() {
@@ -270,7 +268,7 @@ fn stage(
 /// journal exists, the swap completes, now or at the next writable open.
 pub(crate) fn swap(dir: &Path, journal: &Journal) -> Result<()> {
     let text = serde_json::to_vec_pretty(journal).map_err(|e| Error::NotAllowed(e.to_string()))?;
-    fsutil::write_durably(&dir.join(JOURNAL_FILE), &text)?;
+    fsutil::write_durably(&dir.join(RESTORE_JOURNAL_FILE), &text)?;
     roll_forward(dir, journal)
 }
 
@@ -292,7 +290,7 @@ fn roll_forward(dir: &Path, journal: &Journal) -> Result<()> {
     if journal.staging.exists() {
         std::fs::remove_dir_all(&journal.staging).map_err(|e| Error::io("remove", &journal.staging, e))?;
     }
-    let path = dir.join(JOURNAL_FILE);
+    let path = dir.join(RESTORE_JOURNAL_FILE);
     std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
     fsutil::sync_dir(dir)
 }
@@ -300,7 +298,7 @@ fn roll_forward(dir: &Path, journal: &Journal) -> Result<()> {
 /// Before a store opens for writing: finishes a restore a crash interrupted, or removes the
 /// staging folder of one that never reached its journal.
 pub(crate) fn recover(dir: &Path) -> Result<()> {
-    let path = dir.join(JOURNAL_FILE);
+    let path = dir.join(RESTORE_JOURNAL_FILE);
     match std::fs::read(&path) {
         Ok(bytes) => {
             let journal: Journal = serde_json::from_slice(&bytes)
@@ -309,7 +307,7 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
             roll_forward(dir, &journal)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            for staging in [dir.join(STAGING_DIR), dir.join(crate::safety::rebuild::STAGING_DIR)] {
+            for staging in [dir.join(RESTORE_STAGING_DIR), dir.join(crate::engine::layout::REBUILD_STAGING_DIR)] {
                 if staging.exists() {
                     std::fs::remove_dir_all(&staging).map_err(|e| Error::io("remove", &staging, e))?;
                 }
@@ -322,7 +320,7 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
 
 /// True when a restore is waiting to be finished by an open for writing.
 pub(crate) fn interrupted(dir: &Path) -> bool {
-    dir.join(JOURNAL_FILE).exists()
+    dir.join(RESTORE_JOURNAL_FILE).exists()
 }
 
 impl Store {

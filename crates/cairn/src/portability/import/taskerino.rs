@@ -46,7 +46,7 @@ use crate::data::schema::{CollectionSchema, FieldType};
 use crate::data::settings::{SettingDef, SettingType};
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
-use crate::portability::foreign::{Foreign, Kind};
+use crate::engine::foreign::{Foreign, Kind};
 use crate::safety::backup::{BackupOptions, BackupReason, Progress};
 
 /// The collections, in the order they are written (relation targets first).
