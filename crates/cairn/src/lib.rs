@@ -46,16 +46,18 @@ mod portability;
 mod safety;
 pub mod taskerino;
 
+/// cairn's own settings: their keys (`settings::BACKUP_KEEP_LAST`, …) and definitions.
+pub mod settings {
+    pub use crate::data::builtin_settings::*;
+}
+
 pub use blobs::blob::{
     mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
-    GC_GRACE_SECONDS, MAX_BLOB_BYTES,
 };
 pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp, Subscription};
 pub use data::collection::{CollectionInfo, DropOptions, DropReport};
-pub use data::compress::{
-    CompactOptions, CompactReport, TrainReport, COMPRESS_MIN_BYTES, DICT_MIN_BYTES, MAX_DICT_BYTES,
-};
+pub use data::compress::{CompactOptions, CompactReport, TrainReport, MAX_DICT_BYTES};
 pub use data::index::IndexInfo;
 pub use data::query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
@@ -63,9 +65,8 @@ pub use data::query::{
 pub use data::record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 pub use data::search::{Hit, Search};
-pub use data::settings::{builtin_settings, Setting, SettingDef, SettingType, MAX_BODY_BYTES, SECRET_MASK};
+pub use data::settings::{Setting, SettingDef, SettingType, SECRET_MASK};
 pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
-pub use engine::space::RESERVE_BYTES;
 pub use engine::store::{Store, StoreOptions, FORMAT_VERSION};
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};
@@ -85,8 +86,7 @@ pub use portability::import::{
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
 pub use safety::backup::{
     backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
-    BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, INTERVAL_SECONDS,
-    KEEP_DAILY, KEEP_LAST, KEEP_WEEKLY, MANIFEST_FORMAT, ON_CLOSE, ON_OPEN_AFTER_SECONDS,
+    BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, MANIFEST_FORMAT,
 };
 pub use safety::check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use safety::guard::StrayFile;

@@ -40,11 +40,6 @@ const SNIFF_BYTES: usize = 1 << 20;
 /// Compression is kept only when it saves at least this share of the size.
 const MIN_SAVING: f64 = 0.05;
 
-/// Setting: the largest blob accepted, in bytes.
-pub const MAX_BLOB_BYTES: &str = "blobs.max_bytes";
-/// Setting: seconds a blob stays after its last link went away before `gc` may remove it.
-pub const GC_GRACE_SECONDS: &str = "blobs.gc_grace_seconds";
-
 /// How a blob's bytes are kept on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -794,7 +789,7 @@ impl Store {
     /// entry. Nothing links to it yet: link it from a record within the grace period
     /// (setting `blobs.gc_grace_seconds`), or use [`Store::attach`], which does both at once.
     pub fn put_blob(&self, input: impl Read) -> Result<BlobInfo> {
-        let staged = stage(self.dir(), input, self.setting_u64(MAX_BLOB_BYTES)?)?;
+        let staged = stage(self.dir(), input, self.setting_u64(crate::data::builtin_settings::BLOBS_MAX_BYTES)?)?;
         self.write(move |tx| tx.commit_blob(staged))
     }
 
@@ -828,7 +823,7 @@ impl Store {
             }
         };
         self.get(collection, id)?;
-        let staged = stage(self.dir(), input, self.setting_u64(MAX_BLOB_BYTES)?)?;
+        let staged = stage(self.dir(), input, self.setting_u64(crate::data::builtin_settings::BLOBS_MAX_BYTES)?)?;
         let mime = checked_mime(upload.mime.as_deref(), &name, staged.sniffed)?;
         let (collection, id, field) = (collection.to_string(), id.to_string(), field.to_string());
         self.write(move |tx| {
@@ -938,7 +933,9 @@ impl Store {
     pub fn gc_blobs(&self, grace: Option<std::time::Duration>, dry_run: bool) -> Result<GcReport> {
         let grace = match grace {
             Some(g) => g,
-            None => std::time::Duration::from_secs(self.setting_u64(GC_GRACE_SECONDS)?),
+            None => {
+                std::time::Duration::from_secs(self.setting_u64(crate::data::builtin_settings::BLOBS_GC_GRACE_SECONDS)?)
+            }
         };
         if dry_run {
             let conn = self.reader()?;

@@ -34,12 +34,6 @@ use crate::engine::store::Store;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
 
-/// Setting: bodies of at least this many bytes are zstd-compressed when that saves an eighth.
-pub const COMPRESS_MIN_BYTES: &str = "records.compress_min_bytes";
-/// Setting: in a collection with a trained dictionary, bodies of at least this many bytes are
-/// compressed with it when that saves an eighth.
-pub const DICT_MIN_BYTES: &str = "records.dict_min_bytes";
-
 /// The first bytes of a zstd frame; a stored JSON body never starts with them (`(`).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 /// The first byte of a body compressed with a dictionary.
@@ -198,8 +192,8 @@ impl Policy {
             .query_row([collection], |r| r.get(0))
             .optional()?;
         Ok(Policy {
-            min_bytes: size(COMPRESS_MIN_BYTES, 4096)?,
-            dict_min_bytes: size(DICT_MIN_BYTES, 128)?,
+            min_bytes: size(crate::data::builtin_settings::RECORDS_COMPRESS_MIN_BYTES, 4096)?,
+            dict_min_bytes: size(crate::data::builtin_settings::RECORDS_DICT_MIN_BYTES, 128)?,
             dict: dict.map(|d| EncoderDict { key: dict_key(&d), dict: EncoderDictionary::copy(&d, LEVEL) }),
         })
     }

@@ -2,6 +2,7 @@
 //! full-text search, queries, settings, batches and body compression.
 
 pub(crate) mod batch;
+pub(crate) mod builtin_settings;
 pub(crate) mod changes;
 pub(crate) mod collection;
 pub(crate) mod compress;
@@ -11,3 +12,4 @@ pub(crate) mod record;
 pub(crate) mod schema;
 pub(crate) mod search;
 pub(crate) mod settings;
+pub(crate) mod space;

@@ -83,109 +83,8 @@ pub struct Setting {
 /// What a secret setting's value reads as, wherever settings are listed.
 pub const SECRET_MASK: &str = "********";
 
-/// Largest record body, in bytes of canonical JSON.
-pub const MAX_BODY_BYTES: &str = "records.max_body_bytes";
-
-/// cairn's own settings.
-pub fn builtin_settings() -> Vec<SettingDef> {
-    vec![
-        SettingDef {
-            key: MAX_BODY_BYTES.into(),
-            kind: SettingType::Integer,
-            default: Value::from(1024 * 1024),
-            description: "Largest record body accepted, in bytes of canonical JSON".into(),
-            min: Some(256.0),
-            max: Some(256.0 * 1024.0 * 1024.0),
-            choices: None,
-        },
-        SettingDef {
-            key: crate::data::compress::COMPRESS_MIN_BYTES.into(),
-            kind: SettingType::Integer,
-            default: Value::from(4096),
-            description: "Record bodies of at least this many bytes are stored zstd-compressed when that saves an eighth"
-                .into(),
-            min: Some(64.0),
-            max: None,
-            choices: None,
-        },
-        SettingDef {
-            key: crate::data::compress::DICT_MIN_BYTES.into(),
-            kind: SettingType::Integer,
-            default: Value::from(128),
-            description: "In a collection with a trained dictionary (`cairn compact --train`), bodies of at least this many bytes are compressed with it"
-                .into(),
-            min: Some(16.0),
-            max: None,
-            choices: None,
-        },
-        int_setting(crate::safety::backup::KEEP_LAST, 10, 1.0, "Verified backups rotation always keeps: the newest this many"),
-        int_setting(crate::safety::backup::KEEP_DAILY, 7, 0.0, "Rotation also keeps the newest backup of each of the last this many days"),
-        int_setting(crate::safety::backup::KEEP_WEEKLY, 4, 0.0, "Rotation also keeps the newest backup of each of the last this many weeks"),
-        int_setting(
-            crate::safety::backup::ON_OPEN_AFTER_SECONDS,
-            86_400,
-            0.0,
-            "With automatic backups, opening the store takes one when the newest is older than this (0: never)",
-        ),
-        int_setting(
-            crate::safety::backup::INTERVAL_SECONDS,
-            0,
-            0.0,
-            "With automatic backups, a process holding the store takes one this often (0: never)",
-        ),
-        SettingDef {
-            key: crate::safety::backup::ON_CLOSE.into(),
-            kind: SettingType::Bool,
-            default: Value::from(false),
-            description: "With automatic backups, closing the store cleanly takes one".into(),
-            min: None,
-            max: None,
-            choices: None,
-        },
-        SettingDef {
-            key: crate::blobs::blob::MAX_BLOB_BYTES.into(),
-            kind: SettingType::Integer,
-            default: Value::from(16_i64 << 30),
-            description: "Largest attachment accepted, in bytes".into(),
-            min: Some(1.0),
-            max: None,
-            choices: None,
-        },
-        SettingDef {
-            key: crate::engine::space::RESERVE_BYTES.into(),
-            kind: SettingType::Integer,
-            default: Value::from(8_i64 << 20),
-            description: "Bytes kept in reserve (cairn.reserve) and given up when the disk is full, so that deletes, purges and blob gc can still free space (0: none)".into(),
-            min: Some(0.0),
-            max: None,
-            choices: None,
-        },
-        SettingDef {
-            key: crate::blobs::blob::GC_GRACE_SECONDS.into(),
-            kind: SettingType::Integer,
-            default: Value::from(7 * 24 * 3600),
-            description: "Seconds an attachment nothing links to is kept before `blob gc` may remove it".into(),
-            min: Some(0.0),
-            max: None,
-            choices: None,
-        },
-    ]
-}
-
-fn int_setting(key: &str, default: i64, min: f64, description: &str) -> SettingDef {
-    SettingDef {
-        key: key.into(),
-        kind: SettingType::Integer,
-        default: Value::from(default),
-        description: description.into(),
-        min: Some(min),
-        max: None,
-        choices: None,
-    }
-}
-
 fn builtin(key: &str) -> Option<SettingDef> {
-    builtin_settings().into_iter().find(|d| d.key == key)
+    crate::data::builtin_settings::builtin_settings().into_iter().find(|d| d.key == key)
 }
 
 fn valid_key(key: &str) -> bool {
@@ -424,7 +323,10 @@ impl Tx<'_> {
         if let Some(limit) = self.state.max_body_bytes {
             return Ok(limit);
         }
-        let limit = setting(self.conn, MAX_BODY_BYTES)?.value.as_u64().unwrap_or(1024 * 1024);
+        let limit = setting(self.conn, crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES)?
+            .value
+            .as_u64()
+            .unwrap_or(1024 * 1024);
         self.state.max_body_bytes = Some(limit);
         Ok(limit)
     }
@@ -446,7 +348,8 @@ impl Store {
     /// Every defined setting, built-in ones first, then by key.
     pub fn settings(&self) -> Result<Vec<Setting>> {
         let conn = self.reader()?;
-        let mut keys: Vec<String> = builtin_settings().into_iter().map(|d| d.key).collect();
+        let mut keys: Vec<String> =
+            crate::data::builtin_settings::builtin_settings().into_iter().map(|d| d.key).collect();
         let defined: Vec<String> = conn
             .prepare("SELECT key FROM cairn_setting_defs ORDER BY key")?
             .query_map([], |r| r.get(0))?
@@ -496,12 +399,24 @@ mod tests {
     #[test]
     fn settings_are_typed_defaulted_and_validated() {
         let (_dir, store) = crate::engine::store::temp_store();
-        assert_eq!(store.setting_value::<u64>(MAX_BODY_BYTES).expect("default"), 1024 * 1024);
-        assert!(matches!(store.set_setting(MAX_BODY_BYTES, json!("big")), Err(Error::InvalidSetting { .. })));
-        assert!(matches!(store.set_setting(MAX_BODY_BYTES, json!(10)), Err(Error::InvalidSetting { .. })));
+        assert_eq!(
+            store.setting_value::<u64>(crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES).expect("default"),
+            1024 * 1024
+        );
+        assert!(matches!(
+            store.set_setting(crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES, json!("big")),
+            Err(Error::InvalidSetting { .. })
+        ));
+        assert!(matches!(
+            store.set_setting(crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES, json!(10)),
+            Err(Error::InvalidSetting { .. })
+        ));
         assert!(matches!(store.set_setting("nope", json!(1)), Err(Error::UnknownSetting { .. })));
-        store.set_setting(MAX_BODY_BYTES, json!(4096)).expect("set");
-        assert_eq!(store.setting(MAX_BODY_BYTES).expect("get").value, json!(4096));
+        store.set_setting(crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES, json!(4096)).expect("set");
+        assert_eq!(
+            store.setting(crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES).expect("get").value,
+            json!(4096)
+        );
 
         let theme = SettingDef {
             key: "ui.theme".into(),
@@ -523,6 +438,6 @@ mod tests {
         store.reset_setting("ui.theme").expect("reset");
         let s = store.setting("ui.theme").expect("get");
         assert!(s.is_default && s.value == json!("light"));
-        assert_eq!(store.settings().expect("list").len(), builtin_settings().len() + 1);
+        assert_eq!(store.settings().expect("list").len(), crate::settings::builtin_settings().len() + 1);
     }
 }

@@ -8,7 +8,6 @@ pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod owner;
 pub(crate) mod pool;
-pub(crate) mod space;
 pub(crate) mod sql;
 pub(crate) mod store;
 pub(crate) mod timestamp;

@@ -34,4 +34,3 @@ pub(crate) fn claim(dir: &Path) -> Result<Owner> {
 pub(crate) fn claim_file(file: &File, path: &Path) -> Result<()> {
     file.try_lock().map_err(|e| Error::io("lock", path, std::io::Error::other(e.to_string())))
 }
-

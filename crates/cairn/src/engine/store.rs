@@ -204,7 +204,7 @@ impl Store {
             store.keep_reserve();
         }
         if auto_backup {
-            store.backup_if_stale(crate::safety::backup::ON_OPEN_AFTER_SECONDS, BackupReason::OnOpen);
+            store.backup_if_stale(crate::data::builtin_settings::BACKUP_ON_OPEN_AFTER_SECONDS, BackupReason::OnOpen);
             store.start_interval_backups()?;
         }
         Ok(store)
@@ -236,7 +236,7 @@ impl Store {
     /// Starts the thread that takes a backup every `backup.interval_seconds` (when it is not
     /// 0). It holds the store weakly and ends when the store closes.
     fn start_interval_backups(&self) -> Result<()> {
-        let seconds = self.setting_value::<i64>(crate::safety::backup::INTERVAL_SECONDS)?;
+        let seconds = self.setting_value::<i64>(crate::data::builtin_settings::BACKUP_INTERVAL_SECONDS)?;
         if seconds <= 0 {
             return Ok(());
         }
@@ -256,7 +256,7 @@ impl Store {
                 drop(stopped);
                 let Some(inner) = weak.upgrade() else { return };
                 let store = Store { inner, actor: actor.clone() };
-                store.backup_if_stale(crate::safety::backup::INTERVAL_SECONDS, BackupReason::Interval);
+                store.backup_if_stale(crate::data::builtin_settings::BACKUP_INTERVAL_SECONDS, BackupReason::Interval);
             })
             .map_err(|e| Error::io("start the backup thread for", self.dir(), e))?;
         Ok(())
@@ -306,7 +306,9 @@ impl Store {
     /// it fails, the store still closes and the error is returned.
     pub fn close(self) -> Result<()> {
         let mut backup = Ok(());
-        if self.inner.auto_backup && self.setting_value::<bool>(crate::safety::backup::ON_CLOSE).unwrap_or(false) {
+        if self.inner.auto_backup
+            && self.setting_value::<bool>(crate::data::builtin_settings::BACKUP_ON_CLOSE).unwrap_or(false)
+        {
             backup = self.backup(&BackupOptions::because(BackupReason::OnClose), &mut |_, _, _| {}).map(|_| ());
         }
         let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -424,7 +424,7 @@ impl Store {
             None
         };
         // Attachments are staged now and moved into place by the transaction below.
-        let limit = self.setting_value::<i64>(crate::blobs::blob::MAX_BLOB_BYTES)?.max(0) as u64;
+        let limit = self.setting_value::<i64>(crate::data::builtin_settings::BLOBS_MAX_BYTES)?.max(0) as u64;
         let mut staged = Vec::new();
         for (i, blob) in export.manifest.blobs.iter().enumerate() {
             if self.blob(&blob.sha256).is_ok() {

@@ -41,14 +41,6 @@ use crate::safety::check::CheckOptions;
 /// The version of the manifest format this build writes and reads.
 pub const MANIFEST_FORMAT: u32 = 1;
 
-/// Settings of rotation and automatic backups.
-pub const KEEP_LAST: &str = "backup.keep_last";
-pub const KEEP_DAILY: &str = "backup.keep_daily";
-pub const KEEP_WEEKLY: &str = "backup.keep_weekly";
-pub const ON_OPEN_AFTER_SECONDS: &str = "backup.on_open_after_seconds";
-pub const ON_CLOSE: &str = "backup.on_close";
-pub const INTERVAL_SECONDS: &str = "backup.interval_seconds";
-
 /// Why a backup was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -487,7 +479,7 @@ impl Store {
                 .and_then(|()| fsutil::write_durably(&failed.join(format!("{id}.json")), record.to_string().as_bytes()))
         };
         let written = match write() {
-            Err(e) if e.is_disk_full() && !self.is_read_only() && crate::engine::space::release(self.dir()) => write(),
+            Err(e) if e.is_disk_full() && !self.is_read_only() && crate::data::space::release(self.dir()) => write(),
             other => other,
         };
         if let Err(e) = written {
@@ -517,9 +509,9 @@ impl Store {
 
     fn rotate_backups_in(&self, root: &Path) -> Result<Vec<String>> {
         let policy = RotationPolicy {
-            keep_last: self.setting_value::<i64>(KEEP_LAST)?.max(1) as usize,
-            keep_daily: self.setting_value::<i64>(KEEP_DAILY)?.max(0) as u32,
-            keep_weekly: self.setting_value::<i64>(KEEP_WEEKLY)?.max(0) as u32,
+            keep_last: self.setting_value::<i64>(crate::data::builtin_settings::BACKUP_KEEP_LAST)?.max(1) as usize,
+            keep_daily: self.setting_value::<i64>(crate::data::builtin_settings::BACKUP_KEEP_DAILY)?.max(0) as u32,
+            keep_weekly: self.setting_value::<i64>(crate::data::builtin_settings::BACKUP_KEEP_WEEKLY)?.max(0) as u32,
         };
         let all = list_backups(root)?;
         let good: Vec<(String, i64)> = all

@@ -159,8 +159,8 @@ mod tests {
         let dead = backups.join(format!("{}b", crate::engine::layout::BACKUP_TMP_PREFIX));
         std::fs::create_dir_all(&working).expect("mkdir");
         std::fs::create_dir_all(&dead).expect("mkdir");
-        let owner = claim(&working).expect("claim");
-        drop(claim(&dead).expect("claim"));
+        let owner = crate::engine::owner::claim(&working).expect("claim");
+        drop(crate::engine::owner::claim(&dead).expect("claim"));
         let fresh_unowned = backups.join(format!("{}c", crate::engine::layout::BACKUP_TMP_PREFIX));
         std::fs::create_dir_all(&fresh_unowned).expect("mkdir");
 

@@ -275,9 +275,9 @@ fn a_full_disk_fails_the_backup_loudly_and_leaves_nothing_behind() {
 fn rotation_settings_apply_after_each_backup_and_keep_the_newest() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = populated(&tmp.path().join("store"), 5);
-    store.set_setting(cairn::KEEP_LAST, json!(2)).expect("keep_last");
-    store.set_setting(cairn::KEEP_DAILY, json!(0)).expect("keep_daily");
-    store.set_setting(cairn::KEEP_WEEKLY, json!(0)).expect("keep_weekly");
+    store.set_setting(cairn::settings::BACKUP_KEEP_LAST, json!(2)).expect("keep_last");
+    store.set_setting(cairn::settings::BACKUP_KEEP_DAILY, json!(0)).expect("keep_daily");
+    store.set_setting(cairn::settings::BACKUP_KEEP_WEEKLY, json!(0)).expect("keep_weekly");
     let mut ids = Vec::new();
     for i in 0..4 {
         store.create("docs", json!({"title": format!("more {i}")})).expect("write");
@@ -285,7 +285,7 @@ fn rotation_settings_apply_after_each_backup_and_keep_the_newest() {
     }
     let kept: Vec<String> = store.backups().expect("list").into_iter().map(|b| b.id).collect();
     assert_eq!(kept, vec![ids[3].clone(), ids[2].clone()]);
-    assert!(store.set_setting(cairn::KEEP_LAST, json!(0)).is_err(), "the newest is always kept");
+    assert!(store.set_setting(cairn::settings::BACKUP_KEEP_LAST, json!(0)).is_err(), "the newest is always kept");
 }
 
 #[test]
@@ -307,8 +307,8 @@ fn automatic_backups_on_open_close_and_interval_send_events() {
     store.close().expect("close");
     let store = Store::open(&dir, auto.clone()).expect("open again");
     assert_eq!(reasons(&store).len(), 1, "the newest is fresh: none taken");
-    store.set_setting(cairn::ON_CLOSE, json!(true)).expect("on_close");
-    store.set_setting(cairn::INTERVAL_SECONDS, json!(1)).expect("interval");
+    store.set_setting(cairn::settings::BACKUP_ON_CLOSE, json!(true)).expect("on_close");
+    store.set_setting(cairn::settings::BACKUP_INTERVAL_SECONDS, json!(1)).expect("interval");
     store.close().expect("close with a backup");
     let store = Store::open(&dir, auto).expect("open with an interval");
     assert!(reasons(&store).contains(&"on_close".to_string()));
@@ -316,7 +316,7 @@ fn automatic_backups_on_open_close_and_interval_send_events() {
     // A bounded wait for the interval thread's backup (it runs every second).
     let event = events.recv_timeout(Duration::from_secs(60)).expect("interval backup event");
     assert!(matches!(event, StoreEvent::BackupCreated { reason: BackupReason::Interval, .. }), "{event:?}");
-    store.set_setting(cairn::INTERVAL_SECONDS, json!(0)).expect("off");
+    store.set_setting(cairn::settings::BACKUP_INTERVAL_SECONDS, json!(0)).expect("off");
 }
 
 #[test]
@@ -506,8 +506,8 @@ fn backups_killed_midway_leave_folders_that_check_reports_and_the_next_open_remo
             let upload = Upload { name: format!("noise{i}.bin"), mime: None };
             store.attach("docs", &format!("d{:03}", i * 5), "file", &bytes[..], &upload).expect("attach");
         }
-        store.set_setting(cairn::ON_OPEN_AFTER_SECONDS, json!(1)).expect("backup on every open");
-        store.set_setting(cairn::KEEP_LAST, json!(3)).expect("keep");
+        store.set_setting(cairn::settings::BACKUP_ON_OPEN_AFTER_SECONDS, json!(1)).expect("backup on every open");
+        store.set_setting(cairn::settings::BACKUP_KEEP_LAST, json!(3)).expect("keep");
         store.close().expect("close");
     }
     let mut interrupted = 0;
@@ -550,7 +550,7 @@ fn on_a_full_disk_deletes_purges_and_gc_free_space_with_the_reserve_and_writes_r
     let dir = small.join("store");
     {
         let store = Store::open(&dir, StoreOptions::default()).expect("open");
-        store.set_setting(cairn::RESERVE_BYTES, json!(512 * 1024)).expect("reserve");
+        store.set_setting(cairn::settings::STORAGE_RESERVE_BYTES, json!(512 * 1024)).expect("reserve");
         store.create_collection(docs_schema()).expect("docs");
         store.close().expect("close");
     }

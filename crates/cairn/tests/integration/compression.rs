@@ -235,11 +235,11 @@ fn compression_thresholds_are_settings() {
     let body = json!({"summary": "word ".repeat(300)});
     store.create_with_id("sessions", "a", body.clone()).expect("a");
     assert_eq!(first_byte(&dir, "a"), b'{', "1.5 KB is under the default 4 KiB");
-    store.set_setting(cairn::COMPRESS_MIN_BYTES, json!(1024)).expect("set");
+    store.set_setting(cairn::settings::RECORDS_COMPRESS_MIN_BYTES, json!(1024)).expect("set");
     store.create_with_id("sessions", "b", body.clone()).expect("b");
     assert_eq!(first_byte(&dir, "b"), 0x28, "compressed under the lower threshold");
     let report = store.compact(&CompactOptions::default(), &mut |_, _| {}).expect("compact");
     assert_eq!(report.compressed, 1, "the older body follows: {report:?}");
-    assert!(store.set_setting(cairn::COMPRESS_MIN_BYTES, json!(1)).is_err(), "below the minimum");
+    assert!(store.set_setting(cairn::settings::RECORDS_COMPRESS_MIN_BYTES, json!(1)).is_err(), "below the minimum");
     assert_eq!(store.get("sessions", "a").expect("a").body, store.get("sessions", "b").expect("b").body);
 }

@@ -1,6 +1,7 @@
 //! Records: CRUD, versions, soft delete and purge, transactions, and every bad input.
 
-use cairn::{Error, StoreOptions, MAX_BODY_BYTES};
+use cairn::settings::RECORDS_MAX_BODY_BYTES;
+use cairn::{Error, StoreOptions};
 use serde_json::json;
 
 use crate::{temp_store, with_notes};
@@ -177,7 +178,7 @@ fn bad_input_is_refused_with_errors_that_say_where() {
     }
 
     // A body over the configured limit.
-    store.set_setting(MAX_BODY_BYTES, json!(1024)).expect("limit");
+    store.set_setting(RECORDS_MAX_BODY_BYTES, json!(1024)).expect("limit");
     let big = "x".repeat(2000);
     let err = store.create_with_id("notes", "big", json!({"title": big})).expect_err("too large");
     assert!(matches!(err, Error::BodyTooLarge { limit: 1024, .. }), "{err}");

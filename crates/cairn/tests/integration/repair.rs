@@ -191,7 +191,7 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
     let template = tmp.path().join("template");
     {
         let store = populated(&template, 40);
-        store.set_setting(cairn::MAX_BODY_BYTES, serde_json::json!(65536)).expect("setting");
+        store.set_setting(cairn::settings::RECORDS_MAX_BODY_BYTES, serde_json::json!(65536)).expect("setting");
         store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
         store.close().expect("close: the WAL is checkpointed into store.db");
         // No free pages holding stale copies of rows: a flip in the file lands in live data

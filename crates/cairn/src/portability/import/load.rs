@@ -103,7 +103,7 @@ impl std::fmt::Debug for Loader<'_> {
 
 impl Store {
     pub(crate) fn loader(&self) -> Result<Loader<'_>> {
-        let limit = self.setting_value::<i64>(crate::blobs::blob::MAX_BLOB_BYTES)?.max(0) as u64;
+        let limit = self.setting_value::<i64>(crate::data::builtin_settings::BLOBS_MAX_BYTES)?.max(0) as u64;
         Ok(Loader { store: self, limit, staged: BTreeMap::new() })
     }
 }

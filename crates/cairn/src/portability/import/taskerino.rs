@@ -44,9 +44,9 @@ use serde_json::{json, Map, Value};
 use super::load::{LoadPlan, LoadRecord, LoadSetting, Loader, Skipped};
 use crate::data::schema::{CollectionSchema, FieldType};
 use crate::data::settings::{SettingDef, SettingType};
+use crate::engine::foreign::{Foreign, Kind};
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
-use crate::engine::foreign::{Foreign, Kind};
 use crate::safety::backup::{BackupOptions, BackupReason, Progress};
 
 /// The collections, in the order they are written (relation targets first).

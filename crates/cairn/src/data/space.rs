@@ -19,9 +19,6 @@ use crate::engine::layout::RESERVE_FILE;
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
 
-/// The setting with the reserve's size in bytes.
-pub const RESERVE_BYTES: &str = "storage.reserve_bytes";
-
 /// Bytes free for this user on the file system holding `dir`.
 pub(crate) fn available(dir: &Path) -> Option<u64> {
     let stat = rustix::fs::statvfs(dir).ok()?;
@@ -100,7 +97,9 @@ impl Error {
 impl Store {
     /// The reserve's size, as the setting says.
     fn reserve_size(&self) -> u64 {
-        self.setting_value::<i64>(RESERVE_BYTES).map(|n| n.max(0) as u64).unwrap_or(0)
+        self.setting_value::<i64>(crate::data::builtin_settings::STORAGE_RESERVE_BYTES)
+            .map(|n| n.max(0) as u64)
+            .unwrap_or(0)
     }
 
     /// Runs `op`, which frees space; if it fails for lack of space, gives up the reserve and
