@@ -249,7 +249,7 @@ impl Tx<'_> {
             None => None,
         };
         let parse = |b: Option<&[u8]>| {
-            b.and_then(|b| crate::data::compress::body_bytes(self.conn, b).ok())
+            b.and_then(|b| crate::engine::body::body_bytes(self.conn, b).ok())
                 .and_then(|b| serde_json::from_slice(&b).ok())
         };
         self.changes.push(Change {
@@ -394,12 +394,10 @@ fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change,
     let id = crate::engine::sql::text_at(row, 2)?;
     let actor = crate::engine::sql::text_at(row, 5)?;
     let decode = |b: Option<Vec<u8>>| -> Result<Option<Vec<u8>>> {
-        b.map(|b| crate::data::compress::body_bytes(conn, &b).map(|d| d.into_owned())).transpose().map_err(
-            |e| match e {
-                Error::Corruption { location, detail } => corrupt(format!("{location}: {detail}")),
-                other => other,
-            },
-        )
+        b.map(|b| crate::engine::body::body_bytes(conn, &b).map(|d| d.into_owned())).transpose().map_err(|e| match e {
+            Error::Corruption { location, detail } => corrupt(format!("{location}: {detail}")),
+            other => other,
+        })
     };
     let after: Option<Vec<u8>> = decode(row.get(9)?)?;
     let stored: Vec<u8> = row.get(10)?;
@@ -457,7 +455,7 @@ pub(crate) fn values_verify(conn: &Connection, v: &[rusqlite::types::Value]) -> 
     };
     let body = match after {
         V::Null => None,
-        V::Blob(b) => match crate::data::compress::body_bytes(conn, b) {
+        V::Blob(b) => match crate::engine::body::body_bytes(conn, b) {
             Ok(bytes) => Some(bytes.into_owned()),
             Err(_) => return false,
         },
@@ -508,7 +506,7 @@ pub(crate) fn stored_page(conn: &Connection, after: i64, limit: i64) -> Result<V
         let (change, prev_seq) = read_change(conn, row, false)?;
         let body = row
             .get::<_, Option<Vec<u8>>>(9)?
-            .map(|b| crate::data::compress::body_bytes(conn, &b).map(|d| d.into_owned()));
+            .map(|b| crate::engine::body::body_bytes(conn, &b).map(|d| d.into_owned()));
         out.push(StoredChange {
             seq: change.seq,
             collection: change.collection,

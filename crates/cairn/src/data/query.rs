@@ -740,25 +740,6 @@ impl Filter {
     }
 }
 
-/// Registers the SQL functions queries use on a connection.
-pub(crate) fn register_functions(conn: &Connection) -> Result<()> {
-    use rusqlite::functions::FunctionFlags;
-    let flags = FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC;
-    conn.create_scalar_function("cairn_contains", 2, flags, |ctx| {
-        let haystack = ctx.get_raw(0).as_str().ok();
-        let needle = ctx.get_raw(1).as_str().ok();
-        Ok(match (haystack, needle) {
-            (Some(h), Some(n)) => Some(eval::contains(h, n)),
-            _ => None,
-        })
-    })?;
-    crate::data::compress::register_body_function(conn)?;
-    conn.create_scalar_function("cairn_ts", 1, flags, |ctx| {
-        Ok(ctx.get_raw(0).as_str().ok().and_then(parse_datetime).map(datetime_micros))
-    })?;
-    Ok(())
-}
-
 impl Store {
     /// Runs a query; see [`Query`] and `docs/query.md`.
     pub fn query(&self, collection: &str, query: &Query) -> Result<Page> {

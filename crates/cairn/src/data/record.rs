@@ -205,7 +205,7 @@ pub(crate) fn verified_body(
     sha: &[u8],
 ) -> Result<Map<String, Value>> {
     let corrupt = |detail: String| Error::Corruption { location: format!("record `{collection}/{id}`"), detail };
-    let body = &*crate::data::compress::body_bytes(conn, stored).map_err(|e| match e {
+    let body = &*crate::engine::body::body_bytes(conn, stored).map_err(|e| match e {
         Error::Corruption { location, detail } => corrupt(format!("{location}: {detail}")),
         other => other,
     })?;

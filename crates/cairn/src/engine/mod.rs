@@ -1,8 +1,10 @@
 //! The engine: opening a data directory, the write lock, the write path (group commit), the
 //! read pool, SQL helpers, file helpers, and the on-disk format with its upgrades.
 
+pub(crate) mod body;
 pub(crate) mod foreign;
 pub(crate) mod fsutil;
+pub(crate) mod functions;
 pub(crate) mod hash;
 pub(crate) mod layout;
 pub(crate) mod lock;

@@ -43,7 +43,7 @@ impl ReadPool {
         let conn = Connection::open_with_flags(&self.path, flags)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.set_prepared_statement_cache_capacity(crate::engine::store::STATEMENT_CACHE);
-        crate::data::query::register_functions(&conn)?;
+        crate::engine::functions::register(&conn)?;
         Ok(conn)
     }
 }

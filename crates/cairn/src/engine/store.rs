@@ -463,7 +463,7 @@ pub(crate) fn open_write_connection(dir: &Path, db_path: &Path) -> Result<Connec
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
     )?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-    crate::data::query::register_functions(&conn)?;
+    crate::engine::functions::register(&conn)?;
     upgrade(&conn, is_new)?;
     Ok(conn)
 }

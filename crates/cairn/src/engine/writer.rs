@@ -314,7 +314,7 @@ pub(crate) struct WriterState {
     pub(crate) max_body_bytes: Option<u64>,
     pub(crate) next_seq: Option<u64>,
     /// Compression policies by collection (`""` for settings and schemas).
-    pub(crate) policies: HashMap<String, Arc<crate::data::compress::Policy>>,
+    pub(crate) policies: HashMap<String, Arc<crate::engine::body::Policy>>,
 }
 
 impl WriterState {

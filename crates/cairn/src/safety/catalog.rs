@@ -226,7 +226,7 @@ fn body_text(conn: &Connection, seq: u64) -> Result<String> {
         location: format!("change log entry {seq}"),
         detail: "a schema or setting entry has no body".into(),
     })?;
-    let bytes = crate::data::compress::body_bytes(conn, &stored)?;
+    let bytes = crate::engine::body::body_bytes(conn, &stored)?;
     String::from_utf8(bytes.into_owned())
         .map_err(|e| Error::Corruption { location: format!("change log entry {seq}"), detail: e.to_string() })
 }

@@ -102,7 +102,7 @@ pub(crate) fn rebuild(
         let salvage = Salvage::open(&dir.join(DB_FILE))?;
         let conn = Connection::open(&target)?;
         conn.execute_batch("PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;")?;
-        crate::data::query::register_functions(&conn)?;
+        crate::engine::functions::register(&conn)?;
         crate::engine::store::apply_format(&conn, crate::engine::store::FORMAT_VERSION)?;
         conn.execute_batch(&format!("PRAGMA user_version = {}", crate::engine::store::FORMAT_VERSION))?;
         let backups: Vec<(Connection, String)> = backups

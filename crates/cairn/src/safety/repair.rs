@@ -656,7 +656,7 @@ pub(crate) fn rebuild_row(
         return Ok(Ok(()));
     }
     let stored: Vec<u8> = conn.query_row("SELECT after FROM cairn_changes WHERE seq = ?1", [seq], |r| r.get(0))?;
-    let bytes = crate::data::compress::body_bytes(conn, &stored)?.into_owned();
+    let bytes = crate::engine::body::body_bytes(conn, &stored)?.into_owned();
     let body: serde_json::Map<String, Value> = serde_json::from_slice(&bytes).unwrap_or_default();
     let (created_at, deleted_at) =
         crate::safety::check::row_times(conn, seq, &row).unwrap_or((row.at, row.deleted.then_some(row.at)));

@@ -53,11 +53,6 @@ pub(crate) fn sql_cmp(a: &SqlVal, b: &SqlVal) -> Ordering {
     }
 }
 
-/// Case-insensitive substring test, as the SQL function `cairn_contains` does it.
-pub(crate) fn contains(haystack: &str, needle: &str) -> bool {
-    haystack.to_lowercase().contains(&needle.to_lowercase())
-}
-
 /// True when `body` matches `expr`. The filter must have passed `check`.
 pub(crate) fn matches(schema: &CollectionSchema, expr: &Expr, body: &Map<String, Value>) -> bool {
     match expr {
@@ -91,7 +86,7 @@ pub(crate) fn matches(schema: &CollectionSchema, expr: &Expr, body: &Map<String,
                     .filter_map(|l| super::literal_value(&resolved, l, "").ok())
                     .all(|l| sql_cmp(&value, &l) != Ordering::Equal),
                 Test::Contains(lit) => match (&value, &lit.value) {
-                    (SqlVal::Text(h), super::parse::LitValue::Str(n)) => contains(h, n),
+                    (SqlVal::Text(h), super::parse::LitValue::Str(n)) => crate::engine::functions::contains(h, n),
                     _ => false,
                 },
                 Test::Has(lit) => {
