@@ -62,11 +62,12 @@ pub use data::index::IndexInfo;
 pub use data::query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
-pub use data::record::{canonical_json, new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
+pub use data::record::{new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 pub use data::search::{Hit, Search};
 pub use data::settings::{Setting, SettingDef, SettingType, SECRET_MASK};
 pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
+pub use engine::canonical::canonical_json;
 pub use engine::store::{Store, StoreOptions, FORMAT_VERSION};
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};

@@ -262,7 +262,7 @@ impl Migration {
                     "up": steps(&self.up),
                     "down": self.down.as_deref().map(steps),
                 });
-                String::from_utf8(crate::data::record::canonical_json(&value)).unwrap_or_default()
+                String::from_utf8(crate::engine::canonical::canonical_json(&value)).unwrap_or_default()
             }
         }
     }

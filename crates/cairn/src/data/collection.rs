@@ -15,7 +15,8 @@ use serde::Serialize;
 
 use crate::data::changes::{Body, ChangeOp, NewChange, COLLECTION_OPS};
 use crate::data::index;
-use crate::data::record::{canonical_json, ScanOptions};
+use crate::data::record::ScanOptions;
+use crate::engine::canonical::canonical_json;
 use crate::data::schema::FieldDef;
 use crate::data::schema::{CollectionSchema, FieldType};
 use crate::engine::layout::QUARANTINE_DIR;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::changes::{Body, ChangeOp, NewChange, SETTING_VALUE_OPS};
-use crate::data::record::canonical_json;
+use crate::engine::canonical::canonical_json;
 use crate::engine::store::Store;
 use crate::engine::timestamp::parse_datetime;
 use crate::engine::writer::Tx;

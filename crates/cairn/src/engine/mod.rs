@@ -2,6 +2,7 @@
 //! read pool, SQL helpers, file helpers, and the on-disk format with its upgrades.
 
 pub(crate) mod body;
+pub(crate) mod canonical;
 pub(crate) mod foreign;
 pub(crate) mod fsutil;
 pub(crate) mod functions;

@@ -47,7 +47,7 @@ use zeroize::Zeroizing;
 
 use crate::data::changes::Body;
 use crate::data::collection::Collection;
-use crate::data::record::canonical_json;
+use crate::engine::canonical::canonical_json;
 use crate::data::schema::CollectionSchema;
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
@@ -969,7 +969,7 @@ fn reseal_all(tx: &mut Tx<'_>, keys: &HashMap<u32, Key>, generation: u32, key: &
             if changed == 0 {
                 continue;
             }
-            let canonical = crate::data::record::canonical_object(&body);
+            let canonical = crate::engine::canonical::canonical_object(&body);
             crate::data::changes::rewrite_body(tx, &entry, Body::new(&canonical), collections.get(&entry.collection))?;
             values += changed;
             entries += 1;

@@ -242,7 +242,7 @@ impl Conversion {
                 Value::String(s) => s.clone(),
                 Value::Number(n) => n.to_string(),
                 Value::Bool(b) => b.to_string(),
-                other => String::from_utf8(crate::data::record::canonical_json(other)).unwrap_or_default(),
+                other => String::from_utf8(crate::engine::canonical::canonical_json(other)).unwrap_or_default(),
             }))),
             Conversion::Round => whole(number(value)?.round()),
             Conversion::Truncate => whole(number(value)?.trunc()),

@@ -27,7 +27,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::data::collection::{self, Collection};
-use crate::data::record::{canonical_json, ScanOptions};
+use crate::data::record::ScanOptions;
+use crate::engine::canonical::canonical_json;
 use crate::data::schema::CollectionSchema;
 use crate::data::settings::SettingDef;
 use crate::engine::layout::EXPORT_TMP_PREFIX;

@@ -79,7 +79,7 @@ impl Cell {
             (Some(FieldType::Tags), Value::Array(items)) => {
                 Cell::Text(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
             }
-            (_, other) => Cell::Text(String::from_utf8(crate::data::record::canonical_json(other)).unwrap_or_default()),
+            (_, other) => Cell::Text(String::from_utf8(crate::engine::canonical::canonical_json(other)).unwrap_or_default()),
         }
     }
 
