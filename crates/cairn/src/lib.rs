@@ -66,14 +66,15 @@ pub use data::record::{new_id, parse_json, validate_id, Record, ScanOptions, MAX
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 pub use data::search::{Hit, Search};
 pub use data::settings::{Setting, SettingDef, SettingType, SECRET_MASK};
-pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
 pub use engine::canonical::canonical_json;
+pub use engine::keyring::Secret;
+pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
 pub use engine::store::{Store, StoreOptions, FORMAT_VERSION};
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};
 pub use error::{Error, Result};
 pub use governance::audit::{AuditEntry, AuditProblem, AuditVerification};
-pub use governance::keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport, Secret};
+pub use governance::keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport};
 pub use migrate::{
     init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
     MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,

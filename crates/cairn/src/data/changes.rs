@@ -745,7 +745,7 @@ impl Store {
     pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>> {
         let conn = self.reader()?;
         let mut changes = changes_since(&conn, seq, limit)?;
-        crate::governance::keys::open_changes(&self.inner.keys, &conn, &mut changes)?;
+        crate::data::encryption::open_changes(&self.inner.keys, &conn, &mut changes)?;
         Ok(changes)
     }
 
@@ -761,7 +761,7 @@ impl Store {
         if history.is_empty() {
             return Err(Error::NotFound { collection: collection.into(), id: id.into(), deleted: false });
         }
-        crate::governance::keys::open_changes(&self.inner.keys, &conn, &mut history)?;
+        crate::data::encryption::open_changes(&self.inner.keys, &conn, &mut history)?;
         Ok(history)
     }
 
@@ -871,10 +871,10 @@ impl Subscription {
             if let Some(mut change) = self.backlog.pop_front() {
                 if change.seq > self.last {
                     self.last = change.seq;
-                    if crate::governance::keys::may_be_sealed(&change) {
+                    if crate::data::encryption::may_be_sealed(&change) {
                         let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
                         let conn = inner.readers.get()?;
-                        crate::governance::keys::open_changes(&inner.keys, &conn, std::slice::from_mut(&mut change))?;
+                        crate::data::encryption::open_changes(&inner.keys, &conn, std::slice::from_mut(&mut change))?;
                     }
                     return Ok(Some(change));
                 }

@@ -59,7 +59,7 @@ impl Record {
     /// is encrypted and the store's key is locked.
     pub fn field(&self, name: &str) -> Result<Option<&Value>> {
         if self.sealed.iter().any(|s| s == name) {
-            return Err(crate::governance::keys::sealed_error(&self.collection, &self.id, name));
+            return Err(crate::data::encryption::sealed_error(&self.collection, &self.id, name));
         }
         Ok(self.body.get(name))
     }
@@ -116,7 +116,6 @@ pub fn validate_id(id: &str) -> Result<()> {
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
-
 
 /// Parses a JSON document given by a user; errors name the input and the line and column.
 pub fn parse_json(text: &str, source_name: &str) -> Result<Value> {
@@ -286,11 +285,11 @@ impl Tx<'_> {
         let c = self.collection(collection)?;
         let body = c.schema.normalize_stored(Some(id), body)?;
         if c.has_encrypted {
-            crate::governance::keys::check_sealed_keys(
+            crate::data::encryption::check_sealed_keys(
                 &c.schema,
                 id,
                 &body,
-                &crate::governance::keys::generations(self.conn)?,
+                &crate::engine::keyring::generations(self.conn)?,
             )?;
         }
         let current = read(self.conn, &c, id)?;
@@ -332,11 +331,11 @@ impl Tx<'_> {
         }
         let deleted = copy.deleted_at.is_some();
         if c.has_encrypted {
-            crate::governance::keys::check_sealed_keys(
+            crate::data::encryption::check_sealed_keys(
                 &c.schema,
                 id,
                 &copy.body,
-                &crate::governance::keys::generations(self.conn)?,
+                &crate::engine::keyring::generations(self.conn)?,
             )?;
         }
         self.write_state(c, id, current.as_ref(), NewState { body: copy.body, deleted, op: ChangeOp::Revert })
@@ -374,7 +373,7 @@ impl Tx<'_> {
             // Locked: the sealed values this patch does not touch are kept as they are.
             let touched = patch.as_object().into_iter().flatten().map(|(k, _)| k);
             if let Some(field) = touched.filter_map(|k| c.schema.field(k)).find(|f| f.encrypted) {
-                return Err(crate::governance::keys::locked(collection, id, &field.name, "cannot be written"));
+                return Err(crate::data::encryption::locked(collection, id, &field.name, "cannot be written"));
             }
             let mut merged = Value::Object(current.body.clone());
             json_patch::merge(&mut merged, patch);

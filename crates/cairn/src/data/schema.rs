@@ -282,7 +282,7 @@ impl CollectionSchema {
         body.retain(|_, v| !v.is_null());
         for f in &self.fields {
             match body.get_mut(&f.name) {
-                Some(Value::String(s)) if sealed_ok && f.encrypted && crate::governance::keys::is_sealed(s) => {}
+                Some(Value::String(s)) if sealed_ok && f.encrypted && crate::engine::keyring::is_sealed(s) => {}
                 Some(_) if sealed_ok && f.encrypted => {
                     return Err(err(Some(&f.name), "the field is encrypted and this value is not sealed".into()))
                 }

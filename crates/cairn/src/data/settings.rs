@@ -213,7 +213,7 @@ pub(crate) fn sealed_secret(conn: &Connection, key: &str) -> Result<Option<Strin
     }
     match stored_value(conn, key)? {
         None => Ok(None),
-        Some(Value::String(sealed)) if crate::governance::keys::is_sealed(&sealed) => Ok(Some(sealed)),
+        Some(Value::String(sealed)) if crate::engine::keyring::is_sealed(&sealed) => Ok(Some(sealed)),
         Some(_) => Err(Error::Corruption {
             location: format!("value of setting `{key}`"),
             detail: "a secret setting holds a value that is not sealed".into(),
@@ -237,8 +237,8 @@ impl Tx<'_> {
     /// import carries secrets sealed).
     pub(crate) fn set_sealed_setting(&mut self, key: &str, sealed: &str) -> Result<()> {
         let def = definition(self.conn, key)?;
-        let generation = crate::governance::keys::generation_of(sealed);
-        let known = crate::governance::keys::generations(self.conn)?;
+        let generation = crate::engine::keyring::generation_of(sealed);
+        let known = crate::engine::keyring::generations(self.conn)?;
         if def.kind != SettingType::Secret || generation.is_none_or(|g| !known.contains(&g)) {
             return Err(Error::InvalidSetting {
                 key: key.into(),

@@ -7,6 +7,7 @@ pub(crate) mod foreign;
 pub(crate) mod fsutil;
 pub(crate) mod functions;
 pub(crate) mod hash;
+pub(crate) mod keyring;
 pub(crate) mod layout;
 pub(crate) mod lock;
 pub(crate) mod owner;

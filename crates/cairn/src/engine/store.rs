@@ -114,7 +114,7 @@ pub(crate) struct Inner {
     pub(crate) readers: ReadPool,
     pub(crate) hub: Arc<Hub>,
     /// Data keys this handle has opened (see `keys.rs`).
-    pub(crate) keys: Arc<crate::governance::keys::Keyring>,
+    pub(crate) keys: Arc<crate::engine::keyring::Keyring>,
     writer: Mutex<Option<Writer>>,
     lock: Option<WriteLock>,
     /// Stray files the guard found when the store was opened.
@@ -167,7 +167,7 @@ impl Store {
         let strays = crate::safety::guard::sweep(&dir, options.read_only)?;
         let mut leftovers = Vec::new();
         // The lock is held from here on, so nobody else creates the db in between.
-        let keys = Arc::new(crate::governance::keys::Keyring::default());
+        let keys = Arc::new(crate::engine::keyring::Keyring::default());
         let (writer, hub) = if options.read_only {
             let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| not_a_store(&dir, e))?;

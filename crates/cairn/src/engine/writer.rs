@@ -26,9 +26,9 @@ use rusqlite::Connection;
 
 use crate::data::changes::{Change, Hub};
 use crate::data::collection::Collection;
+use crate::engine::keyring::Keyring;
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
-use crate::governance::keys::Keyring;
 
 /// The shared write path of a store. Cheap to clone.
 #[derive(Clone)]

@@ -72,7 +72,9 @@ impl ValueExpr {
                         Value::String(s) => out.push_str(&s),
                         Value::Number(n) => out.push_str(&n.to_string()),
                         Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
-                        other => out.push_str(&String::from_utf8_lossy(&crate::engine::canonical::canonical_json(&other))),
+                        other => {
+                            out.push_str(&String::from_utf8_lossy(&crate::engine::canonical::canonical_json(&other)))
+                        }
                     }
                 }
                 Ok(Value::String(out))

@@ -28,9 +28,9 @@ use sha2::{Digest, Sha256};
 
 use crate::data::collection::{self, Collection};
 use crate::data::record::ScanOptions;
-use crate::engine::canonical::canonical_json;
 use crate::data::schema::CollectionSchema;
 use crate::data::settings::SettingDef;
+use crate::engine::canonical::canonical_json;
 use crate::engine::layout::EXPORT_TMP_PREFIX;
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;

@@ -266,7 +266,7 @@ fn apply(
             report.settings += 1;
         }
     }
-    let generations = crate::governance::keys::generations(tx.conn)?;
+    let generations = crate::engine::keyring::generations(tx.conn)?;
     let mut created_collections = BTreeSet::new();
     for schema in &export.schemas {
         match crate::data::collection::load(tx.conn, &schema.name) {
@@ -323,7 +323,7 @@ fn apply(
                 return Err(invalid(&at, format!("record `{id}` appears twice")));
             }
             let body = c.schema.normalize_stored(Some(&id), body)?;
-            crate::governance::keys::check_sealed_keys(&c.schema, &id, &body, &generations)?;
+            crate::data::encryption::check_sealed_keys(&c.schema, &id, &body, &generations)?;
             counts.records += 1;
             for f in c.schema.fields.iter().filter(|f| f.kind == FieldType::Relation && !deleted) {
                 if let (Some(Value::String(target)), Some(collection)) = (body.get(&f.name), &f.collection) {

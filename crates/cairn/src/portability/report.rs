@@ -79,7 +79,9 @@ impl Cell {
             (Some(FieldType::Tags), Value::Array(items)) => {
                 Cell::Text(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(", "))
             }
-            (_, other) => Cell::Text(String::from_utf8(crate::engine::canonical::canonical_json(other)).unwrap_or_default()),
+            (_, other) => {
+                Cell::Text(String::from_utf8(crate::engine::canonical::canonical_json(other)).unwrap_or_default())
+            }
         }
     }
 
@@ -149,7 +151,7 @@ impl Store {
                     for row in &page.rows {
                         // A report never leaves a column blank because its key is locked.
                         if let Some(field) = row.sealed.first() {
-                            return Err(crate::governance::keys::sealed_error(collection, &row.id, field));
+                            return Err(crate::data::encryption::sealed_error(collection, &row.id, field));
                         }
                         rows.push(
                             columns
@@ -176,7 +178,7 @@ impl Store {
                     for row in &page.rows {
                         // A report never leaves a column blank because its key is locked.
                         if let Some(field) = row.sealed.first() {
-                            return Err(crate::governance::keys::sealed_error(collection, &row.id, field));
+                            return Err(crate::data::encryption::sealed_error(collection, &row.id, field));
                         }
                         let cell = match group.as_str() {
                             "id" => Cell::Text(row.id.clone()),

@@ -30,7 +30,9 @@ pub(crate) fn value_of(resolved: &Resolved<'_>, body: &Map<String, Value>) -> Sq
         },
         (_, Value::String(s)) => SqlVal::Text(s.clone()),
         // Lists and objects read as their JSON text, as json_extract returns them.
-        (_, other) => SqlVal::Text(String::from_utf8(crate::engine::canonical::canonical_json(other)).unwrap_or_default()),
+        (_, other) => {
+            SqlVal::Text(String::from_utf8(crate::engine::canonical::canonical_json(other)).unwrap_or_default())
+        }
     }
 }
 
