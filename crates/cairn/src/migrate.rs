@@ -736,7 +736,7 @@ pub fn migrate(
             "migrate",
             "migrate",
             direction.as_str(),
-            &crate::governance::audit::outcome(&result),
+            &crate::engine::trail::outcome(&result),
             &detail,
         );
     }

@@ -15,4 +15,5 @@ pub(crate) mod pool;
 pub(crate) mod sql;
 pub(crate) mod store;
 pub(crate) mod timestamp;
+pub(crate) mod trail;
 pub(crate) mod writer;

@@ -21,15 +21,10 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
-use crate::engine::writer::Tx;
 use crate::error::Result;
-
-/// The `cairn_meta` key holding `"<seq>:<hash hex>"` of the newest entry.
-const HEAD_KEY: &str = "audit_head";
 
 /// One entry of the audit trail.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -78,61 +73,6 @@ impl AuditVerification {
     }
 }
 
-struct NewEntry<'a> {
-    seq: u64,
-    at: i64,
-    actor: &'a str,
-    action: &'a str,
-    target: &'a str,
-    outcome: &'a str,
-    detail: &'a str,
-}
-
-/// SHA-256 over the previous hash and every field, each length-prefixed.
-fn entry_hash(prev: &[u8], e: &NewEntry<'_>) -> [u8; 32] {
-    let mut h = Sha256::new();
-    let seq = e.seq.to_le_bytes();
-    let at = e.at.to_le_bytes();
-    for field in [prev, &seq, &at, e.actor.as_bytes(), e.action.as_bytes(), e.target.as_bytes()]
-        .into_iter()
-        .chain([e.outcome.as_bytes(), e.detail.as_bytes()])
-    {
-        h.update((field.len() as u64).to_le_bytes());
-        h.update(field);
-    }
-    h.finalize().into()
-}
-
-/// Appends an entry on `conn` (inside the caller's transaction).
-fn append(
-    conn: &Connection,
-    at: Timestamp,
-    actor: &str,
-    action: &str,
-    target: &str,
-    outcome: &str,
-    detail: &str,
-) -> Result<()> {
-    let last: Option<(u64, Vec<u8>)> = conn
-        .prepare_cached("SELECT seq, hash FROM cairn_audit ORDER BY seq DESC LIMIT 1")?
-        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    let (seq, prev) = match last {
-        Some((seq, hash)) => (seq + 1, hash),
-        None => (1, vec![0u8; 32]),
-    };
-    let entry = NewEntry { seq, at: at.0, actor, action, target, outcome, detail };
-    let hash = entry_hash(&prev, &entry);
-    conn.prepare_cached(
-        "INSERT INTO cairn_audit (seq, at, actor, action, target, outcome, detail, prev_hash, hash)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![seq, at.0, actor, action, target, outcome, detail, prev, hash.as_slice()])?;
-    conn.prepare_cached("INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)")?
-        .execute(params![HEAD_KEY, format!("{seq}:{}", crate::engine::hash::hex(&hash))])?;
-    Ok(())
-}
-
 /// True when audit entry `seq` in `conn` matches its own hash (its link to the entry before
 /// is [`Store::verify_audit`]'s business).
 pub(crate) fn entry_verifies(conn: &Connection, seq: u64) -> Result<bool> {
@@ -155,9 +95,16 @@ pub(crate) fn entry_verifies(conn: &Connection, seq: u64) -> Result<bool> {
         })
         .optional()?;
     let Some((at, [actor, action, target], [outcome, detail], prev, hash)) = row else { return Ok(false) };
-    let entry =
-        NewEntry { seq, at, actor: &actor, action: &action, target: &target, outcome: &outcome, detail: &detail };
-    Ok(entry_hash(&prev, &entry).as_slice() == hash.as_slice())
+    let entry = crate::engine::trail::NewEntry {
+        seq,
+        at,
+        actor: &actor,
+        action: &action,
+        target: &target,
+        outcome: &outcome,
+        detail: &detail,
+    };
+    Ok(crate::engine::trail::entry_hash(&prev, &entry).as_slice() == hash.as_slice())
 }
 
 /// True when an audit row given as its nine column values (`seq` … `hash`) matches its own
@@ -169,8 +116,8 @@ pub(crate) fn values_verify(v: &[rusqlite::types::Value]) -> bool {
     else {
         return false;
     };
-    let entry = NewEntry { seq: *seq as u64, at: *at, actor, action, target, outcome, detail };
-    entry_hash(prev, &entry).as_slice() == hash.as_slice()
+    let entry = crate::engine::trail::NewEntry { seq: *seq as u64, at: *at, actor, action, target, outcome, detail };
+    crate::engine::trail::entry_hash(prev, &entry).as_slice() == hash.as_slice()
 }
 
 /// After a repair restored entries: when every entry verifies and follows the one before,
@@ -189,30 +136,19 @@ pub(crate) fn repoint_head(conn: &Connection) -> Result<bool> {
         prev = hash.clone();
     }
     let Some((last, _, hash)) = rows.last() else { return Ok(false) };
-    let head: Option<String> =
-        conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
+    let head: Option<String> = conn
+        .query_row("SELECT value FROM cairn_meta WHERE key = ?1", [crate::engine::trail::HEAD_KEY], |r| r.get(0))
+        .optional()?;
     let named = head.as_deref().and_then(|h| h.split_once(':')).and_then(|(s, _)| s.parse::<u64>().ok());
     let wanted = format!("{last}:{}", crate::engine::hash::hex(hash));
     if head.as_deref() == Some(wanted.as_str()) || named.is_some_and(|s| s > *last) {
         return Ok(false);
     }
-    conn.execute("INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)", params![HEAD_KEY, wanted])?;
+    conn.execute(
+        "INSERT OR REPLACE INTO cairn_meta (key, value) VALUES (?1, ?2)",
+        params![crate::engine::trail::HEAD_KEY, wanted],
+    )?;
     Ok(true)
-}
-
-impl Tx<'_> {
-    /// Appends an audit entry in this transaction, by this transaction's actor.
-    pub(crate) fn audit(&mut self, action: &str, target: &str, outcome: &str, detail: &str) -> Result<()> {
-        append(self.conn, self.now, self.actor, action, target, outcome, detail)
-    }
-}
-
-/// `ok`, or `failed: <error>`.
-pub(crate) fn outcome<T>(result: &Result<T>) -> String {
-    match result {
-        Ok(_) => "ok".into(),
-        Err(e) => format!("failed: {e}"),
-    }
 }
 
 /// For operations that run with the store closed (restore, migrate): opens the store in
@@ -231,21 +167,6 @@ pub(crate) fn append_to(dir: &std::path::Path, actor: &str, action: &str, target
 }
 
 impl Store {
-    /// Appends an audit entry in a transaction of its own. A store opened read-only cannot
-    /// write one; that, and a failure to write, is logged rather than returned, since the
-    /// operation being recorded has already happened.
-    pub(crate) fn audit(&self, action: &str, target: &str, outcome: &str, detail: &str) {
-        if self.is_read_only() {
-            tracing::warn!(action, target, outcome, "read-only store: no audit entry written");
-            return;
-        }
-        let (action, target, outcome, detail) =
-            (action.to_string(), target.to_string(), outcome.to_string(), detail.to_string());
-        if let Err(e) = self.write(move |tx| tx.audit(&action, &target, &outcome, &detail)) {
-            tracing::error!(error = %e, "could not write an audit entry");
-        }
-    }
-
     /// Audit entries, oldest first, that match `filter` (the filter language over the fields
     /// `seq`, `at`, `actor`, `action`, `target`, `outcome`, `detail`), after `after`, at most
     /// `limit`.
@@ -301,7 +222,7 @@ impl Store {
             let (outcome, detail) = (crate::engine::sql::text_at(row, 5)?, crate::engine::sql::text_at(row, 6)?);
             let stored_prev: Vec<u8> = row.get(7)?;
             let stored: Vec<u8> = row.get(8)?;
-            let entry = NewEntry {
+            let entry = crate::engine::trail::NewEntry {
                 seq,
                 at: row.get(1)?,
                 actor: &actor,
@@ -324,14 +245,15 @@ impl Store {
                     detail: "the entry does not follow the one before it (an entry was inserted, removed or edited before it)".into(),
                 });
             }
-            if entry_hash(&stored_prev, &entry).as_slice() != stored.as_slice() {
+            if crate::engine::trail::entry_hash(&stored_prev, &entry).as_slice() != stored.as_slice() {
                 problems.push(AuditProblem { seq, detail: "the entry does not match its hash (edited)".into() });
             }
             expected_seq = seq + 1;
             prev = stored;
         }
-        let head: Option<String> =
-            conn.query_row("SELECT value FROM cairn_meta WHERE key = ?1", [HEAD_KEY], |r| r.get(0)).optional()?;
+        let head: Option<String> = conn
+            .query_row("SELECT value FROM cairn_meta WHERE key = ?1", [crate::engine::trail::HEAD_KEY], |r| r.get(0))
+            .optional()?;
         let last = format!("{}:{}", expected_seq - 1, crate::engine::hash::hex(&prev));
         match head {
             Some(head) if head == last => {}

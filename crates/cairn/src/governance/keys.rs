@@ -148,7 +148,7 @@ impl Store {
             tx.audit("key.init", "keyring", "ok", &detail)
         });
         if result.is_err() {
-            self.audit("key.init", "keyring", &crate::governance::audit::outcome(&result), "");
+            self.audit("key.init", "keyring", &crate::engine::trail::outcome(&result), "");
         }
         result?;
         let mut held = self.inner.keys.write();

@@ -248,7 +248,7 @@ impl Store {
             Ok(m) => format!("{} collection(s), {} blob(s)", m.collections.len(), m.blobs.len()),
             Err(_) => String::new(),
         };
-        self.audit("export", &out.display().to_string(), &crate::governance::audit::outcome(&result), &detail);
+        self.audit("export", &out.display().to_string(), &crate::engine::trail::outcome(&result), &detail);
         result
     }
 

@@ -398,7 +398,7 @@ impl Store {
                 ),
                 Err(_) => String::new(),
             };
-            self.audit("import", &dir.display().to_string(), &crate::governance::audit::outcome(&result), &detail);
+            self.audit("import", &dir.display().to_string(), &crate::engine::trail::outcome(&result), &detail);
         }
         result
     }

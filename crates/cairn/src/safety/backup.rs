@@ -261,7 +261,7 @@ impl Store {
             Err(Error::BackupFailed { id, .. }) => id.clone(),
             Err(_) => String::new(),
         };
-        self.audit("backup", &target, &crate::governance::audit::outcome(&result), options.reason.as_str());
+        self.audit("backup", &target, &crate::engine::trail::outcome(&result), options.reason.as_str());
         result
     }
 

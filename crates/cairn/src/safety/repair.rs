@@ -149,7 +149,7 @@ pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Re
         Ok(()) => format!("{} problem(s) before, {} after", report.problems_before, report.after.problems.len()),
         Err(_) => String::new(),
     };
-    store.audit("repair", "", &crate::governance::audit::outcome(&result), &detail);
+    store.audit("repair", "", &crate::engine::trail::outcome(&result), &detail);
     store.close()?;
     result.map(|()| report)
 }

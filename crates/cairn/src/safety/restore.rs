@@ -129,14 +129,7 @@ pub fn restore(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     // the one that stayed. A restore into another directory leaves the store alone.
     let refused = matches!(result, Err(Error::Locked { .. } | Error::NoStore { .. } | Error::NotAStore { .. }));
     if options.to.is_none() && !refused {
-        crate::governance::audit::append_to(
-            dir,
-            "local",
-            "restore",
-            id,
-            &crate::governance::audit::outcome(&result),
-            "",
-        );
+        crate::governance::audit::append_to(dir, "local", "restore", id, &crate::engine::trail::outcome(&result), "");
     }
     result
 }
@@ -336,7 +329,7 @@ impl Store {
             None => format!("{collection} from {backup_id}"),
         };
         let detail = result.as_ref().map(|r| format!("{} record(s) restored", r.restored.len())).unwrap_or_default();
-        self.audit("restore_records", &target, &crate::governance::audit::outcome(&result), &detail);
+        self.audit("restore_records", &target, &crate::engine::trail::outcome(&result), &detail);
         result
     }
 

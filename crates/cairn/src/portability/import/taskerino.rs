@@ -161,12 +161,7 @@ impl Store {
                 Ok(r) => format!("{} record(s), {} skipped", r.imported.values().sum::<u64>(), r.skipped.len()),
                 Err(_) => String::new(),
             };
-            self.audit(
-                "import_legacy",
-                &path.display().to_string(),
-                &crate::governance::audit::outcome(&result),
-                &detail,
-            );
+            self.audit("import_legacy", &path.display().to_string(), &crate::engine::trail::outcome(&result), &detail);
         }
         result
     }
