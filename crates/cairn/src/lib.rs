@@ -51,7 +51,7 @@ pub mod settings {
     pub use crate::data::builtin_settings::*;
 }
 
-pub use blobs::blob::{
+pub use blobs::{
     mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
 };
 pub use data::batch::{parse_batch, BatchOp, BatchResult};

@@ -1,6 +1,7 @@
 //! The data layer: collections and their schemas, records, the change log, indexes,
 //! full-text search, queries, settings, batches and body compression.
 
+pub(crate) mod attachments;
 pub(crate) mod batch;
 pub(crate) mod builtin_settings;
 pub(crate) mod changes;

@@ -522,7 +522,7 @@ impl Tx<'_> {
         index::update_tags(self.conn, c, id, live_before, live_after)?;
         if live_before.is_some() || live_after.is_some() {
             crate::data::search::update_fts(self.conn, c, id, live_after)?;
-            crate::blobs::blob::update_refs(self.conn, c, id, live_before, live_after, self.now)?;
+            crate::data::attachments::update_refs(self.conn, c, id, live_before, live_after, self.now)?;
         }
         Ok(Record {
             collection: c.name().to_string(),

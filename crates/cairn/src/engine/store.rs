@@ -177,7 +177,7 @@ impl Store {
             let conn = open_write_connection(&dir, &db_path)?;
             let quarantine = dir.join(QUARANTINE_DIR);
             std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
-            crate::blobs::blob::recover(&dir)?;
+            crate::blobs::recover(&dir)?;
             leftovers = crate::safety::leftovers::sweep(&dir, true)?;
             let hub = Arc::new(Hub::default());
             (Some(Writer::new(conn, hub.clone(), dir.clone(), keys.clone(), options.max_batch.max(1))), hub)
@@ -318,7 +318,7 @@ impl Store {
         };
         self.write_pending_failures();
         // An empty staging folder of attachment uploads need not stay.
-        let _ = std::fs::remove_dir(crate::blobs::blob::tmp_dir(self.dir()));
+        let _ = std::fs::remove_dir(crate::blobs::tmp_dir(self.dir()));
         closed.and(backup)
     }
 

@@ -326,7 +326,8 @@ impl Store {
                     file.write(&canonical_json(&line))?;
                     file.write(b"\n")?;
                     if options.blobs {
-                        hashes.extend(crate::blobs::blob::links(c, &body).into_iter().map(|(_, h)| h.to_string()));
+                        hashes
+                            .extend(crate::data::attachments::links(c, &body).into_iter().map(|(_, h)| h.to_string()));
                     }
                     records += 1;
                 }

@@ -171,7 +171,7 @@ impl Export {
             files.push((&c.file, format!("collections/{}.jsonl", c.name)));
         }
         for b in &manifest.blobs {
-            if !crate::blobs::blob::is_valid_hash(&b.sha256) {
+            if !crate::blobs::is_valid_hash(&b.sha256) {
                 return Err(invalid(
                     &name,
                     format!("blob name {:?} is not a SHA-256 (64 lowercase hex digits)", b.sha256),
@@ -286,7 +286,7 @@ fn apply(
     }
     if dry_run {
         for blob in &export.manifest.blobs {
-            crate::blobs::blob::placeholder(tx.conn, &blob.sha256, blob.bytes, tx.now)?;
+            crate::data::attachments::placeholder(tx.conn, &blob.sha256, blob.bytes, tx.now)?;
         }
     }
 
@@ -430,7 +430,7 @@ impl Store {
             if self.blob(&blob.sha256).is_ok() {
                 continue;
             }
-            let one = crate::blobs::blob::stage(self.dir(), export.folder.bounded(&blob.path, blob.bytes)?, limit)?;
+            let one = crate::blobs::stage(self.dir(), export.folder.bounded(&blob.path, blob.bytes)?, limit)?;
             if one.hash != blob.sha256 {
                 return Err(invalid(
                     export.folder.display(&blob.path).display().to_string(),

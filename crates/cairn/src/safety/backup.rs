@@ -330,7 +330,7 @@ impl Store {
         let total = blobs.len() as u64;
         let mut blob_bytes = 0u64;
         for (done, (hash, codec, refs, size)) in blobs.into_iter().enumerate() {
-            let rel = crate::blobs::blob::blob_path(Path::new(""), &hash, codec);
+            let rel = crate::blobs::blob_path(Path::new(""), &hash, codec);
             let rel_text = rel_string(&rel);
             let target = tmp.join(&rel);
             if let Some(parent) = target.parent() {
@@ -361,8 +361,8 @@ impl Store {
                         // verification below reads and hashes every file anyway, so the
                         // copy itself is left to the kernel (copy_file_range).
                         let (size, sha256) = match codec {
-                            crate::blobs::blob::Codec::Raw => (fsutil::copy_synced(&source, &target)?, hash.clone()),
-                            crate::blobs::blob::Codec::Zstd => fsutil::copy_hashed(&source, &target)?,
+                            crate::blobs::Codec::Raw => (fsutil::copy_synced(&source, &target)?, hash.clone()),
+                            crate::blobs::Codec::Zstd => fsutil::copy_hashed(&source, &target)?,
                         };
                         stats.blobs_copied += 1;
                         stats.bytes_written += size;
@@ -584,12 +584,12 @@ pub(crate) fn rel_string(rel: &Path) -> String {
 
 /// The live file of a blob: in its shard folder, or in the trash when a `gc` that has not
 /// committed yet moved it aside.
-fn source_of(dir: &Path, hash: &str, codec: crate::blobs::blob::Codec) -> Option<PathBuf> {
-    let path = crate::blobs::blob::blob_path(dir, hash, codec);
+fn source_of(dir: &Path, hash: &str, codec: crate::blobs::Codec) -> Option<PathBuf> {
+    let path = crate::blobs::blob_path(dir, hash, codec);
     if path.exists() {
         return Some(path);
     }
-    let trash = crate::blobs::blob::trash_path(dir, hash, codec);
+    let trash = crate::blobs::trash_path(dir, hash, codec);
     trash.exists().then_some(trash)
 }
 
@@ -609,7 +609,7 @@ fn blob_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-type BlobRow = (String, crate::blobs::blob::Codec, u64, u64);
+type BlobRow = (String, crate::blobs::Codec, u64, u64);
 
 /// Collections with their counts, the last seq and the blobs (hash, codec, refs, size) of a
 /// snapshot.
@@ -635,7 +635,7 @@ fn snapshot_contents(conn: &Connection) -> Result<(Vec<CollectionCounts>, u64, V
         .prepare("SELECT hash, codec, refs, size FROM cairn_blobs ORDER BY hash")?
         .query_map([], |r| {
             let codec: String = r.get(1)?;
-            Ok((r.get(0)?, crate::blobs::blob::Codec::parse(&codec), r.get(2)?, r.get(3)?))
+            Ok((r.get(0)?, crate::blobs::Codec::parse(&codec), r.get(2)?, r.get(3)?))
         })?
         .collect::<rusqlite::Result<_>>()?;
     Ok((collections, seq, blobs))
@@ -860,7 +860,7 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, progress: Progress<'_>
     }
     let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
     for (hash, codec, _, _) in &blobs {
-        let rel = rel_string(&crate::blobs::blob::blob_path(Path::new(""), hash, *codec));
+        let rel = rel_string(&crate::blobs::blob_path(Path::new(""), hash, *codec));
         if !listed.contains(rel.as_str()) {
             problems.push(format!("blob {hash} is in the copy's table but not in the manifest"));
         }

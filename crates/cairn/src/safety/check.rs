@@ -241,7 +241,7 @@ impl Store {
                 Ok(blobs) => blobs,
                 Err(e) => {
                     unchecked(&mut report, ProblemKind::Blob, "blobs", Err(e));
-                    crate::blobs::blob::VerifyReport::default()
+                    crate::blobs::VerifyReport::default()
                 }
             };
             report.blobs = blobs.checked;
@@ -703,7 +703,7 @@ fn check_blob_rows(dir: &Path, conn: &Connection, report: &mut CheckReport) -> R
         } else if codec != "raw" && codec != "zstd" {
             Some(format!("unknown codec {codec:?}"))
         } else {
-            let path = crate::blobs::blob::blob_path(dir, &hash, crate::blobs::blob::Codec::parse(&codec));
+            let path = crate::blobs::blob_path(dir, &hash, crate::blobs::Codec::parse(&codec));
             match std::fs::metadata(&path) {
                 Ok(m) if m.len() == stored_size => None,
                 Ok(m) => Some(format!("its file is {} bytes, the store says {stored_size}", m.len())),
@@ -722,7 +722,7 @@ fn check_blob_rows(dir: &Path, conn: &Connection, report: &mut CheckReport) -> R
 
 /// Reference counts against the links of the live records.
 fn check_refs(conn: &Connection, report: &mut CheckReport) -> Result<()> {
-    let (counts, dangling) = match crate::blobs::blob::count_links(conn) {
+    let (counts, dangling) = match crate::blobs::count_links(conn) {
         Ok(found) => found,
         Err(e) if e.is_corruption() => {
             let detail = format!("not checked: a record could not be read ({e})");

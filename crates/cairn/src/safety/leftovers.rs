@@ -97,7 +97,7 @@ pub(crate) fn sweep(dir: &Path, remove: bool) -> Result<Vec<Leftover>> {
             }
         }
     }
-    let staging = crate::blobs::blob::tmp_dir(dir);
+    let staging = crate::blobs::tmp_dir(dir);
     for entry in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
         if unlocked(&entry.path()) {
             found.push((entry.path(), "attachment upload"));

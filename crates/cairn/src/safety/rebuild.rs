@@ -238,7 +238,7 @@ fn fill(
         report.collections += 1;
     }
     report.blobs = blob_rows(conn, salvage, &roots, backups)?;
-    crate::blobs::blob::recount_refs(conn, crate::engine::timestamp::Timestamp::now())?;
+    crate::blobs::recount_refs(conn, crate::engine::timestamp::Timestamp::now())?;
     for (c, id, seq) in behind {
         placeholder_row(conn, &c, &id, seq)?;
     }
@@ -539,15 +539,15 @@ fn blob_rows(
         let (rusqlite::types::Value::Text(hash), rusqlite::types::Value::Text(codec)) = (&values[0], &values[3]) else {
             continue;
         };
-        let Some(codec) = crate::blobs::blob::Codec::from_name(codec) else { continue };
-        let path = crate::blobs::blob::blob_path(dir, hash, codec);
+        let Some(codec) = crate::blobs::Codec::from_name(codec) else { continue };
+        let path = crate::blobs::blob_path(dir, hash, codec);
         let stored = matches!(values[2], rusqlite::types::Value::Integer(n) if std::fs::metadata(&path).is_ok_and(|m| m.len() == n as u64));
-        if crate::blobs::blob::is_valid_hash(hash) && stored {
+        if crate::blobs::is_valid_hash(hash) && stored {
             let _ = conn.execute(&insert_sql("cairn_blobs", 7), params_from_iter(values));
         }
     }
-    for (path, hash, codec) in crate::blobs::blob::files(dir)? {
-        if !crate::blobs::blob::is_valid_hash(&hash) {
+    for (path, hash, codec) in crate::blobs::files(dir)? {
+        if !crate::blobs::is_valid_hash(&hash) {
             continue;
         }
         let listed: bool = conn
@@ -559,8 +559,8 @@ fn blob_rows(
         }
         let stored_size = std::fs::metadata(&path).map(|m| m.len()).map_err(|e| Error::io("stat", &path, e))?;
         let size = match codec {
-            crate::blobs::blob::Codec::Raw => stored_size,
-            crate::blobs::blob::Codec::Zstd => {
+            crate::blobs::Codec::Raw => stored_size,
+            crate::blobs::Codec::Zstd => {
                 let file = std::fs::File::open(&path).map_err(|e| Error::io("open", &path, e))?;
                 match zstd::Decoder::new(file).and_then(|mut d| std::io::copy(&mut d, &mut std::io::sink())) {
                     Ok(n) => n,

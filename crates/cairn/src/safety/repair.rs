@@ -483,8 +483,7 @@ impl Store {
             .of_kind(ProblemKind::Blob)
             .filter_map(|p| p.hash.as_ref())
             .flat_map(|h| {
-                [crate::blobs::blob::Codec::Raw, crate::blobs::blob::Codec::Zstd]
-                    .map(|c| crate::blobs::blob::blob_path(&dir, h, c))
+                [crate::blobs::Codec::Raw, crate::blobs::Codec::Zstd].map(|c| crate::blobs::blob_path(&dir, h, c))
             })
             .filter(|p| p.exists())
             .collect();
@@ -507,7 +506,7 @@ impl Store {
     /// True when a blob's row and file are right and its content matches its hash.
     fn blob_is_whole(&self, hash: &str) -> bool {
         let Ok(info) = self.blob(hash) else { return false };
-        let path = crate::blobs::blob::blob_path(self.dir(), hash, info.codec);
+        let path = crate::blobs::blob_path(self.dir(), hash, info.codec);
         let sized = std::fs::metadata(path).is_ok_and(|m| m.len() == info.stored_size);
         sized && self.open_blob(hash).is_ok_and(|mut r| std::io::copy(&mut r, &mut std::io::sink()).is_ok())
     }
@@ -522,9 +521,9 @@ impl Store {
     ) -> Result<Option<String>> {
         for (dir, manifest) in backups {
             let Some(row) = backup_blob_row(dir, hash)? else { continue };
-            let codec = crate::blobs::blob::Codec::parse(&row.3);
-            let live = crate::blobs::blob::blob_path(self.dir(), hash, codec);
-            let rel = crate::blobs::blob::blob_path(Path::new(""), hash, codec);
+            let codec = crate::blobs::Codec::parse(&row.3);
+            let live = crate::blobs::blob_path(self.dir(), hash, codec);
+            let rel = crate::blobs::blob_path(Path::new(""), hash, codec);
             let rel_text = backup::rel_string(&rel);
             let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
             // Copied out of the backup as a foreign folder: beneath it, a regular file, no

@@ -377,7 +377,7 @@ impl Store {
         };
         let c = crate::data::collection::Collection::new(schema, String::new());
         for record in &records {
-            for (_, hash) in crate::blobs::blob::links(&c, &record.body) {
+            for (_, hash) in crate::data::attachments::links(&c, &record.body) {
                 if self.blob(hash).is_err() {
                     self.put_blob(old.open_blob(hash)?)?;
                     report.blobs_copied += 1;

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::blobs::blob::Staged;
+use crate::blobs::Staged;
 use crate::data::changes::ChangeOp;
 use crate::data::record::NewState;
 use crate::data::schema::CollectionSchema;
@@ -112,7 +112,7 @@ impl Loader<'_> {
     /// Hashes (and compresses where it pays) an attachment into a temporary file; the same
     /// content staged twice is kept once.
     pub(crate) fn stage(&mut self, input: impl Read) -> Result<StagedBlob> {
-        let staged = crate::blobs::blob::stage(self.store.dir(), input, self.limit)?;
+        let staged = crate::blobs::stage(self.store.dir(), input, self.limit)?;
         let blob = StagedBlob { hash: staged.hash.clone(), size: staged.size, sniffed: staged.sniffed };
         self.staged.entry(blob.hash.clone()).or_insert(staged);
         Ok(blob)
@@ -148,7 +148,7 @@ impl Loader<'_> {
             }
             for staged in staged.into_values() {
                 if dry_run {
-                    crate::blobs::blob::placeholder(tx.conn, &staged.hash, staged.size, tx.now)?;
+                    crate::data::attachments::placeholder(tx.conn, &staged.hash, staged.size, tx.now)?;
                 } else if let (_, Some(path)) = tx.place_blob(staged)? {
                     placed.push(path);
                 }

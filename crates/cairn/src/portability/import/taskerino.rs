@@ -327,12 +327,10 @@ impl Store {
             match attachments.stage_file(&rel, &mut loader) {
                 Ok(blob) => {
                     let size = blob.size;
-                    let name = crate::blobs::blob::sanitize_name(&rel.replace('/', "_"))
-                        .unwrap_or_else(|_| "attachment".into());
-                    let mime = blob
-                        .sniffed
-                        .map(String::from)
-                        .or_else(|| crate::blobs::blob::mime_for_name(&name).map(String::from));
+                    let name =
+                        crate::blobs::sanitize_name(&rel.replace('/', "_")).unwrap_or_else(|_| "attachment".into());
+                    let mime =
+                        blob.sniffed.map(String::from).or_else(|| crate::blobs::mime_for_name(&name).map(String::from));
                     let mut link = json!({"hash": blob.hash, "name": name, "size": size});
                     if let Some(mime) = &mime {
                         link["mime"] = json!(mime);
@@ -741,7 +739,7 @@ impl Attachments {
         let name = meta
             .get("name")
             .and_then(Value::as_str)
-            .map(|n| crate::blobs::blob::sanitize_name(n).unwrap_or_else(|_| "attachment".into()));
+            .map(|n| crate::blobs::sanitize_name(n).unwrap_or_else(|_| "attachment".into()));
         if let Some(name) = name {
             attachment.insert("name".into(), json!(name));
         }
