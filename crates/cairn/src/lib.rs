@@ -55,9 +55,10 @@ pub use blobs::{
     mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
 };
 pub use data::batch::{parse_batch, BatchOp, BatchResult};
-pub use data::changes::{Change, ChangeOp, Subscription};
+pub use data::changes::{Change, ChangeOp};
 pub use data::collection::{CollectionInfo, DropOptions, DropReport};
 pub use data::compress::{CompactOptions, CompactReport, TrainReport, MAX_DICT_BYTES};
+pub use data::feed::{Feed, FeedEvent, FeedOptions, GapReason, Subscription, FEED_PAGE};
 pub use data::index::IndexInfo;
 pub use data::query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,

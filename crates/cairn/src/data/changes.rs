@@ -4,9 +4,8 @@
 //! in its own transaction, so the log and the data can never disagree. Rows carry a SHA-256
 //! over all their columns and are verified on read, like records. The log feeds:
 //! - [`Store::changes_since`]: sync cursors and `cairn changes`;
-//! - [`Store::subscribe`]: committed changes delivered in order in-process. A subscriber that
-//!   falls behind is not dropped: it notices the gap in seqs and reads the missed changes
-//!   back from the log, so it never misses one;
+//! - [`Store::subscribe`] and [`Store::feed`] (data/feed.rs): committed changes delivered in
+//!   order in-process, resumable from any seq;
 //! - [`Store::history`], [`Store::revert`], [`Store::undo`] and [`Store::redo`]: reverting is
 //!   a new change that brings back an earlier state; history is never rewritten.
 //!
@@ -15,145 +14,17 @@
 //! any other change drops the redo part and pushes. No extra state exists that could drift
 //! from the log.
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Weak};
-use std::time::Duration;
-
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::data::collection::{self, Collection};
 use crate::data::record::{self, NewState, Record};
-use crate::engine::store::{Inner, Store};
+pub use crate::engine::change::{Change, ChangeOp};
+use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
-
-/// What a change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum ChangeOp {
-    /// A record was created.
-    Create,
-    /// A record's body was replaced.
-    Replace,
-    /// A record was patched.
-    Patch,
-    /// A record was soft-deleted.
-    Delete,
-    /// A soft-deleted record was removed for good.
-    Purge,
-    /// A record was brought back to an earlier version.
-    Revert,
-    /// A record's last change was undone.
-    Undo,
-    /// A record's last undo was redone.
-    Redo,
-    /// A collection was created (`after` is its schema).
-    CollectionCreate,
-    /// A collection's schema changed.
-    CollectionUpdate,
-    /// A collection was dropped (`before` is its schema).
-    CollectionDrop,
-    /// A setting was set (`id` is its key).
-    SettingSet,
-    /// A setting went back to its default.
-    SettingReset,
-    /// A setting was defined.
-    SettingDefine,
-}
-
-impl ChangeOp {
-    /// The op's name as stored in the log.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ChangeOp::Create => "create",
-            ChangeOp::Replace => "replace",
-            ChangeOp::Patch => "patch",
-            ChangeOp::Delete => "delete",
-            ChangeOp::Purge => "purge",
-            ChangeOp::Revert => "revert",
-            ChangeOp::Undo => "undo",
-            ChangeOp::Redo => "redo",
-            ChangeOp::CollectionCreate => "collection_create",
-            ChangeOp::CollectionUpdate => "collection_update",
-            ChangeOp::CollectionDrop => "collection_drop",
-            ChangeOp::SettingSet => "setting_set",
-            ChangeOp::SettingReset => "setting_reset",
-            ChangeOp::SettingDefine => "setting_define",
-        }
-    }
-
-    const ALL: [ChangeOp; 14] = [
-        ChangeOp::Create,
-        ChangeOp::Replace,
-        ChangeOp::Patch,
-        ChangeOp::Delete,
-        ChangeOp::Purge,
-        ChangeOp::Revert,
-        ChangeOp::Undo,
-        ChangeOp::Redo,
-        ChangeOp::CollectionCreate,
-        ChangeOp::CollectionUpdate,
-        ChangeOp::CollectionDrop,
-        ChangeOp::SettingSet,
-        ChangeOp::SettingReset,
-        ChangeOp::SettingDefine,
-    ];
-
-    fn parse(text: &str) -> Option<ChangeOp> {
-        Self::ALL.into_iter().find(|op| op.as_str() == text)
-    }
-
-    /// True for changes to a record (as opposed to schemas and settings).
-    pub fn is_record_op(self) -> bool {
-        matches!(
-            self,
-            ChangeOp::Create
-                | ChangeOp::Replace
-                | ChangeOp::Patch
-                | ChangeOp::Delete
-                | ChangeOp::Purge
-                | ChangeOp::Revert
-                | ChangeOp::Undo
-                | ChangeOp::Redo
-        )
-    }
-}
-
-/// One entry of the change log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[non_exhaustive]
-pub struct Change {
-    /// Position in the log: strictly increasing, without gaps.
-    pub seq: u64,
-    /// The collection (empty for settings).
-    pub collection: String,
-    /// The record id (the setting key for settings; empty for collection changes).
-    pub id: String,
-    /// What happened.
-    pub op: ChangeOp,
-    /// The record's version after the change.
-    pub version: u64,
-    /// Who made it.
-    pub actor: String,
-    /// When it committed (the group's start time).
-    pub at: Timestamp,
-    /// True when the record is soft-deleted (or gone) after the change.
-    pub deleted: bool,
-    /// The body before the change, if there was one.
-    pub before: Option<Value>,
-    /// The body after the change; `None` when the row is gone (purge, drop).
-    pub after: Option<Value>,
-    /// Encrypted fields of `before` or `after` this handle cannot open (the key is locked);
-    /// they are left out of both.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sealed: Vec<String>,
-}
 
 pub(crate) struct NewChange<'a> {
     pub(crate) collection: &'a str,
@@ -204,19 +75,23 @@ fn row_hash(seq: u64, c: &NewChange<'_>, actor: &str, at: i64) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// The next seq, cached by the writer: it is the store's only writer.
+#[derive(Default)]
+struct NextSeq(Option<u64>);
+
 impl Tx<'_> {
     /// Appends a change and returns its seq; it becomes visible when the transaction commits.
     pub(crate) fn log(&mut self, c: NewChange<'_>) -> Result<u64> {
         // The writer is the store's only writer, so the next seq can be cached; any rollback
-        // clears the cache (WriterState::invalidate).
-        let seq = match self.state.next_seq {
+        // clears the cache (TxCache::invalidate).
+        let seq = match self.cache.get::<NextSeq>().0 {
             Some(seq) => seq,
             None => self
                 .conn
                 .prepare_cached("SELECT coalesce(max(seq), 0) + 1 FROM cairn_changes")?
                 .query_row([], |r| r.get(0))?,
         };
-        self.state.next_seq = Some(seq + 1);
+        self.cache.get::<NextSeq>().0 = Some(seq + 1);
         let hash = row_hash(seq, &c, self.actor, self.now.0);
         let policy = self.policy(c.collection)?;
         let stored = c.after.map(|b| policy.encode(b.bytes));
@@ -782,151 +657,6 @@ impl Store {
     pub fn redo(&self, collection: &str, id: &str) -> Result<Record> {
         let (collection, id) = (collection.to_string(), id.to_string());
         self.write(move |tx| tx.redo(&collection, &id))
-    }
-
-    /// Subscribes to committed changes after `since` (default: from now on), delivered in
-    /// seq order, none missed.
-    pub fn subscribe(&self, since: Option<u64>) -> Result<Subscription> {
-        let (sender, receiver) = mpsc::sync_channel(SUBSCRIBER_BUFFER);
-        let lagged = Arc::new(AtomicBool::new(false));
-        self.inner
-            .hub
-            .subscribers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Subscriber { sender, lagged: lagged.clone() });
-        // Registered first, then positioned: anything committed in between is either in the
-        // channel or read back from the log, and duplicates are skipped by seq.
-        let last = match since {
-            Some(seq) => seq,
-            None => self.last_seq()?,
-        };
-        Ok(Subscription { store: Arc::downgrade(&self.inner), receiver, lagged, last, backlog: VecDeque::new() })
-    }
-}
-
-const SUBSCRIBER_BUFFER: usize = 1024;
-
-/// Fans committed changes out to subscribers.
-#[derive(Debug, Default)]
-pub(crate) struct Hub {
-    subscribers: Mutex<Vec<Subscriber>>,
-}
-
-#[derive(Debug)]
-struct Subscriber {
-    sender: mpsc::SyncSender<Change>,
-    lagged: Arc<AtomicBool>,
-}
-
-impl Hub {
-    /// True when someone listens, so the writer knows whether to build [`Change`] values.
-    pub(crate) fn has_subscribers(&self) -> bool {
-        !self.subscribers.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
-    }
-
-    /// Called by the writer after a commit. Never blocks: a full subscriber is marked lagged
-    /// and catches up from the log itself.
-    pub(crate) fn publish(&self, changes: &[Change]) {
-        if changes.is_empty() {
-            return;
-        }
-        let mut subscribers = self.subscribers.lock().unwrap_or_else(|p| p.into_inner());
-        subscribers.retain(|s| {
-            for change in changes {
-                match s.sender.try_send(change.clone()) {
-                    Ok(()) => {}
-                    Err(mpsc::TrySendError::Full(_)) => {
-                        s.lagged.store(true, Ordering::Release);
-                        return true;
-                    }
-                    Err(mpsc::TrySendError::Disconnected(_)) => return false,
-                }
-            }
-            true
-        });
-    }
-}
-
-/// A stream of committed changes; see [`Store::subscribe`].
-#[derive(Debug)]
-pub struct Subscription {
-    store: Weak<Inner>,
-    receiver: mpsc::Receiver<Change>,
-    lagged: Arc<AtomicBool>,
-    last: u64,
-    backlog: VecDeque<Change>,
-}
-
-impl Subscription {
-    /// The next change, waiting up to `timeout`; `Ok(None)` when none came in time.
-    pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Change>> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if self.lagged.swap(false, Ordering::AcqRel) {
-                // Whatever is queued is also in the log; read it all back from there.
-                while self.receiver.try_recv().is_ok() {}
-                self.fill_backlog(None)?;
-            }
-            if let Some(mut change) = self.backlog.pop_front() {
-                if change.seq > self.last {
-                    self.last = change.seq;
-                    if crate::data::encryption::may_be_sealed(&change) {
-                        let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
-                        let conn = inner.readers.get()?;
-                        crate::data::encryption::open_changes(&inner.keys, &conn, std::slice::from_mut(&mut change))?;
-                    }
-                    return Ok(Some(change));
-                }
-                continue;
-            }
-            let wait = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.receiver.recv_timeout(wait) {
-                Ok(change) if change.seq <= self.last => continue,
-                Ok(change) => {
-                    if change.seq > self.last + 1 {
-                        self.fill_backlog(Some(change.seq))?;
-                    }
-                    self.backlog.push_back(change);
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => return Ok(None),
-                Err(mpsc::RecvTimeoutError::Disconnected) => return Err(Error::WriterStopped),
-            }
-        }
-    }
-
-    /// The next change, waiting as long as it takes.
-    pub fn recv(&mut self) -> Result<Change> {
-        loop {
-            if let Some(change) = self.recv_timeout(Duration::from_secs(3600))? {
-                return Ok(change);
-            }
-        }
-    }
-
-    /// The seq of the last change delivered.
-    pub fn last_seq(&self) -> u64 {
-        self.last
-    }
-
-    /// Reads changes after `self.last` (and before `until`) from the log into the backlog.
-    fn fill_backlog(&mut self, until: Option<u64>) -> Result<()> {
-        let inner = self.store.upgrade().ok_or(Error::WriterStopped)?;
-        let conn = inner.readers.get()?;
-        let mut from = self.backlog.back().map_or(self.last, |c| c.seq.max(self.last));
-        loop {
-            let page = changes_since(&conn, from, 1000)?;
-            let Some(tail) = page.last() else {
-                return Ok(());
-            };
-            from = tail.seq;
-            for change in page {
-                if until.is_some_and(|u| change.seq >= u) {
-                    return Ok(());
-                }
-                self.backlog.push_back(change);
-            }
-        }
     }
 }
 

@@ -228,14 +228,18 @@ fn info(conn: &Connection, name: &str) -> Result<CollectionInfo> {
     })
 }
 
+/// The collections the writer has loaded, by name.
+#[derive(Default)]
+struct Collections(std::collections::HashMap<String, Arc<Collection>>);
+
 impl Tx<'_> {
     /// The collection `name`, from the writer's cache.
     pub(crate) fn collection(&mut self, name: &str) -> Result<Arc<Collection>> {
-        if let Some(c) = self.state.collections.get(name) {
+        if let Some(c) = self.cache.get::<Collections>().0.get(name) {
             return Ok(c.clone());
         }
         let c = Arc::new(load(self.conn, name)?);
-        self.state.collections.insert(name.to_string(), c.clone());
+        self.cache.get::<Collections>().0.insert(name.to_string(), c.clone());
         Ok(c)
     }
 
@@ -264,7 +268,7 @@ impl Tx<'_> {
             prev_seq: self.last_change_seq(collection.name(), "", &COLLECTION_OPS)?,
             after: Some(Body::new(&json)),
         })?;
-        self.state.collections.remove(collection.name());
+        self.cache.get::<Collections>().0.remove(collection.name());
         Ok(())
     }
 
@@ -349,7 +353,7 @@ impl Tx<'_> {
             prev_seq: self.last_change_seq(new.name(), "", &COLLECTION_OPS)?,
             after: Some(Body::new(&after)),
         })?;
-        self.state.collections.remove(new.name());
+        self.cache.get::<Collections>().0.remove(new.name());
         Ok(())
     }
 
@@ -413,7 +417,7 @@ impl Tx<'_> {
             prev_seq: self.last_change_seq(name, "", &COLLECTION_OPS)?,
             after: None,
         })?;
-        self.state.collections.remove(name);
+        self.cache.get::<Collections>().0.remove(name);
         self.audit("drop_collection", name, "ok", &format!("{records} records exported to {}", quarantine.display()))?;
         Ok(DropReport { collection: name.to_string(), records, quarantine_dir: quarantine })
     }

@@ -33,15 +33,19 @@ pub(crate) fn load_policy(conn: &Connection, collection: &str) -> Result<Policy>
     ))
 }
 
+/// The compression policies the writer holds, by collection (`""` for settings and schemas).
+#[derive(Default)]
+pub(crate) struct Policies(pub(crate) std::collections::HashMap<String, Arc<Policy>>);
+
 impl Tx<'_> {
     /// The compression policy of a collection (`""` for settings and schemas), cached by the
     /// writer until a setting or dictionary changes.
     pub(crate) fn policy(&mut self, collection: &str) -> Result<Arc<Policy>> {
-        if let Some(policy) = self.state.policies.get(collection) {
+        if let Some(policy) = self.cache.get::<Policies>().0.get(collection) {
             return Ok(policy.clone());
         }
         let policy = Arc::new(load_policy(self.conn, collection)?);
-        self.state.policies.insert(collection.to_string(), policy.clone());
+        self.cache.get::<Policies>().0.insert(collection.to_string(), policy.clone());
         Ok(policy)
     }
 }
@@ -185,7 +189,7 @@ impl Store {
                  ON CONFLICT (key) DO NOTHING",
                 params![&key[..], name, dict, count as i64, tx.now.0],
             )?;
-            tx.state.policies.remove(&name);
+            tx.cache.get::<Policies>().0.remove(&name);
             Ok(())
         })?;
         report.kept = true;

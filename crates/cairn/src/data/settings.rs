@@ -221,6 +221,10 @@ pub(crate) fn sealed_secret(conn: &Connection, key: &str) -> Result<Option<Strin
     }
 }
 
+/// `records.max_body_bytes`, cached by the writer.
+#[derive(Default)]
+struct BodyLimit(Option<u64>);
+
 impl Tx<'_> {
     /// Sets a setting after validating the value against its definition.
     pub fn set_setting(&mut self, key: &str, value: Value) -> Result<()> {
@@ -256,8 +260,8 @@ impl Tx<'_> {
              ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             params![key, std::str::from_utf8(&after).unwrap_or_default(), self.now.0],
         )?;
-        self.state.max_body_bytes = None;
-        self.state.policies.clear();
+        self.cache.get::<BodyLimit>().0 = None;
+        self.cache.get::<crate::data::compress::Policies>().0.clear();
         self.log(NewChange {
             collection: "",
             id: key,
@@ -274,8 +278,8 @@ impl Tx<'_> {
     pub fn reset_setting(&mut self, key: &str) -> Result<()> {
         definition(self.conn, key)?;
         self.conn.execute("DELETE FROM cairn_settings WHERE key = ?1", [key])?;
-        self.state.max_body_bytes = None;
-        self.state.policies.clear();
+        self.cache.get::<BodyLimit>().0 = None;
+        self.cache.get::<crate::data::compress::Policies>().0.clear();
         self.log(NewChange {
             collection: "",
             id: key,
@@ -320,14 +324,14 @@ impl Tx<'_> {
 
     /// The body size limit, cached by the writer until a setting changes.
     pub(crate) fn max_body_bytes(&mut self) -> Result<u64> {
-        if let Some(limit) = self.state.max_body_bytes {
+        if let Some(limit) = self.cache.get::<BodyLimit>().0 {
             return Ok(limit);
         }
         let limit = setting(self.conn, crate::data::builtin_settings::RECORDS_MAX_BODY_BYTES)?
             .value
             .as_u64()
             .unwrap_or(1024 * 1024);
-        self.state.max_body_bytes = Some(limit);
+        self.cache.get::<BodyLimit>().0 = Some(limit);
         Ok(limit)
     }
 }

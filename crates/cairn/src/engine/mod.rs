@@ -3,10 +3,12 @@
 
 pub(crate) mod body;
 pub(crate) mod canonical;
+pub(crate) mod change;
 pub(crate) mod foreign;
 pub(crate) mod fsutil;
 pub(crate) mod functions;
 pub(crate) mod hash;
+pub(crate) mod hub;
 pub(crate) mod keyring;
 pub(crate) mod layout;
 pub(crate) mod lock;

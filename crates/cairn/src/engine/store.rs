@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use super::lock::WriteLock;
 pub(crate) use super::pool::{PooledConn, ReadPool};
-use crate::data::changes::Hub;
+use crate::engine::hub::Hub;
 use crate::engine::layout::{DB_FILE, LOCK_FILE, QUARANTINE_DIR};
 use crate::engine::writer::{Tx, WriteStats, Writer};
 use crate::error::{Error, Result};

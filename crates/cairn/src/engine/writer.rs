@@ -15,6 +15,7 @@
 //! time (P1); one transaction per caller behind a mutex costs one fsync per write, which is
 //! what group commit exists to avoid (P2).
 
+use std::any::{Any, TypeId};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -24,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use crate::data::changes::{Change, Hub};
-use crate::data::collection::Collection;
+use crate::engine::change::Change;
+use crate::engine::hub::Hub;
 use crate::engine::keyring::Keyring;
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
@@ -67,7 +68,7 @@ struct Queue {
 /// What only the leader touches.
 struct Core {
     conn: Connection,
-    state: WriterState,
+    cache: TxCache,
     hub: Arc<Hub>,
     dir: PathBuf,
     keys: Arc<Keyring>,
@@ -106,7 +107,7 @@ impl Writer {
             }),
             arrived: Condvar::new(),
             idle: Condvar::new(),
-            core: Mutex::new(Core { conn, state: WriterState::default(), hub, dir, keys }),
+            core: Mutex::new(Core { conn, cache: TxCache::default(), hub, dir, keys }),
             max_batch,
         };
         Writer { shared: Arc::new(shared) }
@@ -189,8 +190,8 @@ impl Writer {
         self.shared.stats.groups.fetch_add(1, Ordering::Relaxed);
         self.shared.stats.requests.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut core = lock(&self.shared.core);
-        let Core { conn, state, hub, dir, keys } = &mut *core;
-        commit_group(conn, state, hub, dir, keys, batch);
+        let Core { conn, cache, hub, dir, keys } = &mut *core;
+        commit_group(conn, cache, hub, dir, keys, batch);
     }
 
     /// Runs `f` alone in its own transaction on the calling thread, holding the write
@@ -209,15 +210,15 @@ impl Writer {
             return Err(Error::WriterStopped);
         }
         let mut core = lock(&self.shared.core);
-        let Core { conn, state, hub, dir, keys } = &mut *core;
+        let Core { conn, cache, hub, dir, keys } = &mut *core;
         if !conn.is_autocommit() {
-            state.invalidate();
+            cache.invalidate();
             control(conn, "ROLLBACK")?;
         }
         control(conn, "BEGIN IMMEDIATE")?;
         let mut tx = Tx {
             conn,
-            state,
+            cache,
             actor,
             dir,
             keys,
@@ -244,7 +245,7 @@ impl Writer {
             }
             // Rolled back: a failure, or a dry run's result.
             Err(answer) => {
-                state.invalidate();
+                cache.invalidate();
                 if let Err(rollback) = control(conn, "ROLLBACK") {
                     tracing::error!(error = %rollback, "rolling back an exclusive write failed");
                 }
@@ -306,23 +307,27 @@ pub struct WriteStats {
     pub requests: u64,
 }
 
-/// The writer's caches. Cleared whenever a savepoint or commit rolls back, so they never
-/// describe a schema or setting that did not commit.
+/// What the layers above cache between writes (the collections' schemas, the next seq, the
+/// compression policies…), one value per type. Cleared whenever a savepoint or commit rolls
+/// back, so nothing cached describes a schema or setting that did not commit.
 #[derive(Default)]
-pub(crate) struct WriterState {
-    pub(crate) collections: HashMap<String, Arc<Collection>>,
-    pub(crate) max_body_bytes: Option<u64>,
-    pub(crate) next_seq: Option<u64>,
-    /// Compression policies by collection (`""` for settings and schemas).
-    pub(crate) policies: HashMap<String, Arc<crate::engine::body::Policy>>,
+pub(crate) struct TxCache {
+    items: HashMap<TypeId, Box<dyn Any + Send>>,
 }
 
-impl WriterState {
+impl TxCache {
+    /// The cached value of type `T`, made with `T::default()` the first time.
+    pub(crate) fn get<T: Default + Send + 'static>(&mut self) -> &mut T {
+        self.items
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Box::new(T::default()))
+            .downcast_mut::<T>()
+            .expect("a cache entry is stored under its own type")
+    }
+
+    /// Forgets everything.
     pub(crate) fn invalidate(&mut self) {
-        self.collections.clear();
-        self.max_body_bytes = None;
-        self.next_seq = None;
-        self.policies.clear();
+        self.items.clear();
     }
 }
 
@@ -334,7 +339,7 @@ impl WriterState {
 /// itself).
 pub struct Tx<'a> {
     pub(crate) conn: &'a Connection,
-    pub(crate) state: &'a mut WriterState,
+    pub(crate) cache: &'a mut TxCache,
     pub(crate) actor: &'a str,
     pub(crate) dir: &'a Path,
     /// The store handle's keys, for sealing and opening encrypted fields.
@@ -372,7 +377,7 @@ impl Tx<'_> {
             Err(e) => {
                 control(self.conn, "ROLLBACK TO cairn_attempt")?;
                 control(self.conn, "RELEASE cairn_attempt")?;
-                self.state.invalidate();
+                self.cache.invalidate();
                 self.changes.truncate(mark);
                 Ok(Err(e))
             }
@@ -449,7 +454,7 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 fn commit_group(
     conn: &Connection,
-    state: &mut WriterState,
+    cache: &mut TxCache,
     hub: &Hub,
     dir: &Path,
     keys: &Keyring,
@@ -463,7 +468,7 @@ fn commit_group(
     // A transaction left open by an earlier failure (a failed rollback, a panic) would make
     // every BEGIN fail: roll it back. Nothing in it was acknowledged.
     if !conn.is_autocommit() {
-        state.invalidate();
+        cache.invalidate();
         if let Err(e) = control(conn, "ROLLBACK") {
             return fail_all(batch, format!("cannot roll back an unfinished transaction: {e}"));
         }
@@ -488,7 +493,7 @@ fn commit_group(
             }
         }
         let actor = job.actor().to_string();
-        let mut tx = Tx { conn, state, actor: &actor, dir, keys, now, publish, changes: Vec::new() };
+        let mut tx = Tx { conn, cache, actor: &actor, dir, keys, now, publish, changes: Vec::new() };
         let ok = job.run(&mut tx);
         let changes = std::mem::take(&mut tx.changes);
         if ok {
@@ -501,7 +506,7 @@ fn commit_group(
             committed.extend(changes);
             continue;
         }
-        state.invalidate();
+        cache.invalidate();
         if !isolate {
             // The lone request failed: roll everything back and answer with its own error. If
             // the rollback fails, the next group rolls back the leftover transaction.
@@ -530,7 +535,7 @@ fn commit_group(
             }
         }
         Err(msg) => {
-            state.invalidate();
+            cache.invalidate();
             if let Err(e) = control(conn, "ROLLBACK") {
                 tracing::error!(error = %e, "rolling back a failed group failed");
             }
@@ -585,7 +590,7 @@ mod tests {
         // Violates the deferred foreign key, which only COMMIT checks.
         let (bad, bad_answer) = job(|tx| tx.conn.execute_batch("INSERT INTO child VALUES (7)").map_err(Error::from));
         let hub = Hub::default();
-        let mut state = WriterState::default();
+        let mut state = TxCache::default();
         commit_group(&conn, &mut state, &hub, &dir, &Keyring::default(), vec![good, bad]);
 
         for rx in [&good_answer, &bad_answer] {

@@ -9,6 +9,7 @@ mod compression;
 mod concurrency;
 mod crash;
 mod encryption;
+mod feed;
 mod hostile;
 mod integrity;
 mod legacy;

@@ -1,0 +1,233 @@
+//! Fanning committed changes out to subscribers, without a thread per subscriber.
+//!
+//! Each subscriber has a slot: a bounded queue the writer appends to after every commit, never
+//! blocking on it. A slot whose queue is full is marked overflowed and its queue dropped, so a
+//! subscriber that stopped reading costs nothing more and learns, explicitly, that it missed
+//! changes (it resumes from the change log, which holds them all). A subscriber waits for its
+//! slot either blocking (a condition variable) or from async code (a waker), so one async task
+//! per client is enough. When the store closes, every slot is closed.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use crate::engine::change::Change;
+
+/// The fan-out of one store.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    slots: Mutex<Vec<Arc<Slot>>>,
+}
+
+/// One subscriber's queue.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    ready: Condvar,
+    /// Set when the subscriber is gone; the hub then forgets the slot.
+    dropped: AtomicBool,
+}
+
+#[derive(Debug)]
+struct SlotState {
+    queue: VecDeque<Change>,
+    capacity: usize,
+    overflowed: bool,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// What a slot has for its subscriber.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Delivery {
+    Change(Change),
+    /// The queue overflowed: changes were dropped here (they are in the log).
+    Overflowed,
+    /// The store closed.
+    Closed,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Hub {
+    /// True when someone listens, so the writer knows whether to build [`Change`] values.
+    pub(crate) fn has_subscribers(&self) -> bool {
+        !lock(&self.slots).is_empty()
+    }
+
+    /// A new slot holding up to `capacity` changes, receiving everything committed from now.
+    pub(crate) fn subscribe(&self, capacity: usize) -> Arc<Slot> {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(SlotState {
+                queue: VecDeque::new(),
+                capacity: capacity.max(1),
+                overflowed: false,
+                closed: false,
+                waker: None,
+            }),
+            ready: Condvar::new(),
+            dropped: AtomicBool::new(false),
+        });
+        lock(&self.slots).push(slot.clone());
+        slot
+    }
+
+    /// Called by the writer after a commit, with the group's changes in seq order. Never
+    /// blocks on a subscriber.
+    pub(crate) fn publish(&self, changes: &[Change]) {
+        if changes.is_empty() {
+            return;
+        }
+        let mut slots = lock(&self.slots);
+        slots.retain(|slot| !slot.dropped.load(Ordering::Acquire));
+        for slot in slots.iter() {
+            let mut state = lock(&slot.state);
+            if state.overflowed || state.closed {
+                continue;
+            }
+            if state.queue.len() + changes.len() > state.capacity {
+                state.overflowed = true;
+                state.queue = VecDeque::new();
+            } else {
+                state.queue.extend(changes.iter().cloned());
+            }
+            slot.wake(&mut state);
+        }
+    }
+}
+
+impl Drop for Hub {
+    fn drop(&mut self) {
+        for slot in lock(&self.slots).iter() {
+            let mut state = lock(&slot.state);
+            state.closed = true;
+            slot.wake(&mut state);
+        }
+    }
+}
+
+impl Slot {
+    fn wake(&self, state: &mut SlotState) {
+        self.ready.notify_all();
+        if let Some(waker) = state.waker.take() {
+            waker.wake();
+        }
+    }
+
+    fn take(state: &mut SlotState) -> Option<Delivery> {
+        if let Some(change) = state.queue.pop_front() {
+            return Some(Delivery::Change(change));
+        }
+        if state.overflowed {
+            state.overflowed = false;
+            return Some(Delivery::Overflowed);
+        }
+        state.closed.then_some(Delivery::Closed)
+    }
+
+    /// The next delivery, waiting up to `timeout`; `None` when nothing came in time.
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<Delivery> {
+        let deadline = Instant::now() + timeout;
+        let mut state = lock(&self.state);
+        loop {
+            if let Some(delivery) = Self::take(&mut state) {
+                return Some(delivery);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            state = self.ready.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+
+    /// The next delivery for async code: ready, or pending with `cx`'s waker registered.
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
+        let mut state = lock(&self.state);
+        match Self::take(&mut state) {
+            Some(delivery) => Poll::Ready(delivery),
+            None => {
+                state.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Drops whatever is queued (the subscriber is about to read the log instead).
+    pub(crate) fn clear(&self) {
+        let mut state = lock(&self.state);
+        state.queue.clear();
+        state.overflowed = false;
+    }
+
+    /// Tells the hub this slot's subscriber is gone.
+    pub(crate) fn release(&self) {
+        self.dropped.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::change::ChangeOp;
+    use crate::engine::timestamp::Timestamp;
+
+    fn change(seq: u64) -> Change {
+        Change {
+            seq,
+            collection: "c".into(),
+            id: "i".into(),
+            op: ChangeOp::Create,
+            version: 1,
+            actor: "t".into(),
+            at: Timestamp(0),
+            deleted: false,
+            before: None,
+            after: None,
+            sealed: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_full_slot_overflows_once_and_then_receives_again() {
+        let hub = Hub::default();
+        let slot = hub.subscribe(2);
+        hub.publish(&[change(1), change(2)]);
+        hub.publish(&[change(3)]);
+        assert_eq!(slot.wait(Duration::ZERO), Some(Delivery::Overflowed), "the queue was dropped");
+        assert_eq!(slot.wait(Duration::ZERO), None);
+        hub.publish(&[change(4)]);
+        assert_eq!(slot.wait(Duration::ZERO), Some(Delivery::Change(change(4))));
+        slot.release();
+        hub.publish(&[change(5)]);
+        assert!(!hub.has_subscribers(), "a released slot is forgotten at the next publish");
+        let other = hub.subscribe(8);
+        drop(hub);
+        assert_eq!(other.wait(Duration::ZERO), Some(Delivery::Closed));
+    }
+
+    #[test]
+    fn an_async_waiter_is_woken_by_a_publish() {
+        use std::sync::atomic::AtomicUsize;
+        use std::task::Wake;
+        struct Count(AtomicUsize);
+        impl Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let hub = Hub::default();
+        let slot = hub.subscribe(8);
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(slot.poll(&mut cx).is_pending());
+        hub.publish(&[change(1)]);
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(slot.poll(&mut cx), Poll::Ready(Delivery::Change(change(1))));
+    }
+}

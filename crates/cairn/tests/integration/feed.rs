@@ -1,0 +1,143 @@
+//! The change feed: every seq after the one asked for, exactly once and in order, across the
+//! seam between the log and live changes; an explicit gap for a reader that fell behind its
+//! buffer, filled by resuming from its last seq; many feeds on one async thread.
+
+use std::time::Duration;
+
+use cairn::{CollectionSchema, FeedEvent, FeedOptions, GapReason, Store, StoreOptions};
+use serde_json::json;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    let schema = r#"{"name": "events", "fields": [{"name": "n", "type": "integer"}]}"#;
+    store.create_collection(CollectionSchema::from_json(schema, "schema").expect("schema")).expect("create");
+    (dir, store)
+}
+
+/// Commits `total` changes from `writers` threads at once; returns when all committed.
+fn write_concurrently(store: &Store, writers: usize, total: usize) -> std::thread::JoinHandle<()> {
+    let store = store.clone();
+    std::thread::spawn(move || {
+        let threads: Vec<_> = (0..writers)
+            .map(|w| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..total / writers {
+                        store.create("events", json!({"n": w * 100_000 + i})).expect("write");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("writer");
+        }
+    })
+}
+
+/// Reads a feed until it has delivered `until`, failing on a gap; returns the seqs.
+async fn seqs_until(feed: &mut cairn::Feed, until: u64) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.last().copied().unwrap_or(feed.last_seq()) < until {
+        let event = tokio::time::timeout(Duration::from_secs(60), feed.next())
+            .await
+            .expect("the feed delivers")
+            .expect("not ended")
+            .expect("no error");
+        match event {
+            FeedEvent::Change(change) => seqs.push(change.seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    seqs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_seq_once_in_order_across_the_seam_between_log_and_live() {
+    let (_dir, store) = store();
+    for i in 0..300 {
+        store.create("events", json!({"n": i})).expect("history");
+    }
+    let since = store.last_seq().expect("seq") - 150;
+    let mut feed = store.feed(&FeedOptions { buffer: 100_000, ..FeedOptions::since(since) }).expect("feed");
+    let writing = write_concurrently(&store, 8, 5_000);
+    // Read while the writers commit: the first 150 come from the log, the rest live.
+    let first = seqs_until(&mut feed, since + 150).await;
+    writing.join().expect("writers");
+    let last = store.last_seq().expect("seq");
+    let mut seqs = first;
+    seqs.extend(seqs_until(&mut feed, last).await);
+    let expected: Vec<u64> = (since + 1..=last).collect();
+    assert_eq!(seqs.len(), expected.len(), "every seq once");
+    assert!(seqs == expected, "in order, none missing or repeated");
+    assert_eq!(last - since, 150 + 5_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_past_its_buffer_gets_a_gap_and_resuming_fills_it() {
+    let (_dir, store) = store();
+    let start = store.last_seq().expect("seq");
+    let mut slow = store.feed(&FeedOptions { buffer: 16, ..FeedOptions::default() }).expect("feed");
+    write_concurrently(&store, 8, 400).join().expect("writers");
+    let last = store.last_seq().expect("seq");
+
+    let mut seen = Vec::new();
+    let gap = loop {
+        match slow.next().await.expect("an event").expect("no error") {
+            FeedEvent::Change(change) => seen.push(change.seq),
+            FeedEvent::Gap { last_seq, reason } => break (last_seq, reason),
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(gap.1, GapReason::Overflow);
+    assert_eq!(gap.0, seen.last().copied().unwrap_or(start), "the gap names the last seq delivered");
+    assert!(slow.next().await.is_none(), "a feed ends after its gap");
+    assert!(slow.is_ended());
+
+    let mut resumed = store.feed(&FeedOptions::since(gap.0)).expect("resume");
+    seen.extend(seqs_until(&mut resumed, last).await);
+    assert!(seen == (start + 1..=last).collect::<Vec<_>>(), "the resumed feed filled the gap exactly");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_seq_beyond_the_log_is_a_gap_and_many_feeds_share_one_thread() {
+    let (_dir, store) = store();
+    let last = store.last_seq().expect("seq");
+    let mut beyond = store.feed(&FeedOptions::since(last + 50)).expect("feed");
+    match beyond.next().await.expect("an event").expect("no error") {
+        FeedEvent::Gap { last_seq, reason: GapReason::Unavailable } => assert_eq!(last_seq, last + 50),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(beyond.next().await.is_none());
+
+    // Fifty feeds awaited on this one thread, all served as changes commit elsewhere.
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let mut feed = store.feed(&FeedOptions::since(last)).expect("feed");
+            tokio::spawn(async move { seqs_until(&mut feed, last + 100).await })
+        })
+        .collect();
+    let writing = write_concurrently(&store, 4, 100);
+    for task in tasks {
+        assert_eq!(task.await.expect("task"), (last + 1..=last + 100).collect::<Vec<_>>());
+    }
+    writing.join().expect("writers");
+}
+
+#[test]
+fn the_blocking_subscription_refills_after_an_overflow_by_itself() {
+    let (_dir, store) = store();
+    let start = store.last_seq().expect("seq");
+    let mut sub = store.subscribe(None).expect("subscribe");
+    // More than the default buffer of 1,024 while nobody reads.
+    write_concurrently(&store, 4, 2_000).join().expect("writers");
+    let last = store.last_seq().expect("seq");
+    let mut seqs = Vec::new();
+    while let Some(change) = sub.recv_timeout(Duration::from_secs(10)).expect("recv") {
+        seqs.push(change.seq);
+        if change.seq == last {
+            break;
+        }
+    }
+    assert!(seqs == (start + 1..=last).collect::<Vec<_>>());
+}
