@@ -56,14 +56,15 @@ pub use blobs::{
 };
 pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp};
-pub use data::collection::{CollectionInfo, DropOptions, DropReport};
+pub use data::collections::{CollectionInfo, DropOptions, DropReport};
 pub use data::compress::{CompactOptions, CompactReport, TrainReport, MAX_DICT_BYTES};
 pub use data::feed::{Feed, FeedEvent, FeedOptions, GapReason, Subscription, FEED_PAGE};
+pub use data::ids::{new_id, validate_id, MAX_ID_LEN};
 pub use data::index::IndexInfo;
 pub use data::query::{
     parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
-pub use data::record::{new_id, parse_json, validate_id, Record, ScanOptions, MAX_ID_LEN};
+pub use data::record::{parse_json, Record, ScanOptions};
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 pub use data::search::{Hit, Search};
 pub use data::settings::{Setting, SettingDef, SettingType, SECRET_MASK};

@@ -731,7 +731,7 @@ pub fn migrate(
             Ok(r) => r.migrations.iter().map(|m| format!("{:04}_{}", m.number, m.name)).collect::<Vec<_>>().join(", "),
             Err(_) => String::new(),
         };
-        crate::governance::audit::append_to(
+        crate::safety::open::append_to(
             dir,
             "migrate",
             "migrate",
@@ -923,7 +923,7 @@ impl Seed {
                 let Some(Value::String(id)) = body.remove("id") else {
                     return Err(Error::invalid_input(at, "a seed record needs a text `id` (seeds are upserted by id)"));
                 };
-                crate::data::record::validate_id(&id)?;
+                crate::data::ids::validate_id(&id)?;
                 out.push((id, body));
             }
             records.insert(collection, out);

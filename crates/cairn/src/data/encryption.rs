@@ -72,7 +72,7 @@ pub(crate) fn open_fields(
 pub(crate) fn open_changes(
     keys: &Keyring,
     conn: &Connection,
-    changes: &mut [crate::data::changes::Change],
+    changes: &mut [crate::engine::change::Change],
 ) -> Result<()> {
     let mut schemas: HashMap<String, Option<CollectionSchema>> = HashMap::new();
     for change in changes.iter_mut().filter(|c| may_be_sealed(c)) {
@@ -99,7 +99,7 @@ pub(crate) fn open_changes(
 }
 
 /// True when a change's body has a value in sealed form (only then is its schema looked up).
-pub(crate) fn may_be_sealed(change: &crate::data::changes::Change) -> bool {
+pub(crate) fn may_be_sealed(change: &crate::engine::change::Change) -> bool {
     !change.id.is_empty()
         && !change.collection.is_empty()
         && [&change.before, &change.after].into_iter().flatten().any(|body| {

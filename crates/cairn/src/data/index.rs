@@ -23,16 +23,6 @@ use crate::engine::sql::{quote, tags_table, value_column, value_index};
 use crate::engine::timestamp::{datetime_micros, micros_to_text, parse_datetime};
 use crate::error::{Error, Result};
 
-/// True when the field has a value column.
-pub(crate) fn has_column(f: &FieldDef) -> bool {
-    (f.indexed || f.unique) && f.kind.scalar()
-}
-
-/// True when the field's tags are kept in the tags table.
-pub(crate) fn has_tag_index(f: &FieldDef) -> bool {
-    f.indexed && f.kind == FieldType::Tags
-}
-
 /// The value a field's column holds for a (normalised) JSON value.
 pub(crate) fn column_value(f: &FieldDef, value: &Value) -> SqlValue {
     match (f.kind, value) {
@@ -119,12 +109,12 @@ pub(crate) fn sync_indexes(
     let old_fields = |pick: fn(&FieldDef) -> bool| -> Vec<FieldDef> {
         old.map(|o| o.schema.fields.iter().filter(|f| pick(f)).cloned().collect()).unwrap_or_default()
     };
-    let (old_columns, old_tags) = (old_fields(has_column), old_fields(has_tag_index));
+    let (old_columns, old_tags) = (old_fields(FieldDef::has_column), old_fields(FieldDef::has_tag_index));
 
     // Columns: a field whose column definition changed (kind, unique) is rebuilt.
     let same = |a: &FieldDef, b: &FieldDef| a.kind == b.kind && a.unique == b.unique;
     for f in &old_columns {
-        if !new.schema.fields.iter().any(|n| n.name == f.name && has_column(n) && same(n, f)) {
+        if !new.schema.fields.iter().any(|n| n.name == f.name && n.has_column() && same(n, f)) {
             conn.execute_batch(&format!(
                 "DROP INDEX IF EXISTS {}; ALTER TABLE {table} DROP COLUMN {}",
                 quote(&value_index(new.name(), &f.name)),
@@ -132,7 +122,7 @@ pub(crate) fn sync_indexes(
             ))?;
         }
     }
-    for f in new.schema.fields.iter().filter(|f| has_column(f)) {
+    for f in new.schema.fields.iter().filter(|f| f.has_column()) {
         if old_columns.iter().any(|o| o.name == f.name && same(o, f)) {
             continue;
         }
@@ -257,11 +247,11 @@ impl crate::Store {
             .fields
             .iter()
             .filter_map(|f| {
-                let kind = if has_tag_index(f) {
+                let kind = if f.has_tag_index() {
                     "tags"
-                } else if has_column(f) && f.unique {
+                } else if f.has_column() && f.unique {
                     "unique"
-                } else if has_column(f) {
+                } else if f.has_column() {
                     "value"
                 } else {
                     return None;

@@ -154,7 +154,7 @@ impl Resolved<'_> {
     }
 
     fn has_column(&self) -> bool {
-        self.subpath.is_empty() && index::has_column(self.field)
+        self.subpath.is_empty() && self.field.has_column()
     }
 
     fn json_path(&self) -> String {
@@ -374,7 +374,7 @@ fn compile(c: &Collection, text: &str, expr: &Expr, sql: &mut Sql) -> Result<Str
                         ));
                     }
                     let LitValue::Str(tag) = &lit.value else { unreachable!("the parser only accepts strings here") };
-                    if index::has_tag_index(resolved.field) {
+                    if resolved.field.has_tag_index() {
                         let field = sql.param(SqlValue::Text(resolved.field.name.clone()));
                         let tag = sql.param(SqlValue::Text(tag.clone()));
                         let tags = quote(&tags_table(c.name()));
@@ -568,7 +568,7 @@ fn plan(c: &Collection, query: &Query, count_only: bool, walk: Option<usize>) ->
     let projection = projection(c, query.fields.as_ref())?;
     // Lazy loading: when every projected field has a value column, the body is not read.
     let column_fields: Option<Vec<FieldDef>> =
-        projection.iter().map(|name| c.schema.field(name).filter(|f| index::has_column(f)).cloned()).collect();
+        projection.iter().map(|name| c.schema.field(name).filter(|f| f.has_column()).cloned()).collect();
     let mut select = vec!["r.id".to_string(), "r.version".into(), "r.updated_at".into()];
     select.extend(key_exprs.iter().enumerate().map(|(i, (e, _))| format!("{e} AS k{i}")));
     match &column_fields {

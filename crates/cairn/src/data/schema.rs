@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::data::record::validate_id;
+use crate::data::ids::validate_id;
 use crate::engine::sql::is_valid_name;
 use crate::engine::timestamp::{format_datetime, parse_datetime};
 use crate::error::{Error, Result};
@@ -131,7 +131,28 @@ impl FieldType {
     }
 }
 
+impl CollectionSchema {
+    /// The full-text fields, in order.
+    pub(crate) fn fulltext_fields(&self) -> Vec<String> {
+        self.fields
+            .iter()
+            .filter(|f| f.fulltext && matches!(f.kind, FieldType::Text | FieldType::Tags))
+            .map(|f| f.name.clone())
+            .collect()
+    }
+}
+
 impl FieldDef {
+    /// True when the field has a value column (indexed or unique scalars).
+    pub(crate) fn has_column(&self) -> bool {
+        (self.indexed || self.unique) && self.kind.scalar()
+    }
+
+    /// True when the field's tags are kept in the tags table.
+    pub(crate) fn has_tag_index(&self) -> bool {
+        self.indexed && self.kind == FieldType::Tags
+    }
+
     /// A field of the given name and type with every flag off.
     pub fn new(name: impl Into<String>, kind: FieldType) -> Self {
         FieldDef {

@@ -17,7 +17,6 @@ use serde_json::{Map, Value};
 
 use crate::data::collection::{self, Collection};
 use crate::data::query::MAX_LIMIT;
-use crate::data::schema::FieldType;
 use crate::engine::sql::quote;
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
@@ -256,16 +255,6 @@ impl Store {
         }
         Ok(hits)
     }
-}
-
-/// The full-text fields of a schema, in order.
-pub(crate) fn fulltext_fields(schema: &crate::data::schema::CollectionSchema) -> Vec<String> {
-    schema
-        .fields
-        .iter()
-        .filter(|f| f.fulltext && matches!(f.kind, FieldType::Text | FieldType::Tags))
-        .map(|f| f.name.clone())
-        .collect()
 }
 
 #[cfg(test)]

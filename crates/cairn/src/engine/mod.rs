@@ -4,6 +4,7 @@
 pub(crate) mod body;
 pub(crate) mod canonical;
 pub(crate) mod change;
+pub(crate) mod extensions;
 pub(crate) mod foreign;
 pub(crate) mod fsutil;
 pub(crate) mod functions;

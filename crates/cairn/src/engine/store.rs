@@ -10,19 +10,18 @@
 //! records how far a store has come and `PRAGMA application_id` marks the file as cairn's.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
 
 pub(crate) use super::lock::WriteLock;
 pub(crate) use super::pool::{PooledConn, ReadPool};
+use crate::engine::extensions::Extensions;
 use crate::engine::hub::Hub;
 use crate::engine::layout::{DB_FILE, LOCK_FILE, QUARANTINE_DIR};
 use crate::engine::writer::{Tx, WriteStats, Writer};
 use crate::error::{Error, Result};
-use crate::safety::backup::{BackupOptions, BackupReason, StoreEvent};
-use crate::safety::guard::StrayFile;
 
 /// Prepared statements kept per connection: a few per collection plus cairn's own.
 pub(crate) const STATEMENT_CACHE: usize = 256;
@@ -113,77 +112,51 @@ pub(crate) struct Inner {
     pub(crate) read_only: bool,
     pub(crate) readers: ReadPool,
     pub(crate) hub: Arc<Hub>,
-    /// Data keys this handle has opened (see `keys.rs`).
+    /// Data keys this handle has opened (see `keyring.rs`).
     pub(crate) keys: Arc<crate::engine::keyring::Keyring>,
     writer: Mutex<Option<Writer>>,
     lock: Option<WriteLock>,
-    /// Stray files the guard found when the store was opened.
-    strays: Vec<StrayFile>,
-    /// What interrupted operations had left, removed when the store was opened.
-    leftovers: Vec<crate::safety::leftovers::Leftover>,
-    /// Records of failed backups that could not be written yet: (backups folder, id, record).
-    pub(crate) pending_failures: Mutex<Vec<(PathBuf, String, serde_json::Value)>>,
-    auto_backup: bool,
-    events: Mutex<Vec<std::sync::mpsc::Sender<StoreEvent>>>,
-    /// Set when the store closes; wakes the interval-backup thread so that it ends.
-    stop: Arc<(Mutex<bool>, Condvar)>,
+    /// What the layers above keep on the handle; dropped after the writer stopped.
+    extensions: Extensions,
 }
 
 impl Store {
-    /// Opens (or, with `options.create`, creates) the store in `dir`.
+    /// Opens the database of the store in `dir` (creating it, with `options.create`, in a
+    /// directory that holds nothing else), taking the write lock unless read-only or `lock`
+    /// already holds it. Nothing around the database is looked at: `Store::open`
+    /// (safety/open.rs) adds the recovery and checks that must run first, and is what
+    /// everything but the engine's own tests uses.
     ///
     /// Refuses a directory that holds other files but no store, a `store.db` that is not
     /// cairn's, a store written by a newer cairn, and — unless `read_only` — a store another
     /// process holds for writing.
-    pub fn open(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
-        let dir = dir.as_ref().to_path_buf();
+    pub(crate) fn open_database(dir: &Path, options: &StoreOptions, lock: Option<WriteLock>) -> Result<Store> {
+        let dir = dir.to_path_buf();
         let db_path = dir.join(DB_FILE);
-        // An interrupted restore is finished first, under the lock: it may have moved
-        // store.db aside for a moment.
-        let wait = std::time::Duration::from_millis(options.lock_timeout_ms);
-        let mut lock = if !options.read_only && dir.join(crate::engine::layout::RESTORE_JOURNAL_FILE).exists() {
-            let lock = WriteLock::acquire_waiting(&dir, wait)?;
-            crate::safety::restore::recover(&dir)?;
-            Some(lock)
-        } else {
-            None
-        };
-        if options.read_only && crate::safety::restore::interrupted(&dir) {
-            return Err(Error::NotAllowed(format!(
-                "a restore of {} was interrupted; open the store for writing (any write command) to finish it",
-                dir.display()
-            )));
-        }
         if !db_path.exists() {
-            check_can_create(&dir, &options)?;
+            check_can_create(&dir, options)?;
             std::fs::create_dir_all(&dir).map_err(|e| Error::io("create directory", &dir, e))?;
         }
-        if lock.is_none() && !options.read_only {
-            lock = Some(WriteLock::acquire_waiting(&dir, wait)?);
-            crate::safety::restore::recover(&dir)?;
-        }
-        crate::safety::guard::check_links(&dir, options.allow_links)?;
-        // Strays are moved before SQLite opens the store, so none is ever taken for its journal.
-        let strays = crate::safety::guard::sweep(&dir, options.read_only)?;
-        let mut leftovers = Vec::new();
+        let lock = match lock {
+            Some(lock) => Some(lock),
+            None if options.read_only => None,
+            None => Some(WriteLock::acquire_waiting(&dir, std::time::Duration::from_millis(options.lock_timeout_ms))?),
+        };
         // The lock is held from here on, so nobody else creates the db in between.
         let keys = Arc::new(crate::engine::keyring::Keyring::default());
-        let (writer, hub) = if options.read_only {
+        let hub = Arc::new(Hub::default());
+        let writer = if options.read_only {
             let conn = Connection::open_with_flags(&db_path, OpenFlags::SQLITE_OPEN_READ_ONLY)
                 .map_err(|e| not_a_store(&dir, e))?;
             check_format(&dir, &conn, false)?;
-            (None, Arc::new(Hub::default()))
+            None
         } else {
             let conn = open_write_connection(&dir, &db_path)?;
             let quarantine = dir.join(QUARANTINE_DIR);
             std::fs::create_dir_all(&quarantine).map_err(|e| Error::io("create directory", &quarantine, e))?;
-            crate::blobs::recover(&dir)?;
-            leftovers = crate::safety::leftovers::sweep(&dir, true)?;
-            let hub = Arc::new(Hub::default());
-            (Some(Writer::new(conn, hub.clone(), dir.clone(), keys.clone(), options.max_batch.max(1))), hub)
+            Some(Writer::new(conn, hub.clone(), dir.clone(), keys.clone(), options.max_batch.max(1)))
         };
         let readers = ReadPool::new(db_path, options.read_connections);
-        let auto_backup = options.auto_backup && !options.read_only;
         let inner = Inner {
             dir,
             read_only: options.read_only,
@@ -192,74 +165,14 @@ impl Store {
             keys,
             writer: Mutex::new(writer),
             lock,
-            strays,
-            leftovers,
-            pending_failures: Mutex::new(Vec::new()),
-            auto_backup,
-            events: Mutex::new(Vec::new()),
-            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            extensions: Extensions::default(),
         };
-        let store = Store { inner: Arc::new(inner), actor: Arc::from(options.actor.as_str()) };
-        if !options.read_only {
-            store.keep_reserve();
-        }
-        if auto_backup {
-            store.backup_if_stale(crate::data::builtin_settings::BACKUP_ON_OPEN_AFTER_SECONDS, BackupReason::OnOpen);
-            store.start_interval_backups()?;
-        }
-        Ok(store)
+        Ok(Store { inner: Arc::new(inner), actor: Arc::from(options.actor.as_str()) })
     }
 
-    /// Stray files the guard moved into quarantine (or, read-only, only found) at open.
-    pub fn strays(&self) -> &[StrayFile] {
-        &self.inner.strays
-    }
-
-    /// What interrupted operations (backups, uploads, rehearsals) had left, removed when this
-    /// handle opened the store for writing.
-    pub fn leftovers(&self) -> &[crate::safety::leftovers::Leftover] {
-        &self.inner.leftovers
-    }
-
-    /// A feed of backup and rotation events (successes and failures) from now on.
-    pub fn events(&self) -> std::sync::mpsc::Receiver<StoreEvent> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.inner.events.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
-        rx
-    }
-
-    pub(crate) fn emit(&self, event: StoreEvent) {
-        let mut senders = self.inner.events.lock().unwrap_or_else(|p| p.into_inner());
-        senders.retain(|s| s.send(event.clone()).is_ok());
-    }
-
-    /// Starts the thread that takes a backup every `backup.interval_seconds` (when it is not
-    /// 0). It holds the store weakly and ends when the store closes.
-    fn start_interval_backups(&self) -> Result<()> {
-        let seconds = self.setting_value::<i64>(crate::data::builtin_settings::BACKUP_INTERVAL_SECONDS)?;
-        if seconds <= 0 {
-            return Ok(());
-        }
-        let weak = Arc::downgrade(&self.inner);
-        let actor = self.actor.clone();
-        let stop = self.inner.stop.clone();
-        let period = std::time::Duration::from_secs(seconds as u64);
-        std::thread::Builder::new()
-            .name("cairn-backups".into())
-            .spawn(move || loop {
-                let (flag, wake) = &*stop;
-                let stopped = flag.lock().unwrap_or_else(|p| p.into_inner());
-                let (stopped, _) = wake.wait_timeout(stopped, period).unwrap_or_else(|p| p.into_inner());
-                if *stopped {
-                    return;
-                }
-                drop(stopped);
-                let Some(inner) = weak.upgrade() else { return };
-                let store = Store { inner, actor: actor.clone() };
-                store.backup_if_stale(crate::data::builtin_settings::BACKUP_INTERVAL_SECONDS, BackupReason::Interval);
-            })
-            .map_err(|e| Error::io("start the backup thread for", self.dir(), e))?;
-        Ok(())
+    /// The state the layers above keep on this handle.
+    pub(crate) fn extensions(&self) -> &Extensions {
+        &self.inner.extensions
     }
 
     /// Closes the store and hands back its write lock, for operations that replace its files
@@ -299,27 +212,14 @@ impl Store {
     }
 
     /// Stops the writer after the writes already queued, checkpoints the WAL into `store.db`
-    /// and releases the lock. Other clones of this handle fail with [`Error::WriterStopped`]
-    /// on their next write.
-    ///
-    /// With automatic backups and the `backup.on_close` setting, a backup is taken first; if
-    /// it fails, the store still closes and the error is returned.
-    pub fn close(self) -> Result<()> {
-        let mut backup = Ok(());
-        if self.inner.auto_backup
-            && self.setting_value::<bool>(crate::data::builtin_settings::BACKUP_ON_CLOSE).unwrap_or(false)
-        {
-            backup = self.backup(&BackupOptions::because(BackupReason::OnClose), &mut |_, _, _| {}).map(|_| ());
-        }
+    /// and releases nothing else: the lock goes with the last handle. Other clones fail with
+    /// [`Error::WriterStopped`] on their next write.
+    pub(crate) fn shutdown(&self) -> Result<()> {
         let writer = self.inner.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let closed = match writer {
+        match writer {
             Some(writer) => writer.shutdown(),
             None => Ok(()),
-        };
-        self.write_pending_failures();
-        // An empty staging folder of attachment uploads need not stay.
-        let _ = std::fs::remove_dir(crate::blobs::tmp_dir(self.dir()));
-        closed.and(backup)
+        }
     }
 
     /// Runs `f` inside its own savepoint of the next group commit (see `writer`), and
@@ -368,19 +268,11 @@ impl Store {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let (flag, wake) = &*self.stop;
-        *flag.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        wake.notify_all();
         let writer = self.writer.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(writer) = writer {
             if let Err(e) = writer.shutdown() {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "closing the store failed");
             }
-        }
-        let pending = self.pending_failures.get_mut().unwrap_or_else(|p| p.into_inner());
-        crate::safety::backup::write_failure_records(pending);
-        for (_, id, record) in pending.iter() {
-            tracing::error!(id, %record, "the record of a failed backup could not be written before the store closed");
         }
     }
 }
@@ -391,7 +283,7 @@ pub(crate) fn lock(dir: &Path) -> Result<WriteLock> {
     WriteLock::acquire(dir)
 }
 
-fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
+pub(crate) fn check_can_create(dir: &Path, options: &StoreOptions) -> Result<()> {
     if !options.create || options.read_only {
         return Err(Error::NoStore { path: dir.to_path_buf() });
     }
@@ -441,7 +333,7 @@ fn is_cairn_dir(dir: &Path) -> bool {
         && header[68..72] == APPLICATION_ID.to_be_bytes();
     marked
         || dir.join(QUARANTINE_DIR).is_dir()
-        || std::fs::read_dir(crate::safety::backup::backups_dir(dir))
+        || std::fs::read_dir(dir.join(crate::engine::layout::BACKUPS_DIR))
             .map(|entries| entries.flatten().any(|e| e.path().join(crate::engine::layout::MANIFEST_FILE).is_file()))
             .unwrap_or(false)
 }

@@ -151,21 +151,6 @@ pub(crate) fn repoint_head(conn: &Connection) -> Result<bool> {
     Ok(true)
 }
 
-/// For operations that run with the store closed (restore, migrate): opens the store in
-/// `dir` to append their entry. A store that cannot be opened gets none (logged).
-pub(crate) fn append_to(dir: &std::path::Path, actor: &str, action: &str, target: &str, outcome: &str, detail: &str) {
-    let options = crate::StoreOptions { actor: actor.into(), ..crate::StoreOptions::existing() };
-    match Store::open(dir, options) {
-        Ok(store) => {
-            store.audit(action, target, outcome, detail);
-            if let Err(e) = store.close() {
-                tracing::warn!(error = %e, action, "closing the store after its audit entry failed");
-            }
-        }
-        Err(e) => tracing::error!(error = %e, action, target, outcome, "no audit entry: the store cannot be opened"),
-    }
-}
-
 impl Store {
     /// Audit entries, oldest first, that match `filter` (the filter language over the fields
     /// `seq`, `at`, `actor`, `action`, `target`, `outcome`, `detail`), after `after`, at most

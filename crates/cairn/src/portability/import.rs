@@ -318,7 +318,7 @@ fn apply(
                 Err(e) => return Err(Error::io("read", &path, e)),
             }
             let Line { id, deleted, body } = serde_json::from_slice(&line).map_err(|e| invalid(&at, e.to_string()))?;
-            crate::data::record::validate_id(&id)?;
+            crate::data::ids::validate_id(&id)?;
             if !seen.insert(id.clone()) {
                 return Err(invalid(&at, format!("record `{id}` appears twice")));
             }

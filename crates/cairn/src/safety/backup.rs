@@ -448,7 +448,8 @@ impl Store {
         let root = backups_dir(self.dir());
         self.write_pending_failures();
         let mut list = list_backups(&root)?;
-        let pending = self.inner.pending_failures.lock().unwrap_or_else(|p| p.into_inner());
+        let pending = self.extensions().get_or_default::<PendingFailures>();
+        let pending = pending.0.lock().unwrap_or_else(|p| p.into_inner());
         for (at, id, record) in pending.iter().filter(|(at, _, _)| *at == root) {
             if list.iter().any(|b| &b.id == id) {
                 continue;
@@ -487,14 +488,16 @@ impl Store {
             if !existed {
                 let _ = std::fs::remove_dir(&failed);
             }
-            let mut pending = self.inner.pending_failures.lock().unwrap_or_else(|p| p.into_inner());
-            pending.push((root.to_path_buf(), id.to_string(), record));
+            let pending = self.extensions().get_or_default::<PendingFailures>();
+            pending.0.lock().unwrap_or_else(|p| p.into_inner()).push((root.to_path_buf(), id.to_string(), record));
         }
     }
 
     /// Writes the failure records kept in memory, where it can now.
     pub(crate) fn write_pending_failures(&self) {
-        write_failure_records(&mut self.inner.pending_failures.lock().unwrap_or_else(|p| p.into_inner()));
+        write_failure_records(
+            &mut self.extensions().get_or_default::<PendingFailures>().0.lock().unwrap_or_else(|p| p.into_inner()),
+        );
     }
 
     /// Verifies a backup again and records the result in its manifest.
@@ -563,7 +566,40 @@ impl Store {
 
 /// Writes failure records kept in memory (backups folder, id, record); keeps those that still
 /// cannot be written.
-pub(crate) fn write_failure_records(pending: &mut Vec<(PathBuf, String, serde_json::Value)>) {
+/// Records of failed backups that could not be written yet: (backups folder, id, record).
+/// Written at the next chance; what is left when the store closes is written then, or logged.
+#[derive(Debug, Default)]
+struct PendingFailures(std::sync::Mutex<Vec<(PathBuf, String, serde_json::Value)>>);
+
+impl Drop for PendingFailures {
+    fn drop(&mut self) {
+        let pending = self.0.get_mut().unwrap_or_else(|p| p.into_inner());
+        write_failure_records(pending);
+        for (_, id, record) in pending.iter() {
+            tracing::error!(id, %record, "the record of a failed backup could not be written before the store closed");
+        }
+    }
+}
+
+/// Backup and rotation events' subscribers ([`Store::events`]).
+#[derive(Debug, Default)]
+struct EventSenders(std::sync::Mutex<Vec<std::sync::mpsc::Sender<StoreEvent>>>);
+
+impl Store {
+    /// A feed of backup and rotation events (successes and failures) from now on.
+    pub fn events(&self) -> std::sync::mpsc::Receiver<StoreEvent> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.extensions().get_or_default::<EventSenders>().0.lock().unwrap_or_else(|p| p.into_inner()).push(tx);
+        rx
+    }
+
+    fn emit(&self, event: StoreEvent) {
+        let Some(senders) = self.extensions().get::<EventSenders>() else { return };
+        senders.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|s| s.send(event.clone()).is_ok());
+    }
+}
+
+fn write_failure_records(pending: &mut Vec<(PathBuf, String, serde_json::Value)>) {
     pending.retain(|(root, id, record)| {
         let failed = root.join(BACKUP_FAILED_DIR);
         let written = std::fs::create_dir_all(&failed)

@@ -7,6 +7,7 @@ pub(crate) mod check;
 pub(crate) mod guard;
 pub(crate) mod leftovers;
 pub(crate) mod objects;
+pub(crate) mod open;
 pub(crate) mod rebuild;
 pub(crate) mod repair;
 pub(crate) mod restore;

@@ -77,7 +77,7 @@ pub(crate) fn expected(version: u32, collections: &[Collection]) -> Result<BTree
     let conn = Connection::open_in_memory()?;
     crate::engine::store::apply_format(&conn, version)?;
     for c in collections {
-        crate::data::collection::create_tables(&conn, c)?;
+        crate::data::collections::create_tables(&conn, c)?;
     }
     actual(&conn)
 }

@@ -222,7 +222,7 @@ fn fill(
     // `repair` then writes the newest good copy over it as a new version.
     let mut behind = Vec::new();
     for c in &collections {
-        crate::data::collection::create_tables(conn, c)?;
+        crate::data::collections::create_tables(conn, c)?;
         let latest = crate::safety::check::latest_changes(conn, c.name())?;
         for id in latest.keys() {
             match crate::safety::repair::rebuild_row(conn, c, id, &latest)? {

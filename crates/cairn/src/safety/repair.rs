@@ -133,7 +133,7 @@ pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Re
         match rebuilt {
             Ok(rebuilt) => report.rebuilt = Some(rebuilt),
             Err(e) => {
-                crate::governance::audit::append_to(dir, &options.actor, "repair", "", &format!("failed: {e}"), "");
+                crate::safety::open::append_to(dir, &options.actor, "repair", "", &format!("failed: {e}"), "");
                 return Err(e);
             }
         }

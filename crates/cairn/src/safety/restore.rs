@@ -129,7 +129,7 @@ pub fn restore(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     // the one that stayed. A restore into another directory leaves the store alone.
     let refused = matches!(result, Err(Error::Locked { .. } | Error::NoStore { .. } | Error::NotAStore { .. }));
     if options.to.is_none() && !refused {
-        crate::governance::audit::append_to(dir, "local", "restore", id, &crate::engine::trail::outcome(&result), "");
+        crate::safety::open::append_to(dir, "local", "restore", id, &crate::engine::trail::outcome(&result), "");
     }
     result
 }

@@ -565,7 +565,7 @@ fn links_in_the_data_directory_are_strays_or_refused_never_followed() {
     let journal = scene.store.join("store.db-journal");
     symlink(&scene.outside.join("canary.txt"), &journal);
     let store = scene.open();
-    let stray = store.strays().iter().find(|s| s.path == journal).expect("reported");
+    let stray = store.strays().into_iter().find(|s| s.path == journal).expect("reported");
     let moved = stray.moved_to.clone().expect("moved");
     assert!(std::fs::symlink_metadata(&moved).expect("in quarantine").file_type().is_symlink());
     store.create_with_id("notes", "after", json!({"title": "writes work"})).expect("write");

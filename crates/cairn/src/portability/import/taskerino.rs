@@ -266,7 +266,7 @@ impl Store {
                     }
                 };
                 let id = match legacy.get("id") {
-                    Some(Value::String(id)) if crate::data::record::validate_id(id).is_ok() => id.clone(),
+                    Some(Value::String(id)) if crate::data::ids::validate_id(id).is_ok() => id.clone(),
                     Some(Value::String(id)) => {
                         report.skipped.push(skip(Some(id), "the id is not a valid record id".into()));
                         continue;
