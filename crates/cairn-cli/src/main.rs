@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     let dir = match cli.dir.clone().or_else(|| dirs::data_dir().map(|d| d.join("cairn"))) {
         Some(dir) => dir,
         None => {
-            out.error("no data directory: pass --dir DIR or set CAIRN_DIR");
+            out.error("no data directory: pass --dir DIR or set CAIRN_DIR", None);
             return ExitCode::from(2);
         }
     };
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            ctx.out.error(&message(&e));
+            ctx.out.error(&message(&e), hint(&e).as_deref());
             if let Some(snippet) = e.downcast_ref::<cairn::Error>().and_then(cairn::Error::filter_snippet) {
                 if !ctx.out.json {
                     eprintln!("{snippet}");
@@ -164,22 +164,54 @@ fn message(e: &anyhow::Error) -> String {
     text
 }
 
+/// The exit code of a failed command: from the library error's kind (README, "Exit codes").
 fn exit_code(e: &anyhow::Error) -> u8 {
+    use cairn::ErrorKind as K;
     if e.downcast_ref::<UsageError>().is_some() {
         return 2;
     }
     if e.downcast_ref::<Incomplete>().is_some() {
         return 7;
     }
-    match e.downcast_ref::<cairn::Error>() {
-        Some(err) if err.is_conflict() => 3,
-        Some(err) if err.is_not_found() => 4,
-        Some(err) if err.is_corruption() => 5,
-        Some(cairn::Error::WrongKey { .. } | cairn::Error::KeyLocked { .. }) => 6,
-        Some(cairn::Error::InvalidFilter { .. } | cairn::Error::InvalidQuery(_)) => 2,
-        Some(cairn::Error::NoStore { .. }) => 4,
+    let Some(err) = e.downcast_ref::<cairn::Error>() else { return 1 };
+    match err.kind() {
+        K::Conflict => 3,
+        K::NotFound => 4,
+        K::Corruption => 5,
+        K::KeyLocked | K::WrongKey => 6,
+        // A filter or query is a command-line argument: a mistake in it is a usage error.
+        K::InvalidInput if matches!(err, cairn::Error::InvalidFilter { .. } | cairn::Error::InvalidQuery(_)) => 2,
         _ => 1,
     }
+}
+
+/// What to do next, in the CLI's terms: the library's messages say what went wrong and where,
+/// never which command or flag to use.
+fn hint(e: &anyhow::Error) -> Option<String> {
+    use cairn::Error as E;
+    let err = e.downcast_ref::<cairn::Error>()?;
+    let text = match err {
+        E::NoStore { .. } => "create one with `cairn init` (or try `cairn demo`); --dir chooses the directory".into(),
+        E::NotFound { collection, id, deleted: true } => {
+            format!("see `cairn history {collection} {id}`; `cairn revert {collection} {id} VERSION` brings it back")
+        }
+        E::BackupNotFound { .. } => "see `cairn backup list`".into(),
+        E::ConfirmationRequired { token: Some(token), .. } => format!("add --confirm {token}"),
+        E::Locked { .. } => "wait longer with --wait SECS, or read with a read-only command".into(),
+        E::KeyLocked { .. } => {
+            "give --key-file, --passphrase-file or CAIRN_PASSPHRASE (`cairn key` manages the key)".into()
+        }
+        E::Conflict { collection, id, .. } => {
+            format!("read `cairn get {collection} {id}` again and retry with its current version")
+        }
+        E::PathExists { .. } => "choose another path, or add --force where the command has it".into(),
+        _ if err.kind() == cairn::ErrorKind::Corruption => {
+            "run `cairn check` for the whole picture, then `cairn repair` (damaged state is copied into quarantine first)"
+                .into()
+        }
+        _ => return None,
+    };
+    Some(text)
 }
 
 #[cfg(test)]

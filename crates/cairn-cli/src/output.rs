@@ -33,11 +33,19 @@ impl Output {
         }
     }
 
-    pub fn error(&self, message: &str) {
+    /// Prints an error, and what to do about it when there is a hint.
+    pub fn error(&self, message: &str, hint: Option<&str>) {
         if self.json {
-            eprintln!("{}", serde_json::json!({ "error": message }));
+            let mut out = serde_json::json!({ "error": message });
+            if let Some(hint) = hint {
+                out["hint"] = hint.into();
+            }
+            eprintln!("{out}");
         } else {
             eprintln!("error: {message}");
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
         }
     }
 }

@@ -19,7 +19,7 @@ pub enum Error {
     NotAStore { path: PathBuf, reason: String },
 
     /// There is no store at this path and the open did not ask to create one.
-    #[error("no cairn store at {path} (create one with `cairn init`)")]
+    #[error("no cairn store at {path}")]
     NoStore { path: PathBuf },
 
     /// The store was written by a newer cairn whose format this build does not know.
@@ -59,7 +59,7 @@ pub enum Error {
     BodyTooLarge { collection: String, id: Option<String>, size: usize, limit: u64 },
 
     /// The record does not exist (or is soft-deleted, when `deleted` is true).
-    #[error("record `{collection}/{id}` {}", if *.deleted { "is deleted (see `cairn history`, or revert it)" } else { "not found" })]
+    #[error("record `{collection}/{id}` {}", if *.deleted { "is deleted (its history can bring it back)" } else { "not found" })]
     NotFound { collection: String, id: String, deleted: bool },
 
     /// A record with this id already exists (live or soft-deleted).
@@ -102,9 +102,10 @@ pub enum Error {
     #[error("{0}")]
     NotAllowed(String),
 
-    /// A destructive operation needs explicit confirmation.
+    /// A destructive operation needs explicit confirmation; `token`, when there is one, is
+    /// what confirms it (a collection's name).
     #[error("{what} needs confirmation: {hint}")]
-    ConfirmationRequired { what: String, hint: String },
+    ConfirmationRequired { what: String, hint: String, token: Option<String> },
 
     /// A query filter could not be parsed or does not fit the collection's schema.
     #[error("invalid filter at position {position}: {reason}")]
@@ -130,9 +131,18 @@ pub enum Error {
     #[error("{action} {path}: {cause}")]
     Io { action: &'static str, path: PathBuf, cause: std::io::Error },
 
-    /// SQLite returned an error that is not corruption.
-    #[error("sqlite: {0}")]
-    Sqlite(rusqlite::Error),
+    /// SQLite returned an error that is not corruption. `code` is SQLite's extended result
+    /// code, when there was one.
+    #[error("sqlite: {message}")]
+    Database { code: Option<i32>, message: String },
+
+    /// Something that should not happen did (a bug): the operation was undone.
+    #[error("internal error: {0}")]
+    Internal(String),
+
+    /// A file or folder the operation would create is already there; nothing was replaced.
+    #[error("{} {reason}", .path.display())]
+    PathExists { path: PathBuf, reason: String },
 
     /// The transaction could not be committed; none of its writes took effect.
     #[error("commit failed, nothing was written: {0}")]
@@ -147,7 +157,7 @@ pub enum Error {
     BackupFailed { id: String, reason: String },
 
     /// There is no backup with this id.
-    #[error("no backup `{id}` (see `cairn backup list`)")]
+    #[error("no backup `{id}`")]
     BackupNotFound { id: String },
 
     /// A backup may not be restored: it is unverified, damaged or edited.
@@ -183,7 +193,7 @@ pub enum Error {
 
     /// An encrypted value cannot be read or written: the store's key is locked (or there is
     /// none yet).
-    #[error("{target}: {reason} (unlock with `cairn key unlock`, --key-file or CAIRN_PASSPHRASE)")]
+    #[error("{target}: {reason}")]
     KeyLocked { target: String, reason: String },
 
     /// The passphrase or key file does not open the store's key.
@@ -195,7 +205,130 @@ pub enum Error {
     Irreversible { number: u32, name: String, reason: String },
 }
 
+/// What kind of error an [`Error`] is: stable across versions, for callers that map errors to
+/// their own (a server to HTTP statuses, the CLI to exit codes) without reading messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// What was asked for does not exist: a record, version, collection, setting, blob, backup
+    /// or store.
+    NotFound,
+    /// What was to be created exists already: a record id, a collection, an output path.
+    AlreadyExists,
+    /// A write lost a race or would break a rule against other data: a stale version, a
+    /// unique value another record holds.
+    Conflict,
+    /// The request itself is wrong: a record that fails its schema, a malformed id, schema,
+    /// filter, query, setting, migration or input file.
+    InvalidInput,
+    /// The request is too large: a record body or attachment over its limit.
+    TooLarge,
+    /// The request is well formed but not allowed in the current state: a write to a store
+    /// opened read-only, a drop without confirmation, an undo with nothing to undo.
+    NotAllowed,
+    /// Another process holds the store for writing.
+    Locked,
+    /// Encrypted data needs the store's key, and this handle has not unlocked it.
+    KeyLocked,
+    /// The passphrase or key file does not open the store's key.
+    WrongKey,
+    /// Stored data is damaged.
+    Corruption,
+    /// The store cannot serve this now: it was closed, or needs a newer cairn.
+    Unavailable,
+    /// The file system failed (disk full, permissions, a failed commit or backup).
+    Io,
+    /// A bug: something that should not happen did.
+    Internal,
+}
+
+impl ErrorKind {
+    /// The kind's stable name (`not_found`, `conflict`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::AlreadyExists => "already_exists",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::InvalidInput => "invalid_input",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::NotAllowed => "not_allowed",
+            ErrorKind::Locked => "locked",
+            ErrorKind::KeyLocked => "key_locked",
+            ErrorKind::WrongKey => "wrong_key",
+            ErrorKind::Corruption => "corruption",
+            ErrorKind::Unavailable => "unavailable",
+            ErrorKind::Io => "io",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl Error {
+    /// The error's kind; see [`ErrorKind`]. An error that wraps another (a batch operation, a
+    /// migration step) has the kind of what failed inside it.
+    pub fn kind(&self) -> ErrorKind {
+        use ErrorKind as K;
+        match self {
+            Error::NotAStore { .. } => K::InvalidInput,
+            Error::NoStore { .. } => K::NotFound,
+            Error::TooNew { .. } => K::Unavailable,
+            Error::Locked { .. } => K::Locked,
+            Error::ReadOnly => K::NotAllowed,
+            Error::UnknownCollection { .. } => K::NotFound,
+            Error::CollectionExists { .. } => K::AlreadyExists,
+            Error::InvalidSchema { .. } => K::InvalidInput,
+            Error::Validation { .. } => K::InvalidInput,
+            Error::InvalidId { .. } => K::InvalidInput,
+            Error::BodyTooLarge { .. } => K::TooLarge,
+            Error::NotFound { .. } => K::NotFound,
+            Error::AlreadyExists { .. } => K::AlreadyExists,
+            Error::Conflict { .. } => K::Conflict,
+            Error::Unique { .. } => K::Conflict,
+            Error::Corruption { .. } => K::Corruption,
+            Error::InvalidUpload { .. } => K::InvalidInput,
+            Error::BlobTooLarge { .. } => K::TooLarge,
+            Error::BlobNotFound { .. } => K::NotFound,
+            Error::VersionNotFound { .. } => K::NotFound,
+            Error::NothingTo { .. } => K::NotAllowed,
+            Error::NotAllowed(_) => K::NotAllowed,
+            Error::ConfirmationRequired { .. } => K::NotAllowed,
+            Error::InvalidFilter { .. } => K::InvalidInput,
+            Error::InvalidQuery(_) => K::InvalidInput,
+            Error::UnknownSetting { .. } => K::NotFound,
+            Error::InvalidSetting { .. } => K::InvalidInput,
+            Error::InvalidInput { .. } => K::InvalidInput,
+            Error::Io { .. } => K::Io,
+            Error::Database { code, .. } => match code.map(|c| c & 0xff) {
+                // SQLITE_BUSY, SQLITE_LOCKED: another connection holds the database.
+                Some(5 | 6) => K::Locked,
+                // SQLITE_IOERR, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_READONLY.
+                Some(10 | 13 | 14 | 8) => K::Io,
+                _ => K::Internal,
+            },
+            Error::Internal(_) => K::Internal,
+            Error::PathExists { .. } => K::AlreadyExists,
+            Error::CommitFailed(_) => K::Io,
+            Error::Batch { cause, .. } => cause.kind(),
+            Error::BackupFailed { .. } => K::Io,
+            Error::BackupNotFound { .. } => K::NotFound,
+            Error::BackupNotRestorable { .. } => K::NotAllowed,
+            Error::WriterStopped => K::Unavailable,
+            Error::InvalidMigration { .. } => K::InvalidInput,
+            Error::MigrationHistory { .. } => K::InvalidInput,
+            Error::MigrationFailed { cause, .. } => cause.kind(),
+            Error::KeyLocked { .. } => K::KeyLocked,
+            Error::WrongKey { .. } => K::WrongKey,
+            Error::Irreversible { .. } => K::NotAllowed,
+        }
+    }
+
     /// For [`Error::InvalidFilter`]: the filter text and a caret line under the position.
     pub fn filter_snippet(&self) -> Option<String> {
         match self {
@@ -215,30 +348,24 @@ impl Error {
         Error::InvalidInput { source_name: source_name.into(), reason: reason.into() }
     }
 
-    /// True when this error reports damaged data.
+    /// True when this error reports damaged data ([`ErrorKind::Corruption`]).
     pub fn is_corruption(&self) -> bool {
-        matches!(self, Error::Corruption { .. })
+        self.kind() == ErrorKind::Corruption
     }
 
-    /// True when a record, version or collection that was asked for does not exist.
+    /// True when something asked for does not exist ([`ErrorKind::NotFound`]).
     pub fn is_not_found(&self) -> bool {
-        matches!(
-            self,
-            Error::NotFound { .. }
-                | Error::BlobNotFound { .. }
-                | Error::UnknownCollection { .. }
-                | Error::VersionNotFound { .. }
-                | Error::UnknownSetting { .. }
-                | Error::BackupNotFound { .. }
-        )
+        self.kind() == ErrorKind::NotFound
     }
 
-    /// True when a write lost a race on a record's version.
+    /// True when a write lost a race on a record's version or a unique value
+    /// ([`ErrorKind::Conflict`]).
     pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Conflict { .. })
+        self.kind() == ErrorKind::Conflict
     }
 }
 
+#[doc(hidden)]
 impl From<rusqlite::Error> for Error {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
@@ -246,7 +373,13 @@ impl From<rusqlite::Error> for Error {
             Some(ErrorCode::DatabaseCorrupt) | Some(ErrorCode::NotADatabase) => {
                 Error::Corruption { location: "store.db".into(), detail: e.to_string() }
             }
-            _ => Error::Sqlite(e),
+            _ => Error::Database {
+                code: match &e {
+                    rusqlite::Error::SqliteFailure(f, _) => Some(f.extended_code),
+                    _ => None,
+                },
+                message: e.to_string(),
+            },
         }
     }
 }
@@ -264,4 +397,142 @@ fn id_text(id: &Option<String>) -> String {
 
 fn field_text(field: &Option<String>) -> String {
     field.as_ref().map(|f| format!(", field `{f}`")).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant, once: adding one without deciding its kind fails to compile here.
+    fn every_variant() -> Vec<(Error, ErrorKind)> {
+        use ErrorKind as K;
+        let s = String::new;
+        let p = PathBuf::new;
+        let inner = || Box::new(Error::Conflict { collection: s(), id: s(), expected: 1, actual: 2 });
+        let all = vec![
+            (Error::NotAStore { path: p(), reason: s() }, K::InvalidInput),
+            (Error::NoStore { path: p() }, K::NotFound),
+            (Error::TooNew { path: p(), found: 9, supported: 1 }, K::Unavailable),
+            (Error::Locked { path: p(), pid: None }, K::Locked),
+            (Error::ReadOnly, K::NotAllowed),
+            (Error::UnknownCollection { collection: s() }, K::NotFound),
+            (Error::CollectionExists { collection: s() }, K::AlreadyExists),
+            (Error::InvalidSchema { collection: s(), field: None, reason: s() }, K::InvalidInput),
+            (Error::Validation { collection: s(), id: None, field: None, reason: s() }, K::InvalidInput),
+            (Error::InvalidId { id: s(), reason: s() }, K::InvalidInput),
+            (Error::BodyTooLarge { collection: s(), id: None, size: 2, limit: 1 }, K::TooLarge),
+            (Error::NotFound { collection: s(), id: s(), deleted: false }, K::NotFound),
+            (Error::AlreadyExists { collection: s(), id: s() }, K::AlreadyExists),
+            (Error::Conflict { collection: s(), id: s(), expected: 1, actual: 2 }, K::Conflict),
+            (Error::Unique { collection: s(), id: s(), field: s(), other_id: s() }, K::Conflict),
+            (Error::Corruption { location: s(), detail: s() }, K::Corruption),
+            (Error::InvalidUpload { name: s(), reason: s() }, K::InvalidInput),
+            (Error::BlobTooLarge { limit: 1 }, K::TooLarge),
+            (Error::BlobNotFound { hash: s() }, K::NotFound),
+            (Error::VersionNotFound { collection: s(), id: s(), version: 1 }, K::NotFound),
+            (Error::NothingTo { action: "undo", collection: s(), id: s() }, K::NotAllowed),
+            (Error::NotAllowed(s()), K::NotAllowed),
+            (Error::ConfirmationRequired { what: s(), hint: s(), token: None }, K::NotAllowed),
+            (Error::InvalidFilter { filter: s(), position: 0, reason: s() }, K::InvalidInput),
+            (Error::InvalidQuery(s()), K::InvalidInput),
+            (Error::UnknownSetting { key: s() }, K::NotFound),
+            (Error::InvalidSetting { key: s(), reason: s() }, K::InvalidInput),
+            (Error::InvalidInput { source_name: s(), reason: s() }, K::InvalidInput),
+            (Error::Io { action: "read", path: p(), cause: std::io::Error::other("x") }, K::Io),
+            (Error::Database { code: Some(13), message: s() }, K::Io),
+            (Error::Database { code: Some(5), message: s() }, K::Locked),
+            (Error::Database { code: None, message: s() }, K::Internal),
+            (Error::Internal(s()), K::Internal),
+            (Error::PathExists { path: p(), reason: s() }, K::AlreadyExists),
+            (Error::CommitFailed(s()), K::Io),
+            (Error::Batch { index: 0, cause: inner() }, K::Conflict),
+            (Error::BackupFailed { id: s(), reason: s() }, K::Io),
+            (Error::BackupNotFound { id: s() }, K::NotFound),
+            (Error::BackupNotRestorable { id: s(), reason: s() }, K::NotAllowed),
+            (Error::WriterStopped, K::Unavailable),
+            (Error::InvalidMigration { source_name: s(), reason: s() }, K::InvalidInput),
+            (Error::MigrationHistory { number: 1, name: s(), reason: s() }, K::InvalidInput),
+            (
+                Error::MigrationFailed {
+                    number: 1,
+                    name: s(),
+                    direction: "up",
+                    step: 1,
+                    op: s(),
+                    outcome: s(),
+                    cause: inner(),
+                },
+                K::Conflict,
+            ),
+            (Error::KeyLocked { target: s(), reason: s() }, K::KeyLocked),
+            (Error::WrongKey { reason: s() }, K::WrongKey),
+            (Error::Irreversible { number: 1, name: s(), reason: s() }, K::NotAllowed),
+        ];
+        for (e, _) in &all {
+            // No wildcard: a new variant must be added to the table above.
+            match e {
+                Error::NotAStore { .. }
+                | Error::NoStore { .. }
+                | Error::TooNew { .. }
+                | Error::Locked { .. }
+                | Error::ReadOnly
+                | Error::UnknownCollection { .. }
+                | Error::CollectionExists { .. }
+                | Error::InvalidSchema { .. }
+                | Error::Validation { .. }
+                | Error::InvalidId { .. }
+                | Error::BodyTooLarge { .. }
+                | Error::NotFound { .. }
+                | Error::AlreadyExists { .. }
+                | Error::Conflict { .. }
+                | Error::Unique { .. }
+                | Error::Corruption { .. }
+                | Error::InvalidUpload { .. }
+                | Error::BlobTooLarge { .. }
+                | Error::BlobNotFound { .. }
+                | Error::VersionNotFound { .. }
+                | Error::NothingTo { .. }
+                | Error::NotAllowed(_)
+                | Error::ConfirmationRequired { .. }
+                | Error::InvalidFilter { .. }
+                | Error::InvalidQuery(_)
+                | Error::UnknownSetting { .. }
+                | Error::InvalidSetting { .. }
+                | Error::InvalidInput { .. }
+                | Error::Io { .. }
+                | Error::Database { .. }
+                | Error::Internal(_)
+                | Error::PathExists { .. }
+                | Error::CommitFailed(_)
+                | Error::Batch { .. }
+                | Error::BackupFailed { .. }
+                | Error::BackupNotFound { .. }
+                | Error::BackupNotRestorable { .. }
+                | Error::WriterStopped
+                | Error::InvalidMigration { .. }
+                | Error::MigrationHistory { .. }
+                | Error::MigrationFailed { .. }
+                | Error::KeyLocked { .. }
+                | Error::WrongKey { .. }
+                | Error::Irreversible { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_has_its_documented_kind() {
+        for (error, kind) in every_variant() {
+            assert_eq!(error.kind(), kind, "{error:?}");
+        }
+        let names: std::collections::BTreeSet<&str> = every_variant().iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(names.len(), 13, "every kind is used by some variant: {names:?}");
+    }
+
+    #[test]
+    fn a_disk_full_database_error_is_io_and_disk_full() {
+        let e = Error::Database { code: Some(13), message: "database or disk is full".into() };
+        assert_eq!(e.kind(), ErrorKind::Io);
+        assert!(e.is_disk_full());
+    }
 }

@@ -74,7 +74,7 @@ pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANT
 pub use engine::store::{Store, StoreOptions, FORMAT_VERSION};
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use governance::audit::{AuditEntry, AuditProblem, AuditVerification};
 pub use governance::keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport};
 pub use migrate::{

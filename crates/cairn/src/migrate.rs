@@ -578,7 +578,7 @@ fn prepare<'m>(
             }
             if target < count {
                 return Err(Error::NotAllowed(format!(
-                    "the store is at migration {count}; use `down --to {target}` to go back"
+                    "the store is at migration {count}; going back to {target} is a down migration"
                 )));
             }
             let mut work = Vec::new();
@@ -604,7 +604,7 @@ fn prepare<'m>(
             let target = to.unwrap_or(count.saturating_sub(1));
             if target > count {
                 return Err(Error::NotAllowed(format!(
-                    "the store is at migration {count}; use `up --to {target}` to go forward"
+                    "the store is at migration {count}; going forward to {target} is an up migration"
                 )));
             }
             let mut work = Vec::new();
@@ -836,7 +836,7 @@ fn undo_run(
             done.join(", ")
         ),
         Err(e) => format!(
-            "restoring backup {id} to undo migration(s) {} failed ({e}); run `cairn restore {id}`",
+            "restoring backup {id} to undo migration(s) {} failed ({e}); restore backup {id} to undo them",
             done.join(", ")
         ),
     }
@@ -855,7 +855,7 @@ fn rehearse(
         .tempdir_in(store.dir())
         .map_err(|e| Error::io("create scratch folder in", store.dir(), e))?;
     let db = scratch.path().join(DB_FILE);
-    let path = db.to_str().ok_or_else(|| Error::NotAllowed(format!("path {} is not UTF-8", db.display())))?;
+    let path = db.to_str().ok_or_else(|| Error::invalid_input(db.display().to_string(), "the path must be UTF-8"))?;
     progress("copy", 0, 1);
     store
         .reader()?

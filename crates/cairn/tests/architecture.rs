@@ -85,3 +85,68 @@ fn the_checker_sees_paths_and_groups() {
     assert_eq!(layer_of(Path::new("data/query/parse.rs")), 1);
     assert_eq!(layer_of(Path::new("lib.rs")), LAYERS.len());
 }
+
+/// String literals of the library's code (not comments, not test modules).
+fn literals(text: &str) -> Vec<String> {
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    let mut out = Vec::new();
+    for line in code.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find('"') {
+            let after = &rest[start + 1..];
+            let mut end = None;
+            let mut escaped = false;
+            for (i, c) in after.char_indices() {
+                match c {
+                    '\\' if !escaped => escaped = true,
+                    '"' if !escaped => {
+                        end = Some(i);
+                        break;
+                    }
+                    _ => escaped = false,
+                }
+            }
+            let Some(end) = end else { break };
+            out.push(after[..end].to_string());
+            rest = &after[end + 1..];
+        }
+    }
+    out
+}
+
+/// What only the CLI may say: its commands, flags and environment variables.
+fn speaks_cli(text: &str) -> bool {
+    text.contains("`cairn ")
+        || text.contains("CAIRN_")
+        || text.split_whitespace().any(|w| {
+            let w = w.trim_start_matches(['(', '`']);
+            w.len() > 2 && w.starts_with("--") && w.as_bytes()[2].is_ascii_lowercase()
+        })
+}
+
+#[test]
+fn library_messages_name_no_cli_command_or_flag() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let rel = file.strip_prefix(&src).expect("under src").display().to_string();
+        // The demo and the Taskerino importer are the CLI's own tooling until they move out.
+        if rel == "demo.rs" || rel == "taskerino.rs" {
+            continue;
+        }
+        for text in literals(&std::fs::read_to_string(&file).expect("read")) {
+            if speaks_cli(&text) {
+                found.push(format!("{rel}: {text:?}"));
+            }
+        }
+    }
+    assert!(found.is_empty(), "library messages speaking CLI:\n{}", found.join("\n"));
+    assert!(speaks_cli("run `cairn check` first") && speaks_cli("use --force") && speaks_cli("set CAIRN_DIR"));
+    assert!(!speaks_cli("a -- b") && !speaks_cli("records.max_body_bytes"));
+}

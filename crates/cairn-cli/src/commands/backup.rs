@@ -244,6 +244,7 @@ fn confirm(ctx: &Context, root: &std::path::Path, id: &str) -> Result<()> {
         return Err(cairn::Error::ConfirmationRequired {
             what: format!("restoring backup {id} over {}", ctx.dir.display()),
             hint: "pass --yes (the current state is backed up first)".into(),
+            token: None,
         }
         .into());
     }
@@ -256,6 +257,7 @@ fn confirm(ctx: &Context, root: &std::path::Path, id: &str) -> Result<()> {
         return Err(cairn::Error::ConfirmationRequired {
             what: "restore".into(),
             hint: "not confirmed; nothing changed".into(),
+            token: None,
         }
         .into());
     }

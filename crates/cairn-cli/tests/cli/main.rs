@@ -92,6 +92,13 @@ fn records_round_trip_with_documented_exit_codes() {
 #[test]
 fn bad_input_gets_clear_errors_and_exit_codes() {
     let (tmp, dir) = store_with_notes();
+    // The library says what is wrong; the CLI adds what to type next, from the error's kind.
+    let out = cairn(&tmp.path().join("nowhere"), &["get", "notes", "a"]);
+    assert_eq!(code(&out), 4, "no store is not found: {}", stderr(&out));
+    assert!(stderr(&out).contains("hint: create one with `cairn init`"), "{}", stderr(&out));
+    let out = cairn(&tmp.path().join("nowhere"), &["--json", "get", "notes", "a"]);
+    let reported: Value = serde_json::from_slice(&out.stderr).expect("JSON error");
+    assert!(reported["hint"].as_str().is_some_and(|h| h.contains("cairn init")), "{reported}");
     // Malformed JSON names where it broke.
     let out = cairn(&dir, &["put", "notes", "a", "--body", "{\"title\": \"x\",}"]);
     assert_eq!(code(&out), 1);

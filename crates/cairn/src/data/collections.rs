@@ -120,7 +120,7 @@ impl Tx<'_> {
             return Err(Error::CollectionExists { collection: schema.name });
         }
         let table = records_table(&schema.name);
-        let json = canonical_json(&serde_json::to_value(&schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
+        let json = canonical_json(&serde_json::to_value(&schema).map_err(|e| Error::Internal(e.to_string()))?);
         conn.execute(
             "INSERT INTO cairn_collections (name, table_name, schema, schema_version, created_at, updated_at)
              VALUES (?1, ?2, ?3, 1, ?4, ?4)",
@@ -206,7 +206,7 @@ impl Tx<'_> {
     ) -> Result<()> {
         let conn = self.conn;
         index::sync_indexes(conn, Some(old), &new, progress)?;
-        let after = canonical_json(&serde_json::to_value(&new.schema).map_err(|e| Error::NotAllowed(e.to_string()))?);
+        let after = canonical_json(&serde_json::to_value(&new.schema).map_err(|e| Error::Internal(e.to_string()))?);
         let version: u64 = conn.query_row(
             "UPDATE cairn_collections SET schema = ?2, schema_version = schema_version + 1, updated_at = ?3
              WHERE name = ?1 RETURNING schema_version",
@@ -233,7 +233,8 @@ impl Tx<'_> {
         if options.confirm != name {
             return Err(Error::ConfirmationRequired {
                 what: format!("dropping collection `{name}`"),
-                hint: format!("confirm with the collection's name (`--confirm {name}`)"),
+                hint: "confirm with the collection's name".into(),
+                token: Some(name.to_string()),
             });
         }
         let referenced_by: Vec<String> = {

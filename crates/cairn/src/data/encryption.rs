@@ -104,7 +104,7 @@ pub(crate) fn may_be_sealed(change: &crate::engine::change::Change) -> bool {
         && !change.collection.is_empty()
         && [&change.before, &change.after].into_iter().flatten().any(|body| {
             body.as_object()
-                .is_some_and(|m| m.values().any(|v| v.as_str().is_some_and(|s| crate::engine::keyring::is_sealed(s))))
+                .is_some_and(|m| m.values().any(|v| v.as_str().is_some_and(crate::engine::keyring::is_sealed)))
         })
 }
 

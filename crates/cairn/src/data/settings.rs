@@ -305,7 +305,7 @@ impl Tx<'_> {
                 reason: format!("the stored value does not fit the new definition ({e}); reset it first"),
             })?;
         }
-        let text = canonical_json(&serde_json::to_value(&def).map_err(|e| Error::NotAllowed(e.to_string()))?);
+        let text = canonical_json(&serde_json::to_value(&def).map_err(|e| Error::Internal(e.to_string()))?);
         self.conn.execute(
             "INSERT INTO cairn_setting_defs (key, def) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET def = excluded.def",
             params![def.key, std::str::from_utf8(&text).unwrap_or_default()],

@@ -80,7 +80,8 @@ impl Error {
             text.contains("disk is full") || text.contains("no space left") || text.contains("quota exceeded")
         };
         match self {
-            Error::Sqlite(e) => e.sqlite_error_code() == Some(rusqlite::ffi::ErrorCode::DiskFull),
+            // SQLITE_FULL.
+            Error::Database { code, message } => code.is_some_and(|c| c & 0xff == 13) || full_text(message),
             Error::Io { cause: source, .. } => {
                 source.kind() == std::io::ErrorKind::StorageFull
                     || source.raw_os_error() == Some(28)

@@ -141,7 +141,7 @@ pub(crate) fn register_body_function(conn: &Connection) -> Result<()> {
                     let path = path
                         .as_ref()
                         .filter(|p| !p.as_os_str().is_empty())
-                        .ok_or_else(|| Error::NotAllowed("dictionary-compressed bodies need a store on disk".into()))?;
+                        .ok_or_else(|| Error::Internal("dictionary-compressed bodies need a store on disk".into()))?;
                     side.insert(Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?)
                 }
             };

@@ -43,10 +43,10 @@ pub(crate) fn write_file(
     write: impl FnOnce(&Path, &mut std::fs::File) -> Result<()>,
 ) -> Result<()> {
     if !overwrite && std::fs::symlink_metadata(path).is_ok() {
-        return Err(Error::NotAllowed(format!(
-            "{} exists; it is not overwritten unless that is asked for explicitly",
-            path.display()
-        )));
+        return Err(Error::PathExists {
+            path: path.to_path_buf(),
+            reason: "exists; it is not overwritten unless that is asked for explicitly".into(),
+        });
     }
     let folder = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -86,7 +86,7 @@ pub(crate) fn unique_dir(parent: &Path, prefix: &str) -> Result<PathBuf> {
             Err(e) => return Err(Error::io("create directory", &path, e)),
         }
     }
-    Err(Error::NotAllowed(format!("too many folders named {prefix}-{stamp}* in {}", parent.display())))
+    Err(Error::Internal(format!("too many folders named {prefix}-{stamp}* in {}", parent.display())))
 }
 
 /// A timestamp as it appears in file names: `20261123T163501.123Z`.

@@ -272,7 +272,7 @@ pub(crate) fn read_key_file(path: &Path) -> Result<Zeroizing<Vec<u8>>> {
     if bytes.trim_ascii().len() < MIN_KEY_FILE_BYTES {
         return Err(Error::invalid_input(
             path.display().to_string(),
-            format!("a key file holds at least {MIN_KEY_FILE_BYTES} bytes (make one with `cairn key generate-file`)"),
+            format!("a key file holds at least {MIN_KEY_FILE_BYTES} bytes"),
         ));
     }
     Ok(bytes)

@@ -226,9 +226,8 @@ impl Writer {
             publish: hub.has_subscribers(),
             changes: Vec::new(),
         };
-        let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx))).unwrap_or_else(|_| {
-            Err(Error::NotAllowed("the write closure panicked; its writes were rolled back".into()))
-        });
+        let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx)))
+            .unwrap_or_else(|_| Err(Error::Internal("the write closure panicked; its writes were rolled back".into())));
         let changes = std::mem::take(&mut tx.changes);
         let outcome = match result {
             Ok(value) if !commit => Err(Ok(value)),
@@ -413,7 +412,7 @@ where
         let Some(f) = self.f.take() else { return false };
         let result = match catch_unwind(AssertUnwindSafe(|| f(tx))) {
             Ok(result) => result,
-            Err(_) => Err(Error::NotAllowed("the write closure panicked; its writes were rolled back".into())),
+            Err(_) => Err(Error::Internal("the write closure panicked; its writes were rolled back".into())),
         };
         let ok = result.is_ok();
         self.out = Some(result);

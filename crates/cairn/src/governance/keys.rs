@@ -136,9 +136,7 @@ impl Store {
         let detail = format!("k1, {}", wrapping.describe());
         let result = self.write_exclusive(|tx| {
             if load_wrapping(tx.conn)?.is_some() {
-                return Err(Error::NotAllowed(
-                    "this store has a key already; change it with `cairn key rotate`".into(),
-                ));
+                return Err(Error::NotAllowed("this store has a key already; rotate it to change it".into()));
             }
             store_wrapping(tx.conn, &wrapping, tx.now)?;
             tx.conn.execute(
@@ -354,7 +352,7 @@ impl Store {
 }
 
 fn no_keyring() -> Error {
-    Error::NotAllowed("this store has no key; create one with `cairn key init`".into())
+    Error::NotAllowed("this store has no key yet; create one first".into())
 }
 
 fn store_wrapping(conn: &Connection, w: &Wrapping, now: Timestamp) -> Result<()> {

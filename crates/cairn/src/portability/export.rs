@@ -254,7 +254,10 @@ impl Store {
 
     fn export_now(&self, out: &Path, options: &ExportOptions, progress: Progress<'_>) -> Result<ExportManifest> {
         if out.exists() {
-            return Err(Error::NotAllowed(format!("{} exists; export into a new path", out.display())));
+            return Err(Error::PathExists {
+                path: out.to_path_buf(),
+                reason: "exists; an export goes into a new path".into(),
+            });
         }
         let parent = match out.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -281,12 +284,12 @@ impl Store {
         let redactor =
             options.redact.map(|mode| Redactor::new(mode, &collections, &options.redact_fields)).transpose()?;
         let mut file = HashedFile::create(root.join("schemas.json"))?;
-        file.write(&serde_json::to_vec_pretty(&schemas).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
+        file.write(&serde_json::to_vec_pretty(&schemas).map_err(|e| Error::Internal(e.to_string()))?)?;
         let schemas_file = file.finish("schemas.json")?;
 
         let settings = export_settings(&txn, options.secrets && redactor.is_none())?;
         let mut file = HashedFile::create(root.join("settings.json"))?;
-        file.write(&serde_json::to_vec_pretty(&settings).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
+        file.write(&serde_json::to_vec_pretty(&settings).map_err(|e| Error::Internal(e.to_string()))?)?;
         let settings_file = file.finish("settings.json")?;
 
         // Sealed values travel sealed, with the wrapped keys that open them. A redacted export
@@ -294,7 +297,7 @@ impl Store {
         let keys_file = match crate::governance::keys::export_keyring(&txn)?.filter(|_| redactor.is_none()) {
             Some(keyring) => {
                 let mut file = HashedFile::create(root.join("keys.json"))?;
-                file.write(&serde_json::to_vec_pretty(&keyring).map_err(|e| Error::NotAllowed(e.to_string()))?)?;
+                file.write(&serde_json::to_vec_pretty(&keyring).map_err(|e| Error::Internal(e.to_string()))?)?;
                 Some(file.finish("keys.json")?)
             }
             None => None,
@@ -361,7 +364,7 @@ impl Store {
             keys: keys_file,
             redacted: redactor.as_ref().map(Redactor::describe),
         };
-        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::NotAllowed(e.to_string()))?;
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Internal(e.to_string()))?;
         crate::engine::fsutil::write_file(&root.join("manifest.json"), false, true, |_, file| {
             std::io::Write::write_all(file, &text).map_err(|e| Error::io("write", root.join("manifest.json"), e))
         })?;

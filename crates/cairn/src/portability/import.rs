@@ -150,7 +150,7 @@ impl Export {
             return Err(invalid(
                 &name,
                 format!(
-                    "export version {} is newer than this cairn reads ({EXPORT_VERSION}); upgrade cairn",
+                    "export version {} is newer than this cairn reads ({EXPORT_VERSION}); a newer cairn is needed",
                     manifest.version
                 ),
             ));
@@ -411,7 +411,7 @@ impl Store {
         }
         if options.on_conflict == OnConflict::Fail && report.conflict_count > 0 {
             return Err(Error::NotAllowed(format!(
-                "{} record(s) exist in the store with other content ({}{}); nothing was written: choose --on-conflict skip or overwrite",
+                "{} record(s) exist in the store with other content ({}{}); nothing was written: choose to skip or overwrite conflicting records",
                 report.conflict_count,
                 report.conflicts.iter().take(5).cloned().collect::<Vec<_>>().join(", "),
                 if report.conflict_count > 5 { ", …" } else { "" }

@@ -313,8 +313,9 @@ impl Store {
         progress("snapshot", 0, 1);
         {
             let conn = self.reader()?;
-            let path =
-                db.to_str().ok_or_else(|| Error::NotAllowed(format!("backup path {} is not UTF-8", db.display())))?;
+            let path = db
+                .to_str()
+                .ok_or_else(|| Error::invalid_input(db.display().to_string(), "a backup path must be UTF-8"))?;
             conn.execute("VACUUM INTO ?1", [path]).map_err(|e| backup_io(&db, e))?;
         }
         let snapshot_ms = started.elapsed().as_millis() as u64;
@@ -376,7 +377,7 @@ impl Store {
                     None => {
                         return Err(Error::Corruption {
                             location: format!("blob {hash}"),
-                            detail: format!("{refs} record links need it but its file is missing; run `cairn check`"),
+                            detail: format!("{refs} record links need it but its file is missing; check the store"),
                         })
                     }
                 },
@@ -687,12 +688,12 @@ fn new_id(root: &Path, reason: BackupReason) -> Result<String> {
             return Ok(id);
         }
     }
-    Err(Error::NotAllowed(format!("too many backups named {base}*")))
+    Err(Error::Internal(format!("too many backups named {base}*")))
 }
 
 fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<()> {
     manifest.seal();
-    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::NotAllowed(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Internal(e.to_string()))?;
     fsutil::write_durably(&dir.join(MANIFEST_FILE), &bytes)
 }
 

@@ -139,7 +139,7 @@ pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Re
         }
         Store::open(dir, open_options)?
     } else {
-        let store = store.ok_or_else(|| Error::NotAllowed("the store is not open".into()))?;
+        let store = store.ok_or_else(|| Error::Internal("the store is not open".into()))?;
         store.copy_damaged_state(&quarantine, &before)?;
         store
     };
@@ -167,9 +167,9 @@ fn needs_rebuild(report: &CheckReport) -> bool {
 /// Copies `store.db` and its WAL into `to` (the store is closed and locked).
 fn copy_database(dir: &Path, to: &Path, before: &CheckReport) -> Result<()> {
     for name in [DB_FILE, WAL_FILE] {
-        let from = dir.join(&name);
+        let from = dir.join(name);
         if from.exists() {
-            std::fs::copy(&from, to.join(&name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
+            std::fs::copy(&from, to.join(name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
         }
     }
     fsutil::write_durably(&to.join("check-before.json"), &serde_json::to_vec_pretty(before).unwrap_or_default())
@@ -490,9 +490,9 @@ impl Store {
         let report = serde_json::to_vec_pretty(before).unwrap_or_default();
         self.write(move |_tx| {
             for name in [DB_FILE, WAL_FILE] {
-                let from = dir.join(&name);
+                let from = dir.join(name);
                 if from.exists() {
-                    std::fs::copy(&from, to.join(&name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
+                    std::fs::copy(&from, to.join(name)).map_err(|e| Error::io("copy into quarantine", &from, e))?;
                 }
             }
             for blob in &blobs {

@@ -192,7 +192,10 @@ fn restore_elsewhere(source: &Path, manifest: Manifest, to: &Path, progress: Pro
         Err(e) => return Err(Error::io("list", to, e)),
     };
     if !empty {
-        return Err(Error::NotAllowed(format!("{} is not empty; restore into a new or empty directory", to.display())));
+        return Err(Error::PathExists {
+            path: to.to_path_buf(),
+            reason: "is not empty; a restore goes into a new or empty directory".into(),
+        });
     }
     std::fs::create_dir_all(to).map_err(|e| Error::io("create directory", to, e))?;
     stage(source, &manifest, to, None, progress)?;
@@ -260,7 +263,7 @@ fn stage(
 /// Writes the journal durably, then carries out the swap it describes: from the moment the
 /// journal exists, the swap completes, now or at the next writable open.
 pub(crate) fn swap(dir: &Path, journal: &Journal) -> Result<()> {
-    let text = serde_json::to_vec_pretty(journal).map_err(|e| Error::NotAllowed(e.to_string()))?;
+    let text = serde_json::to_vec_pretty(journal).map_err(|e| Error::Internal(e.to_string()))?;
     fsutil::write_durably(&dir.join(RESTORE_JOURNAL_FILE), &text)?;
     roll_forward(dir, journal)
 }

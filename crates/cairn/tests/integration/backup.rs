@@ -387,7 +387,7 @@ fn restore_into_another_directory_and_of_single_records() {
         &RestoreOptions { to: Some(elsewhere), ..RestoreOptions::default() },
         &mut quiet(),
     );
-    assert!(matches!(err, Err(Error::NotAllowed(_))), "{err:?}");
+    assert!(matches!(err, Err(Error::PathExists { .. })), "{err:?}");
     assert!(
         matches!(cairn::restore(&dir, &info.id, &RestoreOptions::default(), &mut quiet()), Err(Error::Locked { .. })),
         "the store is open in this process"

@@ -108,7 +108,7 @@ fn every_caller_is_answered_even_when_the_store_closes_under_load() {
                         Ok(true) => acked.push(id),
                         Ok(false) => unreachable!("invalid writes never succeed"),
                         Err(Error::WriterStopped) => break,
-                        Err(Error::Validation { .. } | Error::NotAllowed(_)) => {}
+                        Err(Error::Validation { .. } | Error::Internal(_)) => {}
                         Err(e) => panic!("unexpected error: {e}"),
                     }
                 }

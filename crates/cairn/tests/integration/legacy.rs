@@ -143,7 +143,7 @@ fn each_malformation_is_skipped_and_reported_or_refused_with_strict() {
     let err = strict
         .import_taskerino(&input, &LegacyOptions { strict: true, ..LegacyOptions::default() }, &mut quiet())
         .expect_err("strict refuses");
-    assert!(err.to_string().contains("--strict") && err.to_string().contains("nothing was written"), "{err}");
+    assert!(err.to_string().contains("strict import") && err.to_string().contains("nothing was written"), "{err}");
     assert!(strict.collections().expect("collections").is_empty(), "nothing was written");
 
     let store = Store::open(tmp.path().join("store"), StoreOptions::default()).expect("open");

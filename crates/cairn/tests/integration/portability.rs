@@ -197,7 +197,7 @@ fn a_dry_run_writes_nothing_and_reports_conflicts() {
     assert!(cairn::list_backups(&cairn::backups_dir(target.dir())).expect("list").is_empty());
 
     let err = target.import(&export, &ImportOptions::default(), &mut quiet()).expect_err("conflicts fail by default");
-    assert!(err.to_string().contains("notes/n05") && err.to_string().contains("--on-conflict"), "{err}");
+    assert!(err.to_string().contains("notes/n05") && err.to_string().contains("skip or overwrite"), "{err}");
     assert_eq!(state(&target), before);
 
     let skip = ImportOptions { on_conflict: OnConflict::Skip, ..ImportOptions::default() };

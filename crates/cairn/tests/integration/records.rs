@@ -134,7 +134,7 @@ fn transactions_span_collections_and_roll_back_whole() {
         tx.create("notes", Some("p"), json!({"title": "p"}))?;
         panic!("bug in caller");
     });
-    assert!(matches!(err, Err(Error::NotAllowed(_))));
+    assert!(matches!(err, Err(Error::Internal(_))));
     assert!(store.get("notes", "p").is_err());
     store.create("notes", json!({"title": "writer still alive"})).expect("writer survives");
 }

@@ -359,7 +359,7 @@ impl Store {
         if options.strict && !report.is_complete() {
             let reason = match report.skipped.first().or(report.left_out.first()) {
                 Some(first) => format!(
-                    "{} problem(s) with --strict, nothing was written; the first: {} {}{}: {}",
+                    "{} problem(s) in a strict import, nothing was written; the first: {} {}{}: {}",
                     report.skipped.len() + report.left_out.len(),
                     first.source,
                     first.index.map(|i| format!("#{i}")).unwrap_or_default(),
@@ -367,7 +367,7 @@ impl Store {
                     first.reason
                 ),
                 None => format!(
-                    "{} record(s) only in the app's backup files, with --strict; nothing was written (import them with --from-backups)",
+                    "{} record(s) only in the app's backup files, in a strict import; nothing was written (import them from the backups)",
                     report.only_in_backups.len()
                 ),
             };
