@@ -58,11 +58,12 @@ pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp};
 pub use data::collections::{CollectionInfo, DropOptions, DropReport};
 pub use data::compress::{CompactOptions, CompactReport, TrainReport, MAX_DICT_BYTES};
+pub use data::condition::Condition;
 pub use data::feed::{Feed, FeedEvent, FeedOptions, GapReason, Subscription, FEED_PAGE};
 pub use data::ids::{new_id, validate_id, MAX_ID_LEN};
 pub use data::index::IndexInfo;
 pub use data::query::{
-    parse_filter, CmpOp, Expr, Filter, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
+    parse_filter, CmpOp, Expr, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
 pub use data::record::{parse_json, Record, ScanOptions};
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};

@@ -44,7 +44,7 @@ pub fn run(ctx: &Context, args: QueryArgs) -> Result<()> {
         return Ok(());
     }
     let query = Query {
-        filter: args.filter.clone(),
+        filter: args.filter.clone().map(Into::into),
         sort: args.sort.clone(),
         limit: args.limit,
         offset: args.offset,
@@ -190,7 +190,7 @@ pub struct SearchArgs {
 pub fn run_search(ctx: &Context, args: SearchArgs) -> Result<()> {
     let search = cairn::Search {
         terms: args.terms,
-        filter: args.filter,
+        filter: args.filter.map(Into::into),
         limit: args.limit,
         offset: args.offset,
         fields: (!args.fields.is_empty()).then_some(args.fields),

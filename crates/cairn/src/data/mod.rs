@@ -8,6 +8,7 @@ pub(crate) mod changes;
 pub(crate) mod collection;
 pub(crate) mod collections;
 pub(crate) mod compress;
+pub(crate) mod condition;
 pub(crate) mod encryption;
 pub(crate) mod feed;
 pub(crate) mod ids;

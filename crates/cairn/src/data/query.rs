@@ -13,8 +13,8 @@
 //! without a status while `status != "done"` does not. Sorting puts missing values last in
 //! both directions and breaks ties by id, so every order is total and cursors are exact.
 
-mod eval;
-mod parse;
+pub(crate) mod eval;
+pub(crate) mod parse;
 #[cfg(test)]
 mod tests;
 
@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::data::collection::{self, Collection};
+use crate::data::condition::Condition;
 use crate::data::index;
 use crate::data::schema::{CollectionSchema, FieldDef, FieldType};
 use crate::engine::sql::{quote, tags_table, value_column};
@@ -41,8 +42,9 @@ pub const MAX_LIMIT: usize = 10_000;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Query {
-    /// Filter text (see `docs/query.md`); `None` matches every live record.
-    pub filter: Option<String>,
+    /// What records must match (see `docs/query.md`): filter text (`Some("a = 1".into())`),
+    /// a parsed [`Condition`], or several ANDed; `None` matches every live record.
+    pub filter: Option<Condition>,
     /// Sort keys, e.g. `-started_at,name` (a leading `-` sorts descending). Ties are broken
     /// by id, ascending.
     pub sort: Option<String>,
@@ -59,6 +61,18 @@ pub struct Query {
 impl Default for Query {
     fn default() -> Self {
         Query { filter: None, sort: None, limit: 50, offset: None, cursor: None, fields: None }
+    }
+}
+
+impl Query {
+    /// ANDs `condition` onto this query's filter: a record must match both (a server adds its
+    /// permission rules to a caller's query this way).
+    pub fn restrict(mut self, condition: impl Into<Condition>) -> Query {
+        self.filter = Some(match self.filter.take() {
+            Some(filter) => filter.and(condition),
+            None => condition.into(),
+        });
+        self
     }
 }
 
@@ -441,7 +455,7 @@ struct Cursor {
 fn fingerprint(collection: &str, query: &Query) -> String {
     let text = format!(
         "{collection}\u{0}{}\u{0}{}",
-        query.filter.as_deref().unwrap_or(""),
+        query.filter.as_ref().map(Condition::to_string).unwrap_or_default(),
         query.sort.as_deref().unwrap_or("")
     );
     crate::engine::hash::hex(&crate::engine::hash::sha256(text.as_bytes())[..8])
@@ -512,10 +526,20 @@ pub(crate) fn projection(c: &Collection, fields: Option<&Vec<String>>) -> Result
 
 /// A filter compiled to an SQL condition over `r` (the record row) and, when the third value
 /// is true, `b` (its body, a `cairn_changes` row), with its parameters numbered from `?1`.
-pub(crate) fn compile_filter(c: &Collection, text: &str) -> Result<(String, Vec<SqlValue>, bool)> {
+pub(crate) fn compile_filter(c: &Collection, filter: &Condition) -> Result<(String, Vec<SqlValue>, bool)> {
     let mut sql = Sql::default();
-    let condition = compile(c, text, &parse_filter(text)?, &mut sql)?;
+    let mut parts = Vec::new();
+    for (text, expr) in filter.clauses()? {
+        parts.push(compile(c, text, &expr, &mut sql)?);
+    }
+    let condition = if parts.is_empty() { "1".to_string() } else { parts.join(" AND ") };
     Ok((condition, sql.params, sql.needs_body))
+}
+
+/// Checks a parsed filter against a schema: its fields exist and its values fit them.
+pub(crate) fn check_filter(schema: &CollectionSchema, text: &str, expr: &Expr) -> Result<()> {
+    let collection = Collection::new(schema.clone(), String::new());
+    compile(&collection, text, expr, &mut Sql::default()).map(drop)
 }
 
 /// Rows the ordered walk (see [`plan`]) reads per row the page asks for before giving up.
@@ -540,9 +564,10 @@ fn plan(c: &Collection, query: &Query, count_only: bool, walk: Option<usize>) ->
     }
     let mut sql = Sql { row_at_a_time: walk.is_some(), ..Sql::default() };
     let mut conditions = vec!["r.deleted_at IS NULL".to_string()];
-    if let Some(text) = &query.filter {
-        let expr = parse_filter(text)?;
-        conditions.push(compile(c, text, &expr, &mut sql)?);
+    if let Some(filter) = &query.filter {
+        for (text, expr) in filter.clauses()? {
+            conditions.push(compile(c, text, &expr, &mut sql)?);
+        }
     }
     let table = quote(&c.table);
     if count_only {
@@ -647,7 +672,7 @@ fn plan(c: &Collection, query: &Query, count_only: bool, walk: Option<usize>) ->
 fn walk_length(query: &Query) -> Option<usize> {
     let wanted = query.limit.saturating_add(query.offset.unwrap_or(0));
     let n = wanted.saturating_mul(WALK_FACTOR);
-    (query.filter.is_some() && n <= MAX_WALK).then_some(n)
+    (query.filter.as_ref().is_some_and(|f| !f.is_empty()) && n <= MAX_WALK).then_some(n)
 }
 
 /// The plans `run` tries, in order (for `explain`).
@@ -720,14 +745,14 @@ fn run_plan(conn: &Connection, c: &Collection, query: &Query, plan: &Plan) -> Re
 /// semantics as queries: for deciding in-process whether a record (or a change's `after`
 /// body) is of interest, e.g. to a subscriber.
 #[derive(Debug, Clone)]
-pub struct Filter {
+pub(crate) struct Filter {
     schema: CollectionSchema,
     expr: Expr,
 }
 
 impl Filter {
     /// Parses `text` and checks it against `schema`.
-    pub fn new(schema: &CollectionSchema, text: &str) -> Result<Filter> {
+    pub(crate) fn new(schema: &CollectionSchema, text: &str) -> Result<Filter> {
         let expr = parse_filter(text)?;
         let collection = Collection::new(schema.clone(), String::new());
         compile(&collection, text, &expr, &mut Sql::default())?;
@@ -735,7 +760,7 @@ impl Filter {
     }
 
     /// True when a record body matches.
-    pub fn matches(&self, body: &Map<String, Value>) -> bool {
+    pub(crate) fn matches(&self, body: &Map<String, Value>) -> bool {
         eval::matches(&self.schema, &self.expr, body)
     }
 }
@@ -756,7 +781,7 @@ impl Store {
     pub fn count(&self, collection: &str, filter: Option<&str>) -> Result<u64> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        let query = Query { filter: filter.map(str::to_string), ..Query::default() };
+        let query = Query { filter: filter.map(Condition::from), ..Query::default() };
         let plan = plan(&c, &query, true, None)?.expect("a count always has a plan");
         let count =
             conn.prepare_cached(&plan.sql)?.query_row(rusqlite::params_from_iter(plan.params.iter()), |r| r.get(0))?;

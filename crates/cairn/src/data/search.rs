@@ -108,8 +108,8 @@ pub(crate) fn sync_fts(
 pub struct Search {
     /// Words (all must match), `prefix*` words and `"quoted phrases"`.
     pub terms: String,
-    /// A filter the hits must also match (see `docs/query.md`).
-    pub filter: Option<String>,
+    /// What the hits must also match (see `docs/query.md`): filter text or a [`Condition`].
+    pub filter: Option<crate::data::condition::Condition>,
     /// Hits per page (1 to 10,000). Default 20.
     pub limit: usize,
     /// Skip this many hits.
@@ -199,7 +199,7 @@ impl Store {
         let matched = fts_query(&search.terms)?;
         let fields = crate::data::query::projection(&c, search.fields.as_ref())?;
         let (filter_sql, mut params, needs_body) = match &search.filter {
-            Some(text) => crate::data::query::compile_filter(&c, text)?,
+            Some(filter) => crate::data::query::compile_filter(&c, filter)?,
             None => ("1".to_string(), Vec::new(), false),
         };
         let (fts, t) = (quote(&fts_table(c.name())), quote(&c.table));

@@ -138,7 +138,7 @@ impl Store {
         wanted.retain(|f| f != "id");
         wanted.dedup();
         let mut query = Query {
-            filter: options.filter.clone(),
+            filter: options.filter.as_deref().map(crate::data::condition::Condition::from),
             limit: crate::data::query::MAX_LIMIT.min(1000),
             fields: Some(wanted),
             ..Query::default()

@@ -104,8 +104,9 @@ fn injection_attempts_match_literally_or_are_rejected() {
     for (i, text) in nasty.iter().enumerate() {
         let quoted = serde_json::to_string(text).expect("json string");
         for filter in [format!("name = {quoted}"), format!("notes = {quoted}"), format!("notes contains {quoted}")] {
-            let page =
-                store.query("sessions", &Query { filter: Some(filter.clone()), ..Query::default() }).expect(&filter);
+            let page = store
+                .query("sessions", &Query { filter: Some(filter.clone().into()), ..Query::default() })
+                .expect(&filter);
             let ids: Vec<String> = page.rows.into_iter().map(|r| r.id).collect();
             assert!(ids.contains(&format!("n{i}")), "{filter}: {ids:?}");
             assert!(ids.len() <= 2, "{filter} matched too much: {ids:?}");

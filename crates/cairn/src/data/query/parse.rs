@@ -131,6 +131,82 @@ impl LitValue {
     }
 }
 
+/// An expression written back in the filter language, parenthesised only where needed, so
+/// that parsing the text gives the same expression (positions aside).
+impl std::fmt::Display for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn operand(f: &mut std::fmt::Formatter<'_>, e: &Expr, bare: fn(&Expr) -> bool) -> std::fmt::Result {
+            if bare(e) {
+                write!(f, "{e}")
+            } else {
+                write!(f, "({e})")
+            }
+        }
+        match self {
+            Expr::And(a, b) => {
+                let bare = |e: &Expr| matches!(e, Expr::And(..) | Expr::Not(_) | Expr::Pred(_));
+                operand(f, a, bare)?;
+                f.write_str(" and ")?;
+                operand(f, b, |e| matches!(e, Expr::Not(_) | Expr::Pred(_)))
+            }
+            Expr::Or(a, b) => {
+                let bare = |_: &Expr| true;
+                operand(f, a, bare)?;
+                f.write_str(" or ")?;
+                operand(f, b, |e| !matches!(e, Expr::Or(..)))
+            }
+            Expr::Not(e) => {
+                f.write_str("not ")?;
+                operand(f, e, |e| matches!(e, Expr::Not(_) | Expr::Pred(_)))
+            }
+            Expr::Pred(p) => write!(f, "{p}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Pred {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.path.join("."))?;
+        let list = |lits: &[Lit]| lits.iter().map(|l| l.value.to_string()).collect::<Vec<_>>().join(", ");
+        match &self.test {
+            Test::Cmp(op, lit) => write!(f, " {} {}", op.as_str(), lit.value),
+            Test::In(lits) => write!(f, " in ({})", list(lits)),
+            Test::NotIn(lits) => write!(f, " not in ({})", list(lits)),
+            Test::Contains(lit) => write!(f, " contains {}", lit.value),
+            Test::Has(lit) => write!(f, " has {}", lit.value),
+            Test::IsNull(true) => f.write_str(" is null"),
+            Test::IsNull(false) => f.write_str(" is not null"),
+        }
+    }
+}
+
+impl std::fmt::Display for LitValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LitValue::Str(s) => {
+                f.write_str("\"")?;
+                for c in s.chars() {
+                    match c {
+                        '"' => f.write_str("\\\"")?,
+                        '\\' => f.write_str("\\\\")?,
+                        '\n' => f.write_str("\\n")?,
+                        '\t' => f.write_str("\\t")?,
+                        '\r' => f.write_str("\\r")?,
+                        c if c.is_control() => write!(f, "\\u{:04x}", u32::from(c))?,
+                        c => write!(f, "{c}")?,
+                    }
+                }
+                f.write_str("\"")
+            }
+            LitValue::Int(i) => write!(f, "{i}"),
+            // `{:?}` keeps a fraction or exponent, so the text parses back as a float.
+            LitValue::Float(x) => write!(f, "{x:?}"),
+            LitValue::Bool(b) => write!(f, "{b}"),
+            LitValue::Date(d) => f.write_str(d),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 enum Tok {
     Name(String),

@@ -9,6 +9,7 @@ use serde_json::{json, Map, Value};
 
 use super::eval::{sql_cmp, value_of};
 use super::*;
+use crate::data::condition::Condition;
 use crate::{CollectionSchema, Store, StoreOptions};
 
 /// Fields of the generated schema: name and type; `indexed` is chosen per case.
@@ -131,10 +132,10 @@ fn sort() -> impl Strategy<Value = String> {
 fn expected(
     schema: &CollectionSchema,
     records: &[(String, Map<String, Value>)],
-    filter: Option<&str>,
+    filters: &[&str],
     sort: &str,
 ) -> Vec<String> {
-    let expr = filter.map(|f| parse_filter(f).expect("generated filters parse"));
+    let exprs: Vec<Expr> = filters.iter().map(|f| parse_filter(f).expect("generated filters parse")).collect();
     let keys: Vec<(Vec<String>, bool)> = sort
         .split(',')
         .filter(|k| !k.is_empty())
@@ -144,7 +145,7 @@ fn expected(
         })
         .collect();
     let mut hits: Vec<&(String, Map<String, Value>)> =
-        records.iter().filter(|(_, body)| expr.as_ref().is_none_or(|e| eval::matches(schema, e, body))).collect();
+        records.iter().filter(|(_, body)| exprs.iter().all(|e| eval::matches(schema, e, body))).collect();
     let key_values = |body: &Map<String, Value>| -> Vec<SqlVal> {
         keys.iter().map(|(path, _)| value_of(&resolve(schema, path, 0, "").expect("sort key"), body)).collect()
     };
@@ -171,6 +172,8 @@ fn check_case(
     indexed: Vec<bool>,
     records: Vec<Value>,
     filter: Option<String>,
+    extra: Option<String>,
+    form: u8,
     sort: String,
     limit: usize,
 ) -> Result<(), TestCaseError> {
@@ -198,10 +201,23 @@ fn check_case(
         store.delete("items", id, None).expect("delete");
     }
     let live: Vec<(String, Map<String, Value>)> = stored.iter().skip(1).cloned().collect();
-    let want = expected(&schema, &live, filter.as_deref(), &sort);
+    let filters: Vec<&str> = filter.iter().chain(extra.iter()).map(String::as_str).collect();
+    let want = expected(&schema, &live, &filters, &sort);
 
+    // The filter as text, parsed once, or built as an expression; the extra one ANDed on.
+    let condition = |text: &str| -> Condition {
+        match form % 3 {
+            0 => Condition::from(text),
+            1 => Condition::parse(text).expect("parses"),
+            _ => Condition::from_expr(&parse_filter(text).expect("parses")).expect("written back"),
+        }
+    };
     let fields = Some(FIELDS.iter().map(|(n, _)| n.to_string()).collect::<Vec<_>>());
-    let query = Query { filter: filter.clone(), sort: Some(sort.clone()), limit, fields, ..Query::default() };
+    let mut query =
+        Query { filter: filter.as_deref().map(condition), sort: Some(sort.clone()), limit, fields, ..Query::default() };
+    if let Some(extra) = &extra {
+        query = query.restrict(condition(extra));
+    }
     // By cursor.
     let mut got = Vec::new();
     let mut page = store.query("items", &query).expect("query");
@@ -215,13 +231,21 @@ fn check_case(
         let Some(cursor) = page.next_cursor.clone() else { break };
         page = store.query("items", &Query { cursor: Some(cursor), ..query.clone() }).expect("next page");
     }
-    prop_assert_eq!(&got, &want, "filter {:?} sort {:?}", filter, sort);
+    prop_assert_eq!(&got, &want, "filter {:?} and {:?} sort {:?}", filter, extra, sort);
+    // In memory, the condition agrees with the reference record by record.
+    if let Some(condition) = &query.filter {
+        for (id, body) in &live {
+            prop_assert_eq!(condition.matches(&schema, body).expect("checked"), want.contains(id), "{}", id);
+        }
+    }
     // By offset.
     let offset = limit.min(want.len());
     let page = store.query("items", &Query { offset: Some(offset), ..query.clone() }).expect("offset page");
     let by_offset: Vec<String> = page.rows.iter().map(|r| r.id.clone()).collect();
     prop_assert_eq!(by_offset, want.iter().skip(offset).take(limit).cloned().collect::<Vec<_>>());
-    prop_assert_eq!(store.count("items", filter.as_deref()).expect("count"), want.len() as u64);
+    if extra.is_none() {
+        prop_assert_eq!(store.count("items", filter.as_deref()).expect("count"), want.len() as u64);
+    }
     Ok(())
 }
 
@@ -233,10 +257,19 @@ proptest! {
         indexed in proptest::collection::vec(any::<bool>(), FIELDS.len()),
         records in proptest::collection::vec(record(), 0..25),
         filter in proptest::option::weighted(0.9, filter()),
+        extra in proptest::option::weighted(0.5, filter()),
+        form in any::<u8>(),
         sort in sort(),
         limit in 1usize..8,
     ) {
-        check_case(indexed, records, filter, sort, limit)?;
+        check_case(indexed, records, filter, extra, form, sort, limit)?;
+    }
+
+    #[test]
+    fn a_filter_written_back_parses_to_the_same_expression(filter in filter()) {
+        let expr = parse_filter(&filter).expect("generated filters parse");
+        let again = parse_filter(&expr.to_string()).expect("written back");
+        prop_assert_eq!(crate::data::condition::tests::strip(&again), crate::data::condition::tests::strip(&expr));
     }
 
     #[test]
@@ -283,21 +316,25 @@ fn long_chains_deep_nesting_and_fine_times_before_1970() {
     // A thousand predicates joined by `or`, inside the 16 KiB limit.
     let long = (0..1000).map(|i| format!("n = {}", i % 3)).collect::<Vec<_>>().join(" or ");
     assert!(long.len() < 16 * 1024);
-    let page = store.query("items", &Query { filter: Some(long), ..Query::default() }).expect("a long chain");
+    let page = store.query("items", &Query { filter: Some(long.into()), ..Query::default() }).expect("a long chain");
     assert_eq!(page.rows.len(), 3);
     let long_and = (0..1000).map(|_| "n >= 0").collect::<Vec<_>>().join(" and ");
-    assert_eq!(store.query("items", &Query { filter: Some(long_and), ..Query::default() }).expect("and").rows.len(), 5);
+    assert_eq!(
+        store.query("items", &Query { filter: Some(long_and.into()), ..Query::default() }).expect("and").rows.len(),
+        5
+    );
     // 64 levels of nesting, as documented; 65 refused at a position.
     let nested = |levels: usize| format!("{}n = 1{}", "(".repeat(levels), ")".repeat(levels));
-    store.query("items", &Query { filter: Some(nested(64)), ..Query::default() }).expect("64 levels");
-    let err = store.query("items", &Query { filter: Some(nested(65)), ..Query::default() }).expect_err("65 levels");
+    store.query("items", &Query { filter: Some(nested(64).into()), ..Query::default() }).expect("64 levels");
+    let err =
+        store.query("items", &Query { filter: Some(nested(65).into()), ..Query::default() }).expect_err("65 levels");
     assert!(matches!(err, Error::InvalidFilter { position: 64, .. }), "{err}");
     // A date-time with digits finer than a microsecond, before 1970: the literal and the
     // stored value written with the same text are the same instant.
     let text = "1969-12-31T23:59:59.9999995Z";
     store.create_with_id("items", "fine", json!({"d": text})).expect("fine");
     store.create_with_id("items", "epoch", json!({"d": "1970-01-01T00:00:00Z"})).expect("epoch");
-    let query = Query { filter: Some(format!("d = {text}")), ..Query::default() };
+    let query = Query { filter: Some(format!("d = {text}").into()), ..Query::default() };
     let found: Vec<String> = store.query("items", &query).expect("d").rows.into_iter().map(|r| r.id).collect();
     assert_eq!(found, ["fine"]);
 }
