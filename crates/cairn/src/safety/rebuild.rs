@@ -33,8 +33,9 @@ use serde::Serialize;
 
 use crate::engine::layout::DB_FILE;
 use crate::engine::layout::REBUILD_STAGING_DIR;
+use crate::engine::store::Progress;
 use crate::error::{Error, Result};
-use crate::safety::backup::{Manifest, Progress};
+use crate::safety::backup::Manifest;
 use crate::safety::salvage::{Cell, Row, Salvage};
 use rusqlite::types::Value;
 
@@ -345,10 +346,14 @@ fn recover(
         }
         for at in cells {
             let mut found = None;
-            salvage.corrections(at, &mut |row| {
+            salvage.corrections(at, &mut |row, moved| {
                 let key = row.rowid.and_then(|k| u64::try_from(k).ok());
                 let values = row.with_rowid_at(0).iter().map(Cell::to_sql).collect::<Option<Vec<_>>>();
                 match (key, values) {
+                    // A pointer put right onto a row another slot of the tree holds reads a
+                    // stale copy left in the page's free space, which proves nothing about
+                    // this cell.
+                    (Some(key), _) if moved && tree_keys.contains_key(&(key as i64)) => false,
                     (Some(key), Some(values)) if row.values.len() == spec.columns && (spec.verify)(&values) => {
                         found = Some((key, values));
                         true

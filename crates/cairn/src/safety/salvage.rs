@@ -321,9 +321,10 @@ impl Salvage {
     }
 
     /// The rows the cell at `at` could be if one bit of it, or of its pointer, were flipped
-    /// back; `accept` is shown each until it takes one. For rows that carry their own hash,
-    /// exactly one variant verifies when a single bit rotted, so the original comes back.
-    pub(crate) fn corrections(&self, at: CellRef, accept: &mut dyn FnMut(Row) -> bool) -> bool {
+    /// back; `accept` is shown each (with whether it was read through a corrected pointer,
+    /// i.e. from elsewhere in the page) until it takes one. For rows that carry their own
+    /// hash, exactly one variant verifies when a single bit rotted, so the original comes back.
+    pub(crate) fn corrections(&self, at: CellRef, accept: &mut dyn FnMut(Row, bool) -> bool) -> bool {
         let Some(mut page) = self.page(at.page) else { return false };
         let start = if at.page == 1 { 100 } else { 0 };
         let slots = self.leaf_slots(&page, start);
@@ -348,7 +349,7 @@ impl Salvage {
             let cell = be16(&page, pointer).map(usize::from).filter(|o| *o < self.usable && !others.contains(o));
             let candidate = cell.and_then(|o| self.leaf_cell(&page, o, true, at));
             page[byte] ^= 1 << bit;
-            if candidate.is_some_and(&mut *accept) {
+            if candidate.is_some_and(|row| accept(row, byte < pointer + 2)) {
                 return true;
             }
         }
