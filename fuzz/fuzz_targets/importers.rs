@@ -12,7 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use cairn::{ImportOptions, LegacyOptions, Store, StoreOptions};
+use cairn::{ImportOptions, Store, StoreOptions};
+use cairn_taskerino::LegacyOptions;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -102,7 +103,7 @@ fn legacy_import(store: &Store, work: &Path, selector: u8, data: &[u8]) {
             file
         }
     };
-    let _ = store.import_taskerino(&target, &options, &mut |_, _, _| {});
+    let _ = cairn_taskerino::import(&store, &target, &options, &mut |_, _, _| {});
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -6,10 +6,9 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::engine::store::Store;
-use crate::engine::timestamp::{format_datetime, Timestamp};
-use crate::error::{Error, Result};
-use crate::taskerino;
+use cairn::{Error, Result, Store, Timestamp};
+
+use crate::schema as taskerino;
 
 /// How much demo data to make.
 #[derive(Debug, Clone)]
@@ -165,11 +164,7 @@ fn generate(options: &DemoOptions) -> Vec<(String, String, Value)> {
     let mut push = |c: &str, id: String, body: Value| out.push((c.to_string(), id, body));
     let day_ms = 86_400_000i64;
     let start = Timestamp::now().as_millis() - 180 * day_ms;
-    let at = |ms: i64| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-            .map(format_datetime)
-            .unwrap_or_default()
-    };
+    let at = |ms: i64| Timestamp(ms).to_string();
 
     for (i, (name, site)) in COMPANIES.iter().enumerate() {
         push(

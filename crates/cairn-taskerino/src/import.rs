@@ -1,5 +1,5 @@
 //! Legacy Taskerino import (SAFE-7): the app's data as it really is on disk, into the
-//! predefined Taskerino schema (`crate::taskerino`).
+//! predefined Taskerino schema (`crate::schema`).
 //!
 //! What it reads, from a data directory:
 //! - the monolithic collection files (`sessions.json`, `notes.json`, `tasks.json`,
@@ -41,13 +41,11 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::load::{LoadPlan, LoadRecord, LoadSetting, Loader, Skipped};
-use crate::data::schema::{CollectionSchema, FieldType};
-use crate::data::settings::{SettingDef, SettingType};
-use crate::engine::foreign::{Foreign, Kind};
-use crate::engine::store::Store;
-use crate::error::{Error, Result};
-use crate::safety::backup::{BackupOptions, BackupReason, Progress};
+use cairn::{
+    BackupOptions, BackupReason, CollectionSchema, EntryKind as Kind, Error, FieldType, ForeignDir as Foreign,
+    LoadPlan, LoadRecord, LoadSetting, Loader, Progress, Result, ScanOptions, SettingDef, SettingType, Skipped,
+    StagedBlob, Store,
+};
 
 /// The collections, in the order they are written (relation targets first).
 const COLLECTIONS: [&str; 6] = ["companies", "contacts", "topics", "sessions", "notes", "tasks"];
@@ -146,258 +144,239 @@ struct Input {
     notices: Vec<String>,
 }
 
-impl Store {
-    /// Imports Taskerino's legacy data (a data directory, or its 1.0.0 export file); see the
-    /// module docs.
-    pub fn import_taskerino(
-        &self,
-        path: &Path,
-        options: &LegacyOptions,
-        progress: Progress<'_>,
-    ) -> Result<LegacyReport> {
-        let result = self.import_taskerino_now(path, options, progress);
-        if !options.dry_run {
-            let detail = match &result {
-                Ok(r) => format!("{} record(s), {} skipped", r.imported.values().sum::<u64>(), r.skipped.len()),
-                Err(_) => String::new(),
-            };
-            self.audit("import_legacy", &path.display().to_string(), &crate::engine::trail::outcome(&result), &detail);
-        }
-        result
+/// Imports Taskerino's legacy data (a data directory, or its 1.0.0 export file) into `store`;
+/// see the module docs.
+pub fn import(store: &Store, path: &Path, options: &LegacyOptions, progress: Progress<'_>) -> Result<LegacyReport> {
+    let result = import_now(store, path, options, progress);
+    if !options.dry_run {
+        let detail = match &result {
+            Ok(r) => format!("{} record(s), {} skipped", r.imported.values().sum::<u64>(), r.skipped.len()),
+            Err(_) => String::new(),
+        };
+        store.audit("import_legacy", &path.display().to_string(), &cairn::audit_outcome(&result), &detail);
     }
+    result
+}
 
-    fn import_taskerino_now(
-        &self,
-        path: &Path,
-        options: &LegacyOptions,
-        progress: Progress<'_>,
-    ) -> Result<LegacyReport> {
-        let mut report = LegacyReport { dry_run: options.dry_run, ..LegacyReport::default() };
-        let input = read_input(path, &mut report.skipped)?;
-        report.format = input.format.clone();
-        report.notices = input.notices.clone();
-        let attachments = Attachments::new(options.attachments.as_deref().or(input.attachments_dir.as_deref()));
-        let schemas: BTreeMap<String, CollectionSchema> =
-            crate::taskerino::schemas().into_iter().map(|s| (s.name.clone(), s)).collect();
+fn import_now(store: &Store, path: &Path, options: &LegacyOptions, progress: Progress<'_>) -> Result<LegacyReport> {
+    let mut report = LegacyReport { dry_run: options.dry_run, ..LegacyReport::default() };
+    let input = read_input(path, &mut report.skipped)?;
+    report.format = input.format.clone();
+    report.notices = input.notices.clone();
+    let attachments = Attachments::new(options.attachments.as_deref().or(input.attachments_dir.as_deref()));
+    let schemas: BTreeMap<String, CollectionSchema> =
+        crate::schema::schemas().into_iter().map(|s| (s.name.clone(), s)).collect();
 
-        // The records of each collection: the data's, then (reported, or with `from_backups`
-        // taken) those only a backup holds.
-        let mut chosen: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
-        for collection in COLLECTIONS {
-            let mut entries = Vec::new();
-            let mut ids = BTreeSet::new();
-            for entry in input.records.get(collection).into_iter().flatten() {
-                if let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) {
-                    ids.insert(id.to_string());
-                }
-                entries.push(Entry { source: entry.source.clone(), index: entry.index, value: entry.value.clone() });
+    // The records of each collection: the data's, then (reported, or with `from_backups`
+    // taken) those only a backup holds.
+    let mut chosen: BTreeMap<String, Vec<Entry>> = BTreeMap::new();
+    for collection in COLLECTIONS {
+        let mut entries = Vec::new();
+        let mut ids = BTreeSet::new();
+        for entry in input.records.get(collection).into_iter().flatten() {
+            if let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) {
+                ids.insert(id.to_string());
             }
-            for (file, list) in input.backups.get(collection).into_iter().flatten() {
-                for entry in list {
-                    let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) else {
-                        continue;
-                    };
-                    if !ids.insert(id.to_string()) {
-                        continue;
-                    }
-                    report.only_in_backups.push(BackupOnly {
-                        collection: collection.to_string(),
-                        id: id.to_string(),
-                        backup: file.clone(),
-                        imported: options.from_backups,
-                    });
-                    if options.from_backups {
-                        entries.push(Entry { source: file.clone(), index: entry.index, value: entry.value.clone() });
-                    }
-                }
-            }
-            chosen.insert(collection.to_string(), entries);
+            entries.push(Entry { source: entry.source.clone(), index: entry.index, value: entry.value.clone() });
         }
-
-        // Every id the input holds, so that references can be checked before writing.
-        let mut known: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (collection, entries) in &chosen {
-            for entry in entries {
-                if let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) {
-                    known.entry(collection.clone()).or_default().insert(id.to_string());
-                }
-            }
-        }
-        {
-            let conn = self.reader()?;
-            for collection in COLLECTIONS {
-                if let Ok(c) = crate::data::collection::load(&conn, collection) {
-                    let mut scan = crate::data::record::ScanOptions { include_deleted: true, ..Default::default() };
-                    loop {
-                        let page = crate::data::record::scan(&conn, &c, &scan)?;
-                        let Some(last) = page.last() else { break };
-                        scan.after = Some(last.id.clone());
-                        known.entry(collection.to_string()).or_default().extend(page.into_iter().map(|r| r.id));
-                    }
-                }
-            }
-        }
-
-        let mut loader = self.loader()?;
-        let mut plan = LoadPlan { collections: crate::taskerino::schemas(), ..LoadPlan::default() };
-        let mut used_files: BTreeSet<String> = BTreeSet::new();
-        for collection in COLLECTIONS {
-            let schema = &schemas[collection];
-            let mut seen = BTreeSet::new();
-            for entry in chosen.remove(collection).unwrap_or_default() {
-                let skip = |id: Option<&str>, reason: String| Skipped {
-                    source: entry.source.clone(),
-                    index: entry.index,
-                    id: id.map(str::to_string),
-                    reason,
+        for (file, list) in input.backups.get(collection).into_iter().flatten() {
+            for entry in list {
+                let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) else {
+                    continue;
                 };
-                let legacy = match &entry.value {
-                    Ok(Value::Object(map)) => map,
-                    Ok(other) => {
-                        report.skipped.push(skip(
-                            None,
-                            format!("expected a record object, got {}", crate::data::schema::json_kind(other)),
-                        ));
-                        continue;
-                    }
-                    Err(reason) => {
-                        report.skipped.push(skip(None, reason.clone()));
-                        continue;
-                    }
-                };
-                let id = match legacy.get("id") {
-                    Some(Value::String(id)) if crate::data::ids::validate_id(id).is_ok() => id.clone(),
-                    Some(Value::String(id)) => {
-                        report.skipped.push(skip(Some(id), "the id is not a valid record id".into()));
-                        continue;
-                    }
-                    Some(Value::Number(n)) => n.to_string(),
-                    _ => {
-                        report.skipped.push(skip(None, "missing id".into()));
-                        continue;
-                    }
-                };
-                if !seen.insert(id.clone()) {
-                    report.skipped.push(skip(Some(&id), "duplicate id (an earlier record has it)".into()));
+                if !ids.insert(id.to_string()) {
                     continue;
                 }
-                let mut problems = Vec::new();
-                let body = map_record(
-                    schema,
-                    legacy,
-                    &known,
-                    &attachments,
-                    &mut loader,
-                    &mut used_files,
-                    &mut report.dropped_fields,
-                    &mut problems,
-                );
-                match body {
-                    Ok(body) => {
-                        for problem in problems {
-                            report.left_out.push(skip(Some(&id), problem));
-                        }
-                        plan.records.push(LoadRecord {
-                            collection: collection.to_string(),
-                            id,
-                            body,
-                            source: entry.source.clone(),
-                            index: entry.index,
-                        })
-                    }
-                    Err(reason) => report.skipped.push(skip(Some(&id), reason)),
+                report.only_in_backups.push(BackupOnly {
+                    collection: collection.to_string(),
+                    id: id.to_string(),
+                    backup: file.clone(),
+                    imported: options.from_backups,
+                });
+                if options.from_backups {
+                    entries.push(Entry { source: file.clone(), index: entry.index, value: entry.value.clone() });
                 }
             }
         }
-        // Attachment files no record links: kept, as `attachments` records. Links and pipes
-        // among them are never read.
-        let (files, refused) = attachments.content_files();
-        for rel in refused {
-            report.skipped.push(Skipped {
+        chosen.insert(collection.to_string(), entries);
+    }
+
+    // Every id the input holds, so that references can be checked before writing.
+    let mut known: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (collection, entries) in &chosen {
+        for entry in entries {
+            if let Some(id) = entry.value.as_ref().ok().and_then(|v| v.get("id")).and_then(Value::as_str) {
+                known.entry(collection.clone()).or_default().insert(id.to_string());
+            }
+        }
+    }
+    for collection in COLLECTIONS {
+        if store.collection(collection).is_err() {
+            continue;
+        }
+        let mut scan = ScanOptions { include_deleted: true, ..Default::default() };
+        loop {
+            let page = store.scan(collection, &scan)?;
+            let Some(last) = page.last() else { break };
+            scan.after = Some(last.id.clone());
+            known.entry(collection.to_string()).or_default().extend(page.into_iter().map(|r| r.id));
+        }
+    }
+
+    let mut loader = store.loader()?;
+    let mut plan = LoadPlan { collections: crate::schema::schemas(), ..LoadPlan::default() };
+    let mut used_files: BTreeSet<String> = BTreeSet::new();
+    for collection in COLLECTIONS {
+        let schema = &schemas[collection];
+        let mut seen = BTreeSet::new();
+        for entry in chosen.remove(collection).unwrap_or_default() {
+            let skip = |id: Option<&str>, reason: String| Skipped {
+                source: entry.source.clone(),
+                index: entry.index,
+                id: id.map(str::to_string),
+                reason,
+            };
+            let legacy = match &entry.value {
+                Ok(Value::Object(map)) => map,
+                Ok(other) => {
+                    report
+                        .skipped
+                        .push(skip(None, format!("expected a record object, got {}", cairn::json_kind(other))));
+                    continue;
+                }
+                Err(reason) => {
+                    report.skipped.push(skip(None, reason.clone()));
+                    continue;
+                }
+            };
+            let id = match legacy.get("id") {
+                Some(Value::String(id)) if cairn::validate_id(id).is_ok() => id.clone(),
+                Some(Value::String(id)) => {
+                    report.skipped.push(skip(Some(id), "the id is not a valid record id".into()));
+                    continue;
+                }
+                Some(Value::Number(n)) => n.to_string(),
+                _ => {
+                    report.skipped.push(skip(None, "missing id".into()));
+                    continue;
+                }
+            };
+            if !seen.insert(id.clone()) {
+                report.skipped.push(skip(Some(&id), "duplicate id (an earlier record has it)".into()));
+                continue;
+            }
+            let mut problems = Vec::new();
+            let body = map_record(
+                schema,
+                legacy,
+                &known,
+                &attachments,
+                &mut loader,
+                &mut used_files,
+                &mut report.dropped_fields,
+                &mut problems,
+            );
+            match body {
+                Ok(body) => {
+                    for problem in problems {
+                        report.left_out.push(skip(Some(&id), problem));
+                    }
+                    plan.records.push(LoadRecord {
+                        collection: collection.to_string(),
+                        id,
+                        body,
+                        source: entry.source.clone(),
+                        index: entry.index,
+                    })
+                }
+                Err(reason) => report.skipped.push(skip(Some(&id), reason)),
+            }
+        }
+    }
+    // Attachment files no record links: kept, as `attachments` records. Links and pipes
+    // among them are never read.
+    let (files, refused) = attachments.content_files();
+    for rel in refused {
+        report.skipped.push(Skipped {
+            source: format!("attachments/{rel}"),
+            index: None,
+            id: None,
+            reason: "not a regular file (a link, pipe or device): not read".into(),
+        });
+    }
+    for rel in files {
+        if used_files.contains(&rel) {
+            continue;
+        }
+        match attachments.stage_file(&rel, &mut loader) {
+            Ok(blob) => {
+                let size = blob.size;
+                let name = cairn::sanitize_name(&rel.replace('/', "_")).unwrap_or_else(|_| "attachment".into());
+                let mime = blob.sniffed.map(String::from).or_else(|| cairn::mime_for_name(&name).map(String::from));
+                let mut link = json!({"hash": blob.hash, "name": name, "size": size});
+                if let Some(mime) = &mime {
+                    link["mime"] = json!(mime);
+                }
+                let body = json!({"name": name, "mime": mime, "size": size, "file": link, "orphan": true, "source": format!("attachments/{rel}")});
+                let Value::Object(body) = body else { continue };
+                plan.records.push(LoadRecord {
+                    collection: "attachments".into(),
+                    id: format!("orphan-{}", &blob.hash[..16]),
+                    body,
+                    source: format!("attachments/{rel}"),
+                    index: None,
+                });
+                report.orphans.push(rel);
+            }
+            Err(e) => report.skipped.push(Skipped {
                 source: format!("attachments/{rel}"),
                 index: None,
                 id: None,
-                reason: "not a regular file (a link, pipe or device): not read".into(),
-            });
+                reason: format!("an attachment file no record links could not be read: {e}"),
+            }),
         }
-        for rel in files {
-            if used_files.contains(&rel) {
-                continue;
-            }
-            match attachments.stage_file(&rel, &mut loader) {
-                Ok(blob) => {
-                    let size = blob.size;
-                    let name =
-                        crate::blobs::sanitize_name(&rel.replace('/', "_")).unwrap_or_else(|_| "attachment".into());
-                    let mime =
-                        blob.sniffed.map(String::from).or_else(|| crate::blobs::mime_for_name(&name).map(String::from));
-                    let mut link = json!({"hash": blob.hash, "name": name, "size": size});
-                    if let Some(mime) = &mime {
-                        link["mime"] = json!(mime);
-                    }
-                    let body = json!({"name": name, "mime": mime, "size": size, "file": link, "orphan": true, "source": format!("attachments/{rel}")});
-                    let Value::Object(body) = body else { continue };
-                    plan.records.push(LoadRecord {
-                        collection: "attachments".into(),
-                        id: format!("orphan-{}", &blob.hash[..16]),
-                        body,
-                        source: format!("attachments/{rel}"),
-                        index: None,
-                    });
-                    report.orphans.push(rel);
-                }
-                Err(e) => report.skipped.push(Skipped {
-                    source: format!("attachments/{rel}"),
-                    index: None,
-                    id: None,
-                    reason: format!("an attachment file no record links could not be read: {e}"),
-                }),
-            }
-        }
-        plan.settings = settings_plan(&input.settings, &mut report);
-
-        if options.strict && !report.is_complete() {
-            let reason = match report.skipped.first().or(report.left_out.first()) {
-                Some(first) => format!(
-                    "{} problem(s) in a strict import, nothing was written; the first: {} {}{}: {}",
-                    report.skipped.len() + report.left_out.len(),
-                    first.source,
-                    first.index.map(|i| format!("#{i}")).unwrap_or_default(),
-                    first.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default(),
-                    first.reason
-                ),
-                None => format!(
-                    "{} record(s) only in the app's backup files, in a strict import; nothing was written (import them from the backups)",
-                    report.only_in_backups.len()
-                ),
-            };
-            return Err(Error::invalid_input(path.display().to_string(), reason));
-        }
-        if !options.dry_run {
-            report.backup = Some(
-                self.backup(
-                    &BackupOptions { rotate: false, ..BackupOptions::because(BackupReason::PreImport) },
-                    progress,
-                )?
-                .id,
-            );
-        }
-        let outcome = loader.run(&plan, options.dry_run, progress)?;
-        report.attachments = outcome.blobs;
-        report.existing = outcome.existing;
-        report.imported = outcome.imported;
-        report.settings = outcome.settings;
-        report.skipped.extend(outcome.skipped);
-        for s in &report.skipped {
-            let collection = match COLLECTIONS.iter().find(|c| s.source.starts_with(*c)) {
-                Some(c) => c,
-                None if s.source.starts_with("attachments") => "attachments",
-                None => "other",
-            };
-            *report.skipped_by_collection.entry(collection.to_string()).or_default() += 1;
-        }
-        Ok(report)
     }
+    plan.settings = settings_plan(&input.settings, &mut report);
+
+    if options.strict && !report.is_complete() {
+        let reason = match report.skipped.first().or(report.left_out.first()) {
+            Some(first) => format!(
+                "{} problem(s) in a strict import, nothing was written; the first: {} {}{}: {}",
+                report.skipped.len() + report.left_out.len(),
+                first.source,
+                first.index.map(|i| format!("#{i}")).unwrap_or_default(),
+                first.id.as_deref().map(|id| format!(" ({id})")).unwrap_or_default(),
+                first.reason
+            ),
+            None => format!(
+                "{} record(s) only in the app's backup files, in a strict import; nothing was written (import them from the backups)",
+                report.only_in_backups.len()
+            ),
+        };
+        return Err(Error::invalid_input(path.display().to_string(), reason));
+    }
+    if !options.dry_run {
+        report.backup = Some(
+            store
+                .backup(&BackupOptions { rotate: false, ..BackupOptions::because(BackupReason::PreImport) }, progress)?
+                .id,
+        );
+    }
+    let outcome = loader.run(&plan, options.dry_run, progress)?;
+    report.attachments = outcome.blobs;
+    report.existing = outcome.existing;
+    report.imported = outcome.imported;
+    report.settings = outcome.settings;
+    report.skipped.extend(outcome.skipped);
+    for s in &report.skipped {
+        let collection = match COLLECTIONS.iter().find(|c| s.source.starts_with(*c)) {
+            Some(c) => c,
+            None if s.source.starts_with("attachments") => "attachments",
+            None => "other",
+        };
+        *report.skipped_by_collection.entry(collection.to_string()).or_default() += 1;
+    }
+    Ok(report)
 }
 
 /// The settings files: `aiSettings`'s keys and tokens become secret settings (sealed, or
@@ -491,7 +470,7 @@ fn legacy_time(value: &Value) -> Value {
         _ => None,
     };
     match millis {
-        Some(ms) => Value::String(crate::engine::timestamp::Timestamp(ms).to_string()),
+        Some(ms) => Value::String(cairn::Timestamp(ms).to_string()),
         None => value.clone(),
     }
 }
@@ -543,10 +522,7 @@ fn map_record(
                     _ => "contacts",
                 };
                 let Value::Array(items) = value else {
-                    return Err(format!(
-                        "`{key}` should be a list of ids, got {}",
-                        crate::data::schema::json_kind(value)
-                    ));
+                    return Err(format!("`{key}` should be a list of ids, got {}", cairn::json_kind(value)));
                 };
                 let mut kept = Vec::new();
                 for item in items {
@@ -682,7 +658,7 @@ impl Attachments {
     }
 
     /// Stages a file of the folder, streamed (attachments can be gigabytes).
-    fn stage_file(&self, rel: &str, loader: &mut Loader<'_>) -> std::result::Result<super::load::StagedBlob, String> {
+    fn stage_file(&self, rel: &str, loader: &mut Loader<'_>) -> std::result::Result<StagedBlob, String> {
         let folder = self.folder.as_ref().ok_or("no attachments folder")?;
         let file = folder.file(rel).map_err(|e| e.to_string())?;
         loader.stage(file).map_err(|e| e.to_string())
@@ -739,7 +715,7 @@ impl Attachments {
         let name = meta
             .get("name")
             .and_then(Value::as_str)
-            .map(|n| crate::blobs::sanitize_name(n).unwrap_or_else(|_| "attachment".into()));
+            .map(|n| cairn::sanitize_name(n).unwrap_or_else(|_| "attachment".into()));
         if let Some(name) = name {
             attachment.insert("name".into(), json!(name));
         }

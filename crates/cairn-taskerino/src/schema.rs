@@ -8,7 +8,7 @@
 
 use serde_json::json;
 
-use crate::data::schema::CollectionSchema;
+use cairn::CollectionSchema;
 
 /// The Taskerino collections, in an order where every relation target comes first.
 pub fn schemas() -> Vec<CollectionSchema> {

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use cairn::{LegacyOptions, Store, StoreOptions};
+use cairn::{Store, StoreOptions};
+use cairn_taskerino::LegacyOptions;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
@@ -90,7 +91,7 @@ fn a_legacy_directory_imports_with_fields_attachments_and_settings() {
     let input = tmp.path().join("taskerino");
     legacy_dir(&input);
     let store = Store::open(tmp.path().join("store"), StoreOptions::default()).expect("open");
-    let report = store.import_taskerino(&input, &LegacyOptions::default(), &mut quiet()).expect("import");
+    let report = cairn_taskerino::import(&store, &input, &LegacyOptions::default(), &mut quiet()).expect("import");
     assert_eq!(report.format, "directory");
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     let counts: Vec<(&str, u64)> = report.imported.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -118,7 +119,7 @@ fn a_legacy_directory_imports_with_fields_attachments_and_settings() {
     let check = store.check(&cairn::CheckOptions::default(), &mut quiet()).expect("check");
     assert!(check.is_ok(), "{:?}", check.problems);
 
-    let again = store.import_taskerino(&input, &LegacyOptions::default(), &mut quiet()).expect("again");
+    let again = cairn_taskerino::import(&store, &input, &LegacyOptions::default(), &mut quiet()).expect("again");
     assert_eq!((again.imported.values().sum::<u64>(), again.existing), (0, 12), "existing records are left alone");
 }
 
@@ -140,14 +141,18 @@ fn each_malformation_is_skipped_and_reported_or_refused_with_strict() {
     std::fs::write(input.join("tasks.json"), &tasks[..tasks.len() / 2]).expect("truncate");
 
     let strict = Store::open(tmp.path().join("strict"), StoreOptions::default()).expect("open");
-    let err = strict
-        .import_taskerino(&input, &LegacyOptions { strict: true, ..LegacyOptions::default() }, &mut quiet())
-        .expect_err("strict refuses");
+    let err = cairn_taskerino::import(
+        &strict,
+        &input,
+        &LegacyOptions { strict: true, ..LegacyOptions::default() },
+        &mut quiet(),
+    )
+    .expect_err("strict refuses");
     assert!(err.to_string().contains("strict import") && err.to_string().contains("nothing was written"), "{err}");
     assert!(strict.collections().expect("collections").is_empty(), "nothing was written");
 
     let store = Store::open(tmp.path().join("store"), StoreOptions::default()).expect("open");
-    let report = store.import_taskerino(&input, &LegacyOptions::default(), &mut quiet()).expect("import");
+    let report = cairn_taskerino::import(&store, &input, &LegacyOptions::default(), &mut quiet()).expect("import");
     let reasons: Vec<(String, Option<String>, String)> = report
         .skipped
         .iter()
@@ -181,12 +186,16 @@ fn the_single_file_export_imports_and_bad_input_writes_nothing() {
     let text = serde_json::to_vec(&Value::Object(data.clone())).expect("json");
     std::fs::write(&file, &text).expect("write");
     let store = Store::open(tmp.path().join("store"), StoreOptions::default()).expect("open");
-    let dry = store
-        .import_taskerino(&file, &LegacyOptions { dry_run: true, ..LegacyOptions::default() }, &mut quiet())
-        .expect("dry run");
+    let dry = cairn_taskerino::import(
+        &store,
+        &file,
+        &LegacyOptions { dry_run: true, ..LegacyOptions::default() },
+        &mut quiet(),
+    )
+    .expect("dry run");
     assert_eq!(dry.imported.values().sum::<u64>(), 12);
     assert!(store.collections().expect("collections").is_empty(), "a dry run writes nothing");
-    let report = store.import_taskerino(&file, &LegacyOptions::default(), &mut quiet()).expect("import");
+    let report = cairn_taskerino::import(&store, &file, &LegacyOptions::default(), &mut quiet()).expect("import");
     assert_eq!(report.format, "export 1.0.0");
     assert_eq!(report.imported.values().sum::<u64>(), 12);
     assert_eq!(report.attachments, 3, "found in the attachments folder beside the file");
@@ -199,7 +208,7 @@ fn the_single_file_export_imports_and_bad_input_writes_nothing() {
     ] {
         let path = tmp.path().join(name);
         std::fs::write(&path, bytes).expect("write");
-        let err = fresh.import_taskerino(&path, &LegacyOptions::default(), &mut quiet()).expect_err(name);
+        let err = cairn_taskerino::import(&fresh, &path, &LegacyOptions::default(), &mut quiet()).expect_err(name);
         assert!(matches!(err, cairn::Error::InvalidInput { .. }), "{name}: {err:?}");
         assert!(fresh.collections().expect("collections").is_empty(), "{name}: nothing was written");
     }
@@ -209,14 +218,16 @@ fn the_single_file_export_imports_and_bad_input_writes_nothing() {
             cairn::CollectionSchema::from_json(r#"{"name": "notes", "fields": []}"#, "notes").expect("schema"),
         )
         .expect("notes");
-    let err = other.import_taskerino(&file, &LegacyOptions::default(), &mut quiet()).expect_err("another notes schema");
+    let err = cairn_taskerino::import(&other, &file, &LegacyOptions::default(), &mut quiet())
+        .expect_err("another notes schema");
     assert!(err.to_string().contains("exists with another schema"), "{err}");
     assert_eq!(other.collections().expect("collections").len(), 1, "nothing was written");
 
     let garbage = tmp.path().join("garbage");
     std::fs::create_dir(&garbage).expect("mkdir");
     std::fs::write(garbage.join("sessions.json"), b"{\"trunc").expect("write");
-    let err = fresh.import_taskerino(&garbage, &LegacyOptions::default(), &mut quiet()).expect_err("nothing parses");
+    let err =
+        cairn_taskerino::import(&fresh, &garbage, &LegacyOptions::default(), &mut quiet()).expect_err("nothing parses");
     assert!(err.to_string().contains("nothing was written"), "{err}");
     assert!(fresh.collections().expect("collections").is_empty());
 }
@@ -227,7 +238,8 @@ mod corpus {
     use std::io::Write;
     use std::path::Path;
 
-    use cairn::{LegacyOptions, LegacyReport, Query, Store, StoreOptions};
+    use cairn::{Query, Store, StoreOptions};
+    use cairn_taskerino::{LegacyOptions, LegacyReport};
     use serde_json::{json, Value};
 
     use super::{hex, quiet};
@@ -630,13 +642,17 @@ mod corpus {
         with_key: bool,
     ) -> (Store, LegacyReport, LegacyReport) {
         let dry_store = fresh(&tmp.join("dry"), with_key);
-        let dry = dry_store
-            .import_taskerino(input, &LegacyOptions { dry_run: true, ..options.clone() }, &mut quiet())
-            .expect("dry run");
+        let dry = cairn_taskerino::import(
+            &dry_store,
+            input,
+            &LegacyOptions { dry_run: true, ..options.clone() },
+            &mut quiet(),
+        )
+        .expect("dry run");
         assert!(dry_store.collections().expect("collections").is_empty(), "a dry run writes nothing");
         assert!(dry_store.blobs(None, 10).expect("blobs").is_empty(), "a dry run stores no attachment");
         let store = fresh(&tmp.join("real"), with_key);
-        let real = store.import_taskerino(input, options, &mut quiet()).expect("import");
+        let real = cairn_taskerino::import(&store, input, options, &mut quiet()).expect("import");
         assert_eq!(dry.imported, real.imported, "dry-run and real counts agree");
         assert_eq!(dry.skipped, real.skipped, "dry-run and real skips agree");
         assert_eq!((dry.attachments, &dry.orphans, &dry.settings), (real.attachments, &real.orphans, &real.settings));
@@ -662,9 +678,13 @@ mod corpus {
         assert!(report.only_in_backups.iter().all(|b| !b.imported));
         assert!(store.get("sessions", "lost-s1").is_err());
         // …and imported with `from_backups`, keeping the original times.
-        let again = store
-            .import_taskerino(&input, &LegacyOptions { from_backups: true, ..LegacyOptions::default() }, &mut quiet())
-            .expect("again");
+        let again = cairn_taskerino::import(
+            &store,
+            &input,
+            &LegacyOptions { from_backups: true, ..LegacyOptions::default() },
+            &mut quiet(),
+        )
+        .expect("again");
         assert_eq!(again.imported.values().sum::<u64>(), 2, "only the backed-up records are new: {again:#?}");
         let lost = store.get("sessions", "lost-s1").expect("from the backup").body;
         assert_eq!(lost["started_at"], json!(iso(BASE_MS - 86_400_000)));

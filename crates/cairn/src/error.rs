@@ -340,11 +340,13 @@ impl Error {
         }
     }
 
-    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    /// An I/O failure: what was being done (`"read"`, `"create directory"`…), to which path.
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { action, path: path.into(), cause: source }
     }
 
-    pub(crate) fn invalid_input(source_name: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// Input that cannot be used: which input (a file, a field, a flag's value) and why.
+    pub fn invalid_input(source_name: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::InvalidInput { source_name: source_name.into(), reason: reason.into() }
     }
 

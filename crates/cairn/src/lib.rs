@@ -37,14 +37,12 @@
 
 mod blobs;
 mod data;
-pub mod demo;
 mod engine;
 mod error;
 mod governance;
 mod migrate;
 mod portability;
 mod safety;
-pub mod taskerino;
 
 /// cairn's own settings: their keys (`settings::BACKUP_KEEP_LAST`, …) and definitions.
 pub mod settings {
@@ -66,14 +64,16 @@ pub use data::query::{
     parse_filter, CmpOp, Expr, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
 };
 pub use data::record::{parse_json, Record, ScanOptions};
-pub use data::schema::{CollectionSchema, FieldDef, FieldType};
+pub use data::schema::{json_kind, CollectionSchema, FieldDef, FieldType};
 pub use data::search::{Hit, Search};
 pub use data::settings::{Setting, SettingDef, SettingType, SECRET_MASK};
 pub use engine::canonical::canonical_json;
+pub use engine::foreign::{Bounded, EntryKind, ForeignDir};
 pub use engine::keyring::Secret;
 pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
-pub use engine::store::{Store, StoreOptions, FORMAT_VERSION};
+pub use engine::store::{Progress, Store, StoreOptions, FORMAT_VERSION};
 pub use engine::timestamp::Timestamp;
+pub use engine::trail::outcome as audit_outcome;
 pub use engine::writer::{Tx, WriteStats};
 pub use error::{Error, ErrorKind, Result};
 pub use governance::audit::{AuditEntry, AuditProblem, AuditVerification};
@@ -85,9 +85,8 @@ pub use migrate::{
 pub use portability::export::{
     ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
 };
-pub use portability::import::{
-    BackupOnly, ImportCounts, ImportOptions, ImportReport, LegacyOptions, LegacyReport, OnConflict, Skipped,
-};
+pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
+pub use portability::load::{LoadOutcome, LoadPlan, LoadRecord, LoadSetting, Loader, Skipped, StagedBlob};
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
 pub use safety::backup::{
     backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,

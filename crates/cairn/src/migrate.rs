@@ -44,10 +44,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::engine::layout::{DB_FILE, MIGRATE_SCRATCH_PREFIX};
+use crate::engine::store::Progress;
 use crate::engine::store::{Store, StoreOptions};
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
-use crate::safety::backup::{BackupOptions, BackupReason, Progress};
+use crate::safety::backup::{BackupOptions, BackupReason};
 use crate::safety::restore::RestoreOptions;
 pub use expr::ValueExpr;
 use op::Schemas;

@@ -17,7 +17,7 @@ fn layer_of(rel: &Path) -> usize {
     match first {
         // The error type is used by every layer.
         "error" => 0,
-        "lib" | "demo" | "taskerino" => LAYERS.len(),
+        "lib" => LAYERS.len(),
         other => LAYERS.iter().position(|l| *l == other).unwrap_or_else(|| panic!("{} is in no layer", rel.display())),
     }
 }
@@ -136,10 +136,6 @@ fn library_messages_name_no_cli_command_or_flag() {
     let mut found = Vec::new();
     for file in files {
         let rel = file.strip_prefix(&src).expect("under src").display().to_string();
-        // The demo and the Taskerino importer are the CLI's own tooling until they move out.
-        if rel == "demo.rs" || rel == "taskerino.rs" {
-            continue;
-        }
         for text in literals(&std::fs::read_to_string(&file).expect("read")) {
             if speaks_cli(&text) {
                 found.push(format!("{rel}: {text:?}"));

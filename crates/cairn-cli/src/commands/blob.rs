@@ -200,7 +200,7 @@ pub fn run(ctx: &Context, command: BlobCommand) -> Result<()> {
         BlobCommand::Verify => {
             let store = ctx.open_read()?;
             let bar = progress_bar(ctx, "verifying blobs {bar:30} {pos}/{len}")?;
-            let report = store.verify_blobs(&mut |done, total| {
+            let report = store.verify_blobs(&mut |_, done, total| {
                 bar.set_length(total);
                 bar.set_position(done);
             })?;

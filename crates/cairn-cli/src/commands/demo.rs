@@ -1,6 +1,6 @@
 use anyhow::Result;
-use cairn::demo::{install, DemoOptions};
 use cairn::{Store, StoreOptions};
+use cairn_taskerino::demo::{install, DemoOptions};
 use clap::Args;
 
 use super::Context;

@@ -196,14 +196,14 @@ enum LegacyApp {
 pub fn run_legacy(ctx: &Context, args: LegacyArgs) -> Result<()> {
     let LegacyApp::Taskerino = args.app;
     let store = ctx.open_create()?;
-    let options = cairn::LegacyOptions {
+    let options = cairn_taskerino::LegacyOptions {
         strict: args.strict,
         attachments: args.attachments,
         dry_run: args.dry_run,
         from_backups: args.from_backups,
     };
     let bar = phase_bar(ctx);
-    let report = store.import_taskerino(&args.path, &options, &mut |p, d, t| bar.update(p, d, t));
+    let report = cairn_taskerino::import(&store, &args.path, &options, &mut |p, d, t| bar.update(p, d, t));
     bar.finish();
     let report = report?;
     ctx.out.show(&report, || print_legacy(&args.path, &report));
@@ -218,7 +218,7 @@ pub fn run_legacy(ctx: &Context, args: LegacyArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_legacy(path: &std::path::Path, report: &cairn::LegacyReport) {
+fn print_legacy(path: &std::path::Path, report: &cairn_taskerino::LegacyReport) {
     println!("{} ({})", path.display(), report.format);
     let mut names: Vec<&String> = report.imported.keys().chain(report.skipped_by_collection.keys()).collect();
     names.sort();

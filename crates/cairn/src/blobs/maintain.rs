@@ -209,8 +209,8 @@ pub(crate) fn collect(
 }
 
 impl Store {
-    /// Re-hashes every blob; `progress(done, total)` is called after each.
-    pub fn verify_blobs(&self, progress: &mut dyn FnMut(u64, u64)) -> Result<VerifyReport> {
+    /// Re-hashes every blob; progress (step `blobs`) is reported after each.
+    pub fn verify_blobs(&self, progress: crate::engine::store::Progress<'_>) -> Result<VerifyReport> {
         let mut report = VerifyReport::default();
         let total: i64 = self.reader()?.query_row("SELECT count(*) FROM cairn_blobs", [], |r| r.get(0))?;
         let mut after: Option<String> = None;
@@ -229,7 +229,7 @@ impl Store {
                     },
                 }
                 report.checked += 1;
-                progress(report.checked, total as u64);
+                progress("blobs", report.checked, total as u64);
             }
         }
         let conn = self.reader()?;

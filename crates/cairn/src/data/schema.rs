@@ -419,7 +419,8 @@ fn check_attachment(value: &Value) -> std::result::Result<(), String> {
     Ok(())
 }
 
-pub(crate) fn json_kind(v: &Value) -> &'static str {
+/// How messages name a JSON value's kind ("text", "a list", …).
+pub fn json_kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a bool",

@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 
 /// What an entry of a foreign folder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Kind {
+pub enum EntryKind {
     File,
     Dir,
     Link,
@@ -35,18 +35,18 @@ pub(crate) enum Kind {
     Special,
 }
 
-fn kind_of(t: FileType) -> Kind {
+fn kind_of(t: FileType) -> EntryKind {
     match t {
-        FileType::RegularFile => Kind::File,
-        FileType::Directory => Kind::Dir,
-        FileType::Symlink => Kind::Link,
-        _ => Kind::Special,
+        FileType::RegularFile => EntryKind::File,
+        FileType::Directory => EntryKind::Dir,
+        FileType::Symlink => EntryKind::Link,
+        _ => EntryKind::Special,
     }
 }
 
 /// An open foreign folder.
 #[derive(Debug)]
-pub(crate) struct Foreign {
+pub struct ForeignDir {
     root: OwnedFd,
     path: PathBuf,
 }
@@ -70,9 +70,9 @@ fn components(rel: &str) -> std::result::Result<Vec<&str>, &'static str> {
     Ok(parts)
 }
 
-impl Foreign {
+impl ForeignDir {
     /// Opens the folder at `path`.
-    pub(crate) fn open(path: &Path) -> Result<Foreign> {
+    pub fn open(path: &Path) -> Result<ForeignDir> {
         let root = rustix::fs::openat(
             rustix::fs::CWD,
             path,
@@ -80,11 +80,11 @@ impl Foreign {
             Mode::empty(),
         )
         .map_err(|e| Error::io("open folder", path, e.into()))?;
-        Ok(Foreign { root, path: path.to_path_buf() })
+        Ok(ForeignDir { root, path: path.to_path_buf() })
     }
 
     /// The path of `rel` as the user would name it.
-    pub(crate) fn display(&self, rel: &str) -> PathBuf {
+    pub fn display(&self, rel: &str) -> PathBuf {
         self.path.join(rel)
     }
 
@@ -112,7 +112,7 @@ impl Foreign {
     }
 
     /// What `rel` is, without following a link; `None` when it does not exist.
-    pub(crate) fn kind(&self, rel: &str) -> Result<Option<Kind>> {
+    pub fn kind(&self, rel: &str) -> Result<Option<EntryKind>> {
         let (dir, name) = self.parent(rel)?;
         match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(stat) => Ok(Some(kind_of(FileType::from_raw_mode(stat.st_mode)))),
@@ -123,7 +123,7 @@ impl Foreign {
 
     /// Opens `rel`, which must be a regular file (never waiting on a FIFO, never following a
     /// link).
-    pub(crate) fn file(&self, rel: &str) -> Result<File> {
+    pub fn file(&self, rel: &str) -> Result<File> {
         let (dir, name) = self.parent(rel)?;
         let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
         let fd = rustix::fs::openat(&dir, name, flags, Mode::empty()).map_err(|e| match e {
@@ -134,27 +134,27 @@ impl Foreign {
         })?;
         let stat = rustix::fs::fstat(&fd).map_err(|e| Error::io("inspect", self.display(rel), e.into()))?;
         match kind_of(FileType::from_raw_mode(stat.st_mode)) {
-            Kind::File => Ok(File::from(fd)),
-            Kind::Dir => Err(refused(&self.display(rel), "is a folder, not a file")),
+            EntryKind::File => Ok(File::from(fd)),
+            EntryKind::Dir => Err(refused(&self.display(rel), "is a folder, not a file")),
             _ => Err(refused(&self.display(rel), "is not a regular file (a pipe, device or socket); refused")),
         }
     }
 
     /// `rel`'s content, refused when it holds more than `max` bytes (read up to `max + 1`,
     /// never further).
-    pub(crate) fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>> {
+    pub fn read(&self, rel: &str, max: u64) -> Result<Vec<u8>> {
         let mut bytes = Vec::new();
         self.bounded(rel, max)?.read_to_end(&mut bytes).map_err(|e| Error::io("read", self.display(rel), e))?;
         Ok(bytes)
     }
 
     /// A reader of `rel` that fails as soon as it would read more than `max` bytes.
-    pub(crate) fn bounded(&self, rel: &str, max: u64) -> Result<Bounded<File>> {
+    pub fn bounded(&self, rel: &str, max: u64) -> Result<Bounded<File>> {
         Ok(Bounded::new(self.file(rel)?, max))
     }
 
     /// The entries of the folder `rel` (`""` for the folder itself), with what each is.
-    pub(crate) fn list(&self, rel: &str) -> Result<Vec<(String, Kind)>> {
+    pub fn list(&self, rel: &str) -> Result<Vec<(String, EntryKind)>> {
         let dir = if rel.is_empty() {
             rustix::fs::openat(&self.root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())
                 .map_err(|e| Error::io("open folder", &self.path, e.into()))?
@@ -180,7 +180,7 @@ impl Foreign {
             let kind = match entry.file_type() {
                 FileType::Unknown => match rustix::fs::statat(&dir, entry.file_name(), AtFlags::SYMLINK_NOFOLLOW) {
                     Ok(stat) => kind_of(FileType::from_raw_mode(stat.st_mode)),
-                    Err(_) => Kind::Special,
+                    Err(_) => EntryKind::Special,
                 },
                 t => kind_of(t),
             };
@@ -192,16 +192,16 @@ impl Foreign {
 
     /// Every entry under the folder that is not a regular file or a folder (links, pipes,
     /// devices), as relative paths.
-    pub(crate) fn irregular(&self) -> Result<Vec<String>> {
+    pub fn irregular(&self) -> Result<Vec<String>> {
         let mut out = Vec::new();
         let mut stack = vec![String::new()];
         while let Some(rel) = stack.pop() {
             for (name, kind) in self.list(&rel)? {
                 let child = if rel.is_empty() { name } else { format!("{rel}/{name}") };
                 match kind {
-                    Kind::Dir => stack.push(child),
-                    Kind::File => {}
-                    Kind::Link | Kind::Special => out.push(child),
+                    EntryKind::Dir => stack.push(child),
+                    EntryKind::File => {}
+                    EntryKind::Link | EntryKind::Special => out.push(child),
                 }
             }
         }
@@ -213,14 +213,14 @@ impl Foreign {
 /// A reader that refuses to go past a limit: reading byte `limit + 1` is an error, so a file
 /// larger than declared (or a stream without end) is never read further.
 #[derive(Debug)]
-pub(crate) struct Bounded<R> {
+pub struct Bounded<R> {
     inner: R,
     left: u64,
     limit: u64,
 }
 
 impl<R: Read> Bounded<R> {
-    pub(crate) fn new(inner: R, limit: u64) -> Self {
+    pub fn new(inner: R, limit: u64) -> Self {
         Bounded { inner, left: limit, limit }
     }
 }
@@ -296,7 +296,7 @@ mod tests {
         let fifo = root.join("pipe");
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
 
-        let f = Foreign::open(&root).expect("open");
+        let f = ForeignDir::open(&root).expect("open");
         assert_eq!(f.read("sub/ok.txt", 5).expect("read"), b"hello");
         assert!(f.read("sub/ok.txt", 4).is_err(), "one byte over the bound");
         for bad in [
@@ -312,7 +312,7 @@ mod tests {
             let err = f.read(bad, 1 << 20).expect_err(bad);
             assert!(!err.to_string().contains("secret"), "{bad}: {err}");
         }
-        assert_eq!(f.kind("link.txt").expect("kind"), Some(Kind::Link));
+        assert_eq!(f.kind("link.txt").expect("kind"), Some(EntryKind::Link));
         assert_eq!(f.kind("missing").expect("kind"), None);
         assert_eq!(f.irregular().expect("walk"), ["link.txt", "linked-dir", "pipe"]);
         let names: Vec<String> = f.list("").expect("list").into_iter().map(|(n, _)| n).collect();

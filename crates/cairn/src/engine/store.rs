@@ -23,6 +23,10 @@ use crate::engine::layout::{DB_FILE, LOCK_FILE, QUARANTINE_DIR};
 use crate::engine::writer::{Tx, WriteStats, Writer};
 use crate::error::{Error, Result};
 
+/// How long operations report progress: called with a step's name, the units done and the
+/// units in all (0 when not known), as often as is cheap. The one progress type of the API.
+pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+
 /// Prepared statements kept per connection: a few per collection plus cairn's own.
 pub(crate) const STATEMENT_CACHE: usize = 256;
 

@@ -76,8 +76,8 @@ impl Tx<'_> {
     }
 }
 
-/// `ok`, or `failed: <error>`.
-pub(crate) fn outcome<T>(result: &Result<T>) -> String {
+/// `ok`, or `failed: <error>`: the outcome an audit entry records for a result.
+pub fn outcome<T>(result: &Result<T>) -> String {
     match result {
         Ok(_) => "ok".into(),
         Err(e) => format!("failed: {e}"),
@@ -88,7 +88,7 @@ impl Store {
     /// Appends an audit entry in a transaction of its own. A store opened read-only cannot
     /// write one; that, and a failure to write, is logged rather than returned, since the
     /// operation being recorded has already happened.
-    pub(crate) fn audit(&self, action: &str, target: &str, outcome: &str, detail: &str) {
+    pub fn audit(&self, action: &str, target: &str, outcome: &str, detail: &str) {
         if self.is_read_only() {
             tracing::warn!(action, target, outcome, "read-only store: no audit entry written");
             return;

@@ -17,10 +17,10 @@ use crate::data::collection::{self, Collection};
 use crate::data::collections::DropOptions;
 use crate::data::record::{self, NewState, Record, ScanOptions};
 use crate::data::schema::{CollectionSchema, FieldDef, FieldType};
+use crate::engine::store::Progress;
 use crate::engine::timestamp::Timestamp;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
-use crate::safety::backup::Progress;
 
 /// What a `down` knows about the `up` it reverses.
 pub(crate) struct Undo<'a> {

@@ -32,10 +32,10 @@ use crate::data::schema::CollectionSchema;
 use crate::data::settings::SettingDef;
 use crate::engine::canonical::canonical_json;
 use crate::engine::layout::EXPORT_TMP_PREFIX;
+use crate::engine::store::Progress;
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
-use crate::safety::backup::Progress;
 
 /// `format` of an export's manifest.
 pub const EXPORT_FORMAT: &str = "cairn-export";

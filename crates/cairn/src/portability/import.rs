@@ -20,12 +20,6 @@
 //! further than the size its manifest declares, and each record line no longer than
 //! `records.max_body_bytes` (refused while it is read).
 
-mod load;
-mod taskerino;
-
-pub use load::Skipped;
-pub use taskerino::{BackupOnly, LegacyOptions, LegacyReport};
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -35,13 +29,14 @@ use serde_json::Value;
 use crate::data::changes::ChangeOp;
 use crate::data::record::NewState;
 use crate::data::schema::{CollectionSchema, FieldType};
+use crate::engine::store::Progress;
 use crate::engine::store::Store;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
 use crate::portability::export::{
     creation_order, ExportFile, ExportManifest, ExportSettings, EXPORT_FORMAT, EXPORT_VERSION,
 };
-use crate::safety::backup::{BackupOptions, BackupReason, Progress};
+use crate::safety::backup::{BackupOptions, BackupReason};
 
 /// What to do with a record that exists in the store with other content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,7 +121,7 @@ const LINE_OVERHEAD: usize = 4096;
 
 /// An export, read and checked against its manifest.
 struct Export {
-    folder: crate::engine::foreign::Foreign,
+    folder: crate::engine::foreign::ForeignDir,
     manifest: ExportManifest,
     schemas: Vec<CollectionSchema>,
     settings: ExportSettings,
@@ -139,7 +134,7 @@ fn invalid(what: impl Into<String>, reason: impl Into<String>) -> Error {
 
 impl Export {
     fn open(dir: &Path, progress: Progress<'_>) -> Result<Export> {
-        let folder = crate::engine::foreign::Foreign::open(dir)?;
+        let folder = crate::engine::foreign::ForeignDir::open(dir)?;
         let name = folder.display("manifest.json").display().to_string();
         let text = folder.read("manifest.json", MAX_MANIFEST)?;
         let manifest: ExportManifest = serde_json::from_slice(&text).map_err(|e| invalid(&name, e.to_string()))?;

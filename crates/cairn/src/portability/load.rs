@@ -1,8 +1,9 @@
 //! Loading a batch of records from another system, each on its own: a record that a
 //! collection refuses (a wrong type, a value over `records.max_body_bytes`, a unique value
 //! taken, an id that exists) is skipped with its reason, and everything else commits in one
-//! transaction. Importers of foreign data (the legacy Taskerino importer) build a
-//! [`LoadPlan`] and run it here.
+//! transaction. Importers of other applications' data (the legacy Taskerino importer in
+//! `cairn-taskerino`) stage their attachments with a [`Loader`], build a [`LoadPlan`] and run
+//! it here.
 //!
 //! A dry run goes through exactly the same code in a transaction that is rolled back, so its
 //! counts are the real run's. Attachments are staged (hashed, compressed, fsynced) before the
@@ -21,43 +22,42 @@ use crate::data::changes::ChangeOp;
 use crate::data::record::NewState;
 use crate::data::schema::CollectionSchema;
 use crate::data::settings::SettingDef;
+use crate::engine::store::Progress;
 use crate::engine::store::Store;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
-use crate::safety::backup::Progress;
 
 /// A record to load.
 #[derive(Debug, Clone)]
-pub(crate) struct LoadRecord {
-    pub(crate) collection: String,
-    pub(crate) id: String,
-    pub(crate) body: Map<String, Value>,
+pub struct LoadRecord {
+    pub collection: String,
+    pub id: String,
+    pub body: Map<String, Value>,
     /// Where it came from, for the report (a file, and its position there).
-    pub(crate) source: String,
-    pub(crate) index: Option<usize>,
+    pub source: String,
+    pub index: Option<usize>,
 }
 
 /// A setting to load: defined when `def` is given and the store lacks it.
 #[derive(Debug, Clone)]
-pub(crate) struct LoadSetting {
-    pub(crate) def: SettingDef,
-    pub(crate) value: Value,
-    pub(crate) source: String,
+pub struct LoadSetting {
+    pub def: SettingDef,
+    pub value: Value,
+    pub source: String,
 }
 
 /// Everything a load writes.
 #[derive(Debug, Default)]
-pub(crate) struct LoadPlan {
+pub struct LoadPlan {
     /// Created when missing; a collection that exists must have every field of this schema,
     /// of the same type (its flags, indexes and further fields are its own).
-    pub(crate) collections: Vec<CollectionSchema>,
-    pub(crate) settings: Vec<LoadSetting>,
-    pub(crate) records: Vec<LoadRecord>,
+    pub collections: Vec<CollectionSchema>,
+    pub settings: Vec<LoadSetting>,
+    pub records: Vec<LoadRecord>,
 }
 
 /// Something a load did not write, and why.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
 pub struct Skipped {
     /// The file (or collection of an export) it came from.
     pub source: String,
@@ -69,27 +69,27 @@ pub struct Skipped {
 
 /// What a load wrote.
 #[derive(Debug, Default)]
-pub(crate) struct LoadOutcome {
-    pub(crate) imported: BTreeMap<String, u64>,
+pub struct LoadOutcome {
+    pub imported: BTreeMap<String, u64>,
     /// Records whose id the store already had (left as they are).
-    pub(crate) existing: u64,
-    pub(crate) settings: Vec<String>,
-    pub(crate) skipped: Vec<Skipped>,
+    pub existing: u64,
+    pub settings: Vec<String>,
+    pub skipped: Vec<Skipped>,
     /// Distinct attachments staged.
-    pub(crate) blobs: u64,
+    pub blobs: u64,
 }
 
 /// An attachment staged for a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct StagedBlob {
-    pub(crate) hash: String,
-    pub(crate) size: u64,
+pub struct StagedBlob {
+    pub hash: String,
+    pub size: u64,
     /// The type its first bytes show, if recognised.
-    pub(crate) sniffed: Option<&'static str>,
+    pub sniffed: Option<&'static str>,
 }
 
 /// Stages attachments, then runs a [`LoadPlan`].
-pub(crate) struct Loader<'s> {
+pub struct Loader<'s> {
     store: &'s Store,
     limit: u64,
     staged: BTreeMap<String, Staged>,
@@ -102,7 +102,8 @@ impl std::fmt::Debug for Loader<'_> {
 }
 
 impl Store {
-    pub(crate) fn loader(&self) -> Result<Loader<'_>> {
+    /// A loader for this store: stage attachments with it, then run a [`LoadPlan`].
+    pub fn loader(&self) -> Result<Loader<'_>> {
         let limit = self.setting_value::<i64>(crate::data::builtin_settings::BLOBS_MAX_BYTES)?.max(0) as u64;
         Ok(Loader { store: self, limit, staged: BTreeMap::new() })
     }
@@ -111,7 +112,7 @@ impl Store {
 impl Loader<'_> {
     /// Hashes (and compresses where it pays) an attachment into a temporary file; the same
     /// content staged twice is kept once.
-    pub(crate) fn stage(&mut self, input: impl Read) -> Result<StagedBlob> {
+    pub fn stage(&mut self, input: impl Read) -> Result<StagedBlob> {
         let staged = crate::blobs::stage(self.store.dir(), input, self.limit)?;
         let blob = StagedBlob { hash: staged.hash.clone(), size: staged.size, sniffed: staged.sniffed };
         self.staged.entry(blob.hash.clone()).or_insert(staged);
@@ -120,7 +121,7 @@ impl Loader<'_> {
 
     /// Writes the plan in one transaction (rolled back when `dry_run`), each record and
     /// setting in a savepoint of its own.
-    pub(crate) fn run(self, plan: &LoadPlan, dry_run: bool, progress: Progress<'_>) -> Result<LoadOutcome> {
+    pub fn run(self, plan: &LoadPlan, dry_run: bool, progress: Progress<'_>) -> Result<LoadOutcome> {
         let Loader { store, staged, .. } = self;
         let mut placed: Vec<PathBuf> = Vec::new();
         let blobs = staged.len() as u64;

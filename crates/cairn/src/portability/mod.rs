@@ -2,4 +2,5 @@
 
 pub(crate) mod export;
 pub(crate) mod import;
+pub(crate) mod load;
 pub(crate) mod report;

@@ -33,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::fsutil;
 use crate::engine::layout::{BACKUPS_DIR, BACKUP_FAILED_DIR, BACKUP_TMP_PREFIX, DB_FILE, MANIFEST_FILE};
+use crate::engine::store::Progress;
 use crate::engine::store::{Store, StoreOptions};
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
@@ -242,9 +243,6 @@ pub enum StoreEvent {
     BackupFailed { id: String, reason: BackupReason, error: String },
     RotationProblem { detail: String },
 }
-
-/// Progress of a long operation: (phase, done, total).
-pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
 
 /// The backups folder of a store directory.
 pub fn backups_dir(store_dir: &Path) -> PathBuf {
@@ -699,7 +697,7 @@ fn write_manifest(dir: &Path, manifest: &mut Manifest) -> Result<()> {
 
 /// Reads a backup's manifest, refusing one that is not valid or was edited.
 pub(crate) fn read_manifest(dir: &Path) -> Result<Manifest> {
-    let folder = crate::engine::foreign::Foreign::open(dir)?;
+    let folder = crate::engine::foreign::ForeignDir::open(dir)?;
     let bytes = folder.read(MANIFEST_FILE, MAX_MANIFEST_BYTES)?;
     Manifest::parse(&bytes, &folder.display(MANIFEST_FILE).display().to_string())
 }
@@ -829,7 +827,7 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, progress: Progress<'_>
     let total = manifest.files.len() as u64;
     // A backup holds only files cairn wrote: a link (or pipe, or device) anywhere in it is
     // refused, never followed — SQLite would otherwise open whatever `store.db` points at.
-    let folder = crate::engine::foreign::Foreign::open(dir)?;
+    let folder = crate::engine::foreign::ForeignDir::open(dir)?;
     for rel in folder.irregular()? {
         problems.push(format!("{rel} is a link, pipe or device; a backup holds only regular files"));
     }

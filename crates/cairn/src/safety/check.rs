@@ -21,9 +21,9 @@ use serde_json::{Map, Value};
 use crate::data::collection::Collection;
 use crate::engine::layout::DB_FILE;
 use crate::engine::sql::{quote, tags_table, value_column};
+use crate::engine::store::Progress;
 use crate::engine::store::Store;
 use crate::error::{Error, Result};
-use crate::safety::backup::Progress;
 
 /// What kind of damage a [`Problem`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -237,7 +237,7 @@ impl Store {
             Err(e) => unchecked(&mut report, ProblemKind::Audit, "audit trail", Err(e)),
         }
         if options.blobs {
-            let blobs = match self.verify_blobs(&mut |done, total| progress("blobs", done, total)) {
+            let blobs = match self.verify_blobs(progress) {
                 Ok(blobs) => blobs,
                 Err(e) => {
                     unchecked(&mut report, ProblemKind::Blob, "blobs", Err(e));

@@ -35,9 +35,10 @@ use crate::data::collection::Collection;
 use crate::engine::fsutil;
 use crate::engine::layout::{DB_FILE, QUARANTINE_DIR, WAL_FILE};
 use crate::engine::sql::quote;
+use crate::engine::store::Progress;
 use crate::engine::store::{Store, StoreOptions};
 use crate::error::{Error, Result};
-use crate::safety::backup::{self, BackupStatus, Manifest, Progress};
+use crate::safety::backup::{self, BackupStatus, Manifest};
 use crate::safety::check::{CheckOptions, CheckReport, ProblemKind};
 use crate::safety::rebuild::RebuildReport;
 
@@ -528,7 +529,7 @@ impl Store {
             let Some(entry) = manifest.files.iter().find(|f| f.path == rel_text) else { continue };
             // Copied out of the backup as a foreign folder: beneath it, a regular file, no
             // more than the manifest says, and only if it hashes to what the manifest says.
-            let Ok(folder) = crate::engine::foreign::Foreign::open(dir) else { continue };
+            let Ok(folder) = crate::engine::foreign::ForeignDir::open(dir) else { continue };
             if let Some(parent) = live.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| Error::io("create directory", parent, e))?;
             }

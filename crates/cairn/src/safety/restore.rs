@@ -29,9 +29,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::fsutil;
 use crate::engine::layout::{DB_FILE, QUARANTINE_DIR, RESTORE_JOURNAL_FILE, RESTORE_STAGING_DIR, SHM_FILE, WAL_FILE};
+use crate::engine::store::Progress;
 use crate::engine::store::{Store, StoreOptions};
 use crate::error::{Error, Result};
-use crate::safety::backup::{self, BackupOptions, BackupReason, BackupStatus, Manifest, Progress};
+use crate::safety::backup::{self, BackupOptions, BackupReason, BackupStatus, Manifest};
 
 /// What a restore replaces, in the order it replaces them.
 const ITEMS: [&str; 4] = [WAL_FILE, SHM_FILE, DB_FILE, crate::engine::layout::BLOBS_DIR];
@@ -222,7 +223,7 @@ fn stage(
     let total = manifest.files.len() as u64;
     // The backup is read as a foreign folder: beneath it, regular files only, no further
     // than the manifest says.
-    let folder = crate::engine::foreign::Foreign::open(source)?;
+    let folder = crate::engine::foreign::ForeignDir::open(source)?;
     for (i, file) in manifest.files.iter().enumerate() {
         let to = target.join(&file.path);
         if let Some(parent) = to.parent() {

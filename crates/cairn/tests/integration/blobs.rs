@@ -71,7 +71,7 @@ fn the_same_content_is_stored_once_and_collected_only_when_unlinked() {
     let removed = store.gc_blobs(NOW, false).expect("gc");
     assert_eq!(removed.removed.iter().map(|b| b.hash.as_str()).collect::<Vec<_>>(), [first.hash.as_str()]);
     assert!(matches!(store.blob(&first.hash), Err(Error::BlobNotFound { .. })));
-    assert!(store.verify_blobs(&mut |_, _| {}).expect("verify").unlisted_files.is_empty(), "its file is gone");
+    assert!(store.verify_blobs(&mut |_, _, _| {}).expect("verify").unlisted_files.is_empty(), "its file is gone");
 
     // Bringing back a record whose blob was collected fails and names what is missing.
     let err = store.undo("docs", "b").expect_err("the blob is gone");
@@ -149,7 +149,7 @@ fn damaged_blobs_are_detected_by_get_and_verify() {
     let raw = store.put_blob(&(0..=255u8).cycle().take(100_000).collect::<Vec<_>>()[..]).expect("raw");
     let packed = store.put_blob(&b"compressible line\n".repeat(5000)[..]).expect("zstd");
     let fine = store.put_blob(&b"untouched"[..]).expect("fine");
-    assert!(store.verify_blobs(&mut |_, _| {}).expect("verify").is_ok());
+    assert!(store.verify_blobs(&mut |_, _, _| {}).expect("verify").is_ok());
     damage(&store, &raw.hash, raw.codec);
     damage(&store, &packed.hash, packed.codec);
 
@@ -163,7 +163,7 @@ fn damaged_blobs_are_detected_by_get_and_verify() {
     }
     let mut calls = 0;
     let report = store
-        .verify_blobs(&mut |_, total| {
+        .verify_blobs(&mut |_, _, total| {
             calls += 1;
             assert_eq!(total, 3);
         })
@@ -177,7 +177,7 @@ fn damaged_blobs_are_detected_by_get_and_verify() {
     // A missing file is reported too.
     let path = dir.path().join("store/blobs").join(&fine.hash[..2]).join(&fine.hash[2..4]).join(&fine.hash);
     std::fs::remove_file(path).expect("remove");
-    assert_eq!(store.verify_blobs(&mut |_, _| {}).expect("verify").missing, std::slice::from_ref(&fine.hash));
+    assert_eq!(store.verify_blobs(&mut |_, _, _| {}).expect("verify").missing, std::slice::from_ref(&fine.hash));
     assert!(store.open_blob(&fine.hash).expect_err("missing").is_corruption());
 }
 
@@ -479,7 +479,7 @@ fn a_put_killed_midway_leaves_nothing_half_done() {
         for hash in &linked {
             assert_eq!(store.blob(hash).expect("linked blob listed").refs, 1, "cycle {cycle}");
         }
-        let verify = store.verify_blobs(&mut |_, _| {}).expect("verify");
+        let verify = store.verify_blobs(&mut |_, _, _| {}).expect("verify");
         assert!(verify.is_ok(), "cycle {cycle}: {verify:?}");
         let refs = store.rebuild_blob_refs().expect("recount");
         assert!(refs.corrected.is_empty() && refs.dangling.is_empty(), "cycle {cycle}: {refs:?}");

@@ -1,8 +1,8 @@
-//! Hostile folders: exports, backups and legacy data folders made by someone else to reach
+//! Hostile folders: exports and backups made by someone else to reach
 //! outside themselves. Each case starts from a genuine folder, changes one thing the way an
 //! attacker would, with a canary file and a canary folder outside, and asserts:
 //!
-//! - a clear refusal (or a skip, for the legacy importer) naming the offending path, and no
+//! - a clear refusal naming the offending path, and no
 //!   fact about a file the folder did not contain (its size or SHA-256);
 //! - the canaries' contents and mtimes unchanged, and nothing created outside;
 //! - the store unchanged: `check` clean, the same records, no new blobs;
@@ -11,149 +11,17 @@
 //!
 //! Objects planted in a live store (a trigger, a view, a table) are covered by
 //! `repair::planted_sql_objects_are_reported_and_quarantined_with_their_sql`.
-//! The 300 MB record's memory bound has its own binary (`tests/hostile_memory.rs`).
+//! The 300 MB record's memory bound has its own binary (`tests/hostile_memory.rs`); legacy
+//! Taskerino folders are covered in `cairn-taskerino`'s own tests.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
 
-use cairn::{
-    BackupOptions, CheckOptions, Error, ExportOptions, ImportOptions, LegacyOptions, Manifest, RestoreOptions, Store,
-    StoreOptions, Upload,
-};
-use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
+use cairn::{BackupOptions, ExportOptions, ImportOptions, Manifest, RestoreOptions, Store, StoreOptions, Upload};
+use serde_json::json;
 
-fn quiet() -> impl FnMut(&str, u64, u64) {
-    |_, _, _| {}
-}
-
-fn hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// What the canary file holds: a secret the folder must never let out.
-const CANARY: &[u8] = b"the user's private canary, never to be read through a hostile folder\n";
-
-/// Runs `work` on its own thread and returns its result, failing the test when it has not
-/// returned after two minutes (a hang on a FIFO or an endless device).
-fn returns<T: Send + 'static>(what: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(work());
-    });
-    match rx.recv_timeout(Duration::from_secs(120)) {
-        Ok(value) => value,
-        Err(_) => panic!("{what} did not return: it hangs on the hostile folder"),
-    }
-}
-
-/// Every path under `dir` with its kind, size, mtime and (for files) content hash.
-fn inventory(dir: &Path) -> BTreeMap<PathBuf, (String, u64, SystemTime, String)> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).expect("list").flatten() {
-            let path = entry.path();
-            let meta = std::fs::symlink_metadata(&path).expect("stat");
-            let kind = format!("{:?}", meta.file_type());
-            let content = if meta.is_file() { hex(&std::fs::read(&path).expect("read")) } else { String::new() };
-            if meta.is_dir() {
-                stack.push(path.clone());
-            }
-            out.insert(path, (kind, meta.len(), meta.modified().expect("mtime"), content));
-        }
-    }
-    out
-}
-
-/// A store with records and attachments, and an outside folder with a canary file and a
-/// canary folder, which no hostile folder may read, change or add to.
-struct Scene {
-    tmp: tempfile::TempDir,
-    store: PathBuf,
-    outside: PathBuf,
-    before: BTreeMap<PathBuf, (String, u64, SystemTime, String)>,
-    records: Vec<(String, String, u64)>,
-    blobs: Vec<String>,
-}
-
-fn scene() -> Scene {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let store_dir = tmp.path().join("store");
-    let store = Store::open(&store_dir, StoreOptions::default()).expect("open");
-    let schema = r#"{"name": "notes", "fields": [
-        {"name": "title", "type": "text", "required": true},
-        {"name": "files", "type": "attachments"}]}"#;
-    store.create_collection(cairn::CollectionSchema::from_json(schema, "schema").expect("schema")).expect("create");
-    for i in 0..6 {
-        store.create_with_id("notes", &format!("n{i}"), json!({"title": format!("note {i}")})).expect("note");
-    }
-    for i in 0..2 {
-        let upload = Upload { name: format!("f{i}.txt"), mime: None };
-        store.attach("notes", &format!("n{i}"), "files", format!("file {i}").as_bytes(), &upload).expect("attach");
-    }
-    store.close().expect("close");
-
-    let outside = tmp.path().join("outside");
-    std::fs::create_dir_all(outside.join("canary-dir")).expect("outside");
-    std::fs::write(outside.join("canary.txt"), CANARY).expect("canary");
-    std::fs::write(outside.join("canary-dir/inside.txt"), CANARY).expect("canary in dir");
-    // Looks like a collection file: what a followed link would import.
-    std::fs::write(outside.join("canary.jsonl"), "{\"id\":\"loot\",\"version\":1,\"body\":{\"title\":\"loot\"}}\n")
-        .expect("canary jsonl");
-    let mut scene =
-        Scene { before: inventory(&outside), tmp, store: store_dir, outside, records: Vec::new(), blobs: Vec::new() };
-    (scene.records, scene.blobs) = scene.contents();
-    scene
-}
+use crate::scene::*;
 
 impl Scene {
-    fn path(&self, rel: &str) -> PathBuf {
-        self.tmp.path().join(rel)
-    }
-
-    fn open(&self) -> Store {
-        Store::open(&self.store, StoreOptions::default()).expect("open the store")
-    }
-
-    /// Every record (id, title, version) and every blob hash.
-    fn contents(&self) -> (Vec<(String, String, u64)>, Vec<String>) {
-        let store = Store::open(&self.store, StoreOptions::read_only()).expect("open read-only");
-        let records = store
-            .scan("notes", &cairn::ScanOptions::default())
-            .expect("scan")
-            .into_iter()
-            .map(|r| (r.id, r.body["title"].as_str().unwrap_or_default().to_string(), r.version))
-            .collect();
-        let blobs = store.blobs(None, 1000).expect("blobs").into_iter().map(|b| b.hash).collect();
-        (records, blobs)
-    }
-
-    /// The canaries are as they were, nothing was added outside, and the store is unchanged
-    /// and clean.
-    fn assert_untouched(&self) {
-        assert_eq!(inventory(&self.outside), self.before, "the outside folder changed");
-        let (records, blobs) = self.contents();
-        assert_eq!(records, self.records, "the store's records changed");
-        assert_eq!(blobs, self.blobs, "the store's blobs changed");
-        let store = Store::open(&self.store, StoreOptions::read_only()).expect("open read-only");
-        let check = store.check(&CheckOptions::default(), &mut quiet()).expect("check");
-        assert!(check.is_ok(), "{:?}", check.problems);
-        assert!(!self.store.join("blobs").read_dir().expect("blobs").any(|e| {
-            let name = e.expect("entry").file_name();
-            name.to_string_lossy().starts_with(".upload")
-        }));
-    }
-
-    /// An error's text names `path` and tells nothing about the canary (its size or hash).
-    fn assert_refusal(&self, err: &Error, path: &str) {
-        let text = err.to_string();
-        assert!(text.contains(path), "the error should name {path}: {text}");
-        assert!(!text.contains(&hex(CANARY)), "the error leaks the canary's hash: {text}");
-        assert!(!text.contains(&format!(" {} bytes", CANARY.len())), "the error leaks the canary's size: {text}");
-    }
-
     /// A genuine export of a second store (notes with an attachment), at `exp`.
     fn export(&self) -> PathBuf {
         let source = self.path("source");
@@ -181,25 +49,6 @@ impl Scene {
             result
         })
     }
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_slice(&std::fs::read(path).expect("read")).expect("json")
-}
-
-fn write_json(path: &Path, value: &Value) {
-    std::fs::write(path, serde_json::to_vec_pretty(value).expect("json")).expect("write");
-}
-
-fn symlink(target: &Path, link: &Path) {
-    let _ = std::fs::remove_file(link);
-    std::os::unix::fs::symlink(target, link).expect("symlink");
-}
-
-fn mkfifo(path: &Path) {
-    let _ = std::fs::remove_file(path);
-    rustix::fs::mknodat(rustix::fs::CWD, path, rustix::fs::FileType::Fifo, rustix::fs::Mode::from_raw_mode(0o600), 0)
-        .expect("mkfifo");
 }
 
 #[test]
@@ -330,77 +179,6 @@ fn a_record_longer_than_the_body_limit_is_refused_while_it_is_read() {
     write_json(&manifest_path, &manifest);
     let err = scene.import(&exp).expect_err("too long");
     assert!(err.to_string().contains(&rel) && err.to_string().contains("records.max_body_bytes"), "{err}");
-    scene.assert_untouched();
-}
-
-/// Writes a small Taskerino data folder: a session with a screenshot stored by hash.
-fn legacy_folder(dir: &Path) -> String {
-    let content = b"\x89PNG\r\n\x1a\n a genuine screenshot";
-    let hash = hex(content);
-    let folder = dir.join("attachments").join(&hash[..2]);
-    std::fs::create_dir_all(&folder).expect("mkdir");
-    std::fs::write(folder.join(&hash), content).expect("write");
-    let sessions = json!([
-        {"id": "s1", "name": "One", "status": "completed", "startTime": "2025-10-20T09:00:00Z",
-         "screenshots": [{"timestamp": "2025-10-20T09:05:00Z", "attachmentId": "shot-1", "hash": hash}]},
-        {"id": "s2", "name": "Two", "status": "active", "startTime": "2025-10-21T09:00:00Z"}
-    ]);
-    write_json(&dir.join("sessions.json"), &sessions);
-    write_json(
-        &dir.join("notes.json"),
-        &json!([{"id": "n1", "content": "a note", "timestamp": "2025-10-20T09:10:00Z"}]),
-    );
-    hash
-}
-
-fn import_legacy(store: &Path, folder: &Path) -> cairn::Result<cairn::LegacyReport> {
-    let (store, folder) = (store.to_path_buf(), folder.to_path_buf());
-    returns("import-legacy", move || {
-        let store = Store::open(&store, StoreOptions::default()).expect("open");
-        let result = store.import_taskerino(&folder, &LegacyOptions::default(), &mut quiet());
-        store.close().expect("close");
-        result
-    })
-}
-
-#[test]
-fn a_legacy_folder_cannot_bring_in_a_file_it_links_to() {
-    let scene = scene();
-    let folder = scene.path("taskerino");
-    let hash = legacy_folder(&folder);
-    // The screenshot named by hash is a link to the canary.
-    let file = folder.join("attachments").join(&hash[..2]).join(&hash);
-    symlink(&scene.outside.join("canary.txt"), &file);
-    let target = scene.path("legacy-store");
-    let report = import_legacy(&target, &folder).expect("the rest imports");
-    assert!(!report.is_complete(), "the linked attachment is reported");
-    let said: Vec<String> = report.skipped.iter().map(|s| format!("{}: {}", s.source, s.reason)).collect();
-    assert!(said.iter().any(|s| s.contains(&hash) && s.contains("not a regular file")), "{said:?}");
-    assert!(!said.iter().any(|s| s.contains(&hex(CANARY))), "{said:?}");
-    let store = Store::open(&target, StoreOptions::read_only()).expect("open");
-    assert!(store.open_blob(&hex(CANARY)).expect_err("never stored").is_not_found());
-    assert!(store.blobs(None, 100).expect("blobs").is_empty(), "no blob came in through the link");
-    assert_eq!(store.count("sessions", None).expect("sessions"), 2);
-    let check = store.check(&CheckOptions::default(), &mut quiet()).expect("check");
-    assert!(check.is_ok(), "{:?}", check.problems);
-    drop(store);
-
-    // A FIFO for sessions.json, and a link for notes.json: skipped without waiting, said.
-    let folder = scene.path("taskerino-2");
-    legacy_folder(&folder);
-    write_json(&folder.join("topics.json"), &json!([{"id": "t1", "name": "Checkout"}]));
-    mkfifo(&folder.join("sessions.json"));
-    symlink(&scene.outside.join("canary.txt"), &folder.join("notes.json"));
-    let report = import_legacy(&scene.path("legacy-store-2"), &folder).expect("returns");
-    let said: Vec<String> = report.skipped.iter().map(|s| format!("{}: {}", s.source, s.reason)).collect();
-    for name in ["sessions.json", "notes.json"] {
-        assert!(said.iter().any(|s| s.contains(name) && s.contains("not a regular file")), "{name}: {said:?}");
-    }
-    assert!(!said.iter().any(|s| s.contains("canary")), "{said:?}");
-
-    // Into the scene's store, which must not change when the whole folder is a FIFO's sibling.
-    let err = import_legacy(&scene.store, &folder.join("sessions.json")).expect_err("a FIFO is not a folder or file");
-    scene.assert_refusal(&err, "sessions.json");
     scene.assert_untouched();
 }
 

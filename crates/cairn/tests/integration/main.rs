@@ -12,13 +12,14 @@ mod encryption;
 mod feed;
 mod hostile;
 mod integrity;
-mod legacy;
 mod migrate;
 mod portability;
 mod query;
 mod records;
 mod repair;
 mod reports;
+#[path = "../support/scene.rs"]
+mod scene;
 mod search;
 
 use std::io::BufRead;
