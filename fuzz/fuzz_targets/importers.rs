@@ -74,8 +74,8 @@ fn export_import(store: &Store, work: &Path, data: &[u8]) {
     records_file["path"] = json!("collections/notes.jsonl");
     let lines = records.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
     let mut manifest = json!({
-        "format": cairn::EXPORT_FORMAT,
-        "version": cairn::EXPORT_VERSION,
+        "format": cairn::ExportManifest::FORMAT,
+        "version": cairn::ExportManifest::VERSION,
         "exported_at": "2026-01-01T00:00:00Z",
         "schemas": write(&work.join("schemas.json"), schemas),
         "settings": write(&work.join("settings.json"), settings),

@@ -189,7 +189,7 @@ fn hostile_backup(f: &Fixture, input: &mut Bytes<'_>) {
     let root = f.work.join("backups");
     let folder = root.join(id);
     copy_tree(&f.backup, &folder);
-    let path = folder.join(cairn::MANIFEST_FILE);
+    let path = folder.join(cairn::layout::MANIFEST_FILE);
     let mut manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("manifest");
     for _ in 0..input.byte() % 4 {
         let parts: Vec<String> = (0..1 + input.byte() % 4).map(|_| component(input)).collect();
@@ -208,7 +208,7 @@ fn hostile_backup(f: &Fixture, input: &mut Bytes<'_>) {
     manifest.checksum = hex(&serde_json::to_vec(&manifest).expect("json"));
     std::fs::write(&path, serde_json::to_vec(&manifest).expect("json")).expect("write");
     let irregular = holds_irregular(&folder);
-    match cairn::verify_backup(&root, &id.to_string_lossy(), &mut |_, _, _| {}) {
+    match cairn::Backups::at(root).verify(&id.to_string_lossy(), &mut |_, _, _| {}) {
         Ok(info) => {
             let ok = info.manifest.and_then(|m| m.verification).is_some_and(|v| v.ok);
             assert!(!(ok && irregular), "a backup holding a link, FIFO or device verified");
@@ -248,7 +248,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     if mode & 1 == 0 {
         match Manifest::parse(rest, "manifest.json") {
-            Ok(manifest) => assert_eq!(manifest.format, cairn::MANIFEST_FORMAT),
+            Ok(manifest) => assert_eq!(manifest.format, cairn::Manifest::FORMAT),
             Err(Error::InvalidInput { .. } | Error::Corruption { .. }) => {}
             Err(other) => panic!("unexpected error kind: {other}"),
         }

@@ -33,12 +33,12 @@ fn files_of(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') || name == cairn::BACKUPS_DIR || name == cairn::QUARANTINE_DIR {
+        if name.starts_with('.') || name == cairn::layout::BACKUPS_DIR || name == cairn::layout::QUARANTINE_DIR {
             continue;
         }
         if entry.file_type()?.is_dir() {
             files_of(&entry.path(), out)?;
-        } else if name == cairn::DB_FILE || dir.to_string_lossy().contains(cairn::BLOBS_DIR) {
+        } else if name == cairn::layout::DB_FILE || dir.to_string_lossy().contains(cairn::layout::BLOBS_DIR) {
             out.push(entry.path());
         }
     }
@@ -123,7 +123,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
         "{} files, {} MB (store.db {} MB)",
         files.len(),
         bytes / 1_000_000,
-        std::fs::metadata(dir.join(cairn::DB_FILE))?.len() / 1_000_000
+        std::fs::metadata(dir.join(cairn::layout::DB_FILE))?.len() / 1_000_000
     );
 
     // Baseline: copy every file and fsync it.
@@ -171,7 +171,7 @@ pub fn run(args: &BackupArgs) -> Result<()> {
     store.close()?;
     drop_caches();
     let start = Instant::now();
-    cairn::restore(&dir, &info.id, &RestoreOptions::default(), &mut |_, _, _| {})?;
+    cairn::Store::restore(&dir, &info.id, &RestoreOptions::default(), &mut |_, _, _| {})?;
     let restore = start.elapsed();
 
     let size = manifest.size();

@@ -218,7 +218,7 @@ pub fn run(args: &BlobArgs) -> Result<()> {
         .iter()
         .map(|f| std::fs::metadata(store_dir.join(f)).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let blob_size = dir_size(&store_dir.join(cairn::BLOBS_DIR))?;
+    let blob_size = dir_size(&store_dir.join(cairn::layout::BLOBS_DIR))?;
     let json_size = json_file.len() as u64;
 
     println!(

@@ -101,7 +101,7 @@ fn schema() -> Result<CollectionSchema> {
 }
 
 fn generate(dir: &Path, records: usize) -> Result<()> {
-    if dir.join("store").join(cairn::DB_FILE).exists() && dir.join("sessions.json").exists() {
+    if dir.join("store").join(cairn::layout::DB_FILE).exists() && dir.join("sessions.json").exists() {
         eprintln!("reusing data in {}", dir.display());
         return Ok(());
     }

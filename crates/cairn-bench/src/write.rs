@@ -63,7 +63,7 @@ fn raw_rusqlite(dir: &Path, count: usize) -> Result<f64> {
     let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE records (id TEXT PRIMARY KEY, body BLOB NOT NULL)")?;
-    let bodies: Vec<Vec<u8>> = (0..count).map(|i| cairn::canonical_json(&body(i))).collect();
+    let bodies: Vec<Vec<u8>> = (0..count).map(|i| cairn::json::canonical(&body(i))).collect();
     let mut insert = conn.prepare("INSERT INTO records (id, body) VALUES (?1, ?2)")?;
     let start = Instant::now();
     for (i, b) in bodies.iter().enumerate() {

@@ -32,7 +32,7 @@ pub fn json_arg(inline: Option<&str>, file: Option<&Path>, what: &str) -> Result
             )
         }
     };
-    Ok(cairn::parse_json(&text, &source)?)
+    Ok(cairn::json::parse(&text, &source)?)
 }
 
 /// A collection schema from a `.json` or `.toml` file (or JSON on stdin).

@@ -41,10 +41,12 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
+use cairn::load::{
+    EntryKind as Kind, ForeignDir as Foreign, LoadPlan, LoadRecord, LoadSetting, Loader, Skipped, StagedBlob,
+};
 use cairn::{
-    BackupOptions, BackupReason, CollectionSchema, EntryKind as Kind, Error, FieldType, ForeignDir as Foreign,
-    LoadPlan, LoadRecord, LoadSetting, Loader, Progress, Result, ScanOptions, SettingDef, SettingType, Skipped,
-    StagedBlob, Store,
+    BackupOptions, BackupReason, CollectionSchema, Error, FieldType, Progress, Result, ScanOptions, SettingDef,
+    SettingType, Store,
 };
 
 /// The collections, in the order they are written (relation targets first).
@@ -153,7 +155,7 @@ pub fn import(store: &Store, path: &Path, options: &LegacyOptions, progress: Pro
             Ok(r) => format!("{} record(s), {} skipped", r.imported.values().sum::<u64>(), r.skipped.len()),
             Err(_) => String::new(),
         };
-        store.audit("import_legacy", &path.display().to_string(), &cairn::audit_outcome(&result), &detail);
+        store.audit("import_legacy", &path.display().to_string(), &cairn::load::audit_outcome(&result), &detail);
     }
     result
 }
@@ -241,7 +243,7 @@ fn import_now(store: &Store, path: &Path, options: &LegacyOptions, progress: Pro
                 Ok(other) => {
                     report
                         .skipped
-                        .push(skip(None, format!("expected a record object, got {}", cairn::json_kind(other))));
+                        .push(skip(None, format!("expected a record object, got {}", cairn::json::kind(other))));
                     continue;
                 }
                 Err(reason) => {
@@ -522,7 +524,7 @@ fn map_record(
                     _ => "contacts",
                 };
                 let Value::Array(items) = value else {
-                    return Err(format!("`{key}` should be a list of ids, got {}", cairn::json_kind(value)));
+                    return Err(format!("`{key}` should be a list of ids, got {}", cairn::json::kind(value)));
                 };
                 let mut kept = Vec::new();
                 for item in items {

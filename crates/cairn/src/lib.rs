@@ -44,57 +44,102 @@ mod migrate;
 mod portability;
 mod safety;
 
-/// cairn's own settings: their keys (`settings::BACKUP_KEEP_LAST`, …) and definitions.
-pub mod settings {
-    pub use crate::data::builtin_settings::*;
-}
+// The public API, grouped as an application meets it. Every operation is a method of
+// `Store` (or, for a store that is closed or will not open, an associated function of it)
+// taking its options by reference and reporting progress through one callback type,
+// `Progress`. The layers behind it are described in docs/architecture.md.
 
-pub use blobs::{
-    mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcReport, RefsReport, Upload, VerifyReport,
-};
+// Opening, errors, progress.
+pub use engine::store::{Progress, Store, StoreOptions};
+pub use error::{Error, ErrorKind, Result};
+
+// Collections and their schemas.
+pub use data::collections::{CollectionInfo, DropOptions, DropReport};
+pub use data::index::IndexInfo;
+pub use data::schema::{CollectionSchema, FieldDef, FieldType};
+
+// Records, history and transactions.
 pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp};
-pub use data::collections::{CollectionInfo, DropOptions, DropReport};
-pub use data::compress::{CompactOptions, CompactReport, TrainReport, MAX_DICT_BYTES};
-pub use data::condition::Condition;
-pub use data::feed::{Feed, FeedEvent, FeedOptions, GapReason, Subscription, FEED_PAGE};
-pub use data::ids::{new_id, validate_id, MAX_ID_LEN};
-pub use data::index::IndexInfo;
-pub use data::query::{
-    parse_filter, CmpOp, Expr, Lit, LitValue, Page, Pred, Query, Row, Test, MAX_FILTER_LEN, MAX_LIMIT,
-};
-pub use data::record::{parse_json, Record, ScanOptions};
-pub use data::schema::{json_kind, CollectionSchema, FieldDef, FieldType};
-pub use data::search::{Hit, Search};
-pub use data::settings::{Setting, SettingDef, SettingType, SECRET_MASK};
-pub use engine::canonical::canonical_json;
-pub use engine::foreign::{Bounded, EntryKind, ForeignDir};
-pub use engine::keyring::Secret;
-pub use engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
-pub use engine::store::{Progress, Store, StoreOptions, FORMAT_VERSION};
+pub use data::ids::validate_id;
+pub use data::record::{Record, ScanOptions};
 pub use engine::timestamp::Timestamp;
-pub use engine::trail::outcome as audit_outcome;
 pub use engine::writer::{Tx, WriteStats};
-pub use error::{Error, ErrorKind, Result};
-pub use governance::audit::{AuditEntry, AuditProblem, AuditVerification};
-pub use governance::keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport};
-pub use migrate::{
-    init, migrate, plan, status, Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration,
-    MigrationRun, MigrationState, MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,
+
+// Finding records: filters, queries, full-text search.
+pub use data::condition::Condition;
+pub use data::query::{CmpOp, Expr, Lit, LitValue, Page, Pred, Query, Row, Test};
+pub use data::search::{Hit, Search};
+
+// Following changes.
+pub use data::feed::{Feed, FeedEvent, FeedOptions, GapReason, Subscription};
+pub use safety::backup::StoreEvent;
+
+// Attachments.
+pub use blobs::{
+    mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcOptions, GcReport, RefsReport, Upload,
+    VerifyReport,
 };
-pub use portability::export::{
-    ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction, EXPORT_FORMAT, EXPORT_VERSION,
-};
-pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
-pub use portability::load::{LoadOutcome, LoadPlan, LoadRecord, LoadSetting, Loader, Skipped, StagedBlob};
-pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
+
+// Settings.
+pub use data::settings::{Setting, SettingDef, SettingType};
+
+// Storage: body compression.
+pub use data::compress::{CompactOptions, CompactReport, TrainReport};
+
+// Backups, restore, check and repair.
 pub use safety::backup::{
-    backups_dir, list_backups, plan_rotation, verify_backup, BackupInfo, BackupOptions, BackupReason, BackupStats,
-    BackupStatus, CollectionCounts, FileEntry, Manifest, RotationPolicy, StoreEvent, Verification, MANIFEST_FORMAT,
+    BackupInfo, BackupOptions, BackupReason, BackupStats, BackupStatus, Backups, CollectionCounts, FileEntry, Manifest,
+    RotationPolicy, Verification,
 };
 pub use safety::check::{CheckOptions, CheckReport, Problem, ProblemKind};
 pub use safety::guard::StrayFile;
 pub use safety::leftovers::Leftover;
 pub use safety::rebuild::RebuildReport;
-pub use safety::repair::{repair, RepairOptions, RepairReport};
-pub use safety::restore::{restore, RecordsRestored, RestoreOptions, RestoreReport};
+pub use safety::repair::{RepairOptions, RepairReport};
+pub use safety::restore::{RecordsRestored, RestoreOptions, RestoreReport};
+
+// Schema migrations.
+pub use migrate::{
+    Conversion, Direction, Flag, InitReport, MigrateOptions, MigrateReport, Migration, MigrationRun, MigrationState,
+    MigrationStatus, Migrations, Op, Seed, StepReport, TransformFn, ValueExpr,
+};
+
+// Export, import and reports.
+pub use portability::export::{ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction};
+pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
+pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
+
+// Encryption and the audit trail.
+pub use engine::keyring::Secret;
+pub use governance::audit::{AuditEntry, AuditProblem, AuditVerification};
+pub use governance::keys::{generate_key_file, KeyInfo, KeyStatus, Rotation, RotationReport};
+
+/// For importers of other applications' data (such as `cairn-taskerino`): a load plan
+/// written in one transaction after a verified backup, and a reader for folders someone
+/// else made that follows no link and never blocks on a special file.
+pub mod load {
+    pub use crate::engine::foreign::{Bounded, EntryKind, ForeignDir};
+    pub use crate::engine::trail::outcome as audit_outcome;
+    pub use crate::portability::load::{LoadOutcome, LoadPlan, LoadRecord, LoadSetting, Loader, Skipped, StagedBlob};
+}
+
+/// JSON as cairn reads and writes it.
+pub mod json {
+    /// Parses JSON input with cairn's limits on size and nesting.
+    pub use crate::data::record::parse_json as parse;
+    /// How messages name a JSON value's kind ("text", "a list", …).
+    pub use crate::data::schema::json_kind as kind;
+    /// Canonical JSON (sorted keys, no whitespace): what checksums are computed over.
+    pub use crate::engine::canonical::canonical_json as canonical;
+}
+
+/// The names of a store directory's files and folders.
+pub mod layout {
+    pub use crate::engine::layout::{BACKUPS_DIR, BLOBS_DIR, DB_FILE, MANIFEST_FILE, QUARANTINE_DIR};
+}
+
+/// cairn's own settings: their keys (`settings::BACKUP_KEEP_LAST`, …) and definitions.
+pub mod settings {
+    pub use crate::data::builtin_settings::*;
+}

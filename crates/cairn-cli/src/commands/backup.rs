@@ -74,25 +74,22 @@ pub fn run(ctx: &Context, command: BackupCommand) -> Result<()> {
             });
         }
         BackupCommand::List => {
-            let list = cairn::list_backups(&cairn::backups_dir(&ctx.dir))?;
+            let list = cairn::Backups::of(&ctx.dir).list()?;
             ctx.out.show(&list.iter().map(summary).collect::<Vec<_>>(), || print_list(&list));
         }
         BackupCommand::Verify { id, all } => {
-            let root = cairn::backups_dir(&ctx.dir);
+            let backups = cairn::Backups::of(&ctx.dir);
             let ids: Vec<String> = match (id, all) {
-                (Some(id), _) => vec![resolve(&root, &id)?],
-                (None, true) => cairn::list_backups(&root)?
-                    .into_iter()
-                    .filter(|b| b.status != BackupStatus::Failed)
-                    .map(|b| b.id)
-                    .collect(),
+                (Some(id), _) => vec![resolve(&backups, &id)?],
+                (None, true) => {
+                    backups.list()?.into_iter().filter(|b| b.status != BackupStatus::Failed).map(|b| b.id).collect()
+                }
                 (None, false) => return Err(crate::UsageError("name a backup or pass --all".into()).into()),
             };
             let bar = phase_bar(ctx);
             let mut results = Vec::new();
             for id in ids {
-                results
-                    .push(cairn::verify_backup(&root, &id, &mut |phase, done, total| bar.update(phase, done, total))?);
+                results.push(backups.verify(&id, &mut |phase, done, total| bar.update(phase, done, total))?);
             }
             bar.finish();
             ctx.out.show(&results, || print_list(&results));
@@ -166,16 +163,16 @@ fn age(seconds: i64) -> String {
 }
 
 /// A backup id as given, `latest` meaning the newest verified backup.
-fn resolve(root: &std::path::Path, id: &str) -> Result<String> {
+fn resolve(backups: &cairn::Backups, id: &str) -> Result<String> {
     if id != "latest" {
         return Ok(id.to_string());
     }
-    let newest = cairn::list_backups(root)?.into_iter().find(|b| b.status == BackupStatus::Good);
+    let newest = backups.list()?.into_iter().find(|b| b.status == BackupStatus::Good);
     Ok(newest.ok_or_else(|| cairn::Error::BackupNotFound { id: "latest (no verified backup)".into() })?.id)
 }
 
 pub fn run_restore(ctx: &Context, mut args: RestoreArgs) -> Result<()> {
-    args.id = resolve(&cairn::backups_dir(&ctx.dir), &args.id)?;
+    args.id = resolve(&cairn::Backups::of(&ctx.dir), &args.id)?;
     if let Some(collection) = &args.collection {
         let store = ctx.open_write()?;
         let report = store.restore_records(&args.id, collection, args.record.as_deref())?;
@@ -191,13 +188,14 @@ pub fn run_restore(ctx: &Context, mut args: RestoreArgs) -> Result<()> {
         });
         return store.close().map_err(Into::into);
     }
-    let root = cairn::backups_dir(&ctx.dir);
+    let backups = cairn::Backups::of(&ctx.dir);
     let options = RestoreOptions { to: args.to.clone(), backups_dir: None };
     if args.to.is_none() && !args.yes {
-        confirm(ctx, &root, &args.id)?;
+        confirm(ctx, &backups, &args.id)?;
     }
     let bar = phase_bar(ctx);
-    let report = cairn::restore(&ctx.dir, &args.id, &options, &mut |phase, done, total| bar.update(phase, done, total));
+    let report =
+        cairn::Store::restore(&ctx.dir, &args.id, &options, &mut |phase, done, total| bar.update(phase, done, total));
     bar.finish();
     let report = report?;
     ctx.out.show(&report, || {
@@ -221,8 +219,8 @@ pub fn run_restore(ctx: &Context, mut args: RestoreArgs) -> Result<()> {
 }
 
 /// Shows what a restore replaces and with what, and asks; refuses without a terminal.
-fn confirm(ctx: &Context, root: &std::path::Path, id: &str) -> Result<()> {
-    let backup = cairn::list_backups(root)?.into_iter().find(|b| b.id == id);
+fn confirm(ctx: &Context, backups: &cairn::Backups, id: &str) -> Result<()> {
+    let backup = backups.list()?.into_iter().find(|b| b.id == id);
     let describe =
         |counts: Vec<(String, u64)>| counts.iter().map(|(n, c)| format!("{n} {c}")).collect::<Vec<_>>().join(", ");
     let current = Store::open(&ctx.dir, cairn::StoreOptions::read_only())
@@ -316,7 +314,7 @@ pub struct RepairArgs {
 pub fn run_repair(ctx: &Context, args: RepairArgs) -> Result<()> {
     let options = cairn::RepairOptions { actor: ctx.actor.clone(), rebuild: args.rebuild };
     let bar = phase_bar(ctx);
-    let report = cairn::repair(&ctx.dir, &options, &mut |phase, done, total| bar.update(phase, done, total));
+    let report = cairn::Store::repair(&ctx.dir, &options, &mut |phase, done, total| bar.update(phase, done, total));
     bar.finish();
     let report = report?;
     ctx.out.show(&report, || print_repair(&report));

@@ -225,7 +225,7 @@ pub fn run(ctx: &Context, command: BlobCommand) -> Result<()> {
         BlobCommand::Gc { grace, dry_run } => {
             let grace = grace.as_deref().map(parse_duration).transpose()?;
             let store = if dry_run { ctx.open_read()? } else { ctx.open_write()? };
-            let report = store.gc_blobs(grace, dry_run)?;
+            let report = store.gc_blobs(&cairn::GcOptions { grace, dry_run })?;
             ctx.out.show(&report, || {
                 let verb = if dry_run { "would remove" } else { "removed" };
                 for b in &report.removed {

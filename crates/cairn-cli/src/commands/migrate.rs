@@ -66,7 +66,8 @@ pub fn run(ctx: &Context, args: MigrateArgs) -> Result<()> {
         MigrateCommand::Plan { down, to } => {
             let direction = if down { Direction::Down } else { Direction::Up };
             let bar = phase_bar(ctx);
-            let plan = cairn::plan(&ctx.dir, &migrations, direction, to, &mut |p, d, t| bar.update(p, d, t));
+            let plan =
+                cairn::Store::plan_migrations(&ctx.dir, &migrations, direction, to, &mut |p, d, t| bar.update(p, d, t));
             bar.finish();
             let plan = plan?;
             ctx.out.show(&plan, || print_report(&plan, true));
@@ -78,7 +79,7 @@ pub fn run(ctx: &Context, args: MigrateArgs) -> Result<()> {
 }
 
 fn status(ctx: &Context, migrations: &Migrations) -> Result<()> {
-    let list = cairn::status(&ctx.dir, migrations)?;
+    let list = cairn::Store::migration_status(&ctx.dir, migrations)?;
     ctx.out.show(&list, || {
         if list.is_empty() {
             println!("no migrations");
@@ -110,7 +111,7 @@ fn status(ctx: &Context, migrations: &Migrations) -> Result<()> {
 
 fn migrate(ctx: &Context, migrations: &Migrations, direction: Direction, run: RunArgs) -> Result<()> {
     let options = MigrateOptions { to: run.to, rehearse: !run.no_rehearsal, ..MigrateOptions::default() };
-    let report = with_bar(ctx, |progress| cairn::migrate(&ctx.dir, migrations, direction, &options, progress))?;
+    let report = with_bar(ctx, |progress| cairn::Store::migrate(&ctx.dir, migrations, direction, &options, progress))?;
     ctx.out.show(&report, || print_report(&report, false));
     Ok(())
 }
@@ -120,14 +121,14 @@ pub fn init(ctx: &Context, args: InitArgs) -> Result<()> {
     let seed = args.seed.as_deref().map(Seed::from_file).transpose()?;
     let options = MigrateOptions::default();
     let report = with_bar(ctx, |progress| {
-        cairn::init(&ctx.dir, migrations.as_ref(), seed.as_ref(), &options, &ctx.actor, progress)
+        cairn::Store::init(&ctx.dir, migrations.as_ref(), seed.as_ref(), &options, &ctx.actor, progress)
     })?;
     let dir = ctx.dir.display().to_string();
     ctx.out.show(&report, || {
         if report.created {
             println!("created a cairn store in {dir}");
         } else {
-            println!("{dir} already holds a cairn store (format {})", cairn::FORMAT_VERSION);
+            println!("{dir} already holds a cairn store (format {})", cairn::Store::FORMAT_VERSION);
         }
         if let Some(m) = &report.migrations {
             print_report(m, false);

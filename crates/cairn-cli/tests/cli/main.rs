@@ -172,7 +172,7 @@ fn cairn_dir_environment_variable_is_honoured_by_demo() {
         .expect("run demo");
     assert_eq!(code(&out), 0, "{}", stderr(&out));
     assert!(stdout(&out).contains("sessions") && stdout(&out).contains("Try"));
-    assert!(dir.join(cairn::DB_FILE).exists());
+    assert!(dir.join(cairn::layout::DB_FILE).exists());
     // Running it again writes nothing and still succeeds.
     let again =
         Command::new(env!("CARGO_BIN_EXE_cairn")).arg("demo").env("CAIRN_DIR", &dir).output().expect("run demo");

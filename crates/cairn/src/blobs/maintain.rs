@@ -22,6 +22,15 @@ impl VerifyReport {
         self.corrupt.is_empty() && self.missing.is_empty()
     }
 }
+/// How [`Store::gc_blobs`] runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GcOptions {
+    /// How long a blob must have had no live link before it goes. Default (`None`): the
+    /// store's setting `blobs.gc_grace_seconds` (seven days unless changed).
+    pub grace: Option<std::time::Duration>,
+    /// Only report what would go.
+    pub dry_run: bool,
+}
 
 /// What `gc_blobs` removed (or, in a dry run, would remove).
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -241,11 +250,12 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes blobs no live record has linked to for at least `grace` (default: setting
-    /// `blobs.gc_grace_seconds`), and files no row lists that are as old. With `dry_run`,
-    /// only reports. Blobs are moved aside inside the transaction that drops their rows and
-    /// deleted once it committed; a crash in between puts them back on the next open.
-    pub fn gc_blobs(&self, grace: Option<std::time::Duration>, dry_run: bool) -> Result<GcReport> {
+    /// Removes blobs no live record has linked to for at least the grace period, and files
+    /// no row lists that are as old (see [`GcOptions`]). Blobs are moved aside inside the
+    /// transaction that drops their rows and deleted once it committed; a crash in between
+    /// puts them back on the next open.
+    pub fn gc_blobs(&self, options: &GcOptions) -> Result<GcReport> {
+        let GcOptions { grace, dry_run } = *options;
         let grace = match grace {
             Some(g) => g,
             None => {

@@ -48,6 +48,7 @@ pub use self::read::*;
 /// How a blob's bytes are kept on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Codec {
     /// As given.
     Raw,

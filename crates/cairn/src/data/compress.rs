@@ -96,6 +96,11 @@ pub struct CompactOptions {
     pub collections: Vec<String>,
 }
 
+impl CompactOptions {
+    /// The largest dictionary training makes.
+    pub const MAX_DICT_BYTES: usize = MAX_DICT_BYTES;
+}
+
 /// What [`Store::compact`] did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]

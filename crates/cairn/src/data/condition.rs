@@ -19,6 +19,11 @@ pub struct Condition {
     clauses: Vec<Clause>,
 }
 
+impl Condition {
+    /// The longest filter text accepted, in bytes.
+    pub const MAX_LEN: usize = crate::data::query::parse::MAX_FILTER_LEN;
+}
+
 /// One clause: its text, and the expression when it has been parsed.
 #[derive(Debug, Clone, PartialEq)]
 struct Clause {

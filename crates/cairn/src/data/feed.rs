@@ -8,7 +8,7 @@
 //!
 //! Two forms share this:
 //! - [`Feed`], for async code: [`Feed::next`] (or the `Stream` impl) waits on a waker, so a
-//!   server needs no thread per subscriber. It reads the log in pages of [`FEED_PAGE`] changes,
+//!   server needs no thread per subscriber. It reads the log in pages of `FEED_PAGE` changes,
 //!   each a short synchronous read. A feed that falls further behind than its buffer gets
 //!   [`FeedEvent::Gap`] and ends; resuming from the last seq it delivered fills the gap from
 //!   the log. A `since` beyond the log's end (the store was restored to an earlier state) is a
@@ -30,7 +30,7 @@ use crate::engine::store::{Inner, Store};
 use crate::error::{Error, Result};
 
 /// Changes read from the log per step while a feed catches up.
-pub const FEED_PAGE: usize = 256;
+pub(crate) const FEED_PAGE: usize = 256;
 
 /// How to follow the change log.
 #[derive(Debug, Clone, PartialEq, Eq)]

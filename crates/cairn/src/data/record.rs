@@ -56,6 +56,11 @@ pub struct Record {
 }
 
 impl Record {
+    /// The longest record id, in bytes.
+    pub const MAX_ID_LEN: usize = crate::data::ids::MAX_ID_LEN;
+}
+
+impl Record {
     /// A field's value: `None` when the record does not have it, [`Error::KeyLocked`] when it
     /// is encrypted and the store's key is locked.
     pub fn field(&self, name: &str) -> Result<Option<&Value>> {

@@ -76,6 +76,7 @@ fn is_false(b: &bool) -> bool {
 /// The type of a field's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum FieldType {
     /// A JSON string.
     Text,

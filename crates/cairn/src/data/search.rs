@@ -108,7 +108,7 @@ pub(crate) fn sync_fts(
 pub struct Search {
     /// Words (all must match), `prefix*` words and `"quoted phrases"`.
     pub terms: String,
-    /// What the hits must also match (see `docs/query.md`): filter text or a [`Condition`].
+    /// What the hits must also match (see `docs/query.md`): filter text or a [`Condition`](crate::Condition).
     pub filter: Option<crate::data::condition::Condition>,
     /// Hits per page (1 to 10,000). Default 20.
     pub limit: usize,

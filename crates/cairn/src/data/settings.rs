@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 /// The type of a setting's value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum SettingType {
     /// A string.
     Text,
@@ -78,6 +79,11 @@ pub struct Setting {
     pub is_default: bool,
     /// True for cairn's own settings.
     pub builtin: bool,
+}
+
+impl Setting {
+    /// What a secret setting's value reads as wherever it is shown.
+    pub const SECRET_MASK: &'static str = SECRET_MASK;
 }
 
 /// What a secret setting's value reads as, wherever settings are listed.

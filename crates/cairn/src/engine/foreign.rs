@@ -27,6 +27,7 @@ use crate::error::{Error, Result};
 
 /// What an entry of a foreign folder is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum EntryKind {
     File,
     Dir,

@@ -65,7 +65,7 @@ pub enum Secret {
     /// A passphrase of at least 8 characters, stretched with Argon2id.
     Passphrase(Zeroizing<String>),
     /// A file of at least 32 bytes (leading and trailing whitespace ignored), e.g. one made by
-    /// [`generate_key_file`].
+    /// [`generate_key_file`](crate::generate_key_file).
     KeyFile(PathBuf),
 }
 

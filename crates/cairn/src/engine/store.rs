@@ -110,6 +110,11 @@ pub struct Store {
     pub(crate) actor: Arc<str>,
 }
 
+impl Store {
+    /// The on-disk format this library writes; older stores are upgraded when opened.
+    pub const FORMAT_VERSION: u32 = FORMAT_VERSION;
+}
+
 #[derive(Debug)]
 pub(crate) struct Inner {
     pub(crate) dir: PathBuf,

@@ -547,7 +547,8 @@ fn commit_group(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CollectionSchema, Store, StoreOptions, DB_FILE};
+    use crate::engine::layout::DB_FILE;
+    use crate::{CollectionSchema, Store, StoreOptions};
     use serde_json::json;
 
     type Reply = mpsc::Receiver<Signal<()>>;

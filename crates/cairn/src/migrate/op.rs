@@ -93,6 +93,7 @@ pub enum Flag {
 /// How `change_type` turns a value of the old type into one of the new.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[non_exhaustive]
 pub enum Conversion {
     /// Keep the value as it is; it must already be valid for the new type (integer → number,
     /// number → integer when whole, text ↔ relation/datetime, anything ↔ json).

@@ -62,6 +62,7 @@ pub struct ExportOptions {
 /// How redacted values are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum Redaction {
     /// The value becomes the text `"[redacted]"`.
     Mask,
@@ -175,6 +176,13 @@ pub struct ExportManifest {
     /// Set when fields were redacted; such an export cannot be imported in full.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redacted: Option<Value>,
+}
+
+impl ExportManifest {
+    /// The `format` every export's manifest names.
+    pub const FORMAT: &'static str = EXPORT_FORMAT;
+    /// The newest export format version this library reads and the one it writes.
+    pub const VERSION: u32 = EXPORT_VERSION;
 }
 
 /// What `settings.json` holds.

@@ -41,6 +41,7 @@ use crate::safety::backup::{BackupOptions, BackupReason};
 /// What to do with a record that exists in the store with other content.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum OnConflict {
     /// Refuse the import, listing the conflicts (default).
     #[default]

@@ -23,6 +23,7 @@ use crate::error::{Error, Result};
 /// The file format of a report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum ReportFormat {
     #[default]
     Csv,

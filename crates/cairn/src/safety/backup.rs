@@ -156,6 +156,11 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The backup manifest format this library writes and reads.
+    pub const FORMAT: u32 = MANIFEST_FORMAT;
+}
+
+impl Manifest {
     fn seal(&mut self) {
         self.checksum = String::new();
         let bytes = serde_json::to_vec(self).unwrap_or_default();
@@ -244,8 +249,43 @@ pub enum StoreEvent {
     RotationProblem { detail: String },
 }
 
+/// A folder of backups: a store's own `backups/` ([`Backups::of`]) or one elsewhere
+/// ([`Backups::at`]). Listing and verifying need no open store, so they work on a store that
+/// will not open, or that another process holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backups {
+    root: PathBuf,
+}
+
+impl Backups {
+    /// The backups of the store in `store_dir`.
+    pub fn of(store_dir: &Path) -> Backups {
+        Backups { root: backups_dir(store_dir) }
+    }
+
+    /// The backups in the folder `root`.
+    pub fn at(root: impl AsRef<Path>) -> Backups {
+        Backups { root: root.as_ref().to_path_buf() }
+    }
+
+    /// The folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Every backup in the folder, newest first, failed ones included.
+    pub fn list(&self) -> Result<Vec<BackupInfo>> {
+        list_backups(&self.root)
+    }
+
+    /// Verifies backup `id` again and records the result in its manifest.
+    pub fn verify(&self, id: &str, progress: Progress<'_>) -> Result<BackupInfo> {
+        verify_backup(&self.root, id, progress)
+    }
+}
+
 /// The backups folder of a store directory.
-pub fn backups_dir(store_dir: &Path) -> PathBuf {
+pub(crate) fn backups_dir(store_dir: &Path) -> PathBuf {
     store_dir.join(BACKUPS_DIR)
 }
 
@@ -736,7 +776,7 @@ fn newest_good(root: &Path) -> Result<Option<(PathBuf, Manifest)>> {
 }
 
 /// Every backup in `root`, newest first.
-pub fn list_backups(root: &Path) -> Result<Vec<BackupInfo>> {
+pub(crate) fn list_backups(root: &Path) -> Result<Vec<BackupInfo>> {
     let mut out = Vec::new();
     let entries = match std::fs::read_dir(root) {
         Ok(entries) => entries,
@@ -792,7 +832,7 @@ pub fn list_backups(root: &Path) -> Result<Vec<BackupInfo>> {
 }
 
 /// Verifies backup `id` in `root` again and records the result in its manifest.
-pub fn verify_backup(root: &Path, id: &str, progress: Progress<'_>) -> Result<BackupInfo> {
+pub(crate) fn verify_backup(root: &Path, id: &str, progress: Progress<'_>) -> Result<BackupInfo> {
     let path = root.join(id);
     if id.is_empty() || id.starts_with('.') || id.contains(['/', '\\']) || !path.is_dir() {
         return Err(Error::BackupNotFound { id: id.to_string() });
@@ -918,7 +958,7 @@ const DAY_MS: i64 = 86_400_000;
 
 /// The ids rotation keeps of `backups` (id, created ms): the newest `keep_last`, the newest
 /// of each recent day and week, and always the newest. Pure, so it is property-tested.
-pub fn plan_rotation(backups: &[(String, i64)], now_ms: i64, policy: &RotationPolicy) -> BTreeSet<String> {
+fn plan_rotation(backups: &[(String, i64)], now_ms: i64, policy: &RotationPolicy) -> BTreeSet<String> {
     let mut sorted: Vec<&(String, i64)> = backups.iter().collect();
     sorted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| b.0.cmp(&a.0)));
     let mut keep: BTreeSet<String> = sorted.iter().take(policy.keep_last.max(1)).map(|b| b.0.clone()).collect();

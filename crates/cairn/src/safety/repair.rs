@@ -42,7 +42,7 @@ use crate::safety::backup::{self, BackupStatus, Manifest};
 use crate::safety::check::{CheckOptions, CheckReport, ProblemKind};
 use crate::safety::rebuild::RebuildReport;
 
-/// How [`repair`] runs. Defaults: rebuild the database only when the damage needs it.
+/// How [`Store::repair`] runs. Defaults: rebuild the database only when the damage needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RepairOptions {
@@ -58,7 +58,7 @@ impl Default for RepairOptions {
     }
 }
 
-/// What [`repair`] did.
+/// What [`Store::repair`] did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct RepairReport {
@@ -94,65 +94,67 @@ pub struct RepairReport {
     pub after: CheckReport,
 }
 
-/// Repairs the store in `dir` (see the module docs), which must not be open elsewhere for
-/// writing; this takes its write lock. Works on a store SQLite can no longer open. Runs
-/// `check` before and after; the store's audit trail records the repair.
-pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Result<RepairReport> {
-    let open_options = StoreOptions { actor: options.actor.clone(), ..StoreOptions::existing() };
-    let (store, before) = match Store::open(dir, open_options.clone()) {
-        Ok(store) => {
-            let before = store.check(&CheckOptions::default(), progress)?;
-            (Some(store), before)
-        }
-        Err(e) => match CheckReport::from_open_error(&e) {
-            Some(report) => (None, report),
-            None => return Err(e),
-        },
-    };
-    if before.is_ok() && !options.rebuild {
-        if let Some(store) = store {
-            store.audit("repair", "", "ok", "0 problem(s) before, 0 after");
-            store.close()?;
-        }
-        return Ok(RepairReport { after: before.clone(), before, ..RepairReport::default() });
-    }
-    let quarantine = fsutil::unique_dir(&dir.join(QUARANTINE_DIR), "repair")?;
-    let mut report = RepairReport {
-        quarantine: Some(quarantine.clone()),
-        problems_before: before.problems.len(),
-        ..RepairReport::default()
-    };
-    let backups = good_backups(dir)?;
-    let store = if options.rebuild || store.is_none() || needs_rebuild(&before) {
-        let lock = match store {
-            Some(store) => store.into_lock()?,
-            None => crate::engine::store::lock(dir)?,
-        };
-        copy_database(dir, &quarantine, &before)?;
-        let rebuilt = crate::safety::rebuild::rebuild(dir, &quarantine, &backups, progress);
-        drop(lock);
-        match rebuilt {
-            Ok(rebuilt) => report.rebuilt = Some(rebuilt),
-            Err(e) => {
-                crate::safety::open::append_to(dir, &options.actor, "repair", "", &format!("failed: {e}"), "");
-                return Err(e);
+impl Store {
+    /// Repairs the store in `dir` (see the module docs), which must not be open elsewhere for
+    /// writing; this takes its write lock. Works on a store SQLite can no longer open. Runs
+    /// `check` before and after; the store's audit trail records the repair.
+    pub fn repair(dir: &Path, options: &RepairOptions, progress: Progress<'_>) -> Result<RepairReport> {
+        let open_options = StoreOptions { actor: options.actor.clone(), ..StoreOptions::existing() };
+        let (store, before) = match Store::open(dir, open_options.clone()) {
+            Ok(store) => {
+                let before = store.check(&CheckOptions::default(), progress)?;
+                (Some(store), before)
             }
+            Err(e) => match CheckReport::from_open_error(&e) {
+                Some(report) => (None, report),
+                None => return Err(e),
+            },
+        };
+        if before.is_ok() && !options.rebuild {
+            if let Some(store) = store {
+                store.audit("repair", "", "ok", "0 problem(s) before, 0 after");
+                store.close()?;
+            }
+            return Ok(RepairReport { after: before.clone(), before, ..RepairReport::default() });
         }
-        Store::open(dir, open_options)?
-    } else {
-        let store = store.ok_or_else(|| Error::Internal("the store is not open".into()))?;
-        store.copy_damaged_state(&quarantine, &before)?;
-        store
-    };
-    report.before = before;
-    let result = store.repair_in_place(&quarantine, &backups, &mut report, progress);
-    let detail = match &result {
-        Ok(()) => format!("{} problem(s) before, {} after", report.problems_before, report.after.problems.len()),
-        Err(_) => String::new(),
-    };
-    store.audit("repair", "", &crate::engine::trail::outcome(&result), &detail);
-    store.close()?;
-    result.map(|()| report)
+        let quarantine = fsutil::unique_dir(&dir.join(QUARANTINE_DIR), "repair")?;
+        let mut report = RepairReport {
+            quarantine: Some(quarantine.clone()),
+            problems_before: before.problems.len(),
+            ..RepairReport::default()
+        };
+        let backups = good_backups(dir)?;
+        let store = if options.rebuild || store.is_none() || needs_rebuild(&before) {
+            let lock = match store {
+                Some(store) => store.into_lock()?,
+                None => crate::engine::store::lock(dir)?,
+            };
+            copy_database(dir, &quarantine, &before)?;
+            let rebuilt = crate::safety::rebuild::rebuild(dir, &quarantine, &backups, progress);
+            drop(lock);
+            match rebuilt {
+                Ok(rebuilt) => report.rebuilt = Some(rebuilt),
+                Err(e) => {
+                    crate::safety::open::append_to(dir, &options.actor, "repair", "", &format!("failed: {e}"), "");
+                    return Err(e);
+                }
+            }
+            Store::open(dir, open_options)?
+        } else {
+            let store = store.ok_or_else(|| Error::Internal("the store is not open".into()))?;
+            store.copy_damaged_state(&quarantine, &before)?;
+            store
+        };
+        report.before = before;
+        let result = store.repair_in_place(&quarantine, &backups, &mut report, progress);
+        let detail = match &result {
+            Ok(()) => format!("{} problem(s) before, {} after", report.problems_before, report.after.problems.len()),
+            Err(_) => String::new(),
+        };
+        store.audit("repair", "", &crate::engine::trail::outcome(&result), &detail);
+        store.close()?;
+        result.map(|()| report)
+    }
 }
 
 /// Damage the database is rebuilt for: structure SQLite cannot use, a catalog that disagrees

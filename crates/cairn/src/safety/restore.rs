@@ -90,7 +90,7 @@ pub struct RecordsRestored {
     pub blobs_copied: u64,
 }
 
-/// Options of [`restore`]. Defaults: in place, from the store's own `backups/`.
+/// Options of [`Store::restore`]. Defaults: in place, from the store's own `backups/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RestoreOptions {
@@ -122,17 +122,19 @@ fn restorable(root: &Path, id: &str, progress: Progress<'_>) -> Result<(PathBuf,
     }
 }
 
-/// Restores backup `id` of the store in `dir` (see the module docs). The store must not be
-/// open in this or another process; this takes its write lock.
-pub fn restore(dir: &Path, id: &str, options: &RestoreOptions, progress: Progress<'_>) -> Result<RestoreReport> {
-    let result = restore_now(dir, id, options, progress);
-    // Recorded in the store as it is now: the restored one (whose trail is the backup's), or
-    // the one that stayed. A restore into another directory leaves the store alone.
-    let refused = matches!(result, Err(Error::Locked { .. } | Error::NoStore { .. } | Error::NotAStore { .. }));
-    if options.to.is_none() && !refused {
-        crate::safety::open::append_to(dir, "local", "restore", id, &crate::engine::trail::outcome(&result), "");
+impl Store {
+    /// Restores backup `id` of the store in `dir` (see the module docs). The store must not be
+    /// open in this or another process; this takes its write lock.
+    pub fn restore(dir: &Path, id: &str, options: &RestoreOptions, progress: Progress<'_>) -> Result<RestoreReport> {
+        let result = restore_now(dir, id, options, progress);
+        // Recorded in the store as it is now: the restored one (whose trail is the backup's), or
+        // the one that stayed. A restore into another directory leaves the store alone.
+        let refused = matches!(result, Err(Error::Locked { .. } | Error::NoStore { .. } | Error::NotAStore { .. }));
+        if options.to.is_none() && !refused {
+            crate::safety::open::append_to(dir, "local", "restore", id, &crate::engine::trail::outcome(&result), "");
+        }
+        result
     }
-    result
 }
 
 fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progress<'_>) -> Result<RestoreReport> {

@@ -31,7 +31,7 @@ fn busy_store(dir: &Path) -> String {
     store.backup(&failing, &mut quiet()).expect_err("the backups folder cannot exist");
     store.close().expect("close");
     let options = cairn::RepairOptions { actor: "alice".into(), ..cairn::RepairOptions::default() };
-    cairn::repair(dir, &options, &mut quiet()).expect("repair of a healthy store");
+    cairn::Store::repair(dir, &options, &mut quiet()).expect("repair of a healthy store");
     let store = Store::open(dir, StoreOptions { actor: "alice".into(), ..StoreOptions::default() }).expect("open");
     store
         .create_collection(
@@ -46,8 +46,8 @@ fn busy_store(dir: &Path) -> String {
             serde_json::from_value::<Op>(json!({"op": "drop_index", "collection": "notes", "field": "n"})).expect("op"),
         );
     let set = Migrations::new(vec![index]).expect("set");
-    cairn::migrate(dir, &set, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("migrate");
-    cairn::restore(dir, &backup, &RestoreOptions::default(), &mut quiet()).expect("restore");
+    cairn::Store::migrate(dir, &set, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("migrate");
+    cairn::Store::restore(dir, &backup, &RestoreOptions::default(), &mut quiet()).expect("restore");
     backup
 }
 
@@ -101,7 +101,7 @@ fn operations_append_chained_entries() {
 fn tampered(template: &Path, name: &str, sql: &str) -> Vec<(u64, String)> {
     let dir = template.with_file_name(name);
     crate::backup::copy_dir(template, &dir);
-    let conn = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("sqlite");
+    let conn = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("sqlite");
     conn.execute_batch(sql).expect("tamper");
     drop(conn);
     let store = Store::open(&dir, StoreOptions::read_only()).expect("open");

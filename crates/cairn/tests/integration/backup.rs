@@ -79,7 +79,7 @@ fn a_backup_is_verified_listed_and_readable_as_a_store() {
     assert_eq!(manifest.collections[0].live, 29);
     assert_eq!(manifest.collections[0].deleted, 1);
     assert_eq!(manifest.blobs, store.blobs(None, 100).expect("blobs").len() as u64);
-    assert!(manifest.files.iter().any(|f| f.path == cairn::DB_FILE));
+    assert!(manifest.files.iter().any(|f| f.path == cairn::layout::DB_FILE));
 
     let listed = store.backups().expect("list");
     assert_eq!((listed.len(), listed[0].id.as_str(), listed[0].status), (1, info.id.as_str(), BackupStatus::Good));
@@ -163,23 +163,23 @@ fn damaged_or_edited_backups_are_refused_by_restore() {
     store.close().expect("close");
 
     // One flipped byte in the copy of the database.
-    let db = damaged.path.join(cairn::DB_FILE);
+    let db = damaged.path.join(cairn::layout::DB_FILE);
     let mut bytes = std::fs::read(&db).expect("read");
     let at = bytes.len() / 2;
     bytes[at] ^= 0x20;
     std::fs::write(&db, bytes).expect("damage");
-    let err = cairn::restore(&dir, &damaged.id, &RestoreOptions::default(), &mut quiet()).expect_err("damaged");
+    let err = cairn::Store::restore(&dir, &damaged.id, &RestoreOptions::default(), &mut quiet()).expect_err("damaged");
     assert!(matches!(&err, Error::BackupNotRestorable { reason, .. } if reason.contains("verification")), "{err}");
-    let listed = cairn::list_backups(&cairn::backups_dir(&dir)).expect("list");
+    let listed = cairn::Backups::of(&dir).list().expect("list");
     assert_eq!(listed.iter().find(|b| b.id == damaged.id).expect("listed").status, BackupStatus::Damaged);
 
     // A manifest edited by hand (a count changed) no longer matches its checksum.
-    let manifest = edited.path.join(cairn::MANIFEST_FILE);
+    let manifest = edited.path.join(cairn::layout::MANIFEST_FILE);
     let text = std::fs::read_to_string(&manifest).expect("manifest");
     std::fs::write(&manifest, text.replacen("\"live\": 11", "\"live\": 12", 1)).expect("edit");
-    let err = cairn::restore(&dir, &edited.id, &RestoreOptions::default(), &mut quiet()).expect_err("edited");
+    let err = cairn::Store::restore(&dir, &edited.id, &RestoreOptions::default(), &mut quiet()).expect_err("edited");
     assert!(matches!(&err, Error::BackupNotRestorable { reason, .. } if reason.contains("edited")), "{err}");
-    assert!(cairn::restore(&dir, "nope", &RestoreOptions::default(), &mut quiet())
+    assert!(cairn::Store::restore(&dir, "nope", &RestoreOptions::default(), &mut quiet())
         .expect_err("unknown")
         .is_not_found());
 
@@ -213,13 +213,14 @@ fn an_interrupted_restore_is_finished_by_a_writable_open_not_a_read_only_one() {
     std::fs::write(dir.join("restore.json"), journal.to_string()).expect("journal");
     std::fs::create_dir_all(dir.join(".restore-staging")).expect("staging");
     // restore writes its journal only once staging is complete: stage as it would.
-    std::fs::copy(dir.join(cairn::DB_FILE), dir.join(".restore-staging").join(cairn::DB_FILE)).expect("stage db");
-    std::fs::rename(dir.join(cairn::BLOBS_DIR), dir.join(".restore-staging").join(cairn::BLOBS_DIR))
+    std::fs::copy(dir.join(cairn::layout::DB_FILE), dir.join(".restore-staging").join(cairn::layout::DB_FILE))
+        .expect("stage db");
+    std::fs::rename(dir.join(cairn::layout::BLOBS_DIR), dir.join(".restore-staging").join(cairn::layout::BLOBS_DIR))
         .expect("stage blobs");
     let store = Store::open(&dir, StoreOptions::default()).expect("finishes the restore");
     assert_eq!(snapshot(&store, "docs").len(), 3);
     assert!(!dir.join("restore.json").exists() && !dir.join(".restore-staging").exists());
-    assert!(dir.join("quarantine/replaced-x").join(cairn::DB_FILE).exists(), "the replaced file is kept");
+    assert!(dir.join("quarantine/replaced-x").join(cairn::layout::DB_FILE).exists(), "the replaced file is kept");
 }
 
 /// Mounts a tmpfs of `bytes` at `dir`; false when this machine does not let the test.
@@ -256,7 +257,7 @@ fn a_full_disk_fails_the_backup_loudly_and_leaves_nothing_behind() {
     if mounted {
         assert!(err.to_string().to_lowercase().contains("full") || err.to_string().contains("space"), "{err}");
     }
-    assert!(cairn::list_backups(&root).expect("list").iter().all(|b| b.status == BackupStatus::Failed));
+    assert!(cairn::Backups::at(&root).list().expect("list").iter().all(|b| b.status == BackupStatus::Failed));
     let leftovers: Vec<_> =
         std::fs::read_dir(&root).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(leftovers.iter().all(|n| n == "failed"), "no partial backup left: {leftovers:?}");
@@ -324,7 +325,7 @@ fn stray_files_are_moved_to_quarantine_on_open_and_by_check() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
     populated(&dir, 3).close().expect("close");
-    std::fs::copy(dir.join(cairn::DB_FILE), dir.join("store.db.bak")).expect("copy");
+    std::fs::copy(dir.join(cairn::layout::DB_FILE), dir.join("store.db.bak")).expect("copy");
     std::fs::write(dir.join("store (1).db-wal"), b"orphan").expect("wal");
     std::fs::write(dir.join("README.txt"), b"mine").expect("user file");
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
@@ -333,7 +334,10 @@ fn stray_files_are_moved_to_quarantine_on_open_and_by_check() {
     moved.sort();
     assert_eq!(moved, ["store (1).db-wal", "store.db.bak"]);
     for stray in store.strays() {
-        assert!(stray.moved_to.as_ref().is_some_and(|p| p.exists() && p.starts_with(dir.join(cairn::QUARANTINE_DIR))));
+        assert!(stray
+            .moved_to
+            .as_ref()
+            .is_some_and(|p| p.exists() && p.starts_with(dir.join(cairn::layout::QUARANTINE_DIR))));
     }
     assert!(dir.join("README.txt").exists(), "files that are not databases stay");
     // One appearing while the store is open is caught by check.
@@ -356,7 +360,7 @@ fn restore_into_another_directory_and_of_single_records() {
     store.delete("docs", "d004", None).expect("delete");
     store.delete("docs", "d005", None).expect("delete");
     store.purge("docs", "d005").expect("purge");
-    store.gc_blobs(Some(Duration::ZERO), false).expect("gc");
+    store.gc_blobs(&cairn::GcOptions { grace: Some(Duration::ZERO), dry_run: false }).expect("gc");
     assert!(store.blob(&gone_hash).is_err(), "its attachment was collected");
 
     let one = store.restore_records(&info.id, "docs", Some("d003")).expect("one record");
@@ -370,7 +374,7 @@ fn restore_into_another_directory_and_of_single_records() {
     assert_eq!(store.get("docs", "d005").expect("d005").body, original["d005"].2);
 
     let elsewhere = tmp.path().join("copy");
-    let report = cairn::restore(
+    let report = cairn::Store::restore(
         &dir,
         &info.id,
         &RestoreOptions { to: Some(elsewhere.clone()), ..RestoreOptions::default() },
@@ -381,7 +385,7 @@ fn restore_into_another_directory_and_of_single_records() {
     let copy = Store::open(&elsewhere, StoreOptions::default()).expect("open copy");
     assert_eq!(snapshot(&copy, "docs"), original);
     assert!(copy.check(&CheckOptions::default(), &mut quiet()).expect("check").is_ok());
-    let err = cairn::restore(
+    let err = cairn::Store::restore(
         &dir,
         &info.id,
         &RestoreOptions { to: Some(elsewhere), ..RestoreOptions::default() },
@@ -389,7 +393,10 @@ fn restore_into_another_directory_and_of_single_records() {
     );
     assert!(matches!(err, Err(Error::PathExists { .. })), "{err:?}");
     assert!(
-        matches!(cairn::restore(&dir, &info.id, &RestoreOptions::default(), &mut quiet()), Err(Error::Locked { .. })),
+        matches!(
+            cairn::Store::restore(&dir, &info.id, &RestoreOptions::default(), &mut quiet()),
+            Err(Error::Locked { .. })
+        ),
         "the store is open in this process"
     );
 }
@@ -402,7 +409,8 @@ fn a_restore_killed_at_any_moment_leaves_the_old_or_the_new_state() {
     if let Ok(dir) = std::env::var(RESTORE_CHILD_ENV) {
         let id = std::env::var("CAIRN_RESTORE_ID").expect("id");
         println!("START");
-        cairn::restore(Path::new(&dir), &id, &RestoreOptions::default(), &mut |_, _, _| {}).expect("child restore");
+        cairn::Store::restore(Path::new(&dir), &id, &RestoreOptions::default(), &mut |_, _, _| {})
+            .expect("child restore");
         println!("DONE");
         loop {
             std::thread::sleep(Duration::from_secs(60));
@@ -466,7 +474,7 @@ const KILLED_BACKUPS_CHILD: &str = "CAIRN_BACKUP_CHILD";
 
 /// The `.tmp-*` folders in a store's backups.
 fn tmp_folders(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out: Vec<_> = std::fs::read_dir(cairn::backups_dir(dir))
+    let mut out: Vec<_> = std::fs::read_dir(cairn::Backups::of(dir).root())
         .into_iter()
         .flatten()
         .flatten()
@@ -596,7 +604,8 @@ fn on_a_full_disk_deletes_purges_and_gc_free_space_with_the_reserve_and_writes_r
         store.delete("docs", id, None).unwrap_or_else(|e| panic!("delete {id} on a full disk: {e}"));
         store.purge("docs", id).unwrap_or_else(|e| panic!("purge {id} on a full disk: {e}"));
     }
-    let gc = store.gc_blobs(Some(Duration::ZERO), false).expect("gc on a full disk");
+    let gc =
+        store.gc_blobs(&cairn::GcOptions { grace: Some(Duration::ZERO), dry_run: false }).expect("gc on a full disk");
     assert!(gc.bytes_freed > 40 * 40 * 1024, "{gc:?}");
     // Writes resume; nothing acknowledged is lost.
     store.create_with_id("docs", "after", json!({"title": "room again"})).expect("writes resume");
@@ -606,7 +615,7 @@ fn on_a_full_disk_deletes_purges_and_gc_free_space_with_the_reserve_and_writes_r
     assert!(dir.join("cairn.reserve").exists(), "the reserve is back once there is room");
     store.close().expect("close");
     assert!(!dir.join("blobs/.tmp").exists(), "no empty staging folder is left");
-    let listed = cairn::list_backups(&cairn::backups_dir(&dir)).expect("list");
+    let listed = cairn::Backups::of(&dir).list().expect("list");
     assert!(listed.iter().any(|b| &b.id == failed_id && b.status == BackupStatus::Failed), "{listed:?}");
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(store.check(&CheckOptions::default(), &mut quiet()).expect("check").is_ok());

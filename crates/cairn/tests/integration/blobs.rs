@@ -57,18 +57,18 @@ fn the_same_content_is_stored_once_and_collected_only_when_unlinked() {
 
     store.delete("docs", "a", None).expect("delete a");
     assert_eq!(store.blob(&first.hash).expect("stat").refs, 1);
-    let report = store.gc_blobs(NOW, false).expect("gc");
+    let report = store.gc_blobs(&cairn::GcOptions { grace: NOW, dry_run: false }).expect("gc");
     assert!(report.removed.is_empty(), "a linked blob is never collected");
 
     store.delete("docs", "b", None).expect("delete b");
     let info = store.blob(&first.hash).expect("stat");
     assert_eq!((info.refs, info.unreferenced_since.is_some()), (0, true));
-    let kept = store.gc_blobs(None, false).expect("gc with the default grace");
+    let kept = store.gc_blobs(&cairn::GcOptions { grace: None, dry_run: false }).expect("gc with the default grace");
     assert_eq!((kept.removed.len(), kept.kept_in_grace), (0, 1), "within the grace period");
-    let dry = store.gc_blobs(NOW, true).expect("dry run");
+    let dry = store.gc_blobs(&cairn::GcOptions { grace: NOW, dry_run: true }).expect("dry run");
     assert_eq!(dry.removed.len(), 1);
     assert!(store.blob(&first.hash).is_ok(), "a dry run removes nothing");
-    let removed = store.gc_blobs(NOW, false).expect("gc");
+    let removed = store.gc_blobs(&cairn::GcOptions { grace: NOW, dry_run: false }).expect("gc");
     assert_eq!(removed.removed.iter().map(|b| b.hash.as_str()).collect::<Vec<_>>(), [first.hash.as_str()]);
     assert!(matches!(store.blob(&first.hash), Err(Error::BlobNotFound { .. })));
     assert!(store.verify_blobs(&mut |_, _, _| {}).expect("verify").unlisted_files.is_empty(), "its file is gone");
@@ -373,7 +373,7 @@ fn run_op(store: &Store, hashes: &[String], op: &Op) -> cairn::Result<()> {
         Op::Delete(r) => store.delete("docs", id(r), None).map(drop),
         Op::Purge(r) => store.purge("docs", id(r)).map(drop),
         Op::Revert(r, v) => store.revert("docs", id(r), *v as u64, None).map(drop),
-        Op::Gc => store.gc_blobs(NOW, false).map(drop),
+        Op::Gc => store.gc_blobs(&cairn::GcOptions { grace: NOW, dry_run: false }).map(drop),
         Op::Put(b) => store.put_blob(&content(*b)[..]).map(drop),
     }
 }
@@ -422,7 +422,7 @@ fn rebuild_refs_corrects_counts_from_the_records() {
     assert_eq!(store.blob(&att.hash).expect("stat").refs, 2);
     store.close().expect("close");
     // Damage the count behind cairn's back.
-    let db = rusqlite::Connection::open(dir.path().join("store").join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.path().join("store").join(cairn::layout::DB_FILE)).expect("db");
     db.execute("UPDATE cairn_blobs SET refs = 7", []).expect("tamper");
     drop(db);
     let store = Store::open(dir.path().join("store"), cairn::StoreOptions::default()).expect("reopen");

@@ -81,7 +81,7 @@ fn drop_needs_confirmation_and_keeps_data_in_quarantine() {
 
     let report = store.drop_collection("notes", DropOptions::confirm("notes")).expect("drop");
     assert_eq!(report.records, 5, "deleted records are exported too");
-    assert!(report.quarantine_dir.starts_with(store.dir().join(cairn::QUARANTINE_DIR)));
+    assert!(report.quarantine_dir.starts_with(store.dir().join(cairn::layout::QUARANTINE_DIR)));
     let lines = std::fs::read_to_string(report.quarantine_dir.join("records.jsonl")).expect("records.jsonl");
     let records: Vec<serde_json::Value> = lines.lines().map(|l| serde_json::from_str(l).expect("json line")).collect();
     assert_eq!(records.len(), 5);

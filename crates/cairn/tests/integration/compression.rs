@@ -23,7 +23,7 @@ fn long_summary(topic: &str) -> String {
 
 /// (stored bytes, sha256 column) of a record's current body, read with plain SQLite.
 fn stored(dir: &std::path::Path, id: &str) -> (Vec<u8>, Vec<u8>) {
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.query_row(
         "SELECT b.after, r.sha256 FROM c_sessions r JOIN cairn_changes b ON b.seq = r.seq WHERE r.id = ?1",
         [id],
@@ -44,7 +44,7 @@ fn large_bodies_are_compressed_and_transparent() {
     store.create_with_id("sessions", "small", small).expect("small");
 
     let (bytes, sha) = stored(&dir, "big");
-    let canonical = cairn::canonical_json(&created.body.clone().into());
+    let canonical = cairn::json::canonical(&created.body.clone().into());
     assert_eq!(&bytes[..4], b"\x28\xB5\x2F\xFD", "stored as a zstd frame");
     assert!(bytes.len() * 5 < canonical.len(), "{} vs {}", bytes.len(), canonical.len());
     assert_eq!(sha, sha2::Sha256::digest(&canonical).to_vec(), "the checksum is over the canonical body");
@@ -86,7 +86,7 @@ fn damage_inside_a_compressed_body_is_detected() {
     let (mut bytes, _) = stored(&dir, "victim");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.execute(
         "UPDATE cairn_changes SET after = ?1 WHERE seq = (SELECT seq FROM c_sessions WHERE id = 'victim')",
         [&bytes],
@@ -114,7 +114,7 @@ fn compact_compresses_bodies_stored_before_compression_existed() {
         store.close().expect("close");
     }
     // What an older store holds: every body as plain canonical JSON.
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     let rows: Vec<(i64, Vec<u8>)> = db
         .prepare("SELECT seq, after FROM cairn_changes WHERE after IS NOT NULL")
         .expect("select")
@@ -199,7 +199,7 @@ fn trained_dictionaries_compress_small_bodies_and_stay_transparent() {
     // New writes use it; every reader sees the canonical body and its checksum holds.
     let created = store.create_with_id("sessions", "fresh", note(1000)).expect("fresh");
     assert_eq!(first_byte(&dir, "fresh"), 0x01);
-    let canonical = cairn::canonical_json(&created.body.clone().into());
+    let canonical = cairn::json::canonical(&created.body.clone().into());
     assert_eq!(stored(&dir, "fresh").1, sha2::Sha256::digest(&canonical).to_vec());
     assert_eq!(store.get("sessions", "n007").expect("get").body, note(7).as_object().expect("object").clone());
     let query = Query { filter: Some(r#"meta.status = "open" and meta.priority = 2"#.into()), ..Query::default() };

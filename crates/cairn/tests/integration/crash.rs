@@ -66,7 +66,7 @@ fn acknowledged_writes_survive_sigkill() {
             }
         }
         drop(store);
-        let conn = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("sqlite");
+        let conn = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("sqlite");
         let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity_check");
         assert_eq!(check, "ok", "cycle {cycle}");
     }

@@ -445,10 +445,15 @@ fn encrypted_fields_cannot_be_indexed_searched_queried_or_converted() {
     )
     .expect("migration");
     let migrations = cairn::Migrations::new(vec![migration]).expect("migrations");
-    let err =
-        cairn::migrate(dir.path(), &migrations, cairn::Direction::Up, &cairn::MigrateOptions::default(), &mut quiet())
-            .map(|_| ())
-            .expect_err("converting sealed values");
+    let err = cairn::Store::migrate(
+        dir.path(),
+        &migrations,
+        cairn::Direction::Up,
+        &cairn::MigrateOptions::default(),
+        &mut quiet(),
+    )
+    .map(|_| ())
+    .expect_err("converting sealed values");
     assert!(err.to_string().contains("encrypted"), "{err}");
 }
 
@@ -495,12 +500,12 @@ fn repair_brings_back_sealed_values_from_a_backup_without_the_key() {
     store.backup(&cairn::BackupOptions::default(), &mut quiet()).expect("backup");
     let edited = store.patch("contacts", "c1", json!({"name": "edited after the backup"}), None).expect("patch");
     store.close().expect("close");
-    let db = rusqlite::Connection::open(dir.path().join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.path().join(cairn::layout::DB_FILE)).expect("db");
     db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq]).expect("damage");
     drop(db);
 
     // Repaired without the key: the backup's sealed values are copied as sealed.
-    let report = cairn::repair(dir.path(), &cairn::RepairOptions::default(), &mut quiet()).expect("repair");
+    let report = cairn::Store::repair(dir.path(), &cairn::RepairOptions::default(), &mut quiet()).expect("repair");
     let store = open(dir.path());
     assert_eq!(report.records_restored_as_new_versions.len(), 1, "{report:?}");
     assert_eq!(store.get("contacts", "c1").expect("get").sealed, vec!["email", "rate", "terms"]);
@@ -525,7 +530,7 @@ fn a_rotation_that_fails_midway_changes_nothing() {
         .expect("records");
     store.close().expect("close");
     // The newest change-log entry no longer matches its hash: the re-encryption fails there.
-    let db = rusqlite::Connection::open(dir.path().join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.path().join(cairn::layout::DB_FILE)).expect("db");
     db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = (SELECT max(seq) FROM cairn_changes)", [])
         .expect("damage");
     let sealed_before: Vec<Vec<u8>> = db
@@ -549,7 +554,7 @@ fn a_rotation_that_fails_midway_changes_nothing() {
     assert!(failed.len() == 1 && failed[0].outcome.starts_with("failed"), "{failed:?}");
     store.close().expect("close");
 
-    let db = rusqlite::Connection::open(dir.path().join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.path().join(cairn::layout::DB_FILE)).expect("db");
     let sealed_after: Vec<Vec<u8>> = db
         .prepare("SELECT after FROM cairn_changes WHERE after IS NOT NULL ORDER BY seq")
         .expect("prepare")
@@ -588,7 +593,7 @@ fn secret_settings_are_sealed_masked_and_exported_only_when_asked() {
     assert!(store.set_setting("ai.api_key", json!(42)).is_err(), "a secret is text");
     store.set_setting("ai.api_key", json!(API_KEY)).expect("set");
     let listed = store.setting("ai.api_key").expect("setting");
-    assert_eq!(listed.value, json!(cairn::SECRET_MASK), "masked when listed");
+    assert_eq!(listed.value, json!(cairn::Setting::SECRET_MASK), "masked when listed");
     assert!(store.settings().expect("all").iter().all(|s| s.value != json!(API_KEY)));
     assert_eq!(store.secret("ai.api_key").expect("open").as_deref().map(String::as_str), Some(API_KEY));
 

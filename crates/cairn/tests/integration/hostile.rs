@@ -185,7 +185,7 @@ fn a_record_longer_than_the_body_limit_is_refused_while_it_is_read() {
 /// Rewrites a backup's manifest after its files were changed, as an attacker would: sizes,
 /// hashes and the checksum made to match again.
 fn reseal(backup: &Path) {
-    let path = backup.join(cairn::MANIFEST_FILE);
+    let path = backup.join(cairn::layout::MANIFEST_FILE);
     let mut manifest: Manifest = serde_json::from_slice(&std::fs::read(&path).expect("read")).expect("manifest");
     for file in &mut manifest.files {
         let full = backup.join(&file.path);
@@ -207,14 +207,14 @@ fn backup(scene: &Scene) -> cairn::BackupInfo {
 }
 
 fn verify(scene: &Scene, id: &str) -> cairn::Result<cairn::BackupInfo> {
-    let (root, id) = (cairn::backups_dir(&scene.store), id.to_string());
-    returns("backup verify", move || cairn::verify_backup(&root, &id, &mut quiet()))
+    let (backups, id) = (cairn::Backups::of(&scene.store), id.to_string());
+    returns("backup verify", move || backups.verify(&id, &mut quiet()))
 }
 
 fn restore(scene: &Scene, id: &str, to: Option<PathBuf>) -> cairn::Result<cairn::RestoreReport> {
     let (dir, id) = (scene.store.clone(), id.to_string());
     returns("restore", move || {
-        cairn::restore(&dir, &id, &RestoreOptions { to, ..RestoreOptions::default() }, &mut quiet())
+        cairn::Store::restore(&dir, &id, &RestoreOptions { to, ..RestoreOptions::default() }, &mut quiet())
     })
 }
 
@@ -230,7 +230,7 @@ fn a_backup_whose_database_is_a_link_is_neither_verified_nor_restored() {
     let scene = scene();
     let info = backup(&scene);
     // A genuine copy of the database outside, linked from the backup: every hash matches.
-    let db = info.path.join(cairn::DB_FILE);
+    let db = info.path.join(cairn::layout::DB_FILE);
     std::fs::copy(&db, scene.outside.join("copy.db")).expect("copy");
     let scene = Scene { before: inventory(&scene.outside), ..scene };
     symlink(&scene.outside.join("copy.db"), &db);
@@ -243,11 +243,11 @@ fn a_backup_whose_database_is_a_link_is_neither_verified_nor_restored() {
     assert!(err.to_string().contains("store.db"), "{err}");
     let err = restore(&scene, &info.id, Some(scene.path("elsewhere"))).expect_err("refused --to");
     assert!(err.to_string().contains("store.db"), "{err}");
-    assert!(!scene.path("elsewhere").join(cairn::DB_FILE).exists());
+    assert!(!scene.path("elsewhere").join(cairn::layout::DB_FILE).exists());
     scene.assert_untouched();
 
     // A manifest that is a link (verification writes its result back into the manifest).
-    let manifest = info.path.join(cairn::MANIFEST_FILE);
+    let manifest = info.path.join(cairn::layout::MANIFEST_FILE);
     std::fs::copy(&manifest, scene.outside.join("manifest.json")).expect("copy");
     let scene = Scene { before: inventory(&scene.outside), ..scene };
     symlink(&scene.outside.join("manifest.json"), &manifest);
@@ -263,7 +263,7 @@ fn a_backup_whose_database_is_a_link_is_neither_verified_nor_restored() {
 fn sql_objects_planted_in_a_backup_are_refused_by_verify_and_restore() {
     let scene = scene();
     let info = backup(&scene);
-    let db = info.path.join(cairn::DB_FILE);
+    let db = info.path.join(cairn::layout::DB_FILE);
     let conn = rusqlite::Connection::open(&db).expect("open the backup's copy");
     conn.execute_batch(
         "CREATE TABLE loot (seq INTEGER, after BLOB);
@@ -274,7 +274,7 @@ fn sql_objects_planted_in_a_backup_are_refused_by_verify_and_restore() {
     conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)").expect("checkpoint");
     drop(conn);
     for suffix in ["-wal", "-shm"] {
-        let _ = std::fs::remove_file(info.path.join(format!("{}{suffix}", cairn::DB_FILE)));
+        let _ = std::fs::remove_file(info.path.join(format!("{}{suffix}", cairn::layout::DB_FILE)));
     }
     reseal(&info.path);
 
@@ -287,7 +287,7 @@ fn sql_objects_planted_in_a_backup_are_refused_by_verify_and_restore() {
     assert!(err.to_string().contains("grab"), "{err}");
     let err = restore(&scene, &info.id, Some(scene.path("elsewhere"))).expect_err("refused --to");
     assert!(err.to_string().contains("grab"), "{err}");
-    assert!(!scene.path("elsewhere").exists() || !scene.path("elsewhere").join(cairn::DB_FILE).exists());
+    assert!(!scene.path("elsewhere").exists() || !scene.path("elsewhere").join(cairn::layout::DB_FILE).exists());
     scene.assert_untouched();
 }
 

@@ -15,7 +15,7 @@ fn flipped_bytes_in_a_record_body_are_detected_on_read() {
         store.create_with_id("notes", "bystander", json!({"title": "unharmed"})).expect("bystander");
         store.close().expect("close checkpoints the WAL into store.db");
     }
-    let db = dir.join(cairn::DB_FILE);
+    let db = dir.join(cairn::layout::DB_FILE);
     let mut bytes = std::fs::read(&db).expect("read db");
     let positions: Vec<usize> =
         bytes.windows(marker.len()).enumerate().filter(|(_, w)| *w == marker.as_bytes()).map(|(i, _)| i).collect();

@@ -35,7 +35,7 @@ fn dump(dir: &Path) -> Value {
         }
         collections.insert(info.schema.name.clone(), json!({"schema": info.schema, "records": records}));
     }
-    let applied: Vec<Value> = cairn::status(dir, &Migrations::default())
+    let applied: Vec<Value> = cairn::Store::migration_status(dir, &Migrations::default())
         .expect("status")
         .into_iter()
         .map(|s| json!([s.number, s.name, s.checksum]))
@@ -175,21 +175,22 @@ fn five_migrations_apply_and_undo_with_a_backup_first() {
     let before = content(&dir);
     let migrations = five(&tmp.path().join("migrations"));
 
-    let plan = cairn::plan(&dir, &migrations, Direction::Up, None, &mut quiet()).expect("plan");
+    let plan = cairn::Store::plan_migrations(&dir, &migrations, Direction::Up, None, &mut quiet()).expect("plan");
     assert_eq!(plan.migrations.len(), 5);
     assert_eq!(plan.migrations[1].steps[0].records, 40, "every task gets a priority: {plan:?}");
     assert_eq!(plan.migrations[2].steps[0].records, 40, "and an integer estimate");
     assert_eq!(content(&dir), before, "a plan changes nothing");
-    assert!(cairn::list_backups(&cairn::backups_dir(&dir)).expect("list").is_empty(), "a plan takes no backup");
+    assert!(cairn::Backups::of(&dir).list().expect("list").is_empty(), "a plan takes no backup");
 
     let mut phases = std::collections::BTreeSet::new();
-    let report = cairn::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut |phase, _, _| {
-        phases.insert(phase.to_string());
-    })
-    .expect("up");
+    let report =
+        cairn::Store::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut |phase, _, _| {
+            phases.insert(phase.to_string());
+        })
+        .expect("up");
     assert_eq!((report.applied, report.migrations.len()), (5, 5));
     assert!(phases.contains("0002 step 1"), "progress names the step: {phases:?}");
-    let backups = cairn::list_backups(&cairn::backups_dir(&dir)).expect("list");
+    let backups = cairn::Backups::of(&dir).list().expect("list");
     assert_eq!(backups.len(), 1);
     assert_eq!(Some(backups[0].id.clone()), report.backup);
     assert_eq!(backups[0].status, cairn::BackupStatus::Good);
@@ -203,21 +204,23 @@ fn five_migrations_apply_and_undo_with_a_backup_first() {
     assert!(store.search("notes", &search).expect("notes is searchable").is_empty());
     store.close().expect("close");
     assert_checks(&dir);
-    let status = cairn::status(&dir, &migrations).expect("status");
+    let status = cairn::Store::migration_status(&dir, &migrations).expect("status");
     assert!(status.iter().all(|s| s.state == MigrationState::Applied), "{status:?}");
 
     let options = MigrateOptions { to: Some(0), ..MigrateOptions::default() };
-    let down = cairn::migrate(&dir, &migrations, Direction::Down, &options, &mut quiet()).expect("down");
+    let down = cairn::Store::migrate(&dir, &migrations, Direction::Down, &options, &mut quiet()).expect("down");
     assert_eq!(down.applied, 0);
     assert_eq!(down.migrations.iter().map(|m| m.number).collect::<Vec<_>>(), [5, 4, 3, 2, 1]);
     assert_eq!(content(&dir), before, "up then down gives back the same schemas and records");
     assert_checks(&dir);
-    let status = cairn::status(&dir, &migrations).expect("status");
+    let status = cairn::Store::migration_status(&dir, &migrations).expect("status");
     assert!(status.iter().all(|s| s.state == MigrationState::Pending), "{status:?}");
 
-    let again = cairn::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
+    let again =
+        cairn::Store::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
     assert_eq!(again.applied, 5);
-    let none = cairn::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
+    let none =
+        cairn::Store::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
     assert!(none.migrations.is_empty() && none.backup.is_none(), "nothing pending: no-op");
 }
 
@@ -235,7 +238,7 @@ fn a_failure_in_migration_3_of_5_leaves_the_store_identical() {
     let migrations = five(&tmp.path().join("migrations"));
 
     // Rehearsed on a scratch copy first: found before anything runs, no backup taken.
-    let err = cairn::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet())
+    let err = cairn::Store::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet())
         .expect_err("est of t23 does not parse");
     let text = err.to_string();
     for part in ["migration 3", "est_integer", "step 1", "change_type tasks.est", "`t23`", "`est`", "\"soon\""] {
@@ -243,12 +246,12 @@ fn a_failure_in_migration_3_of_5_leaves_the_store_identical() {
     }
     assert!(text.contains("unchanged"), "{text}");
     assert_eq!(dump(&dir), before);
-    assert!(cairn::list_backups(&cairn::backups_dir(&dir)).expect("list").is_empty());
+    assert!(cairn::Backups::of(&dir).list().expect("list").is_empty());
 
     // Without the rehearsal, migrations 1 and 2 commit, 3 fails and rolls back, and the
     // pre-run backup is restored: the store is identical again.
     let options = MigrateOptions { rehearse: false, ..MigrateOptions::default() };
-    let err = cairn::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect_err("fails in 3");
+    let err = cairn::Store::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect_err("fails in 3");
     match &err {
         Error::MigrationFailed { number, step, cause, outcome, .. } => {
             assert_eq!((*number, *step), (3, 1));
@@ -275,20 +278,22 @@ fn nothing_runs_when_the_backup_fails_or_the_target_is_behind() {
     let blocker = tmp.path().join("not-a-folder");
     std::fs::write(&blocker, b"x").expect("file");
     let options = MigrateOptions { backups_dir: Some(blocker.join("backups")), ..MigrateOptions::default() };
-    let err = cairn::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect_err("backup fails");
+    let err =
+        cairn::Store::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect_err("backup fails");
     assert!(matches!(err, Error::BackupFailed { .. } | Error::Io { .. }), "{err:?}");
     assert_eq!(dump(&dir), before, "no migration ran");
 
     let to2 = MigrateOptions { to: Some(2), ..MigrateOptions::default() };
-    cairn::migrate(&dir, &migrations, Direction::Up, &to2, &mut quiet()).expect("up to 2");
+    cairn::Store::migrate(&dir, &migrations, Direction::Up, &to2, &mut quiet()).expect("up to 2");
     let behind = MigrateOptions { to: Some(1), ..MigrateOptions::default() };
-    let err = cairn::migrate(&dir, &migrations, Direction::Up, &behind, &mut quiet()).expect_err("up to 1 at 2");
+    let err = cairn::Store::migrate(&dir, &migrations, Direction::Up, &behind, &mut quiet()).expect_err("up to 1 at 2");
     assert!(err.to_string().contains("going back to 1 is a down migration"), "{err}");
     let ahead = MigrateOptions { to: Some(4), ..MigrateOptions::default() };
-    let err = cairn::migrate(&dir, &migrations, Direction::Down, &ahead, &mut quiet()).expect_err("down to 4 at 2");
+    let err =
+        cairn::Store::migrate(&dir, &migrations, Direction::Down, &ahead, &mut quiet()).expect_err("down to 4 at 2");
     assert!(err.to_string().contains("going forward to 4 is an up migration"), "{err}");
     let past = MigrateOptions { to: Some(9), ..MigrateOptions::default() };
-    let err = cairn::migrate(&dir, &migrations, Direction::Up, &past, &mut quiet()).expect_err("no migration 9");
+    let err = cairn::Store::migrate(&dir, &migrations, Direction::Up, &past, &mut quiet()).expect_err("no migration 9");
     assert!(err.to_string().contains("no migration 9"), "{err}");
 }
 
@@ -300,7 +305,7 @@ fn edited_or_missing_history_is_refused() {
     let files = tmp.path().join("migrations");
     let migrations = five(&files);
     let options = MigrateOptions { to: Some(2), ..MigrateOptions::default() };
-    cairn::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect("up to 2");
+    cairn::Store::migrate(&dir, &migrations, Direction::Up, &options, &mut quiet()).expect("up to 2");
 
     // A later file may change freely; an applied one may not.
     std::fs::write(files.join("0004_priority_index.toml"), format!("{M4}\n# reworded\n")).expect("edit 4");
@@ -308,12 +313,12 @@ fn edited_or_missing_history_is_refused() {
     let before = dump(&dir);
     let edited = Migrations::from_dir(&files).expect("files still parse");
     for direction in [Direction::Up, Direction::Down] {
-        let err =
-            cairn::migrate(&dir, &edited, direction, &MigrateOptions::default(), &mut quiet()).expect_err("edited");
+        let err = cairn::Store::migrate(&dir, &edited, direction, &MigrateOptions::default(), &mut quiet())
+            .expect_err("edited");
         assert!(matches!(&err, Error::MigrationHistory { number: 2, .. }), "{err:?}");
         assert!(err.to_string().contains("edited after it was applied"), "{err}");
     }
-    let status = cairn::status(&dir, &edited).expect("status");
+    let status = cairn::Store::migration_status(&dir, &edited).expect("status");
     assert_eq!(
         status.iter().map(|s| s.state).collect::<Vec<_>>()[..3],
         [MigrationState::Applied, MigrationState::Edited, MigrationState::Pending]
@@ -323,10 +328,10 @@ fn edited_or_missing_history_is_refused() {
     // Removing applied files is refused too.
     let first_only =
         Migrations::new(vec![Migration::from_file(&files.join("0001_notes.toml")).expect("1")]).expect("set");
-    let err = cairn::migrate(&dir, &first_only, Direction::Up, &MigrateOptions::default(), &mut quiet())
+    let err = cairn::Store::migrate(&dir, &first_only, Direction::Up, &MigrateOptions::default(), &mut quiet())
         .expect_err("2 is missing");
     assert!(matches!(err, Error::MigrationHistory { number: 2, .. }), "{err:?}");
-    assert_eq!(cairn::status(&dir, &first_only).expect("status")[1].state, MigrationState::Missing);
+    assert_eq!(cairn::Store::migration_status(&dir, &first_only).expect("status")[1].state, MigrationState::Missing);
 }
 
 #[test]
@@ -347,16 +352,16 @@ fn down_refuses_to_pass_an_irreversible_migration() {
         ],
     );
     let migrations = Migrations::from_dir(&files).expect("migrations");
-    cairn::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
-    assert!(!cairn::status(&dir, &migrations).expect("status")[1].reversible);
+    cairn::Store::migrate(&dir, &migrations, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
+    assert!(!cairn::Store::migration_status(&dir, &migrations).expect("status")[1].reversible);
     let before = dump(&dir);
     let all = MigrateOptions { to: Some(0), ..MigrateOptions::default() };
-    let err = cairn::migrate(&dir, &migrations, Direction::Down, &all, &mut quiet()).expect_err("irreversible");
+    let err = cairn::Store::migrate(&dir, &migrations, Direction::Down, &all, &mut quiet()).expect_err("irreversible");
     assert!(matches!(&err, Error::Irreversible { number: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("restore a backup"), "{err}");
     assert_eq!(dump(&dir), before, "nothing ran, not even migration 3's down");
 
-    let report = cairn::migrate(&dir, &migrations, Direction::Down, &MigrateOptions::default(), &mut quiet())
+    let report = cairn::Store::migrate(&dir, &migrations, Direction::Down, &MigrateOptions::default(), &mut quiet())
         .expect("one step down is fine");
     assert_eq!(report.applied, 2);
 }
@@ -387,15 +392,17 @@ fn init_with_migrations_and_seed_twice_changes_nothing_the_second_time() {
     let migrations = Migrations::from_dir(&files).expect("migrations");
     let seed = Seed::from_file(&seed_file).expect("seed parses");
 
-    let first = cairn::init(&dir, Some(&migrations), Some(&seed), &MigrateOptions::default(), "setup", &mut quiet())
-        .expect("init");
+    let first =
+        cairn::Store::init(&dir, Some(&migrations), Some(&seed), &MigrateOptions::default(), "setup", &mut quiet())
+            .expect("init");
     assert!(first.created);
     assert_eq!(first.migrations.as_ref().map(|m| m.applied), Some(2));
     assert_eq!(first.seeded.get("notes"), Some(&2));
     let after_first = dump(&dir);
 
-    let second = cairn::init(&dir, Some(&migrations), Some(&seed), &MigrateOptions::default(), "setup", &mut quiet())
-        .expect("init again");
+    let second =
+        cairn::Store::init(&dir, Some(&migrations), Some(&seed), &MigrateOptions::default(), "setup", &mut quiet())
+            .expect("init again");
     assert!(!second.created);
     assert!(second.migrations.as_ref().is_some_and(|m| m.migrations.is_empty() && m.backup.is_none()));
     assert!(second.seeded.is_empty());
@@ -406,7 +413,7 @@ fn init_with_migrations_and_seed_twice_changes_nothing_the_second_time() {
     let bad = Seed::from_value(json!({"notes": [{"title": "no id"}]}), "seed.json").expect_err("no id");
     assert!(bad.to_string().contains("notes[0]"), "{bad}");
     let invalid = Seed::from_value(json!({"notes": [{"id": "x", "title": 5}]}), "seed.json").expect("parses");
-    let err = cairn::init(&dir, None, Some(&invalid), &MigrateOptions::default(), "setup", &mut quiet())
+    let err = cairn::Store::init(&dir, None, Some(&invalid), &MigrateOptions::default(), "setup", &mut quiet())
         .expect_err("title must be text");
     assert!(matches!(err, Error::Validation { .. }), "{err:?}");
     assert_eq!(dump(&dir), after_first);
@@ -457,14 +464,14 @@ fn bad_migration_files_are_refused_before_anything_runs() {
         let files = tmp.path().join(format!("m-{}", what.replace(' ', "-")));
         write_files(&files, &[("0001_bad.toml", text)]);
         let err = Migrations::from_dir(&files)
-            .and_then(|m| cairn::migrate(&dir, &m, Direction::Up, &MigrateOptions::default(), &mut quiet()))
+            .and_then(|m| cairn::Store::migrate(&dir, &m, Direction::Up, &MigrateOptions::default(), &mut quiet()))
             .expect_err(what);
         let message = err.to_string();
         for part in expected {
             assert!(message.contains(part), "{what}: {part:?} missing from: {message}");
         }
         assert_eq!(dump(&dir), before, "{what}: the store changed");
-        assert!(cairn::list_backups(&cairn::backups_dir(&dir)).expect("list").is_empty(), "{what}: a backup ran");
+        assert!(cairn::Backups::of(&dir).list().expect("list").is_empty(), "{what}: a backup ran");
     }
 
     let gap = tmp.path().join("gap");
@@ -495,11 +502,11 @@ fn code_migrations_run_closures_over_records() {
             Ok(())
         });
     let set = Migrations::new(vec![upper]).expect("set");
-    cairn::migrate(&dir, &set, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
+    cairn::Store::migrate(&dir, &set, Direction::Up, &MigrateOptions::default(), &mut quiet()).expect("up");
     let store = Store::open(&dir, StoreOptions::read_only()).expect("open");
     assert_eq!(store.get("tasks", "t01").expect("t01").body["title"], "TASK 1");
     drop(store);
-    cairn::migrate(&dir, &set, Direction::Down, &MigrateOptions::default(), &mut quiet()).expect("down");
+    cairn::Store::migrate(&dir, &set, Direction::Down, &MigrateOptions::default(), &mut quiet()).expect("down");
     assert_eq!(content(&dir), before);
 
     let failing = Migration::new(1, "fail").up_with("tasks", "refuse t07", |id, _| {
@@ -509,7 +516,7 @@ fn code_migrations_run_closures_over_records() {
             Ok(())
         }
     });
-    let err = cairn::migrate(
+    let err = cairn::Store::migrate(
         &dir,
         &Migrations::new(vec![failing]).expect("set"),
         Direction::Up,
@@ -532,7 +539,7 @@ fn scratch_copies_left_by_killed_runs_are_removed_and_live_ones_kept() {
     }
     let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
     std::fs::File::open(&stale).expect("open dir").set_modified(two_hours_ago).expect("age it");
-    cairn::migrate(&dir, &Migrations::default(), Direction::Up, &MigrateOptions::default(), &mut quiet())
+    cairn::Store::migrate(&dir, &Migrations::default(), Direction::Up, &MigrateOptions::default(), &mut quiet())
         .expect("nothing to do");
     assert!(!stale.exists(), "a stale scratch copy is removed");
     assert!(recent.exists(), "a recent one may belong to a plan still running");
@@ -729,10 +736,10 @@ proptest! {
             random_store(&dir, &records);
             let before = content(&dir);
             let set = Migrations::new(vec![migration]).expect("set");
-            cairn::migrate(&dir, &set, Direction::Up, &options, &mut quiet())
+            cairn::Store::migrate(&dir, &set, Direction::Up, &options, &mut quiet())
                 .unwrap_or_else(|e| panic!("{kind} up: {e}"));
             assert_checks(&dir);
-            cairn::migrate(&dir, &set, Direction::Down, &options, &mut quiet())
+            cairn::Store::migrate(&dir, &set, Direction::Down, &options, &mut quiet())
                 .unwrap_or_else(|e| panic!("{kind} down: {e}"));
             prop_assert_eq!(content(&dir), before, "{}", kind);
             assert_checks(&dir);
@@ -776,8 +783,14 @@ fn migrations_killed_at_any_moment_stop_at_a_migration_boundary() {
     if let Ok(dir) = std::env::var(CHILD_ENV) {
         let migrations = boundary_migrations(&Path::new(&dir).with_extension("migrations"));
         println!("START");
-        cairn::migrate(Path::new(&dir), &migrations, Direction::Up, &MigrateOptions::default(), &mut |_, _, _| {})
-            .expect("child migrate");
+        cairn::Store::migrate(
+            Path::new(&dir),
+            &migrations,
+            Direction::Up,
+            &MigrateOptions::default(),
+            &mut |_, _, _| {},
+        )
+        .expect("child migrate");
         println!("DONE");
         loop {
             std::thread::sleep(Duration::from_secs(60));
@@ -817,7 +830,7 @@ fn migrations_killed_at_any_moment_stop_at_a_migration_boundary() {
         child.kill();
 
         let store = Store::open(&dir, StoreOptions::existing()).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
-        let applied = cairn::status(&dir, &Migrations::default()).expect("status").len() as u32;
+        let applied = cairn::Store::migration_status(&dir, &Migrations::default()).expect("status").len() as u32;
         let schema = store.collection("tasks").expect("tasks").schema;
         let fields: Vec<String> = schema.fields.iter().map(|f| f.name.clone()).collect();
         assert_eq!(fields, expected_fields(applied), "cycle {cycle}: schema matches the applied migrations");

@@ -194,7 +194,7 @@ fn a_dry_run_writes_nothing_and_reports_conflicts() {
     assert!(report.dry_run && report.backup.is_none());
     assert_eq!(report.conflicts, ["notes/n05", "topics/t1"]);
     assert_eq!(state(&target), before, "a dry run writes nothing");
-    assert!(cairn::list_backups(&cairn::backups_dir(target.dir())).expect("list").is_empty());
+    assert!(cairn::Backups::of(target.dir()).list().expect("list").is_empty());
 
     let err = target.import(&export, &ImportOptions::default(), &mut quiet()).expect_err("conflicts fail by default");
     assert!(err.to_string().contains("notes/n05") && err.to_string().contains("skip or overwrite"), "{err}");

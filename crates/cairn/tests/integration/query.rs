@@ -217,7 +217,7 @@ fn projections_of_indexed_fields_do_not_read_bodies() {
         .expect("a");
     store.close().expect("close");
     // Damage the body on disk: reading it must fail, an index-only projection must not need it.
-    let db = dir.path().join("store").join(cairn::DB_FILE);
+    let db = dir.path().join("store").join(cairn::layout::DB_FILE);
     let mut bytes = std::fs::read(&db).expect("read");
     let marker = b"UNIQUE-BODY-MARKER-91";
     let at = bytes.windows(marker.len()).position(|w| w == marker).expect("body on disk");

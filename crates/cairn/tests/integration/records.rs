@@ -143,7 +143,7 @@ fn transactions_span_collections_and_roll_back_whole() {
 fn bad_input_is_refused_with_errors_that_say_where() {
     let (_dir, store) = with_notes();
     // Malformed JSON names its source and position.
-    let err = cairn::parse_json("{\"title\": \"x\",\n  oops}", "body.json").expect_err("malformed");
+    let err = cairn::json::parse("{\"title\": \"x\",\n  oops}", "body.json").expect_err("malformed");
     assert!(err.to_string().contains("body.json") && err.to_string().contains("line 2"), "{err}");
 
     // Wrong field types, unknown fields, missing required fields: named collection, id, field.

@@ -16,8 +16,10 @@ use crate::backup::{copy_dir as copy_tree, populated, snapshot};
 /// cannot read it. Root pages and blob times are left out: a rebuilt file places tables
 /// elsewhere, and blob rows carry no checksum (their content is checked by hash).
 fn state(dir: &Path, audit_upto: i64) -> Result<Vec<Vec<SqlValue>>, rusqlite::Error> {
-    let conn =
-        rusqlite::Connection::open_with_flags(dir.join(cairn::DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join(cairn::layout::DB_FILE),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )?;
     let mut out = Vec::new();
     for sql in [
         "SELECT type, name, tbl_name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite_stat%' ORDER BY name",
@@ -52,14 +54,14 @@ fn state(dir: &Path, audit_upto: i64) -> Result<Vec<Vec<SqlValue>>, rusqlite::Er
 
 /// True when SQLite finds the file's structure whole.
 fn structure_ok(dir: &Path) -> bool {
-    rusqlite::Connection::open_with_flags(dir.join(cairn::DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    rusqlite::Connection::open_with_flags(dir.join(cairn::layout::DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
         .and_then(|c| c.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)))
         .is_ok_and(|r| r == "ok")
 }
 
 fn blob_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    let mut stack = vec![dir.join(cairn::BLOBS_DIR)];
+    let mut stack = vec![dir.join(cairn::layout::BLOBS_DIR)];
     while let Some(d) = stack.pop() {
         for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
             if entry.file_name().to_string_lossy().starts_with('.') {
@@ -196,9 +198,12 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
         store.close().expect("close: the WAL is checkpointed into store.db");
         // No free pages holding stale copies of rows: a flip in the file lands in live data
         // more often.
-        rusqlite::Connection::open(template.join(cairn::DB_FILE)).expect("db").execute_batch("VACUUM").expect("vacuum");
+        rusqlite::Connection::open(template.join(cairn::layout::DB_FILE))
+            .expect("db")
+            .execute_batch("VACUUM")
+            .expect("vacuum");
     }
-    let audit_entries: i64 = rusqlite::Connection::open(template.join(cairn::DB_FILE))
+    let audit_entries: i64 = rusqlite::Connection::open(template.join(cairn::layout::DB_FILE))
         .and_then(|c| c.query_row("SELECT count(*) FROM cairn_audit", [], |r| r.get(0)))
         .expect("audit entries");
     let pristine = state(&template, audit_entries).expect("pristine state");
@@ -216,9 +221,9 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
             .collect();
         (snapshot(&store, "docs"), blobs)
     };
-    let file = std::fs::read(template.join(cairn::DB_FILE)).expect("db bytes");
+    let file = std::fs::read(template.join(cairn::layout::DB_FILE)).expect("db bytes");
     let db_len = file.len();
-    let conn = rusqlite::Connection::open(template.join(cairn::DB_FILE)).expect("db");
+    let conn = rusqlite::Connection::open(template.join(cairn::layout::DB_FILE)).expect("db");
     let page_size: usize = conn.query_row("PRAGMA page_size", [], |r| r.get(0)).expect("page size");
     let root = |name: &str| -> usize {
         conn.query_row("SELECT rootpage FROM sqlite_schema WHERE name = ?1", [name], |r| r.get(0)).expect("root")
@@ -285,7 +290,7 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
             let (class, ranges) = &classes[run % 10 % classes.len()];
             let range = &ranges[rng.usize(..ranges.len())];
             let offset = rng.usize(range.clone());
-            flip(&dir.join(cairn::DB_FILE), offset, rng.u8(0..8));
+            flip(&dir.join(cairn::layout::DB_FILE), offset, rng.u8(0..8));
             (*class, format!("{run} {class} at offset {offset} (page {})", offset / page_size + 1), false)
         };
         if only.is_some_and(|n| n != run) {
@@ -330,7 +335,7 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
             panic!("{target}: damage went unreported: {detail}");
         }
         if !report.is_ok() {
-            let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {})
+            let repaired = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {})
                 .unwrap_or_else(|e| panic!("{target}: repair failed: {e}; check found {:?}", report.problems));
             assert!(
                 repaired.after.is_ok(),
@@ -375,12 +380,12 @@ fn a_record_whose_newest_entry_no_backup_holds_comes_back_from_an_older_backup_a
         store.patch("docs", "d007", serde_json::json!({"title": "edited after the backup"}), None).expect("patch");
     store.close().expect("close");
 
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq])
         .expect("damage the newest entry");
     drop(db);
 
-    let report = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let report = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert_eq!(report.records_restored_as_new_versions.len(), 1, "{report:?}");
     let back = store.get("docs", "d007").expect("readable again");
@@ -401,7 +406,7 @@ fn a_damaged_blob_hash_in_the_blob_table_is_set_aside_and_the_real_row_restored(
     store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
     let hash = store.get("docs", "d005").expect("d005").body["file"]["hash"].as_str().expect("hash").to_string();
     store.close().expect("close");
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     let damaged = format!("`{}", &hash[1..]);
     db.execute("UPDATE cairn_blobs SET hash = ?2 WHERE hash = ?1", [&hash, &damaged]).expect("damage");
     drop(db);
@@ -415,7 +420,7 @@ fn a_damaged_blob_hash_in_the_blob_table_is_set_aside_and_the_real_row_restored(
         before.problems
     );
     store.close().expect("close");
-    let report = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let report = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(report.after.is_ok(), "{:?}", report.after.problems);
     assert!(report.blobs_restored.iter().any(|(h, _)| h == &hash));
@@ -435,7 +440,7 @@ fn missing_change_log_entries_come_back_from_a_backup() {
     let expected = snapshot(&store, "docs");
     let seq = store.get("docs", "d004").expect("d004").seq;
     store.close().expect("close");
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.execute("DELETE FROM cairn_changes WHERE seq = ?1", [seq]).expect("lose an entry");
     drop(db);
 
@@ -447,7 +452,7 @@ fn missing_change_log_entries_come_back_from_a_backup() {
         report.problems
     );
     store.close().expect("close");
-    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let repaired = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
     let rebuilt = repaired.rebuilt.expect("a damaged change log is rebuilt");
@@ -482,7 +487,7 @@ fn a_store_sqlite_cannot_open_is_rebuilt_with_the_writes_made_after_its_newest_b
 
     // The change log's root (an interior page) destroyed: SQLite cannot scan the log. And
     // one letter of `sqlite_schema` changed: SQLite cannot open the file at all.
-    let db = dir.join(cairn::DB_FILE);
+    let db = dir.join(cairn::layout::DB_FILE);
     let root: usize = {
         let conn = rusqlite::Connection::open(&db).expect("db");
         conn.execute_batch(
@@ -500,13 +505,13 @@ fn a_store_sqlite_cannot_open_is_rebuilt_with_the_writes_made_after_its_newest_b
     assert_eq!(report.problems[0].kind, ProblemKind::Integrity);
     assert!(report.problems[0].detail.contains("malformed"), "names SQLite's error: {:?}", report.problems);
 
-    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let repaired = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
     let rebuilt = repaired.rebuilt.expect("rebuilt");
     assert_eq!(rebuilt.changes_salvaged, last_seq, "every entry read back from the damaged file: {rebuilt:?}");
     assert!(rebuilt.changes_lost.is_empty() && rebuilt.changes_from_backups.is_empty(), "{rebuilt:?}");
     let quarantine = repaired.quarantine.expect("quarantine");
-    assert!(quarantine.join(cairn::DB_FILE).exists(), "the damaged file is kept");
+    assert!(quarantine.join(cairn::layout::DB_FILE).exists(), "the damaged file is kept");
     let store = Store::open(&dir, StoreOptions::default()).expect("opens again");
     assert_eq!(snapshot(&store, "docs"), expected, "every record exactly back, the later writes too");
     assert_eq!(store.last_seq().expect("seq"), last_seq, "the log is whole");
@@ -521,15 +526,19 @@ fn restore_replaces_a_store_sqlite_cannot_open_and_keeps_it_in_quarantine() {
     let backup = store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
     let expected = snapshot(&store, "docs");
     store.close().expect("close");
-    smash_page(&dir.join(cairn::DB_FILE), 1, 0x00);
-    let damaged = std::fs::read(dir.join(cairn::DB_FILE)).expect("damaged bytes");
+    smash_page(&dir.join(cairn::layout::DB_FILE), 1, 0x00);
+    let damaged = std::fs::read(dir.join(cairn::layout::DB_FILE)).expect("damaged bytes");
     assert!(Store::open(&dir, StoreOptions::default()).expect_err("unopenable").is_corruption());
 
-    let report = cairn::restore(&dir, &backup.id, &cairn::RestoreOptions::default(), &mut |_, _, _| {})
+    let report = cairn::Store::restore(&dir, &backup.id, &cairn::RestoreOptions::default(), &mut |_, _, _| {})
         .expect("restore over a store that will not open");
     assert!(report.pre_restore_backup.is_none() && report.damaged.is_some(), "{report:?}");
     let replaced = report.replaced_into.expect("replaced into quarantine");
-    assert_eq!(std::fs::read(replaced.join(cairn::DB_FILE)).expect("kept"), damaged, "kept whole, byte for byte");
+    assert_eq!(
+        std::fs::read(replaced.join(cairn::layout::DB_FILE)).expect("kept"),
+        damaged,
+        "kept whole, byte for byte"
+    );
     let store = Store::open(&dir, StoreOptions::default()).expect("opens");
     assert_eq!(snapshot(&store, "docs"), expected);
     let trail = store.audit_log(Some(r#"action = "restore""#), 0, 10).expect("audit");
@@ -544,7 +553,7 @@ fn check_reports_an_edited_audit_entry_and_repair_brings_it_back_from_a_backup()
     store.delete("docs", "d005", None).expect("delete");
     store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
     store.close().expect("close");
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.execute("UPDATE cairn_audit SET actor = 'nobody' WHERE seq = 2", []).expect("edit");
     drop(db);
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
@@ -552,7 +561,7 @@ fn check_reports_an_edited_audit_entry_and_repair_brings_it_back_from_a_backup()
     let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
     assert!(report.problems.iter().any(|p| p.kind == ProblemKind::Audit && p.seq == Some(2)), "{:?}", report.problems);
     store.close().expect("close");
-    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let repaired = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(store.verify_audit().expect("verify").is_ok());
@@ -565,7 +574,7 @@ fn a_table_view_and_trigger_planted_in_the_store_are_reported_and_moved_to_quara
     let dir = tmp.path().join("store");
     let store = populated(&dir, 5);
     store.close().expect("close");
-    let db = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.execute_batch(
         "CREATE TABLE loot (seq INTEGER, after BLOB); INSERT INTO loot VALUES (0, x'00');
          CREATE VIEW peek AS SELECT * FROM cairn_changes;
@@ -579,7 +588,7 @@ fn a_table_view_and_trigger_planted_in_the_store_are_reported_and_moved_to_quara
     named.sort();
     assert_eq!(named, ["grab", "loot", "peek"], "{:?}", report.problems);
     store.close().expect("close");
-    let repaired = cairn::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
+    let repaired = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);
     let kept = std::fs::read_to_string(repaired.quarantine.expect("quarantine").join("objects.jsonl")).expect("kept");
     assert!(
@@ -588,7 +597,7 @@ fn a_table_view_and_trigger_planted_in_the_store_are_reported_and_moved_to_quara
     );
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     store.create_with_id("docs", "after", serde_json::json!({"title": "no trigger copies this"})).expect("write");
-    let conn = rusqlite::Connection::open(dir.join(cairn::DB_FILE)).expect("db");
+    let conn = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     let loot: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_schema WHERE name IN ('loot', 'peek', 'grab')", [], |r| r.get(0))
         .expect("n");

@@ -22,6 +22,7 @@ use crate::error::{Error, Result};
 
 /// A parsed filter.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Expr {
     /// Both hold.
     And(Box<Expr>, Box<Expr>),
@@ -47,6 +48,7 @@ pub struct Pred {
 
 /// What a predicate tests.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Test {
     /// `field op value`.
     Cmp(CmpOp, Lit),
@@ -65,6 +67,7 @@ pub enum Test {
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CmpOp {
     /// `=`
     Eq,
@@ -105,6 +108,7 @@ pub struct Lit {
 
 /// The value of a literal.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum LitValue {
     /// A quoted string.
     Str(String),

@@ -268,7 +268,7 @@ impl Migration {
         }
     }
 
-    /// SHA-256 of [`Migration::text`], in hex.
+    /// SHA-256 of the migration's text, in hex.
     pub fn checksum(&self) -> String {
         crate::engine::hash::hex(&crate::engine::hash::sha256(self.text().as_bytes()))
     }
@@ -382,7 +382,7 @@ impl Direction {
     }
 }
 
-/// Options of [`migrate`] and [`plan`].
+/// Options of [`Store::migrate`] and [`Store::plan_migrations`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MigrateOptions {
@@ -424,7 +424,7 @@ pub struct MigrationRun {
     pub steps: Vec<StepReport>,
 }
 
-/// What [`migrate`] did or [`plan`] found.
+/// What [`Store::migrate`] did or [`Store::plan_migrations`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MigrateReport {
@@ -451,7 +451,7 @@ pub enum MigrationState {
     Missing,
 }
 
-/// A line of [`status`].
+/// A line of [`Store::migration_status`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct MigrationStatus {
@@ -498,34 +498,39 @@ fn applied(conn: &Connection) -> Result<Vec<Applied>> {
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-/// Every migration of `migrations` and every one applied to the store in `dir`, by number.
-/// Opens the store read-only, so it works while another process holds it.
-pub fn status(dir: &Path, migrations: &Migrations) -> Result<Vec<MigrationStatus>> {
-    let store = Store::open(dir, StoreOptions::read_only())?;
-    let applied = applied(&*store.reader()?)?;
-    let mut out = Vec::new();
-    let last = migrations.list.len().max(applied.last().map_or(0, |a| a.number as usize));
-    for number in 1..=last as u32 {
-        let file = migrations.get(number);
-        let done = applied.iter().find(|a| a.number == number);
-        let state = match (file, done) {
-            (Some(m), Some(a)) if m.checksum() == a.checksum && m.name == a.name => MigrationState::Applied,
-            (Some(_), Some(_)) => MigrationState::Edited,
-            (None, Some(_)) => MigrationState::Missing,
-            (_, None) => MigrationState::Pending,
-        };
-        let Some(name) = done.map(|a| a.name.clone()).or_else(|| file.map(|m| m.name.clone())) else { continue };
-        out.push(MigrationStatus {
-            number,
-            name,
-            state,
-            reversible: file.is_some_and(Migration::is_reversible),
-            description: file.map(|m| m.description.clone()).unwrap_or_default(),
-            applied_at: done.map(|a| Timestamp(a.applied_at)),
-            checksum: done.map(|a| a.checksum.clone()).or_else(|| file.map(Migration::checksum)).unwrap_or_default(),
-        });
+impl Store {
+    /// Every migration of `migrations` and every one applied to the store in `dir`, by number.
+    /// Opens the store read-only, so it works while another process holds it.
+    pub fn migration_status(dir: &Path, migrations: &Migrations) -> Result<Vec<MigrationStatus>> {
+        let store = Store::open(dir, StoreOptions::read_only())?;
+        let applied = applied(&*store.reader()?)?;
+        let mut out = Vec::new();
+        let last = migrations.list.len().max(applied.last().map_or(0, |a| a.number as usize));
+        for number in 1..=last as u32 {
+            let file = migrations.get(number);
+            let done = applied.iter().find(|a| a.number == number);
+            let state = match (file, done) {
+                (Some(m), Some(a)) if m.checksum() == a.checksum && m.name == a.name => MigrationState::Applied,
+                (Some(_), Some(_)) => MigrationState::Edited,
+                (None, Some(_)) => MigrationState::Missing,
+                (_, None) => MigrationState::Pending,
+            };
+            let Some(name) = done.map(|a| a.name.clone()).or_else(|| file.map(|m| m.name.clone())) else { continue };
+            out.push(MigrationStatus {
+                number,
+                name,
+                state,
+                reversible: file.is_some_and(Migration::is_reversible),
+                description: file.map(|m| m.description.clone()).unwrap_or_default(),
+                applied_at: done.map(|a| Timestamp(a.applied_at)),
+                checksum: done
+                    .map(|a| a.checksum.clone())
+                    .or_else(|| file.map(Migration::checksum))
+                    .unwrap_or_default(),
+            });
+        }
+        Ok(out)
     }
-    Ok(out)
 }
 
 /// Refuses a store whose applied migrations do not match `migrations`.
@@ -711,37 +716,41 @@ fn execute(
     })
 }
 
-/// Applies (`Direction::Up`) or undoes (`Direction::Down`) migrations on the store in `dir`,
-/// as the module docs describe. The store must not be open elsewhere (this takes its write
-/// lock). Nothing runs when the history does not match, a file is wrong, the rehearsal fails
-/// or the backup fails; a failure during the run leaves the store as it was before it.
-pub fn migrate(
-    dir: &Path,
-    migrations: &Migrations,
-    direction: Direction,
-    options: &MigrateOptions,
-    progress: Progress<'_>,
-) -> Result<MigrateReport> {
-    let result = run(dir, migrations, direction, options, progress);
-    let ran = match &result {
-        Ok(report) => !report.migrations.is_empty(),
-        Err(e) => matches!(e, Error::MigrationFailed { .. } | Error::BackupFailed { .. }),
-    };
-    if ran {
-        let detail = match &result {
-            Ok(r) => r.migrations.iter().map(|m| format!("{:04}_{}", m.number, m.name)).collect::<Vec<_>>().join(", "),
-            Err(_) => String::new(),
+impl Store {
+    /// Applies (`Direction::Up`) or undoes (`Direction::Down`) migrations on the store in `dir`,
+    /// as the module docs describe. The store must not be open elsewhere (this takes its write
+    /// lock). Nothing runs when the history does not match, a file is wrong, the rehearsal fails
+    /// or the backup fails; a failure during the run leaves the store as it was before it.
+    pub fn migrate(
+        dir: &Path,
+        migrations: &Migrations,
+        direction: Direction,
+        options: &MigrateOptions,
+        progress: Progress<'_>,
+    ) -> Result<MigrateReport> {
+        let result = run(dir, migrations, direction, options, progress);
+        let ran = match &result {
+            Ok(report) => !report.migrations.is_empty(),
+            Err(e) => matches!(e, Error::MigrationFailed { .. } | Error::BackupFailed { .. }),
         };
-        crate::safety::open::append_to(
-            dir,
-            "migrate",
-            "migrate",
-            direction.as_str(),
-            &crate::engine::trail::outcome(&result),
-            &detail,
-        );
+        if ran {
+            let detail = match &result {
+                Ok(r) => {
+                    r.migrations.iter().map(|m| format!("{:04}_{}", m.number, m.name)).collect::<Vec<_>>().join(", ")
+                }
+                Err(_) => String::new(),
+            };
+            crate::safety::open::append_to(
+                dir,
+                "migrate",
+                "migrate",
+                direction.as_str(),
+                &crate::engine::trail::outcome(&result),
+                &detail,
+            );
+        }
+        result
     }
-    result
 }
 
 /// [`migrate`] without its audit entry (a rehearsal's scratch copy needs none).
@@ -831,7 +840,7 @@ fn undo_run(
         return format!("closing the store to undo migration(s) {} failed ({e}); restore backup {id}", done.join(", "));
     }
     let restore = RestoreOptions { to: None, backups_dir: options.backups_dir.clone() };
-    match crate::safety::restore::restore(dir, id, &restore, progress) {
+    match Store::restore(dir, id, &restore, progress) {
         Ok(_) => format!(
             "migration(s) {} of this run were undone by restoring backup {id}; the store is as it was before the run",
             done.join(", ")
@@ -867,22 +876,24 @@ fn rehearse(
     run(scratch.path(), migrations, direction, &options, progress)
 }
 
-/// What `migrate` would do, found by running it on a scratch copy of the store: the
-/// migrations, each step and how many records it writes. The store is not changed; it is
-/// opened read-only, so this works while another process holds it.
-pub fn plan(
-    dir: &Path,
-    migrations: &Migrations,
-    direction: Direction,
-    to: Option<u32>,
-    progress: Progress<'_>,
-) -> Result<MigrateReport> {
-    let store = Store::open(dir, StoreOptions::read_only())?;
-    prepare(&*store.reader()?, migrations, direction, to)?;
-    rehearse(&store, migrations, direction, to, progress)
+impl Store {
+    /// What `migrate` would do, found by running it on a scratch copy of the store: the
+    /// migrations, each step and how many records it writes. The store is not changed; it is
+    /// opened read-only, so this works while another process holds it.
+    pub fn plan_migrations(
+        dir: &Path,
+        migrations: &Migrations,
+        direction: Direction,
+        to: Option<u32>,
+        progress: Progress<'_>,
+    ) -> Result<MigrateReport> {
+        let store = Store::open(dir, StoreOptions::read_only())?;
+        prepare(&*store.reader()?, migrations, direction, to)?;
+        rehearse(&store, migrations, direction, to, progress)
+    }
 }
 
-/// Seed records: upserted by id into their collections by [`init`].
+/// Seed records: upserted by id into their collections by [`Store::init`].
 #[derive(Debug, Clone, Default)]
 pub struct Seed {
     /// By collection: (id, body) in file order.
@@ -933,7 +944,7 @@ impl Seed {
     }
 }
 
-/// What [`init`] did.
+/// What [`Store::init`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct InitReport {
@@ -946,40 +957,42 @@ pub struct InitReport {
     pub seed_unchanged: u64,
 }
 
-/// Creates the store in `dir` if needed, applies every pending migration, then upserts the
-/// seed records by id in one transaction. Running it again changes nothing.
-pub fn init(
-    dir: &Path,
-    migrations: Option<&Migrations>,
-    seed: Option<&Seed>,
-    options: &MigrateOptions,
-    actor: &str,
-    progress: Progress<'_>,
-) -> Result<InitReport> {
-    let created = !dir.join(DB_FILE).exists();
-    Store::open(dir, StoreOptions::default())?.close()?;
-    let migrations = migrations.map(|m| migrate(dir, m, Direction::Up, options, progress)).transpose()?;
-    let mut report = InitReport { created, migrations, seeded: BTreeMap::new(), seed_unchanged: 0 };
-    if let Some(seed) = seed {
-        let store = Store::open(dir, StoreOptions { actor: actor.into(), ..StoreOptions::existing() })?;
-        let (seeded, unchanged) = store.write_exclusive(|tx| {
-            let (mut seeded, mut unchanged) = (BTreeMap::new(), 0);
-            for (collection, records) in &seed.records {
-                for (id, body) in records {
-                    if tx.restore_body(collection, id, Value::Object(body.clone()))? {
-                        *seeded.entry(collection.clone()).or_insert(0) += 1;
-                    } else {
-                        unchanged += 1;
+impl Store {
+    /// Creates the store in `dir` if needed, applies every pending migration, then upserts the
+    /// seed records by id in one transaction. Running it again changes nothing.
+    pub fn init(
+        dir: &Path,
+        migrations: Option<&Migrations>,
+        seed: Option<&Seed>,
+        options: &MigrateOptions,
+        actor: &str,
+        progress: Progress<'_>,
+    ) -> Result<InitReport> {
+        let created = !dir.join(DB_FILE).exists();
+        Store::open(dir, StoreOptions::default())?.close()?;
+        let migrations = migrations.map(|m| Store::migrate(dir, m, Direction::Up, options, progress)).transpose()?;
+        let mut report = InitReport { created, migrations, seeded: BTreeMap::new(), seed_unchanged: 0 };
+        if let Some(seed) = seed {
+            let store = Store::open(dir, StoreOptions { actor: actor.into(), ..StoreOptions::existing() })?;
+            let (seeded, unchanged) = store.write_exclusive(|tx| {
+                let (mut seeded, mut unchanged) = (BTreeMap::new(), 0);
+                for (collection, records) in &seed.records {
+                    for (id, body) in records {
+                        if tx.restore_body(collection, id, Value::Object(body.clone()))? {
+                            *seeded.entry(collection.clone()).or_insert(0) += 1;
+                        } else {
+                            unchanged += 1;
+                        }
                     }
                 }
-            }
-            Ok((seeded, unchanged))
-        })?;
-        store.close()?;
-        report.seeded = seeded;
-        report.seed_unchanged = unchanged;
+                Ok((seeded, unchanged))
+            })?;
+            store.close()?;
+            report.seeded = seeded;
+            report.seed_unchanged = unchanged;
+        }
+        Ok(report)
     }
-    Ok(report)
 }
 
 #[cfg(test)]

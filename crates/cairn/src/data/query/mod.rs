@@ -32,7 +32,7 @@ use crate::engine::store::Store;
 use crate::engine::timestamp::{datetime_micros, parse_datetime, Timestamp};
 use crate::error::{Error, Result};
 
-pub use parse::{parse_filter, CmpOp, Expr, Lit, LitValue, Pred, Test, MAX_FILTER_LEN};
+pub use parse::{parse_filter, CmpOp, Expr, Lit, LitValue, Pred, Test};
 
 /// The most records one page may hold.
 pub const MAX_LIMIT: usize = 10_000;
@@ -48,7 +48,7 @@ pub struct Query {
     /// Sort keys, e.g. `-started_at,name` (a leading `-` sorts descending). Ties are broken
     /// by id, ascending.
     pub sort: Option<String>,
-    /// Records per page (1 to [`MAX_LIMIT`]). Default 50.
+    /// Records per page (1 to [`Query::MAX_LIMIT`]). Default 50.
     pub limit: usize,
     /// Skip this many records (not with `cursor`).
     pub offset: Option<usize>,
@@ -56,6 +56,11 @@ pub struct Query {
     pub cursor: Option<String>,
     /// Fields to return; `None` means the summary fields (all fields when none is marked).
     pub fields: Option<Vec<String>>,
+}
+
+impl Query {
+    /// The most rows one page returns; larger limits are refused.
+    pub const MAX_LIMIT: usize = MAX_LIMIT;
 }
 
 impl Default for Query {
