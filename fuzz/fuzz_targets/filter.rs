@@ -7,7 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match cairn::parse_filter(text) {
+    match cairn::Expr::parse(text) {
         Ok(expr) => {
             let written = Condition::from_expr(&expr).expect("a parsed filter writes back to text that parses");
             assert_eq!(Condition::parse(&written.to_string()).expect("again").to_string(), written.to_string());

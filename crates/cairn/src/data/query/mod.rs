@@ -32,7 +32,8 @@ use crate::engine::store::Store;
 use crate::engine::timestamp::{datetime_micros, parse_datetime, Timestamp};
 use crate::error::{Error, Result};
 
-pub use parse::{parse_filter, CmpOp, Expr, Lit, LitValue, Pred, Test};
+pub(crate) use parse::parse_filter;
+pub use parse::{CmpOp, Expr, Lit, LitValue, Pred, Test};
 
 /// The most records one page may hold.
 pub const MAX_LIMIT: usize = 10_000;

@@ -383,9 +383,16 @@ struct Parser<'a> {
     depth: usize,
 }
 
-/// Parses filter text into an [`Expr`]. An empty or blank filter is an error: callers that
-/// want "everything" pass no filter.
-pub fn parse_filter(text: &str) -> Result<Expr> {
+impl Expr {
+    /// Parses filter text (see `docs/query.md`). An empty or blank filter is an error:
+    /// callers that want "everything" pass no filter.
+    pub fn parse(text: &str) -> Result<Expr> {
+        parse_filter(text)
+    }
+}
+
+/// Parses filter text into an [`Expr`] (see [`Expr::parse`]).
+pub(crate) fn parse_filter(text: &str) -> Result<Expr> {
     if text.len() > MAX_FILTER_LEN {
         return Err(error(text, MAX_FILTER_LEN, format!("a filter is at most {MAX_FILTER_LEN} bytes")));
     }
