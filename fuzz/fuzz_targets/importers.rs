@@ -22,7 +22,7 @@ struct Fixture {
     _dir: tempfile::TempDir,
     store: Store,
     work: PathBuf,
-    last_seq: u64,
+    last_seq: cairn::Seq,
 }
 
 fn fixture() -> &'static Fixture {

@@ -32,7 +32,7 @@ struct Fixture {
     export: PathBuf,
     outside: PathBuf,
     work: PathBuf,
-    last_seq: u64,
+    last_seq: cairn::Seq,
 }
 
 fn fixture() -> &'static Fixture {

@@ -323,7 +323,7 @@ fn import_now(store: &Store, path: &Path, options: &LegacyOptions, progress: Pro
                 let Value::Object(body) = body else { continue };
                 plan.records.push(LoadRecord {
                     collection: "attachments".into(),
-                    id: format!("orphan-{}", &blob.hash[..16]),
+                    id: format!("orphan-{}", &blob.hash.as_str()[..16]),
                     body,
                     source: format!("attachments/{rel}"),
                     index: None,
@@ -705,7 +705,7 @@ impl Attachments {
             }
         };
         if let Some(named) = link.get("hash").and_then(Value::as_str).filter(|h| h.len() == 64) {
-            if !named.eq_ignore_ascii_case(&blob.hash) {
+            if !named.eq_ignore_ascii_case(blob.hash.as_str()) {
                 return Err(format!("its content's SHA-256 is {}, not the {named} it is named by", blob.hash));
             }
         }

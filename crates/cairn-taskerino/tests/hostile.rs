@@ -59,7 +59,7 @@ fn a_legacy_folder_cannot_bring_in_a_file_it_links_to() {
     assert!(said.iter().any(|s| s.contains(&hash) && s.contains("not a regular file")), "{said:?}");
     assert!(!said.iter().any(|s| s.contains(&hex(CANARY))), "{said:?}");
     let store = Store::open(&target, StoreOptions::read_only()).expect("open");
-    assert!(store.open_blob(&hex(CANARY)).expect_err("never stored").is_not_found());
+    assert!(store.open_blob(hex(CANARY)).expect_err("never stored").is_not_found());
     assert!(store.blobs(None, 100).expect("blobs").is_empty(), "no blob came in through the link");
     assert_eq!(store.count("sessions", None).expect("sessions"), 2);
     let check = store.check(&CheckOptions::default(), &mut quiet()).expect("check");

@@ -63,6 +63,7 @@ pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp};
 pub use data::ids::validate_id;
 pub use data::record::{Record, ScanOptions};
+pub use engine::change::Seq;
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};
 
@@ -80,6 +81,7 @@ pub use blobs::{
     mime_for_name, sanitize_name, Attachment, BlobInfo, BlobReader, Codec, GcOptions, GcReport, RefsReport, Upload,
     VerifyReport,
 };
+pub use engine::hash::ContentHash;
 
 // Settings.
 pub use data::settings::{Setting, SettingDef, SettingType};

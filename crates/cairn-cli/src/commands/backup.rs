@@ -68,7 +68,7 @@ pub fn run(ctx: &Context, command: BackupCommand) -> Result<()> {
                     "backup {} created and verified: {} bytes, up to change {}, {} blobs",
                     info.id,
                     m.map_or(0, |m| m.size()),
-                    m.map_or(0, |m| m.seq),
+                    m.map_or(0, |m| m.seq.get()),
                     m.map_or(0, |m| m.blobs)
                 );
             });

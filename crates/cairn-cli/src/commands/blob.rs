@@ -157,7 +157,7 @@ fn blob_rows(blobs: &[BlobInfo]) -> Vec<Vec<String>> {
         .iter()
         .map(|b| {
             vec![
-                b.hash.clone(),
+                b.hash.to_string(),
                 b.size.to_string(),
                 b.stored_size.to_string(),
                 format!("{:?}", b.codec).to_lowercase(),

@@ -22,13 +22,13 @@ pub struct ChangesArgs {
 pub fn run(ctx: &Context, args: ChangesArgs) -> Result<()> {
     let store = ctx.open_read()?;
     if !args.follow {
-        let changes = store.changes_since(args.since, args.limit)?;
+        let changes = store.changes_since(cairn::Seq(args.since), args.limit)?;
         ctx.out.show(&changes, || print_changes(&changes, true));
         return Ok(());
     }
     // Another process owns the writer, so in-process subscriptions cannot see its commits;
     // poll the log instead. Each line is flushed as it is printed.
-    let mut last = args.since;
+    let mut last = cairn::Seq(args.since);
     loop {
         let changes = store.changes_since(last, 500)?;
         for change in &changes {

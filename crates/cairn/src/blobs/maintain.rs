@@ -10,9 +10,9 @@ pub struct VerifyReport {
     pub checked: u64,
     pub bytes: u64,
     /// Blobs whose content does not match their hash (or cannot be decoded), with why.
-    pub corrupt: Vec<(String, String)>,
+    pub corrupt: Vec<(ContentHash, String)>,
     /// Blobs the store lists whose file is gone.
-    pub missing: Vec<String>,
+    pub missing: Vec<ContentHash>,
     /// Files in the blob folders the store does not list.
     pub unlisted_files: Vec<PathBuf>,
 }
@@ -51,7 +51,7 @@ pub struct GcReport {
 pub struct RefsReport {
     pub blobs: u64,
     /// (hash, count before, count after) for every count that was wrong.
-    pub corrected: Vec<(String, u64, u64)>,
+    pub corrected: Vec<(ContentHash, u64, u64)>,
     /// (collection, id, field, hash) of links to blobs the store does not have.
     pub dangling: Vec<(String, String, String, String)>,
 }
@@ -123,7 +123,7 @@ pub(crate) fn recount_refs(conn: &Connection, now: Timestamp) -> Result<RefsRepo
     for (hash, refs) in rows {
         let actual = counts.get(&hash).copied().unwrap_or(0);
         if actual != refs as u64 {
-            report.corrected.push((hash.clone(), refs as u64, actual));
+            report.corrected.push((ContentHash::trusted(hash.clone()), refs as u64, actual));
             conn.execute(
                 "UPDATE cairn_blobs SET refs = ?2,
                         unreferenced_since = CASE WHEN ?2 = 0 THEN coalesce(unreferenced_since, ?3) END
@@ -191,8 +191,9 @@ pub(crate) fn collect(
             continue;
         }
         if !dry_run {
-            conn.prepare_cached("DELETE FROM cairn_blobs WHERE hash = ?1 AND refs = 0")?.execute([&info.hash])?;
-            let path = blob_path(dir, &info.hash, info.codec);
+            conn.prepare_cached("DELETE FROM cairn_blobs WHERE hash = ?1 AND refs = 0")?
+                .execute([info.hash.as_str()])?;
+            let path = blob_path(dir, info.hash.as_str(), info.codec);
             if path.exists() {
                 move_aside(&path)?;
             }
@@ -226,7 +227,7 @@ impl Store {
         loop {
             let page = self.blobs(after.as_deref(), 500)?;
             let Some(last) = page.last() else { break };
-            after = Some(last.hash.clone());
+            after = Some(last.hash.to_string());
             for info in page {
                 let hash = info.hash.clone();
                 match open_reader(self.dir(), info) {

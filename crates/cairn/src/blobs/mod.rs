@@ -33,7 +33,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::data::schema::FieldType;
-use crate::engine::hash::hex;
+use crate::engine::hash::{hex, ContentHash};
 use crate::engine::layout::{BLOBS_DIR, BLOB_TMP_DIR, BLOB_TRASH_DIR};
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
@@ -86,7 +86,7 @@ impl Codec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct BlobInfo {
-    pub hash: String,
+    pub hash: ContentHash,
     /// Size of the content.
     pub size: u64,
     /// Size on disk.
@@ -103,7 +103,7 @@ pub struct BlobInfo {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
 pub struct Attachment {
-    pub hash: String,
+    pub hash: ContentHash,
     pub name: String,
     pub mime: String,
     pub size: u64,
@@ -145,18 +145,11 @@ pub(crate) fn blob_path(dir: &Path, hash: &str, codec: Codec) -> PathBuf {
 }
 
 pub(crate) fn is_valid_hash(hash: &str) -> bool {
-    hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    crate::engine::hash::is_hex_digest(hash)
 }
 
 pub(crate) fn check_hash(hash: &str) -> Result<()> {
-    if is_valid_hash(hash) {
-        Ok(())
-    } else {
-        Err(Error::InvalidInput {
-            source_name: "blob hash".into(),
-            reason: format!("{hash:?} is not a SHA-256 hash (64 lowercase hex digits)"),
-        })
-    }
+    ContentHash::parse(hash).map(drop)
 }
 
 /// The columns `info_from_row` reads, in its order.
@@ -171,7 +164,7 @@ pub(crate) fn read_info(conn: &Connection, hash: &str) -> Result<Option<BlobInfo
 
 pub(crate) fn info_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BlobInfo> {
     Ok(BlobInfo {
-        hash: r.get(0)?,
+        hash: ContentHash::trusted(r.get(0)?),
         size: r.get::<_, i64>(1)? as u64,
         stored_size: r.get::<_, i64>(2)? as u64,
         codec: Codec::parse(&r.get::<_, String>(3)?),

@@ -156,7 +156,7 @@ impl Tx<'_> {
     /// stays behind.
     pub(crate) fn place_blob(&mut self, staged: Staged) -> Result<(BlobInfo, Option<PathBuf>)> {
         if let Some(info) = read_info(self.conn, &staged.hash)? {
-            if blob_path(self.dir, &info.hash, info.codec).exists() {
+            if blob_path(self.dir, info.hash.as_str(), info.codec).exists() {
                 return Ok((info, None));
             }
             // The row outlived its file (damage): the new copy heals it.

@@ -49,7 +49,7 @@ impl Read for BlobReader {
             if self.read != self.info.size {
                 return Err(self.corrupt(format!("{} bytes instead of {}", self.read, self.info.size)));
             }
-            if got != self.info.hash {
+            if self.info.hash != got {
                 return Err(self.corrupt(format!("its content hashes to {got}")));
             }
             self.checked = true;
@@ -61,7 +61,7 @@ impl Read for BlobReader {
 }
 
 pub(crate) fn open_reader(dir: &Path, info: BlobInfo) -> Result<BlobReader> {
-    let path = blob_path(dir, &info.hash, info.codec);
+    let path = blob_path(dir, info.hash.as_str(), info.codec);
     let file = File::open(&path).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::Corruption {
             location: format!("blob {}", info.hash),
@@ -86,8 +86,9 @@ pub(crate) fn stream_error(hash: &str, path: &Path, e: std::io::Error) -> Error 
 }
 
 impl Store {
-    /// What the store knows about a blob.
-    pub fn blob(&self, hash: &str) -> Result<BlobInfo> {
+    /// What the store knows about a blob (`hash`: a [`ContentHash`], or its text).
+    pub fn blob(&self, hash: impl AsRef<str>) -> Result<BlobInfo> {
+        let hash = hash.as_ref();
         check_hash(hash)?;
         read_info(&*self.reader()?, hash)?.ok_or_else(|| Error::BlobNotFound { hash: hash.to_string() })
     }
@@ -108,21 +109,21 @@ impl Store {
             if previous.is_some_and(|p| info.hash.as_str() <= p) {
                 return Err(Error::Corruption { location: "blob table".into(), detail: "hashes out of order".into() });
             }
-            previous = Some(&info.hash);
+            previous = Some(info.hash.as_str());
         }
         Ok(rows)
     }
 
     /// A stream of a blob's content, verified against its hash as it is read.
-    pub fn open_blob(&self, hash: &str) -> Result<BlobReader> {
+    pub fn open_blob(&self, hash: impl AsRef<str>) -> Result<BlobReader> {
         open_reader(self.dir(), self.blob(hash)?)
     }
 
     /// Writes a blob's content to `path`, which appears only once the whole content
     /// verified: a damaged blob leaves no file behind. An existing `path` is refused unless
     /// `overwrite`.
-    pub fn export_blob(&self, hash: &str, path: &Path, overwrite: bool) -> Result<BlobInfo> {
-        self.copy_blob(hash, path, overwrite, true)
+    pub fn export_blob(&self, hash: impl AsRef<str>, path: &Path, overwrite: bool) -> Result<BlobInfo> {
+        self.copy_blob(hash.as_ref(), path, overwrite, true)
     }
 
     /// [`Store::export_blob`]; the folder fsynced only when `sync_folder`.

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::data::collection::{self, Collection};
 use crate::data::record::{self, NewState, Record};
+use crate::engine::change::Seq;
 pub use crate::engine::change::{Change, ChangeOp};
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
@@ -128,7 +129,7 @@ impl Tx<'_> {
                 .and_then(|b| serde_json::from_slice(&b).ok())
         };
         self.changes.push(Change {
-            seq,
+            seq: Seq(seq),
             collection: c.collection.to_string(),
             id: c.id.to_string(),
             op: c.op,
@@ -298,7 +299,7 @@ fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change,
     };
     let (version, deleted, prev_seq) = (new.version, new.deleted, new.prev_seq);
     let change = Change {
-        seq,
+        seq: Seq(seq),
         op,
         version,
         deleted,
@@ -383,7 +384,7 @@ pub(crate) fn stored_page(conn: &Connection, after: i64, limit: i64) -> Result<V
             .get::<_, Option<Vec<u8>>>(9)?
             .map(|b| crate::engine::body::body_bytes(conn, &b).map(|d| d.into_owned()));
         out.push(StoredChange {
-            seq: change.seq,
+            seq: change.seq.0,
             collection: change.collection,
             record_id: change.id,
             op: change.op,
@@ -617,16 +618,16 @@ fn last_seq(conn: &Connection) -> Result<u64> {
 
 impl Store {
     /// Up to `limit` changes with a seq greater than `seq`, in order.
-    pub fn changes_since(&self, seq: u64, limit: usize) -> Result<Vec<Change>> {
+    pub fn changes_since(&self, seq: Seq, limit: usize) -> Result<Vec<Change>> {
         let conn = self.reader()?;
-        let mut changes = changes_since(&conn, seq, limit)?;
+        let mut changes = changes_since(&conn, seq.0, limit)?;
         crate::data::encryption::open_changes(&self.inner.keys, &conn, &mut changes)?;
         Ok(changes)
     }
 
     /// The seq of the newest committed change (0 for an empty log).
-    pub fn last_seq(&self) -> Result<u64> {
-        last_seq(&*self.reader()?)
+    pub fn last_seq(&self) -> Result<Seq> {
+        last_seq(&*self.reader()?).map(Seq)
     }
 
     /// Every change of one record, oldest first. Works for purged records too.

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::data::changes::{changes_since, Change};
+use crate::engine::change::Seq;
 use crate::engine::hub::{Delivery, Slot};
 use crate::engine::store::{Inner, Store};
 use crate::error::{Error, Result};
@@ -36,7 +37,7 @@ pub(crate) const FEED_PAGE: usize = 256;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FeedOptions {
     /// Deliver changes after this seq. Default: `None`, from the newest change on.
-    pub since: Option<u64>,
+    pub since: Option<Seq>,
     /// Live changes held for a slow reader before it gets [`FeedEvent::Gap`]. Default: 1,024.
     pub buffer: usize,
 }
@@ -49,8 +50,8 @@ impl Default for FeedOptions {
 
 impl FeedOptions {
     /// Changes after `seq`.
-    pub fn since(seq: u64) -> Self {
-        FeedOptions { since: Some(seq), ..FeedOptions::default() }
+    pub fn since(seq: impl Into<Seq>) -> Self {
+        FeedOptions { since: Some(seq.into()), ..FeedOptions::default() }
     }
 }
 
@@ -76,7 +77,7 @@ pub enum FeedEvent {
     /// The feed cannot go on without missing changes, and has ended. `last_seq` is the last
     /// change it delivered (or the `since` it started from): resume from there with a new
     /// feed, or — for [`GapReason::Unavailable`] — start over from the store's current state.
-    Gap { last_seq: u64, reason: GapReason },
+    Gap { last_seq: Seq, reason: GapReason },
 }
 
 /// The state both forms share: where the reader is, and what it has yet to read.
@@ -113,7 +114,7 @@ impl Cursor {
         let slot = store.inner.hub.subscribe(buffer);
         let last = match since {
             Some(seq) => seq,
-            None => store.last_seq()?,
+            None => store.last_seq()?.0,
         };
         Ok(Cursor {
             store: Arc::downgrade(&store.inner),
@@ -143,7 +144,7 @@ impl Cursor {
         let mut delivery = delivery;
         loop {
             if let Some(change) = self.backlog.pop_front() {
-                if change.seq > self.last {
+                if change.seq.0 > self.last {
                     return self.deliver(change).map(Step::Change);
                 }
                 continue;
@@ -162,8 +163,8 @@ impl Cursor {
                 },
             };
             match next {
-                Delivery::Change(change) if change.seq <= self.last => {}
-                Delivery::Change(change) if change.seq == self.last + 1 => {
+                Delivery::Change(change) if change.seq.0 <= self.last => {}
+                Delivery::Change(change) if change.seq.0 == self.last + 1 => {
                     return self.deliver(change).map(Step::Change)
                 }
                 // Committed before the queue caught up with the log: it is in the log.
@@ -176,7 +177,7 @@ impl Cursor {
 
     /// Marks `change` delivered, with its sealed fields opened when the handle can.
     fn deliver(&mut self, mut change: Change) -> Result<Change> {
-        self.last = change.seq;
+        self.last = change.seq.0;
         if crate::data::encryption::may_be_sealed(&change) {
             let inner = self.store()?;
             let conn = inner.readers.get()?;
@@ -222,8 +223,8 @@ impl Feed {
     }
 
     /// The seq of the last change delivered (or the `since` the feed started from).
-    pub fn last_seq(&self) -> u64 {
-        self.cursor.last
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.cursor.last)
     }
 
     /// True once the feed delivered a gap or the store closed.
@@ -244,7 +245,7 @@ impl Feed {
             Ok(Step::Change(change)) => Ok(Some(FeedEvent::Change(change))),
             Ok(Step::Overflowed) => {
                 self.ended = true;
-                Ok(Some(FeedEvent::Gap { last_seq: self.cursor.last, reason: GapReason::Overflow }))
+                Ok(Some(FeedEvent::Gap { last_seq: Seq(self.cursor.last), reason: GapReason::Overflow }))
             }
             Ok(Step::Closed) | Err(Error::WriterStopped) => {
                 self.ended = true;
@@ -321,22 +322,22 @@ impl Subscription {
     }
 
     /// The seq of the last change delivered.
-    pub fn last_seq(&self) -> u64 {
-        self.cursor.last
+    pub fn last_seq(&self) -> Seq {
+        Seq(self.cursor.last)
     }
 }
 
 impl Store {
     /// Subscribes to committed changes after `since` (default: from now on), delivered in seq
     /// order, none missed: a blocking [`Subscription`].
-    pub fn subscribe(&self, since: Option<u64>) -> Result<Subscription> {
-        Ok(Subscription { cursor: Cursor::new(self, since, FeedOptions::default().buffer)? })
+    pub fn subscribe(&self, since: Option<Seq>) -> Result<Subscription> {
+        Ok(Subscription { cursor: Cursor::new(self, since.map(Seq::get), FeedOptions::default().buffer)? })
     }
 
     /// Follows committed changes from async code: a [`Feed`]. A `since` beyond the newest
     /// change is reported as [`FeedEvent::Gap`] (reason [`GapReason::Unavailable`]) first.
     pub fn feed(&self, options: &FeedOptions) -> Result<Feed> {
-        let cursor = Cursor::new(self, options.since, options.buffer)?;
+        let cursor = Cursor::new(self, options.since.map(Seq::get), options.buffer)?;
         let newest = self.last_seq()?;
         let pending = options
             .since

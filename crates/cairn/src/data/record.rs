@@ -20,6 +20,7 @@ use crate::data::ids::{new_id, validate_id};
 use crate::data::index;
 use crate::data::schema::json_kind;
 use crate::engine::canonical::canonical_object;
+use crate::engine::change::Seq;
 use crate::engine::hash::{hex, sha256};
 use crate::engine::store::Store;
 use crate::engine::timestamp::Timestamp;
@@ -48,7 +49,7 @@ pub struct Record {
     /// SHA-256 (hex) of the canonical body.
     pub sha256: String,
     /// The change-log entry that wrote this version (and holds its body).
-    pub seq: u64,
+    pub seq: Seq,
     /// Encrypted fields that have a value this handle cannot open (its key is locked); they
     /// are not in `body`. See [`Record::field`].
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -121,7 +122,7 @@ fn from_row(conn: &Connection, collection: &str, row: &Row<'_>) -> Result<Record
         deleted_at: row.get::<_, Option<i64>>(4)?.map(Timestamp),
         body,
         sha256: hex(&stored),
-        seq: row.get(7)?,
+        seq: Seq(row.get(7)?),
         id,
         sealed: Vec::new(),
     })
@@ -300,7 +301,7 @@ impl Tx<'_> {
             deleted_at: None,
             body: Map::new(),
             sha256: String::new(),
-            seq,
+            seq: Seq(seq),
             sealed: Vec::new(),
         });
         if !c.tag_fields.is_empty() {
@@ -397,7 +398,7 @@ impl Tx<'_> {
             op: ChangeOp::Purge,
             version,
             deleted: true,
-            prev_seq: Some(current.seq),
+            prev_seq: Some(current.seq.0),
             after: None,
         })?;
         self.audit("purge", &format!("{collection}/{id}"), "ok", &format!("version {version}"))?;
@@ -476,7 +477,7 @@ impl Tx<'_> {
 
         // A record created again after a purge continues its versions and its history.
         let (version, prev_seq) = match predecessor {
-            Some(before) => (before.version + 1, Some(before.seq)),
+            Some(before) => (before.version + 1, Some(before.seq.0)),
             None => match self.last_purge(c.name(), id)? {
                 Some((seq, version)) => (version + 1, Some(seq)),
                 None => (1, None),
@@ -511,7 +512,7 @@ impl Tx<'_> {
             deleted_at,
             body,
             sha256: hex(&checksum),
-            seq,
+            seq: Seq(seq),
             sealed: Vec::new(),
         })
     }

@@ -1,10 +1,47 @@
 //! What a commit changed: the entries the write path publishes and the change log keeps
 //! (data/changes.rs stores and reads them).
 
-use serde::Serialize;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::engine::timestamp::Timestamp;
+
+/// A position in the change log. Every committed change takes the next one, so seqs are
+/// strictly increasing and without gaps, and a seq names its entry forever (backups,
+/// repairs and feeds refer to entries by it). `Seq(0)` is the position before the first
+/// change. Serialised as a bare number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Seq(pub u64);
+
+impl Seq {
+    /// The number.
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Seq {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `seq + n`: the position `n` changes later.
+impl std::ops::Add<u64> for Seq {
+    type Output = Seq;
+    fn add(self, n: u64) -> Seq {
+        Seq(self.0 + n)
+    }
+}
+
+impl From<u64> for Seq {
+    fn from(seq: u64) -> Seq {
+        Seq(seq)
+    }
+}
 
 /// What a change did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -104,7 +141,7 @@ impl ChangeOp {
 #[non_exhaustive]
 pub struct Change {
     /// Position in the log: strictly increasing, without gaps.
-    pub seq: u64,
+    pub seq: Seq,
     /// The collection (empty for settings).
     pub collection: String,
     /// The record id (the setting key for settings; empty for collection changes).

@@ -178,7 +178,7 @@ mod tests {
 
     fn change(seq: u64) -> Change {
         Change {
-            seq,
+            seq: crate::engine::change::Seq(seq),
             collection: "c".into(),
             id: "i".into(),
             op: ChangeOp::Create,

@@ -230,7 +230,7 @@ fn rewrite(
 
 /// The value `field` had in `record` at change-log seq `seq`, if it had one.
 fn value_before(conn: &Connection, record: &Record, seq: u64, field: &str) -> Result<Option<Value>> {
-    let Some(change) = changes::version_at(conn, record.seq, seq)? else { return Ok(None) };
+    let Some(change) = changes::version_at(conn, record.seq.0, seq)? else { return Ok(None) };
     Ok(match change.after {
         Some(Value::Object(mut body)) => body.remove(field),
         _ => None,
@@ -266,7 +266,7 @@ fn restore_dropped(tx: &mut Tx<'_>, name: &str, seq: u64) -> Result<u64> {
             deleted_at: change.deleted.then_some(change.at),
             body: Map::new(),
             sha256: String::new(),
-            seq: at,
+            seq: crate::engine::change::Seq(at),
             sealed: Vec::new(),
         };
         let state = NewState { body, deleted: change.deleted, op: ChangeOp::Revert };

@@ -22,6 +22,7 @@ use crate::data::changes::ChangeOp;
 use crate::data::record::NewState;
 use crate::data::schema::CollectionSchema;
 use crate::data::settings::SettingDef;
+use crate::engine::hash::ContentHash;
 use crate::engine::store::Progress;
 use crate::engine::store::Store;
 use crate::engine::writer::Tx;
@@ -82,7 +83,7 @@ pub struct LoadOutcome {
 /// An attachment staged for a load.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedBlob {
-    pub hash: String,
+    pub hash: ContentHash,
     pub size: u64,
     /// The type its first bytes show, if recognised.
     pub sniffed: Option<&'static str>,
@@ -114,8 +115,9 @@ impl Loader<'_> {
     /// content staged twice is kept once.
     pub fn stage(&mut self, input: impl Read) -> Result<StagedBlob> {
         let staged = crate::blobs::stage(self.store.dir(), input, self.limit)?;
-        let blob = StagedBlob { hash: staged.hash.clone(), size: staged.size, sniffed: staged.sniffed };
-        self.staged.entry(blob.hash.clone()).or_insert(staged);
+        let blob =
+            StagedBlob { hash: ContentHash::trusted(staged.hash.clone()), size: staged.size, sniffed: staged.sniffed };
+        self.staged.entry(blob.hash.to_string()).or_insert(staged);
         Ok(blob)
     }
 

@@ -31,6 +31,7 @@ use std::time::Instant;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::change::Seq;
 use crate::engine::fsutil;
 use crate::engine::layout::{BACKUPS_DIR, BACKUP_FAILED_DIR, BACKUP_TMP_PREFIX, DB_FILE, MANIFEST_FILE};
 use crate::engine::store::Progress;
@@ -144,7 +145,7 @@ pub struct Manifest {
     /// The store's format version (cairn's own tables).
     pub store_format: u32,
     /// The change-log seq the snapshot corresponds to: it holds exactly the changes 1..=seq.
-    pub seq: u64,
+    pub seq: Seq,
     pub collections: Vec<CollectionCounts>,
     pub blobs: u64,
     pub blob_bytes: u64,
@@ -441,7 +442,7 @@ impl Store {
             created_at_ms: created.0,
             cairn_version: env!("CARGO_PKG_VERSION").to_string(),
             store_format,
-            seq,
+            seq: Seq(seq),
             collections,
             blobs: blob_count,
             blob_bytes,
@@ -587,7 +588,7 @@ impl Store {
     pub(crate) fn backup_if_stale(&self, setting: &str, reason: BackupReason) {
         let due = || -> Result<bool> {
             let after = self.setting_value::<i64>(setting)?;
-            if after <= 0 || self.last_seq()? == 0 {
+            if after <= 0 || self.last_seq()? == Seq(0) {
                 return Ok(false);
             }
             let newest = self.backups()?.into_iter().find(|b| b.status == BackupStatus::Good);
@@ -924,7 +925,7 @@ pub(crate) fn verify_dir(dir: &Path, manifest: &Manifest, progress: Progress<'_>
     }
     let conn = Connection::open_with_flags(dir.join(DB_FILE), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let (collections, seq, blobs) = snapshot_contents(&conn)?;
-    if seq != manifest.seq {
+    if seq != manifest.seq.0 {
         problems.push(format!("the copy ends at change {seq}, the manifest says {}", manifest.seq));
     }
     if collections != manifest.collections {

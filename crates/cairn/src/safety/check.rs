@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::data::collection::Collection;
+use crate::engine::change::Seq;
 use crate::engine::layout::DB_FILE;
 use crate::engine::sql::{quote, tags_table, value_column};
 use crate::engine::store::Progress;
@@ -79,7 +80,7 @@ pub struct Problem {
     pub id: Option<String>,
     /// The change-log entry involved, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub seq: Option<u64>,
+    pub seq: Option<Seq>,
     /// The blob involved, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hash: Option<String>,
@@ -231,7 +232,7 @@ impl Store {
             Ok(audit) => {
                 for p in audit.problems {
                     let problem = Problem::new(ProblemKind::Audit, format!("audit entry {}", p.seq), p.detail);
-                    report.problems.push(Problem { seq: Some(p.seq), ..problem });
+                    report.problems.push(Problem { seq: Some(Seq(p.seq)), ..problem });
                 }
             }
             Err(e) => unchecked(&mut report, ProblemKind::Audit, "audit trail", Err(e)),
@@ -248,13 +249,13 @@ impl Store {
             report.blob_bytes = blobs.bytes;
             for (hash, detail) in blobs.corrupt {
                 report.problems.push(Problem {
-                    hash: Some(hash.clone()),
+                    hash: Some(hash.to_string()),
                     ..Problem::new(ProblemKind::Blob, format!("blob {hash}"), detail)
                 });
             }
             for hash in blobs.missing {
                 report.problems.push(Problem {
-                    hash: Some(hash.clone()),
+                    hash: Some(hash.to_string()),
                     ..Problem::new(ProblemKind::Blob, format!("blob {hash}"), "its file is missing")
                 });
             }
@@ -383,7 +384,7 @@ fn check_records(
             let detail = format!("its row is missing; change log entry {seq} wrote its current version");
             report
                 .problems
-                .push(Problem { seq: Some(*seq), ..Problem::record(ProblemKind::Record, c.name(), id, detail) });
+                .push(Problem { seq: Some(Seq(*seq)), ..Problem::record(ProblemKind::Record, c.name(), id, detail) });
         }
     }
     for id in ids.iter().filter(|id| !expected.contains_key(id.as_str())) {
@@ -401,18 +402,19 @@ fn check_records(
             Err(e) => {
                 let seq: Option<u64> =
                     conn.prepare_cached(&c.sql.head)?.query_row([&id], |r| r.get(0)).optional().unwrap_or(None);
-                report
-                    .problems
-                    .push(Problem { seq, ..Problem::record(ProblemKind::Record, c.name(), &id, error_detail(&e)) });
+                report.problems.push(Problem {
+                    seq: seq.map(Seq),
+                    ..Problem::record(ProblemKind::Record, c.name(), &id, error_detail(&e))
+                });
                 continue;
             }
         };
         // The entry's own hash is checked with the whole log below; here only what it says.
-        let mismatch = match crate::data::changes::row_meta(conn, record.seq) {
+        let mismatch = match crate::data::changes::row_meta(conn, record.seq.0) {
             Ok(None) => Some(format!("change log entry {} that wrote it is missing", record.seq)),
             Err(e) => Some(format!("change log entry {} that wrote it is damaged: {}", record.seq, error_detail(&e))),
             Ok(Some(row)) => {
-                let times = row_times(conn, record.seq, &row);
+                let times = row_times(conn, record.seq.0, &row);
                 if row.collection != c.name() || row.id != id {
                     Some(format!("change log entry {} belongs to `{}/{}`", record.seq, row.collection, row.id))
                 } else if row.version != record.version {
@@ -653,7 +655,7 @@ fn check_change_log(conn: &Connection, report: &mut CheckReport, progress: Progr
             for missing in expected..seq {
                 let problem =
                     Problem::new(ProblemKind::ChangeLog, format!("change log entry {missing}"), "it is missing");
-                report.problems.push(Problem { seq: Some(missing), ..problem });
+                report.problems.push(Problem { seq: Some(Seq(missing)), ..problem });
             }
         } else if seq != expected {
             let detail = format!("entries {expected} to {} are missing", seq.saturating_sub(1));
@@ -661,7 +663,7 @@ fn check_change_log(conn: &Connection, report: &mut CheckReport, progress: Progr
         }
         expected = seq + 1;
         let located = |detail: String| Problem {
-            seq: Some(seq),
+            seq: Some(Seq(seq)),
             ..Problem::new(ProblemKind::ChangeLog, format!("change log entry {seq}"), detail)
         };
         match crate::data::changes::verified_row(conn, seq) {
@@ -697,7 +699,7 @@ fn check_blob_rows(dir: &Path, conn: &Connection, report: &mut CheckReport) -> R
         .collect::<rusqlite::Result<_>>()?;
     let already: BTreeSet<String> = report.of_kind(ProblemKind::Blob).filter_map(|p| p.hash.clone()).collect();
     for (hash, codec, stored_size) in rows.into_iter().filter(|r| !already.contains(&r.0)) {
-        let valid_hash = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        let valid_hash = crate::engine::hash::is_hex_digest(&hash);
         let detail = if !valid_hash {
             Some("its hash is not a SHA-256".to_string())
         } else if codec != "raw" && codec != "zstd" {

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::data::collection::Collection;
+use crate::engine::change::Seq;
 use crate::engine::fsutil;
 use crate::engine::layout::{DB_FILE, QUARANTINE_DIR, WAL_FILE};
 use crate::engine::sql::quote;
@@ -197,7 +198,7 @@ impl Store {
             .problems
             .iter()
             .filter(|p| matches!(p.kind, ProblemKind::ChangeLog | ProblemKind::Record))
-            .filter_map(|p| p.seq)
+            .filter_map(|p| p.seq.map(Seq::get))
             .collect();
         seqs.sort_unstable();
         seqs.dedup();
@@ -208,7 +209,7 @@ impl Store {
             if intact(seq)? {
                 continue;
             }
-            for (dir, manifest) in backups.iter().filter(|(_, m)| m.seq >= seq) {
+            for (dir, manifest) in backups.iter().filter(|(_, m)| m.seq.0 >= seq) {
                 let Some(row) = backup_change_row(dir, seq)? else { continue };
                 self.write(move |tx| {
                     tx.conn.execute(

@@ -120,7 +120,7 @@ fn a_backup_under_load_equals_the_store_at_its_seq() {
             })
         })
         .collect();
-    while store.last_seq().expect("seq") < 300 {
+    while store.last_seq().expect("seq").get() < 300 {
         std::thread::sleep(Duration::from_millis(5));
     }
     let info = store.backup(&BackupOptions::default(), &mut quiet()).expect("backup under load");
@@ -129,11 +129,13 @@ fn a_backup_under_load_equals_the_store_at_its_seq() {
         w.join().expect("writer");
     }
     let manifest = info.manifest.expect("manifest");
-    assert!(store.last_seq().expect("seq") > manifest.seq, "writers went on after the snapshot");
+    assert!(store.last_seq().expect("seq").get() > manifest.seq.get(), "writers went on after the snapshot");
 
     // The store's state at the manifest's seq, replayed from its change log.
     let mut expected: BTreeMap<String, (u64, bool, Map<String, Value>)> = BTreeMap::new();
-    for change in store.changes_since(0, 1_000_000).expect("changes").into_iter().filter(|c| c.seq <= manifest.seq) {
+    for change in
+        store.changes_since(cairn::Seq(0), 1_000_000).expect("changes").into_iter().filter(|c| c.seq <= manifest.seq)
+    {
         if change.collection != "docs" || change.id.is_empty() {
             continue;
         }

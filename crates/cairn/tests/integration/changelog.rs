@@ -104,7 +104,7 @@ fn stored(store: &Store) -> BTreeMap<String, State> {
 /// Rebuilds the collection from nothing but the change log.
 fn replay(store: &Store) -> BTreeMap<String, State> {
     let mut out = BTreeMap::new();
-    for change in store.changes_since(0, 1_000_000).expect("changes") {
+    for change in store.changes_since(cairn::Seq(0), 1_000_000).expect("changes") {
         if change.collection != "notes" || !change.op.is_record_op() {
             continue;
         }
@@ -267,7 +267,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     prop_assert_eq!(&stored, &model, "store differs from the reference model");
     prop_assert_eq!(&replay(&store), &stored, "replaying the change log does not reproduce the store");
     // Every change has the seq after the previous one.
-    let changes = store.changes_since(0, 1_000_000).expect("changes");
+    let changes = store.changes_since(cairn::Seq(0), 1_000_000).expect("changes");
     prop_assert!(changes.windows(2).all(|w| w[1].seq == w[0].seq + 1));
     Ok(())
 }
@@ -310,7 +310,7 @@ fn undo_and_redo_walk_a_records_history() {
 #[test]
 fn subscribers_get_every_committed_change_in_order() {
     let (_dir, store) = with_notes();
-    let mut from_start = store.subscribe(Some(0)).expect("subscribe from 0");
+    let mut from_start = store.subscribe(Some(cairn::Seq(0))).expect("subscribe from 0");
     let mut live = store.subscribe(None).expect("subscribe");
     let mut slow = store.subscribe(None).expect("subscribe");
     // A failed write publishes nothing.
@@ -329,11 +329,14 @@ fn subscribers_get_every_committed_change_in_order() {
         })
         .expect("commit");
     let first = from_start.recv_timeout(Duration::from_secs(5)).expect("recv").expect("collection create");
-    assert_eq!((first.seq, first.op), (1, ChangeOp::CollectionCreate));
+    assert_eq!((first.seq.get(), first.op), (1, ChangeOp::CollectionCreate));
     for sub in [&mut from_start, &mut live, &mut slow] {
         for (n, id) in ids.iter().enumerate() {
             let change = sub.recv_timeout(Duration::from_secs(5)).expect("recv").expect("a change");
-            assert_eq!((change.seq, change.id.as_str(), change.op), (n as u64 + 2, id.as_str(), ChangeOp::Create));
+            assert_eq!(
+                (change.seq.get(), change.id.as_str(), change.op),
+                (n as u64 + 2, id.as_str(), ChangeOp::Create)
+            );
             assert_eq!(change.actor, "editor");
         }
         assert!(sub.recv_timeout(Duration::from_millis(20)).expect("recv").is_none());

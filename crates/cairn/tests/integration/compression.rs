@@ -69,7 +69,7 @@ fn large_bodies_are_compressed_and_transparent() {
     assert_eq!(history[1].before.as_ref().expect("before v2")["name"], "big");
     let reverted = store.revert("sessions", "big", 1, None).expect("revert");
     assert_eq!(reverted.body["name"], "big");
-    let changes = store.changes_since(0, 100).expect("changes");
+    let changes = store.changes_since(cairn::Seq(0), 100).expect("changes");
     assert!(changes.iter().any(|c| c.after.as_ref().is_some_and(|a| a["summary"] == big["summary"])));
 }
 
@@ -213,7 +213,7 @@ fn trained_dictionaries_compress_small_bodies_and_stay_transparent() {
         note(7)["name"]
     );
     assert!(store
-        .changes_since(0, 1000)
+        .changes_since(cairn::Seq(0), 1000)
         .expect("changes")
         .iter()
         .all(|c| c.after.is_some() || c.op.as_str() != "create"));

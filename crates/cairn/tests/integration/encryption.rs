@@ -501,7 +501,7 @@ fn repair_brings_back_sealed_values_from_a_backup_without_the_key() {
     let edited = store.patch("contacts", "c1", json!({"name": "edited after the backup"}), None).expect("patch");
     store.close().expect("close");
     let db = rusqlite::Connection::open(dir.path().join(cairn::layout::DB_FILE)).expect("db");
-    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq]).expect("damage");
+    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq.get()]).expect("damage");
     drop(db);
 
     // Repaired without the key: the backup's sealed values are copied as sealed.
@@ -631,7 +631,7 @@ fn secret_settings_are_sealed_masked_and_exported_only_when_asked() {
     assert_eq!(other.secret("ai.api_key").expect("open").as_deref().map(String::as_str), Some(API_KEY));
     store.rotate_key(&Rotation::reencrypt(None)).expect("re-encrypt");
     assert_eq!(store.secret("ai.api_key").expect("open").as_deref().map(String::as_str), Some(API_KEY));
-    let changes = store.changes_since(0, 1000).expect("changes");
+    let changes = store.changes_since(cairn::Seq(0), 1000).expect("changes");
     let entry = changes.iter().rev().find(|c| c.id == "ai.api_key").expect("logged");
     assert!(
         entry.after.as_ref().and_then(|v| v.as_str()).is_some_and(|t| t.starts_with("cairn-enc:1:k2:")),

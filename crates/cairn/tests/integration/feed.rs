@@ -38,14 +38,14 @@ fn write_concurrently(store: &Store, writers: usize, total: usize) -> std::threa
 /// Reads a feed until it has delivered `until`, failing on a gap; returns the seqs.
 async fn seqs_until(feed: &mut cairn::Feed, until: u64) -> Vec<u64> {
     let mut seqs = Vec::new();
-    while seqs.last().copied().unwrap_or(feed.last_seq()) < until {
+    while seqs.last().copied().unwrap_or(feed.last_seq().get()) < until {
         let event = tokio::time::timeout(Duration::from_secs(60), feed.next())
             .await
             .expect("the feed delivers")
             .expect("not ended")
             .expect("no error");
         match event {
-            FeedEvent::Change(change) => seqs.push(change.seq),
+            FeedEvent::Change(change) => seqs.push(change.seq.get()),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -58,13 +58,13 @@ async fn every_seq_once_in_order_across_the_seam_between_log_and_live() {
     for i in 0..300 {
         store.create("events", json!({"n": i})).expect("history");
     }
-    let since = store.last_seq().expect("seq") - 150;
+    let since = store.last_seq().expect("seq").get() - 150;
     let mut feed = store.feed(&FeedOptions { buffer: 100_000, ..FeedOptions::since(since) }).expect("feed");
     let writing = write_concurrently(&store, 8, 5_000);
     // Read while the writers commit: the first 150 come from the log, the rest live.
     let first = seqs_until(&mut feed, since + 150).await;
     writing.join().expect("writers");
-    let last = store.last_seq().expect("seq");
+    let last = store.last_seq().expect("seq").get();
     let mut seqs = first;
     seqs.extend(seqs_until(&mut feed, last).await);
     let expected: Vec<u64> = (since + 1..=last).collect();
@@ -76,16 +76,16 @@ async fn every_seq_once_in_order_across_the_seam_between_log_and_live() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_past_its_buffer_gets_a_gap_and_resuming_fills_it() {
     let (_dir, store) = store();
-    let start = store.last_seq().expect("seq");
+    let start = store.last_seq().expect("seq").get();
     let mut slow = store.feed(&FeedOptions { buffer: 16, ..FeedOptions::default() }).expect("feed");
     write_concurrently(&store, 8, 400).join().expect("writers");
-    let last = store.last_seq().expect("seq");
+    let last = store.last_seq().expect("seq").get();
 
     let mut seen = Vec::new();
     let gap = loop {
         match slow.next().await.expect("an event").expect("no error") {
-            FeedEvent::Change(change) => seen.push(change.seq),
-            FeedEvent::Gap { last_seq, reason } => break (last_seq, reason),
+            FeedEvent::Change(change) => seen.push(change.seq.get()),
+            FeedEvent::Gap { last_seq, reason } => break (last_seq.get(), reason),
             other => panic!("unexpected {other:?}"),
         }
     };
@@ -102,10 +102,10 @@ async fn a_reader_past_its_buffer_gets_a_gap_and_resuming_fills_it() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_seq_beyond_the_log_is_a_gap_and_many_feeds_share_one_thread() {
     let (_dir, store) = store();
-    let last = store.last_seq().expect("seq");
+    let last = store.last_seq().expect("seq").get();
     let mut beyond = store.feed(&FeedOptions::since(last + 50)).expect("feed");
     match beyond.next().await.expect("an event").expect("no error") {
-        FeedEvent::Gap { last_seq, reason: GapReason::Unavailable } => assert_eq!(last_seq, last + 50),
+        FeedEvent::Gap { last_seq, reason: GapReason::Unavailable } => assert_eq!(last_seq.get(), last + 50),
         other => panic!("unexpected {other:?}"),
     }
     assert!(beyond.next().await.is_none());
@@ -127,15 +127,15 @@ async fn a_seq_beyond_the_log_is_a_gap_and_many_feeds_share_one_thread() {
 #[test]
 fn the_blocking_subscription_refills_after_an_overflow_by_itself() {
     let (_dir, store) = store();
-    let start = store.last_seq().expect("seq");
+    let start = store.last_seq().expect("seq").get();
     let mut sub = store.subscribe(None).expect("subscribe");
     // More than the default buffer of 1,024 while nobody reads.
     write_concurrently(&store, 4, 2_000).join().expect("writers");
-    let last = store.last_seq().expect("seq");
+    let last = store.last_seq().expect("seq").get();
     let mut seqs = Vec::new();
     while let Some(change) = sub.recv_timeout(Duration::from_secs(10)).expect("recv") {
-        seqs.push(change.seq);
-        if change.seq == last {
+        seqs.push(change.seq.get());
+        if change.seq.get() == last {
             break;
         }
     }

@@ -40,7 +40,7 @@ fn dump(dir: &Path) -> Value {
         .into_iter()
         .map(|s| json!([s.number, s.name, s.checksum]))
         .collect();
-    json!({"collections": collections, "seq": store.last_seq().expect("seq"), "applied": applied})
+    json!({"collections": collections, "seq": store.last_seq().expect("seq").get(), "applied": applied})
 }
 
 /// Schemas and records by id, body and deleted state: what `down` must give back.

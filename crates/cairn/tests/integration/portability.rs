@@ -108,7 +108,7 @@ fn state(store: &Store) -> Value {
     let settings: Vec<Value> =
         store.settings().expect("settings").into_iter().map(|s| json!([s.def.key, s.value])).collect();
     let blobs = store.blobs(None, 10_000).expect("blobs").len();
-    json!({"collections": collections, "settings": settings, "blobs": blobs, "seq": store.last_seq().expect("seq")})
+    json!({"collections": collections, "settings": settings, "blobs": blobs, "seq": store.last_seq().expect("seq").get()})
 }
 
 /// Recomputes the manifest's sizes and checksums after a test edited a file.

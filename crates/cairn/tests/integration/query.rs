@@ -127,7 +127,7 @@ fn injection_attempts_match_literally_or_are_rejected() {
         assert!(matches!(store.query("sessions", &query), Err(Error::InvalidQuery(_))), "{sort}");
     }
     assert_eq!(store.count("sessions", None).expect("all still there"), nasty.len() as u64);
-    assert!(store.changes_since(0, 100).expect("log intact").len() > nasty.len());
+    assert!(store.changes_since(cairn::Seq(0), 100).expect("log intact").len() > nasty.len());
 }
 
 #[test]

@@ -115,7 +115,7 @@ fn transactions_span_collections_and_roll_back_whole() {
     assert!(matches!(err, Error::Validation { .. }));
     assert!(store.get("notes", "n1").expect_err("rolled back").is_not_found());
     assert!(store.get("tasks", "t1").expect_err("rolled back").is_not_found());
-    assert_eq!(store.last_seq().expect("seq"), 2, "only the two collection creations are logged");
+    assert_eq!(store.last_seq().expect("seq").get(), 2, "only the two collection creations are logged");
 
     let (n, t) = store
         .transaction(|tx| {

@@ -216,7 +216,7 @@ fn random_bit_flips_in_data_and_structure_are_found_by_check_and_undone_by_repai
             .map(|b| {
                 let mut bytes = Vec::new();
                 std::io::Read::read_to_end(&mut store.open_blob(&b.hash).expect("open"), &mut bytes).expect("read");
-                (b.hash, bytes)
+                (b.hash.to_string(), bytes)
             })
             .collect();
         (snapshot(&store, "docs"), blobs)
@@ -381,7 +381,7 @@ fn a_record_whose_newest_entry_no_backup_holds_comes_back_from_an_older_backup_a
     store.close().expect("close");
 
     let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
-    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq])
+    db.execute("UPDATE cairn_changes SET actor = 'mallory' WHERE seq = ?1", [edited.seq.get()])
         .expect("damage the newest entry");
     drop(db);
 
@@ -438,7 +438,7 @@ fn missing_change_log_entries_come_back_from_a_backup() {
     let store = populated(&dir, 10);
     store.backup(&BackupOptions::default(), &mut |_, _, _| {}).expect("backup");
     let expected = snapshot(&store, "docs");
-    let seq = store.get("docs", "d004").expect("d004").seq;
+    let seq = store.get("docs", "d004").expect("d004").seq.get();
     store.close().expect("close");
     let db = rusqlite::Connection::open(dir.join(cairn::layout::DB_FILE)).expect("db");
     db.execute("DELETE FROM cairn_changes WHERE seq = ?1", [seq]).expect("lose an entry");
@@ -447,7 +447,7 @@ fn missing_change_log_entries_come_back_from_a_backup() {
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
     assert!(
-        report.problems.iter().any(|p| p.kind == ProblemKind::ChangeLog && p.seq == Some(seq)),
+        report.problems.iter().any(|p| p.kind == ProblemKind::ChangeLog && p.seq == Some(cairn::Seq(seq))),
         "{:?}",
         report.problems
     );
@@ -482,7 +482,7 @@ fn a_store_sqlite_cannot_open_is_rebuilt_with_the_writes_made_after_its_newest_b
     }
     store.create_with_id("docs", "late", serde_json::json!({"title": "created after the backup"})).expect("create");
     let expected = snapshot(&store, "docs");
-    let last_seq = store.last_seq().expect("seq");
+    let last_seq = store.last_seq().expect("seq").get();
     store.close().expect("close");
 
     // The change log's root (an interior page) destroyed: SQLite cannot scan the log. And
@@ -514,7 +514,7 @@ fn a_store_sqlite_cannot_open_is_rebuilt_with_the_writes_made_after_its_newest_b
     assert!(quarantine.join(cairn::layout::DB_FILE).exists(), "the damaged file is kept");
     let store = Store::open(&dir, StoreOptions::default()).expect("opens again");
     assert_eq!(snapshot(&store, "docs"), expected, "every record exactly back, the later writes too");
-    assert_eq!(store.last_seq().expect("seq"), last_seq, "the log is whole");
+    assert_eq!(store.last_seq().expect("seq").get(), last_seq, "the log is whole");
     store.patch("docs", "late", serde_json::json!({"title": "writable again"}), None).expect("write");
 }
 
@@ -559,7 +559,11 @@ fn check_reports_an_edited_audit_entry_and_repair_brings_it_back_from_a_backup()
     let store = Store::open(&dir, StoreOptions::default()).expect("open");
     assert!(!store.verify_audit().expect("verify").is_ok());
     let report = store.check(&CheckOptions::default(), &mut |_, _, _| {}).expect("check");
-    assert!(report.problems.iter().any(|p| p.kind == ProblemKind::Audit && p.seq == Some(2)), "{:?}", report.problems);
+    assert!(
+        report.problems.iter().any(|p| p.kind == ProblemKind::Audit && p.seq == Some(cairn::Seq(2))),
+        "{:?}",
+        report.problems
+    );
     store.close().expect("close");
     let repaired = cairn::Store::repair(&dir, &RepairOptions::default(), &mut |_, _, _| {}).expect("repair");
     assert!(repaired.after.is_ok(), "{:?}", repaired.after.problems);

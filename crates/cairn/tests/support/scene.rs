@@ -113,7 +113,7 @@ impl Scene {
             .into_iter()
             .map(|r| (r.id, r.body["title"].as_str().unwrap_or_default().to_string(), r.version))
             .collect();
-        let blobs = store.blobs(None, 1000).expect("blobs").into_iter().map(|b| b.hash).collect();
+        let blobs = store.blobs(None, 1000).expect("blobs").into_iter().map(|b| b.hash.to_string()).collect();
         (records, blobs)
     }
 
