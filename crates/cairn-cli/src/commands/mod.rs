@@ -12,6 +12,7 @@ mod migrate;
 mod portability;
 mod query;
 mod record;
+mod serve;
 mod settings;
 mod shell;
 
@@ -244,6 +245,8 @@ pub enum Command {
     /// The key that encrypts fields flagged `encrypted`: init, unlock, rotate, status.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Serve the REST API over the store (docs/server.md), until SIGINT or SIGTERM.
+    Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(shell::CompletionsArgs),
     /// Print the manual page (or write every command's with --out DIR).
@@ -274,6 +277,7 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Export(args) => portability::run_export(ctx, args),
         Command::Import(args) => portability::run_import(ctx, args),
         Command::ImportLegacy(args) => portability::run_legacy(ctx, args),
+        Command::Serve(args) => serve::run(ctx, args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
     }

@@ -916,3 +916,67 @@ fn completions_and_man_pages_are_generated() {
     assert_eq!(code(&cairn(tmp.path(), &["man", "--out", pages.to_str().expect("utf8")])), 0);
     assert!(pages.join("cairn.1").exists() && pages.join("cairn-backup.1").exists());
 }
+
+#[test]
+fn serve_answers_http_and_stops_cleanly_on_sigterm() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    let (_tmp, dir) = store_with_notes();
+    let printed = cairn(&dir, &["serve", "--listen", "127.0.0.1:9999", "--print-config"]);
+    assert_eq!(code(&printed), 0, "{}", stderr(&printed));
+    assert!(stdout(&printed).contains("listen = \"127.0.0.1:9999\""), "{}", stdout(&printed));
+    let refused = cairn(&dir, &["serve", "--listen", "0.0.0.0:0"]);
+    assert_ne!(code(&refused), 0);
+    assert!(stderr(&refused).contains("loopback"), "{}", stderr(&refused));
+
+    let mut server = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--dir")
+        .arg(&dir)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut errors = BufReader::new(server.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        assert!(errors.read_line(&mut line).expect("read stderr") > 0, "the server stopped before serving");
+        if let Some(at) = line.find("on http://") {
+            break line[at + "on http://".len()..].trim().to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut errors, &mut std::io::sink()));
+    let request = |raw: String| {
+        let mut stream = std::net::TcpStream::connect(&address).expect("connect");
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+        stream.write_all(raw.as_bytes()).expect("send");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).expect("answer");
+        answer
+    };
+    let body = r#"{"title": "over http"}"#;
+    let created = request(format!(
+        "POST /api/collections/notes/records?id=h1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ));
+    assert!(created.starts_with("HTTP/1.1 201"), "{created}");
+    let read =
+        request("GET /api/collections/notes/records/h1 HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n".into());
+    assert!(read.starts_with("HTTP/1.1 200") && read.contains("over http"), "{read}");
+
+    rustix::process::kill_process(rustix::process::Pid::from_child(&server), rustix::process::Signal::TERM)
+        .expect("SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = server.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the server did not stop after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+    let got = cairn(&dir, &["--json", "get", "notes", "h1"]);
+    assert_eq!(json(&got)["body"]["title"], "over http", "the write is in the store, and the lock is free");
+}

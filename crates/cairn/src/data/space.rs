@@ -96,6 +96,12 @@ impl Error {
 }
 
 impl Store {
+    /// Bytes free for this process on the file system holding the store (`None` when the
+    /// file system cannot say).
+    pub fn disk_available(&self) -> Option<u64> {
+        available(self.dir())
+    }
+
     /// The reserve's size, as the setting says.
     fn reserve_size(&self) -> u64 {
         self.setting_value::<i64>(crate::data::builtin_settings::STORAGE_RESERVE_BYTES)

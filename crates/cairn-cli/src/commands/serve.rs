@@ -1,0 +1,77 @@
+//! `cairn serve`: the REST API over the store in the data directory, until SIGINT or
+//! SIGTERM; then requests in flight finish (within the drain deadline) and the store closes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context as _, Result};
+use cairn_server::{Embedded, ServerConfig};
+use clap::Args;
+
+use super::Context;
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on. Default: 127.0.0.1:8080. Only loopback addresses are accepted
+    /// until the server has authentication.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// A TOML file of server settings (listen, max_body_bytes, request_timeout_ms,
+    /// drain_timeout_ms, ready_min_free_bytes, ready_max_backup_age_seconds); flags win.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Print the merged settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
+    let mut config = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str::<ServerConfig>(&text)
+                .with_context(|| format!("{} is not a server configuration", path.display()))?
+        }
+        None => ServerConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if args.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    config.validate()?;
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let store = ctx.open_create()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        eprintln!("cairn: serving {} on http://{}", ctx.dir.display(), listener.local_addr()?);
+        cairn_server::serve(listener, Arc::new(Embedded::new(store)), config, shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = interrupt.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        _ = terminate.recv() => {}
+    }
+}

@@ -1,0 +1,64 @@
+//! The router and its layers, outermost first: a request id (kept from the client or made),
+//! propagated to the response and into the trace span of every log line; security headers;
+//! [`normalize`] (every error a problem with the request id); panics caught as 500; a
+//! request timeout (408); the body limit; then the routes.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::DefaultBodyLimit;
+use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::backend::Backend;
+use crate::config::ServerConfig;
+use crate::problem::normalize;
+use crate::routes::{self, AppState};
+
+/// The whole API over `backend`, ready to be served or called in-process.
+pub fn app(backend: Arc<dyn Backend>, config: ServerConfig) -> Router {
+    build(backend, config, Arc::new(AtomicBool::new(false)))
+}
+
+/// [`app`] with the flag that shutdown sets.
+pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: Arc<AtomicBool>) -> Router {
+    let timeout = Duration::from_millis(config.request_timeout_ms);
+    let body_limit = config.max_body_bytes;
+    let state = AppState { backend, config: Arc::new(config), draining };
+    let security = [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
+        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+    ];
+    let mut router = Router::new()
+        .merge(routes::health::router())
+        .merge(routes::collections::router())
+        .merge(routes::records::router())
+        .merge(routes::changes::router())
+        .fallback(|| async { StatusCode::NOT_FOUND })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(normalize));
+    for (name, value) in security {
+        router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
+    }
+    let request_id = HeaderName::from_static("x-request-id");
+    router
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}

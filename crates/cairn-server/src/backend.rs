@@ -1,0 +1,64 @@
+//! The seam between the HTTP layer and storage: what the routes need, and nothing of how a
+//! store keeps it. Arguments are owned so that an implementation can move them onto a
+//! blocking thread (the embedded store) or into a database client (PostgreSQL, later).
+
+use std::future::Future;
+use std::pin::Pin;
+
+use cairn::{Change, CollectionInfo, Page, Query, Record, Seq};
+use serde::Serialize;
+use serde_json::Value;
+
+/// What a backend call returns.
+pub type BackendFuture<'a, T> = Pin<Box<dyn Future<Output = cairn::Result<T>> + Send + 'a>>;
+
+/// Storage as the routes see it.
+pub trait Backend: Send + Sync + 'static {
+    /// Every collection.
+    fn collections(&self) -> BackendFuture<'_, Vec<CollectionInfo>>;
+    /// One collection.
+    fn collection(&self, name: String) -> BackendFuture<'_, CollectionInfo>;
+    /// Creates a record (with `id`, or a new one).
+    fn create(&self, collection: String, id: Option<String>, body: Value) -> BackendFuture<'_, Record>;
+    /// A live record.
+    fn get(&self, collection: String, id: String) -> BackendFuture<'_, Record>;
+    /// Replaces a record's body; `expected` is the version the caller last saw.
+    fn replace(&self, collection: String, id: String, body: Value, expected: Option<u64>) -> BackendFuture<'_, Record>;
+    /// Applies a JSON merge patch.
+    fn patch(&self, collection: String, id: String, patch: Value, expected: Option<u64>) -> BackendFuture<'_, Record>;
+    /// Soft-deletes a record.
+    fn delete(&self, collection: String, id: String, expected: Option<u64>) -> BackendFuture<'_, Record>;
+    /// A page of records.
+    fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page>;
+    /// How many live records match `filter`.
+    fn count(&self, collection: String, filter: Option<String>) -> BackendFuture<'_, u64>;
+    /// Every change of one record, oldest first.
+    fn history(&self, collection: String, id: String) -> BackendFuture<'_, Vec<Change>>;
+    /// Up to `limit` changes after `since`.
+    fn changes_since(&self, since: Seq, limit: usize) -> BackendFuture<'_, Vec<Change>>;
+    /// Whether the backend can take writes now, and why not.
+    fn readiness(&self, min_free_bytes: u64, max_backup_age_seconds: u64) -> BackendFuture<'_, Readiness>;
+    /// Closes storage once the server has drained (taking the shutdown backup when the
+    /// store's settings ask for one). Later calls fail.
+    fn close(&self) -> BackendFuture<'_, ()>;
+}
+
+/// The answer of `/ready`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    /// Why the backend is not ready; empty when it is.
+    pub reasons: Vec<String>,
+    /// Bytes free where the data lives, when known.
+    pub disk_free_bytes: Option<u64>,
+    /// Age of the newest verified backup, when there is one.
+    pub backup_age_seconds: Option<i64>,
+    /// The newest seq in the change log.
+    pub last_seq: Seq,
+}
+
+impl Readiness {
+    /// True when nothing stands in the way.
+    pub fn is_ready(&self) -> bool {
+        self.reasons.is_empty()
+    }
+}

@@ -1,0 +1,75 @@
+//! How the server runs. Every field has a documented default; unknown keys are refused.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The server's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Where to listen. Default: `127.0.0.1:8080`. Only loopback addresses are accepted until
+    /// authentication exists.
+    pub listen: SocketAddr,
+    /// The largest request body, in bytes. Default: 2 MiB (twice the default record limit,
+    /// for JSON's escaping).
+    pub max_body_bytes: usize,
+    /// How long a request may run before it is answered 408. Default: 30,000 ms.
+    pub request_timeout_ms: u64,
+    /// How long shutdown waits for requests in flight before it stops waiting. Default:
+    /// 10,000 ms.
+    pub drain_timeout_ms: u64,
+    /// `/ready` fails when fewer bytes than this are free on the store's disk. Default: 64 MiB.
+    pub ready_min_free_bytes: u64,
+    /// `/ready` fails when the newest verified backup is older than this (0: not checked).
+    /// Default: 0.
+    pub ready_max_backup_age_seconds: u64,
+}
+
+impl ServerConfig {
+    /// Refuses settings the server cannot run with: today, a listen address other machines
+    /// could reach (the server has no authentication yet).
+    pub fn validate(&self) -> std::io::Result<()> {
+        loopback_only(self.listen)
+    }
+}
+
+/// Refuses an address other machines could reach: the server has no authentication yet.
+pub(crate) fn loopback_only(address: std::net::SocketAddr) -> std::io::Result<()> {
+    if address.ip().is_loopback() {
+        return Ok(());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "refusing to listen on {address}: the server has no authentication yet, so it listens on loopback only"
+        ),
+    ))
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 2 << 20,
+            request_timeout_ms: 30_000,
+            drain_timeout_ms: 10_000,
+            ready_min_free_bytes: 64 << 20,
+            ready_max_backup_age_seconds: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_loopback_addresses_are_served() {
+        for ok in ["127.0.0.1:8080", "[::1]:0"] {
+            assert!(super::loopback_only(ok.parse().expect("address")).is_ok(), "{ok}");
+        }
+        for refused in ["0.0.0.0:8080", "192.168.1.10:80", "[::]:0"] {
+            let err = super::loopback_only(refused.parse().expect("address")).expect_err(refused);
+            assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+        }
+    }
+}

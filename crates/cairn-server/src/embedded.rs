@@ -1,0 +1,111 @@
+//! The embedded store behind the routes: each call runs on tokio's blocking pool (a write
+//! returns only once its group commit is on disk, and must not hold an async worker).
+
+use cairn::{BackupStatus, Backups, Change, CollectionInfo, Page, Query, Record, Seq, Store};
+use serde_json::Value;
+
+use crate::backend::{Backend, BackendFuture, Readiness};
+
+/// A [`Backend`] over an open [`Store`].
+#[derive(Debug, Clone)]
+pub struct Embedded {
+    store: Store,
+}
+
+impl Embedded {
+    /// Serves `store`; the server closes it on shutdown.
+    pub fn new(store: Store) -> Embedded {
+        Embedded { store }
+    }
+
+    fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> cairn::Result<T> + Send + 'static,
+    ) -> BackendFuture<'_, T> {
+        let store = self.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || work(&store))
+                .await
+                .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+        })
+    }
+}
+
+impl Backend for Embedded {
+    fn collections(&self) -> BackendFuture<'_, Vec<CollectionInfo>> {
+        self.blocking(|s| s.collections())
+    }
+
+    fn collection(&self, name: String) -> BackendFuture<'_, CollectionInfo> {
+        self.blocking(move |s| s.collection(&name))
+    }
+
+    fn create(&self, collection: String, id: Option<String>, body: Value) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| match id {
+            Some(id) => s.create_with_id(&collection, &id, body),
+            None => s.create(&collection, body),
+        })
+    }
+
+    fn get(&self, collection: String, id: String) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.get(&collection, &id))
+    }
+
+    fn replace(&self, collection: String, id: String, body: Value, expected: Option<u64>) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.replace(&collection, &id, body, expected))
+    }
+
+    fn patch(&self, collection: String, id: String, patch: Value, expected: Option<u64>) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.patch(&collection, &id, patch, expected))
+    }
+
+    fn delete(&self, collection: String, id: String, expected: Option<u64>) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.delete(&collection, &id, expected))
+    }
+
+    fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page> {
+        self.blocking(move |s| s.query(&collection, &query))
+    }
+
+    fn count(&self, collection: String, filter: Option<String>) -> BackendFuture<'_, u64> {
+        self.blocking(move |s| s.count(&collection, filter.as_deref()))
+    }
+
+    fn history(&self, collection: String, id: String) -> BackendFuture<'_, Vec<Change>> {
+        self.blocking(move |s| s.history(&collection, &id))
+    }
+
+    fn changes_since(&self, since: Seq, limit: usize) -> BackendFuture<'_, Vec<Change>> {
+        self.blocking(move |s| s.changes_since(since, limit))
+    }
+
+    fn readiness(&self, min_free_bytes: u64, max_backup_age_seconds: u64) -> BackendFuture<'_, Readiness> {
+        self.blocking(move |s| {
+            let mut reasons = Vec::new();
+            if s.is_read_only() {
+                reasons.push("the store is open read-only".to_string());
+            }
+            let last_seq = s.last_seq()?;
+            let disk_free_bytes = s.disk_available();
+            if let Some(free) = disk_free_bytes.filter(|free| *free < min_free_bytes) {
+                reasons.push(format!("{free} bytes free on the store's disk, under the {min_free_bytes} required"));
+            }
+            let newest = Backups::of(s.dir()).list()?.into_iter().find(|b| b.status == BackupStatus::Good);
+            let backup_age_seconds = newest.as_ref().map(|b| b.age_seconds);
+            if max_backup_age_seconds > 0 {
+                match backup_age_seconds {
+                    None => reasons.push("there is no verified backup".to_string()),
+                    Some(age) if age > max_backup_age_seconds as i64 => reasons.push(format!(
+                        "the newest verified backup is {age} s old, over the {max_backup_age_seconds} s allowed"
+                    )),
+                    Some(_) => {}
+                }
+            }
+            Ok(Readiness { reasons, disk_free_bytes, backup_age_seconds, last_seq })
+        })
+    }
+
+    fn close(&self) -> BackendFuture<'_, ()> {
+        self.blocking(|s| s.clone().close())
+    }
+}

@@ -1,0 +1,31 @@
+//! cairn over HTTP: the REST API that `cairn serve` runs.
+//!
+//! The server parses, calls and formats; behaviour lives in the library. Handlers reach
+//! storage only through the [`Backend`] trait (records, queries, history, changes, health),
+//! implemented here by the embedded store ([`Embedded`]); no SQLite type crosses it, so a
+//! PostgreSQL backend can stand behind the same routes later.
+//!
+//! - [`app`] builds the [`axum::Router`] with every layer, so tests call it in-process
+//!   (`tower::ServiceExt::oneshot`) without a socket;
+//! - [`serve`] runs it on a listener until a shutdown signal, drains in-flight requests
+//!   within a deadline, then closes the backend (which takes the shutdown backup when the
+//!   store's settings ask for one).
+//!
+//! Every error is `application/problem+json` (RFC 9457) with a stable `type` taken from
+//! [`cairn::ErrorKind`] and the request id (see `problem.rs`). The server listens on
+//! 127.0.0.1 by default, and refuses any other address: authentication is not built yet.
+
+mod app;
+mod backend;
+mod config;
+mod embedded;
+mod problem;
+mod routes;
+mod serve;
+
+pub use app::app;
+pub use backend::{Backend, BackendFuture, Readiness};
+pub use config::ServerConfig;
+pub use embedded::Embedded;
+pub use problem::Problem;
+pub use serve::serve;

@@ -1,0 +1,100 @@
+//! The routes, one file per resource, and what they share: the state, the JSON body
+//! extractor and the version headers.
+
+pub(crate) mod changes;
+pub(crate) mod collections;
+pub(crate) mod health;
+pub(crate) mod records;
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use axum::extract::{FromRequest, Request};
+use axum::http::{header, HeaderMap, HeaderValue};
+use serde_json::Value;
+
+use crate::backend::Backend;
+use crate::config::ServerConfig;
+use crate::problem::Problem;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub backend: Arc<dyn Backend>,
+    pub config: Arc<ServerConfig>,
+    /// Set when shutdown began: `/ready` answers 503 so that a balancer stops sending.
+    pub draining: Arc<AtomicBool>,
+}
+
+/// A JSON request body, parsed with the library's rules; a body that is not JSON, or is
+/// declared as something else, is a precise 400 or 415.
+pub(crate) struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let declared = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        if let Some(declared) = declared.filter(|d| !is_json(d)) {
+            return Err(Problem::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("the body is declared as {declared:?}; this route takes application/json"),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|e| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                Problem::new(e.status(), "too_large", "the request body is over the server's limit")
+            } else {
+                Problem::invalid(format!("the request body could not be read: {}", e.body_text()))
+            }
+        })?;
+        let text = std::str::from_utf8(&bytes).map_err(|_| Problem::invalid("the request body is not UTF-8"))?;
+        cairn::json::parse(text, "request body").map(JsonBody).map_err(Problem::from)
+    }
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    essence == "application/json" || essence.ends_with("+json")
+}
+
+/// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.
+pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
+    let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let text = value.to_str().map_err(|_| Problem::invalid("If-Match is not text"))?.trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
+    tag.parse::<u64>().map(Some).map_err(|_| {
+        Problem::invalid(format!("If-Match {text:?} names no record version (this server's ETags are versions: \"3\")"))
+    })
+}
+
+/// The ETag of a record version.
+pub(crate) fn etag(version: u64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or_else(|_| HeaderValue::from_static("\"0\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn if_match_reads_versions_and_refuses_the_rest() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::IF_MATCH, HeaderValue::from_str(v).expect("header"));
+            if_match(&h)
+        };
+        assert_eq!(if_match(&HeaderMap::new()).expect("none"), None);
+        assert_eq!(with("\"3\"").expect("quoted"), Some(3));
+        assert_eq!(with("W/\"4\"").expect("weak"), Some(4));
+        assert_eq!(with("5").expect("bare"), Some(5));
+        assert_eq!(with("*").expect("any"), None);
+        assert!(with("\"abc\"").is_err() && with("\"-1\"").is_err());
+        assert!(is_json("application/json; charset=utf-8") && is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+    }
+}
