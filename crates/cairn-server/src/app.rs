@@ -1,4 +1,5 @@
 //! The router and its layers, outermost first: a request id (kept from the client or made),
+//! the Authorization header marked sensitive (never logged),
 //! propagated to the response and into the trace span of every log line; security headers;
 //! [`normalize`] (every error a problem with the request id); panics caught as 500; a
 //! request timeout (408); the body limit; then the routes.
@@ -12,6 +13,7 @@ use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -39,11 +41,16 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
         (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
     ];
-    let mut router = Router::new()
-        .merge(routes::health::router())
+    let signed_in = Router::new()
+        .merge(routes::auth::signed_in())
         .merge(routes::collections::router())
         .merge(routes::records::router())
         .merge(routes::changes::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));
+    let mut router = Router::new()
+        .merge(routes::health::router())
+        .merge(routes::auth::public())
+        .merge(signed_in)
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -59,6 +66,7 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
             let id = request.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
 }

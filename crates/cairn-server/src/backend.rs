@@ -5,7 +5,9 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use cairn::{Change, CollectionInfo, Page, Query, Record, Seq};
+use cairn::{
+    Change, CollectionInfo, IssuedToken, Page, Principal, Query, Record, Seq, SessionOptions, TokenInfo, User,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -36,6 +38,14 @@ pub trait Backend: Send + Sync + 'static {
     fn history(&self, collection: String, id: String) -> BackendFuture<'_, Vec<Change>>;
     /// Up to `limit` changes after `since`.
     fn changes_since(&self, since: Seq, limit: usize) -> BackendFuture<'_, Vec<Change>>;
+    /// Who `token` lets in.
+    fn authenticate(&self, token: String) -> BackendFuture<'_, Principal>;
+    /// Signs a user in: a new session.
+    fn login(&self, name: String, password: String, options: SessionOptions) -> BackendFuture<'_, IssuedToken>;
+    /// Revokes a token (signing out).
+    fn revoke_token(&self, id: String) -> BackendFuture<'_, TokenInfo>;
+    /// Sets a user's password, revoking its sessions but `keep`.
+    fn set_password(&self, name: String, password: String, keep: Option<String>) -> BackendFuture<'_, User>;
     /// Whether the backend can take writes now, and why not.
     fn readiness(&self, min_free_bytes: u64, max_backup_age_seconds: u64) -> BackendFuture<'_, Readiness>;
     /// Closes storage once the server has drained (taking the shutdown backup when the

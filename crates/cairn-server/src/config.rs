@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where to listen. Default: `127.0.0.1:8080`. Only loopback addresses are accepted until
-    /// authentication exists.
+    /// the server has rate limits.
     pub listen: SocketAddr,
     /// The largest request body, in bytes. Default: 2 MiB (twice the default record limit,
     /// for JSON's escaping).
@@ -28,22 +28,20 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Refuses settings the server cannot run with: today, a listen address other machines
-    /// could reach (the server has no authentication yet).
+    /// could reach (the server has no rate limits yet, so sign-in could be guessed at).
     pub fn validate(&self) -> std::io::Result<()> {
         loopback_only(self.listen)
     }
 }
 
-/// Refuses an address other machines could reach: the server has no authentication yet.
+/// Refuses an address other machines could reach: the server has no rate limits yet.
 pub(crate) fn loopback_only(address: std::net::SocketAddr) -> std::io::Result<()> {
     if address.ip().is_loopback() {
         return Ok(());
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
-        format!(
-            "refusing to listen on {address}: the server has no authentication yet, so it listens on loopback only"
-        ),
+        format!("refusing to listen on {address}: the server has no rate limits yet, so it listens on loopback only"),
     ))
 }
 

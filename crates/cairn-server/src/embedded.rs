@@ -1,7 +1,10 @@
 //! The embedded store behind the routes: each call runs on tokio's blocking pool (a write
 //! returns only once its group commit is on disk, and must not hold an async worker).
 
-use cairn::{BackupStatus, Backups, Change, CollectionInfo, Page, Query, Record, Seq, Store};
+use cairn::{
+    BackupStatus, Backups, Change, CollectionInfo, IssuedToken, Page, Principal, Query, Record, Seq, SessionOptions,
+    Store, TokenInfo, User,
+};
 use serde_json::Value;
 
 use crate::backend::{Backend, BackendFuture, Readiness};
@@ -77,6 +80,24 @@ impl Backend for Embedded {
 
     fn changes_since(&self, since: Seq, limit: usize) -> BackendFuture<'_, Vec<Change>> {
         self.blocking(move |s| s.changes_since(since, limit))
+    }
+
+    fn authenticate(&self, token: String) -> BackendFuture<'_, Principal> {
+        self.blocking(move |s| s.authenticate(&token))
+    }
+
+    fn login(&self, name: String, password: String, options: SessionOptions) -> BackendFuture<'_, IssuedToken> {
+        let password = zeroize::Zeroizing::new(password);
+        self.blocking(move |s| s.login(&name, &password, &options))
+    }
+
+    fn revoke_token(&self, id: String) -> BackendFuture<'_, TokenInfo> {
+        self.blocking(move |s| s.revoke_token(&id))
+    }
+
+    fn set_password(&self, name: String, password: String, keep: Option<String>) -> BackendFuture<'_, User> {
+        let password = zeroize::Zeroizing::new(password);
+        self.blocking(move |s| s.set_password(&name, &password, keep.as_deref()))
     }
 
     fn readiness(&self, min_free_bytes: u64, max_backup_age_seconds: u64) -> BackendFuture<'_, Readiness> {

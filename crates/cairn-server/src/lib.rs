@@ -12,8 +12,10 @@
 //!   store's settings ask for one).
 //!
 //! Every error is `application/problem+json` (RFC 9457) with a stable `type` taken from
-//! [`cairn::ErrorKind`] and the request id (see `problem.rs`). The server listens on
-//! 127.0.0.1 by default, and refuses any other address: authentication is not built yet.
+//! [`cairn::ErrorKind`] and the request id (see `problem.rs`). Every `/api` route but
+//! sign-in needs a session or API key (`routes/auth.rs`); records are for admins only until
+//! collection rules exist. The server listens on 127.0.0.1 by default, and refuses any other
+//! address until rate limits exist.
 
 mod app;
 mod backend;

@@ -50,6 +50,7 @@ impl Problem {
             ErrorKind::Conflict if precondition => StatusCode::PRECONDITION_FAILED,
             ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::NotAllowed => StatusCode::CONFLICT,
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::KeyLocked => StatusCode::LOCKED,
             ErrorKind::WrongKey => StatusCode::FORBIDDEN,

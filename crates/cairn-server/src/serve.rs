@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::config::ServerConfig;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains and closes
-/// `backend`. Only loopback listeners are accepted while the server has no authentication.
+/// `backend`. Only loopback listeners are accepted while the server has no rate limits.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn Backend>,

@@ -200,6 +200,23 @@ pub enum Error {
     #[error("wrong key: {reason}")]
     WrongKey { reason: String },
 
+    /// No user has this name.
+    #[error("no user is named {name:?}")]
+    UserNotFound { name: String },
+
+    /// A user of this name exists already.
+    #[error("a user named {name:?} exists already")]
+    UserExists { name: String },
+
+    /// No token has this id.
+    #[error("no token has the id {id:?}")]
+    TokenNotFound { id: String },
+
+    /// A sign-in or a token that lets no one in. An unknown name and a wrong password get
+    /// the same words, so that they cannot be told apart.
+    #[error("not signed in: {reason}")]
+    Unauthenticated { reason: String },
+
     /// `down` would have to pass a migration that cannot be reversed.
     #[error("migration {number} ({name}) is irreversible and cannot be undone: {reason}")]
     Irreversible { number: u32, name: String, reason: String },
@@ -229,6 +246,8 @@ pub enum ErrorKind {
     NotAllowed,
     /// Another process holds the store for writing.
     Locked,
+    /// The request names no one, or a name, password or token that lets no one in.
+    Unauthenticated,
     /// Encrypted data needs the store's key, and this handle has not unlocked it.
     KeyLocked,
     /// The passphrase or key file does not open the store's key.
@@ -254,6 +273,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::NotAllowed => "not_allowed",
             ErrorKind::Locked => "locked",
+            ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::KeyLocked => "key_locked",
             ErrorKind::WrongKey => "wrong_key",
             ErrorKind::Corruption => "corruption",
@@ -326,6 +346,9 @@ impl Error {
             Error::KeyLocked { .. } => K::KeyLocked,
             Error::WrongKey { .. } => K::WrongKey,
             Error::Irreversible { .. } => K::NotAllowed,
+            Error::Unauthenticated { .. } => K::Unauthenticated,
+            Error::UserNotFound { .. } | Error::TokenNotFound { .. } => K::NotFound,
+            Error::UserExists { .. } => K::AlreadyExists,
         }
     }
 
@@ -469,6 +492,10 @@ mod tests {
             (Error::KeyLocked { target: s(), reason: s() }, K::KeyLocked),
             (Error::WrongKey { reason: s() }, K::WrongKey),
             (Error::Irreversible { number: 1, name: s(), reason: s() }, K::NotAllowed),
+            (Error::Unauthenticated { reason: s() }, K::Unauthenticated),
+            (Error::UserNotFound { name: s() }, K::NotFound),
+            (Error::UserExists { name: s() }, K::AlreadyExists),
+            (Error::TokenNotFound { id: s() }, K::NotFound),
         ];
         for (e, _) in &all {
             // No wildcard: a new variant must be added to the table above.
@@ -516,7 +543,11 @@ mod tests {
                 | Error::MigrationFailed { .. }
                 | Error::KeyLocked { .. }
                 | Error::WrongKey { .. }
-                | Error::Irreversible { .. } => {}
+                | Error::Irreversible { .. }
+                | Error::Unauthenticated { .. }
+                | Error::UserNotFound { .. }
+                | Error::UserExists { .. }
+                | Error::TokenNotFound { .. } => {}
             }
         }
         all
@@ -528,7 +559,7 @@ mod tests {
             assert_eq!(error.kind(), kind, "{error:?}");
         }
         let names: std::collections::BTreeSet<&str> = every_variant().iter().map(|(_, k)| k.as_str()).collect();
-        assert_eq!(names.len(), 13, "every kind is used by some variant: {names:?}");
+        assert_eq!(names.len(), 14, "every kind is used by some variant: {names:?}");
     }
 
     #[test]

@@ -35,6 +35,7 @@
 //! # }
 //! ```
 
+mod access;
 mod blobs;
 mod data;
 mod engine;
@@ -111,6 +112,10 @@ pub use migrate::{
 pub use portability::export::{ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction};
 pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
+
+// Users, sessions and API keys (for the server).
+pub use access::tokens::{ApiKeyOptions, IssuedToken, Principal, SessionOptions, TokenInfo, TokenKind};
+pub use access::users::User;
 
 // Encryption and the audit trail.
 pub use engine::keyring::Secret;

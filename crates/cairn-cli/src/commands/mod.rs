@@ -15,6 +15,7 @@ mod record;
 mod serve;
 mod settings;
 mod shell;
+mod user;
 
 use std::path::PathBuf;
 
@@ -245,6 +246,13 @@ pub enum Command {
     /// The key that encrypts fields flagged `encrypted`: init, unlock, rotate, status.
     #[command(subcommand)]
     Key(key::KeyCommand),
+    /// Users who may sign in to `cairn serve`: create (--admin: the idempotent bootstrap),
+    /// list, disable, reset-password.
+    #[command(subcommand)]
+    User(user::UserCommand),
+    /// API keys and sessions: create, list, revoke.
+    #[command(subcommand)]
+    Token(user::TokenCommand),
     /// Serve the REST API over the store (docs/server.md), until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
@@ -277,6 +285,8 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::Export(args) => portability::run_export(ctx, args),
         Command::Import(args) => portability::run_import(ctx, args),
         Command::ImportLegacy(args) => portability::run_legacy(ctx, args),
+        Command::User(cmd) => user::run(ctx, cmd),
+        Command::Token(cmd) => user::run_token(ctx, cmd),
         Command::Serve(args) => serve::run(ctx, args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),

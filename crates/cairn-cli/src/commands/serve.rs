@@ -14,7 +14,7 @@ use super::Context;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Default: 127.0.0.1:8080. Only loopback addresses are accepted
-    /// until the server has authentication.
+    /// until the server has rate limits.
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// A TOML file of server settings (listen, max_body_bytes, request_timeout_ms,
@@ -24,6 +24,13 @@ pub struct ServeArgs {
     /// Print the merged settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// Make this admin before serving unless it exists (the idempotent bootstrap; its
+    /// password is the first line of --bootstrap-admin-password-file).
+    #[arg(long, value_name = "NAME", requires = "bootstrap_admin_password_file")]
+    bootstrap_admin: Option<String>,
+    /// The bootstrap admin's password file.
+    #[arg(long, value_name = "FILE", requires = "bootstrap_admin")]
+    bootstrap_admin_password_file: Option<PathBuf>,
 }
 
 pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
@@ -49,6 +56,11 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let store = ctx.open_create()?;
+    if let (Some(name), Some(file)) = (&args.bootstrap_admin, &args.bootstrap_admin_password_file) {
+        let text = zeroize::Zeroizing::new(crate::input::read_text(file)?);
+        let (_, made) = store.bootstrap_admin(name, text.lines().next().unwrap_or_default())?;
+        eprintln!("cairn: admin {name} {}", if made { "created" } else { "exists; unchanged" });
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)

@@ -922,7 +922,9 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     use std::io::{BufRead, BufReader, Read, Write};
     use std::time::{Duration, Instant};
 
-    let (_tmp, dir) = store_with_notes();
+    let (tmp, dir) = store_with_notes();
+    let password = tmp.path().join("admin-password");
+    std::fs::write(&password, "root password\n").expect("password file");
     let printed = cairn(&dir, &["serve", "--listen", "127.0.0.1:9999", "--print-config"]);
     assert_eq!(code(&printed), 0, "{}", stderr(&printed));
     assert!(stdout(&printed).contains("listen = \"127.0.0.1:9999\""), "{}", stdout(&printed));
@@ -933,7 +935,8 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--dir")
         .arg(&dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-admin", "root", "--bootstrap-admin-password-file"])
+        .arg(&password)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -956,14 +959,23 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
         stream.read_to_string(&mut answer).expect("answer");
         answer
     };
-    let body = r#"{"title": "over http"}"#;
-    let created = request(format!(
-        "POST /api/collections/notes/records?id=h1 HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    ));
+    let post = |path: &str, auth: &str, body: &str| {
+        request(format!(
+            "POST {path} HTTP/1.1\r\nHost: cairn\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let anonymous = post("/api/collections/notes/records", "", r#"{"title": "x"}"#);
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+    let login = post("/api/auth/login", "", r#"{"name": "root", "password": "root password"}"#);
+    assert!(login.starts_with("HTTP/1.1 200"), "{login}");
+    let answer: Value = serde_json::from_str(login.split("\r\n\r\n").nth(1).expect("body")).expect("json");
+    let auth = format!("Authorization: Bearer {}\r\n", answer["token"].as_str().expect("token"));
+    let created = post("/api/collections/notes/records?id=h1", &auth, r#"{"title": "over http"}"#);
     assert!(created.starts_with("HTTP/1.1 201"), "{created}");
-    let read =
-        request("GET /api/collections/notes/records/h1 HTTP/1.1\r\nHost: cairn\r\nConnection: close\r\n\r\n".into());
+    let read = request(format!(
+        "GET /api/collections/notes/records/h1 HTTP/1.1\r\nHost: cairn\r\n{auth}Connection: close\r\n\r\n"
+    ));
     assert!(read.starts_with("HTTP/1.1 200") && read.contains("over http"), "{read}");
 
     rustix::process::kill_process(rustix::process::Pid::from_child(&server), rustix::process::Signal::TERM)
@@ -979,4 +991,54 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     assert!(status.success(), "{status:?}");
     let got = cairn(&dir, &["--json", "get", "notes", "h1"]);
     assert_eq!(json(&got)["body"]["title"], "over http", "the write is in the store, and the lock is free");
+}
+
+#[test]
+fn users_and_api_keys_from_the_command_line() {
+    let (tmp, dir) = store_with_notes();
+    let password = tmp.path().join("password");
+    std::fs::write(&password, "correct horse\n").expect("password file");
+    let password = password.to_str().expect("path");
+
+    let made = cairn(&dir, &["--json", "user", "create", "root", "--admin", "--password-file", password]);
+    assert_eq!(code(&made), 0, "{}", stderr(&made));
+    assert_eq!(json(&made)["created"], true);
+    let again = cairn(&dir, &["--json", "user", "create", "root", "--admin", "--password-file", password]);
+    assert_eq!((code(&again), json(&again)["created"].clone()), (0, Value::Bool(false)), "the bootstrap is idempotent");
+    let ana = cairn_env(&dir, &[("CAIRN_PASSWORD", "ana's password")], &["user", "create", "ana", "--role", "editor"]);
+    assert_eq!(code(&ana), 0, "{}", stderr(&ana));
+    let no_password = cairn(&dir, &["user", "create", "bob"]);
+    assert_eq!(code(&no_password), 2, "a usage error: {}", stderr(&no_password));
+    assert!(stderr(&no_password).contains("--password-file"), "{}", stderr(&no_password));
+    let short = cairn_env(&dir, &[("CAIRN_PASSWORD", "short")], &["user", "create", "bob"]);
+    assert_ne!(code(&short), 0);
+    assert!(stderr(&short).contains("8 characters"), "{}", stderr(&short));
+
+    let listed = cairn(&dir, &["--json", "user", "list"]);
+    let names: Vec<String> = json(&listed)
+        .as_array()
+        .expect("users")
+        .iter()
+        .map(|u| u["name"].as_str().expect("name").to_string())
+        .collect();
+    assert_eq!(names, ["ana", "root"]);
+    assert!(!stdout(&listed).contains("argon2"), "no password hash is shown");
+
+    let key = cairn(&dir, &["token", "create", "--user", "ana", "--name", "ci", "--scope", "records:read"]);
+    assert_eq!(code(&key), 0, "{}", stderr(&key));
+    let secret = stdout(&key).trim().to_string();
+    assert!(secret.starts_with("cairn_k_"), "{secret}");
+    let id = secret["cairn_k_".len().."cairn_k_".len() + 16].to_string();
+    let tokens = cairn(&dir, &["token", "list", "--user", "ana"]);
+    assert!(stdout(&tokens).contains(&id) && !stdout(&tokens).contains(&secret), "{}", stdout(&tokens));
+    {
+        let store = cairn::Store::open(&dir, cairn::StoreOptions::read_only()).expect("open");
+        assert_eq!(store.authenticate(&secret).expect("the key lets ana in").user.name, "ana");
+    }
+    assert_eq!(code(&cairn(&dir, &["token", "revoke", &id])), 0);
+    assert_eq!(code(&cairn(&dir, &["token", "revoke", "0000000000000000"])), 4, "unknown id: not found");
+    let disabled = cairn(&dir, &["--json", "user", "disable", "ana"]);
+    assert_eq!(json(&disabled)["disabled"], true);
+    let store = cairn::Store::open(&dir, cairn::StoreOptions::read_only()).expect("open");
+    assert!(store.authenticate(&secret).is_err());
 }

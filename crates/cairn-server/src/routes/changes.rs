@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use cairn::Seq;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{Admin, AppState};
 use crate::problem::Problem;
 
 /// The most changes one answer carries.
@@ -21,6 +21,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 async fn list(
+    _admin: Admin,
     State(state): State<AppState>,
     query: Result<QueryParams<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {

@@ -6,18 +6,22 @@ use axum::{Json, Router};
 use cairn::CollectionInfo;
 use serde_json::{json, Value};
 
-use super::AppState;
+use super::{Admin, AppState};
 use crate::problem::Problem;
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/api/collections", get(list)).route("/api/collections/{collection}", get(read))
 }
 
-async fn list(State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+async fn list(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     let collections = state.backend.collections().await?;
     Ok(Json(json!({"items": collections})))
 }
 
-async fn read(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<CollectionInfo>, Problem> {
+async fn read(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<CollectionInfo>, Problem> {
     Ok(Json(state.backend.collection(name).await?))
 }

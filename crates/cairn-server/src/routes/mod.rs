@@ -1,6 +1,7 @@
 //! The routes, one file per resource, and what they share: the state, the JSON body
 //! extractor and the version headers.
 
+pub(crate) mod auth;
 pub(crate) mod changes;
 pub(crate) mod collections;
 pub(crate) mod health;
@@ -9,8 +10,10 @@ pub(crate) mod records;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue};
+use cairn::Principal;
 use serde_json::Value;
 
 use crate::backend::Backend;
@@ -50,13 +53,55 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             }
         })?;
         let text = std::str::from_utf8(&bytes).map_err(|_| Problem::invalid("the request body is not UTF-8"))?;
-        cairn::json::parse(text, "request body").map(JsonBody).map_err(Problem::from)
+        cairn::json::parse(text, "request body")
+            .map(JsonBody)
+            .map_err(|e| Problem::invalid(format!("the request body is not valid JSON: {e}")))
     }
 }
 
 fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || essence.ends_with("+json")
+}
+
+/// Whoever the request's token lets in (set by [`auth::require`]).
+pub(crate) struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .map(Caller)
+            .ok_or_else(|| Problem::new(axum::http::StatusCode::UNAUTHORIZED, "unauthenticated", "sign in first"))
+    }
+}
+
+/// A caller with the admin role. Until collection rules exist (SRV-4), records are the
+/// admins' only: a user of another role is refused with 403, never shown anything.
+pub(crate) struct Admin(#[allow(dead_code)] pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        if principal.user.role == cairn::User::ADMIN_ROLE {
+            Ok(Admin(principal))
+        } else {
+            Err(Problem::new(
+                axum::http::StatusCode::FORBIDDEN,
+                "forbidden",
+                format!(
+                    "role {:?} may not use this route: no collection rules are defined yet, so only admins may",
+                    principal.user.role
+                ),
+            ))
+        }
+    }
 }
 
 /// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use cairn::{Query, Record};
 use serde_json::json;
 
-use super::{etag, if_match, AppState, JsonBody};
+use super::{etag, if_match, Admin, AppState, JsonBody};
 use crate::problem::Problem;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -55,6 +55,7 @@ fn with_version(record: &Record, status: StatusCode) -> Response {
 }
 
 async fn create(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     query: Params,
@@ -73,6 +74,7 @@ async fn create(
 }
 
 async fn read(
+    _admin: Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
@@ -81,6 +83,7 @@ async fn read(
 }
 
 async fn replace(
+    _admin: Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -96,6 +99,7 @@ async fn replace(
 }
 
 async fn patch(
+    _admin: Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -111,6 +115,7 @@ async fn patch(
 }
 
 async fn delete(
+    _admin: Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -127,6 +132,7 @@ async fn delete(
 }
 
 async fn list(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     query: Params,
@@ -150,6 +156,7 @@ async fn list(
 }
 
 async fn count(
+    _admin: Admin,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     query: Params,
@@ -162,6 +169,7 @@ async fn count(
 }
 
 async fn history(
+    _admin: Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, Problem> {

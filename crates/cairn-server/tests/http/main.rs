@@ -2,6 +2,7 @@
 //! documented errors, each error checked for the problem+json shape; then the server on an
 //! ephemeral 127.0.0.1 port with a real client, through shutdown.
 
+mod auth;
 mod records;
 mod served;
 
@@ -16,9 +17,16 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use tower::ServiceExt;
 
-/// A store with a `notes` collection (title required and indexed, n indexed, tags) and the
-/// API over it.
-pub fn app(config: ServerConfig) -> (tempfile::TempDir, Store, Router) {
+/// The API in-process, and the admin token its calls carry.
+#[derive(Clone, Debug)]
+pub struct Api {
+    pub router: Router,
+    pub token: String,
+}
+
+/// A store with a `notes` collection (title required and indexed, n indexed, tags), an
+/// admin `root` signed in, and the API over it.
+pub fn app(config: ServerConfig) -> (tempfile::TempDir, Store, Api) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let store = Store::open(tmp.path().join("store"), StoreOptions::default()).expect("open");
     store
@@ -33,8 +41,10 @@ pub fn app(config: ServerConfig) -> (tempfile::TempDir, Store, Router) {
             .expect("schema"),
         )
         .expect("collection");
+    store.bootstrap_admin("root", "root password").expect("admin");
+    let token = store.login("root", "root password", &cairn::SessionOptions::default()).expect("login").secret;
     let router = cairn_server::app(Arc::new(Embedded::new(store.clone())), config);
-    (tmp, store, router)
+    (tmp, store, Api { router, token })
 }
 
 /// What a call answered.
@@ -61,17 +71,21 @@ impl Answer {
     }
 }
 
-/// Calls the API in-process.
-pub async fn call(router: &Router, method: Method, uri: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
+/// Calls the API in-process as the admin, unless `headers` carry their own `authorization`
+/// (an empty one: none at all).
+pub async fn call(api: &Api, method: Method, uri: &str, body: Option<&str>, headers: &[(&str, &str)]) -> Answer {
     let mut request = Request::builder().method(method).uri(uri);
+    if !headers.iter().any(|(name, _)| *name == "authorization") {
+        request = request.header("authorization", format!("Bearer {}", api.token));
+    }
     if body.is_some() {
         request = request.header("content-type", "application/json");
     }
-    for (name, value) in headers {
+    for (name, value) in headers.iter().filter(|(_, value)| !value.is_empty()) {
         request = request.header(*name, *value);
     }
     let request = request.body(body.map_or_else(Body::empty, |b| Body::from(b.to_string()))).expect("request");
-    let response = router.clone().oneshot(request).await.expect("infallible");
+    let response = api.router.clone().oneshot(request).await.expect("infallible");
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.expect("body").to_bytes();

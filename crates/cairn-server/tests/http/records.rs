@@ -152,11 +152,14 @@ async fn bad_requests_are_precise_problems_never_500s() {
     // A body declared as something else is refused before it is read.
     let mut request =
         axum::http::Request::builder().method(Method::POST).uri(records).header("content-type", "text/plain");
-    request = request.header("x-request-id", "client-chosen-id");
-    let response =
-        tower::ServiceExt::oneshot(api.clone(), request.body(axum::body::Body::from("title=x")).expect("request"))
-            .await
-            .expect("call");
+    request =
+        request.header("x-request-id", "client-chosen-id").header("authorization", format!("Bearer {}", api.token));
+    let response = tower::ServiceExt::oneshot(
+        api.router.clone(),
+        request.body(axum::body::Body::from("title=x")).expect("request"),
+    )
+    .await
+    .expect("call");
     assert_eq!(response.status(), 415);
     assert_eq!(response.headers()["x-request-id"], "client-chosen-id", "a client's request id is kept");
 }

@@ -25,6 +25,7 @@ async fn a_served_store_answers_real_clients_and_closes_with_its_backup_on_shutd
         )
         .expect("collection");
 
+    store.bootstrap_admin("root", "root password").expect("admin");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -37,7 +38,22 @@ async fn a_served_store_answers_real_clients_and_closes_with_its_backup_on_shutd
         },
     ));
 
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let anonymous = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    let login: Value = anonymous
+        .post(format!("{base}/api/auth/login"))
+        .json(&json!({"name": "root", "password": "root password"}))
+        .send()
+        .await
+        .expect("login")
+        .json()
+        .await
+        .expect("json");
+    let token = login["token"].as_str().expect("a session token");
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(reqwest::header::AUTHORIZATION, format!("Bearer {token}").parse().expect("header"));
+    let client =
+        reqwest::Client::builder().timeout(Duration::from_secs(30)).default_headers(headers).build().expect("client");
+    assert_eq!(anonymous.get(format!("{base}/api/collections")).send().await.expect("get").status(), 401);
     let mut ids = Vec::new();
     for i in 0..20 {
         let created = client

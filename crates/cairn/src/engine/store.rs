@@ -41,6 +41,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("format/0004_migrations.sql"),
     include_str!("format/0005_audit.sql"),
     include_str!("format/0006_keys.sql"),
+    include_str!("format/0007_access.sql"),
 ];
 
 /// The newest store format this build reads and writes.

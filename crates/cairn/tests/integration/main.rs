@@ -1,5 +1,6 @@
 //! cairn's integration tests, one binary grouped by theme.
 
+mod access;
 mod audit;
 mod backup;
 mod blobs;

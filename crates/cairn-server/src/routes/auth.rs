@@ -1,0 +1,116 @@
+//! Signing in and out. `POST /api/auth/login` takes `{"name", "password"}` and answers a
+//! session token (shown once); every other `/api` route needs `Authorization: Bearer
+//! <token>` (a session or an API key). A wrong name, a wrong password and a disabled user
+//! get the same 401.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cairn::{Principal, SessionOptions};
+use serde_json::{json, Value};
+
+use super::{AppState, Caller, JsonBody};
+use crate::problem::Problem;
+
+/// The routes anyone may call.
+pub(crate) fn public() -> Router<AppState> {
+    Router::new().route("/api/auth/login", post(login))
+}
+
+/// The routes for whoever is signed in.
+pub(crate) fn signed_in() -> Router<AppState> {
+    Router::new()
+        .route("/api/auth/me", get(me))
+        .route("/api/auth/logout", post(logout))
+        .route("/api/auth/password", post(change_password))
+}
+
+/// A 401 that says how to authenticate.
+fn unauthenticated(detail: impl Into<String>) -> Response {
+    let mut response = Problem::new(StatusCode::UNAUTHORIZED, "unauthenticated", detail).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    response
+}
+
+/// Lets a request through only with a token that lets someone in; the [`Principal`] goes into
+/// the request's extensions for the handlers.
+pub(crate) async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+        return unauthenticated("sign in first: send Authorization: Bearer <token> (POST /api/auth/login makes one)");
+    };
+    let token = value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).unwrap_or_default();
+    if token.is_empty() {
+        return unauthenticated("the Authorization header must be `Bearer <token>`");
+    }
+    match state.backend.authenticate(token.to_string()).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(e) if e.kind() == cairn::ErrorKind::Unauthenticated => unauthenticated(e.to_string()),
+        Err(e) => Problem::from(e).into_response(),
+    }
+}
+
+fn text(body: &Value, field: &str) -> Result<String, Problem> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Problem::invalid(format!("`{field}` must be text"))),
+        None => Err(Problem::invalid(format!("`{field}` is missing"))),
+    }
+}
+
+async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+    if let Some(unknown) =
+        body.as_object().and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "name" | "password" | "label")))
+    {
+        return Err(Problem::invalid(format!("unknown member `{unknown}`; login takes name, password, label")));
+    }
+    let (name, password) = (text(&body, "name")?, text(&body, "password")?);
+    let label = body.get("label").and_then(Value::as_str).unwrap_or("").chars().take(200).collect();
+    let options = SessionOptions { label, ..SessionOptions::default() };
+    match state.backend.login(name, password, options).await {
+        Ok(issued) => {
+            let answer = json!({"token": issued.secret, "session": issued.info});
+            let mut response = Json(answer).into_response();
+            response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            Ok(response)
+        }
+        Err(e) if e.kind() == cairn::ErrorKind::Unauthenticated => Ok(unauthenticated(e.to_string())),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn me(Caller(principal): Caller) -> Json<Principal> {
+    Json(principal)
+}
+
+async fn logout(State(state): State<AppState>, Caller(principal): Caller) -> Result<StatusCode, Problem> {
+    state.backend.revoke_token(principal.token.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn change_password(
+    State(state): State<AppState>,
+    Caller(principal): Caller,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    let (current, new) = (text(&body, "current_password")?, text(&body, "new_password")?);
+    // The current password is checked by signing in with it (the same answer as a wrong
+    // login); the session this makes is revoked at once.
+    let check = state.backend.login(principal.user.name.clone(), current, SessionOptions::default()).await;
+    match check {
+        Ok(issued) => {
+            state.backend.revoke_token(issued.info.id).await?;
+        }
+        Err(e) if e.kind() == cairn::ErrorKind::Unauthenticated => {
+            return Ok(unauthenticated("the current password is wrong"));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let user = state.backend.set_password(principal.user.name, new, Some(principal.token.id)).await?;
+    Ok(Json(json!({"user": user})).into_response())
+}
