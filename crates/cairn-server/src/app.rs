@@ -32,7 +32,8 @@ pub fn app(backend: Arc<dyn Backend>, config: ServerConfig) -> Router {
 pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: Arc<AtomicBool>) -> Router {
     let timeout = Duration::from_millis(config.request_timeout_ms);
     let body_limit = config.max_body_bytes;
-    let state = AppState { backend, config: Arc::new(config), draining };
+    let limits = Arc::new(crate::limits::Limits::new(&config));
+    let state = AppState { backend, config: Arc::new(config), draining, limits };
     let security = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),
@@ -46,6 +47,7 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         .merge(routes::collections::router())
         .merge(routes::records::router())
         .merge(routes::changes::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));
     let mut router = Router::new()
         .merge(routes::health::router())

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where to listen. Default: `127.0.0.1:8080`. Only loopback addresses are accepted until
-    /// the server has rate limits.
+    /// collection rules exist.
     pub listen: SocketAddr,
     /// The largest request body, in bytes. Default: 2 MiB (twice the default record limit,
     /// for JSON's escaping).
@@ -24,24 +24,40 @@ pub struct ServerConfig {
     /// `/ready` fails when the newest verified backup is older than this (0: not checked).
     /// Default: 0.
     pub ready_max_backup_age_seconds: u64,
+    /// Reads (GET) a signed-in user may make per minute, on average (0: no limit). Default: 1,200.
+    pub rate_read_per_minute: u32,
+    /// Reads let through at once before the rate applies. Default: 200.
+    pub rate_read_burst: u32,
+    /// Writes a signed-in user may make per minute (0: no limit). Default: 300.
+    pub rate_write_per_minute: u32,
+    /// Writes let through at once. Default: 60.
+    pub rate_write_burst: u32,
+    /// Sign-in attempts per client address per minute (0: no limit). Default: 10.
+    pub rate_login_per_minute: u32,
+    /// Sign-in attempts let through at once. Default: 5.
+    pub rate_login_burst: u32,
+    /// Wrong passwords in a row that lock an account (0: never). Default: 5.
+    pub login_lockout_failures: u32,
+    /// How long a locked account refuses every sign-in. Default: 900 s.
+    pub login_lockout_seconds: u64,
 }
 
 impl ServerConfig {
     /// Refuses settings the server cannot run with: today, a listen address other machines
-    /// could reach (the server has no rate limits yet, so sign-in could be guessed at).
+    /// could reach (until collection rules exist, the server is for one machine).
     pub fn validate(&self) -> std::io::Result<()> {
         loopback_only(self.listen)
     }
 }
 
-/// Refuses an address other machines could reach: the server has no rate limits yet.
+/// Refuses an address other machines could reach: collection rules do not exist yet.
 pub(crate) fn loopback_only(address: std::net::SocketAddr) -> std::io::Result<()> {
     if address.ip().is_loopback() {
         return Ok(());
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
-        format!("refusing to listen on {address}: the server has no rate limits yet, so it listens on loopback only"),
+        format!("refusing to listen on {address}: until collection rules exist it listens on loopback only"),
     ))
 }
 
@@ -54,6 +70,14 @@ impl Default for ServerConfig {
             drain_timeout_ms: 10_000,
             ready_min_free_bytes: 64 << 20,
             ready_max_backup_age_seconds: 0,
+            rate_read_per_minute: 1_200,
+            rate_read_burst: 200,
+            rate_write_per_minute: 300,
+            rate_write_burst: 60,
+            rate_login_per_minute: 10,
+            rate_login_burst: 5,
+            login_lockout_failures: 5,
+            login_lockout_seconds: 900,
         }
     }
 }

@@ -15,12 +15,13 @@
 //! [`cairn::ErrorKind`] and the request id (see `problem.rs`). Every `/api` route but
 //! sign-in needs a session or API key (`routes/auth.rs`); records are for admins only until
 //! collection rules exist. The server listens on 127.0.0.1 by default, and refuses any other
-//! address until rate limits exist.
+//! address until collection rules exist.
 
 mod app;
 mod backend;
 mod config;
 mod embedded;
+mod limits;
 mod problem;
 mod routes;
 mod serve;

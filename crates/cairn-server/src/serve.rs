@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::config::ServerConfig;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains and closes
-/// `backend`. Only loopback listeners are accepted while the server has no rate limits.
+/// `backend`. Only loopback listeners are accepted until collection rules exist.
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
@@ -27,7 +27,7 @@ pub async fn serve(
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
     let flag = Arc::clone(&draining);
     let mut server = tokio::spawn(async move {
-        axum::serve(listener, router)
+        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
             .with_graceful_shutdown(async move {
                 shutdown.await;
                 flag.store(true, Ordering::SeqCst);

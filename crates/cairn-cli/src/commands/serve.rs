@@ -14,7 +14,7 @@ use super::Context;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Default: 127.0.0.1:8080. Only loopback addresses are accepted
-    /// until the server has rate limits.
+    /// until collection rules exist.
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// A TOML file of server settings (listen, max_body_bytes, request_timeout_ms,

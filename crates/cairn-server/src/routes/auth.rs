@@ -63,7 +63,11 @@ fn text(body: &Value, field: &str) -> Result<String, Problem> {
     }
 }
 
-async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+async fn login(
+    State(state): State<AppState>,
+    extensions: axum::http::Extensions,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
     if let Some(unknown) =
         body.as_object().and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "name" | "password" | "label")))
     {
@@ -72,16 +76,33 @@ async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> Resul
     let (name, password) = (text(&body, "name")?, text(&body, "password")?);
     let label = body.get("label").and_then(Value::as_str).unwrap_or("").chars().take(200).collect();
     let options = SessionOptions { label, ..SessionOptions::default() };
-    match state.backend.login(name, password, options).await {
+    let client = format!("ip:{}", crate::limits::client(&extensions));
+    let mut headers = axum::http::HeaderMap::new();
+    let decision = state.limits.check(crate::limits::RouteClass::Login, &client);
+    if let Some(refused) = crate::limits::answer(&decision, &mut headers) {
+        return Ok(refused);
+    }
+    if let Some(left) = state.limits.locked(&name) {
+        return Ok(crate::limits::too_many(state.config.login_lockout_failures, left));
+    }
+    let result = state.backend.login(name.clone(), password, options).await;
+    match &result {
+        Ok(_) => state.limits.succeeded(&name),
+        Err(e) if e.kind() == cairn::ErrorKind::Unauthenticated => state.limits.failed(&name),
+        Err(_) => {}
+    }
+    let mut response = match result {
         Ok(issued) => {
             let answer = json!({"token": issued.secret, "session": issued.info});
             let mut response = Json(answer).into_response();
             response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            Ok(response)
+            response
         }
-        Err(e) if e.kind() == cairn::ErrorKind::Unauthenticated => Ok(unauthenticated(e.to_string())),
-        Err(e) => Err(e.into()),
-    }
+        Err(e) if e.kind() == cairn::ErrorKind::Unauthenticated => unauthenticated(e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
+    response.headers_mut().extend(headers);
+    Ok(response)
 }
 
 async fn me(Caller(principal): Caller) -> Json<Principal> {

@@ -27,6 +27,7 @@ pub(crate) struct AppState {
     pub config: Arc<ServerConfig>,
     /// Set when shutdown began: `/ready` answers 503 so that a balancer stops sending.
     pub draining: Arc<AtomicBool>,
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// A JSON request body, parsed with the library's rules; a body that is not JSON, or is
