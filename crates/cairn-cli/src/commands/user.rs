@@ -52,18 +52,19 @@ pub struct PasswordArgs {
     /// The password: the first line of this file (or set CAIRN_PASSWORD).
     #[arg(long, value_name = "FILE")]
     password_file: Option<PathBuf>,
-    #[arg(long, env = "CAIRN_PASSWORD", hide = true, hide_env_values = true)]
-    password_env: Option<String>,
 }
 
 impl PasswordArgs {
     fn read(&self) -> Result<zeroize::Zeroizing<String>> {
-        match (&self.password_file, &self.password_env) {
+        // Read from the environment here, not as an argument: an argument could also be
+        // given on the command line.
+        let from_env = std::env::var("CAIRN_PASSWORD").ok().map(zeroize::Zeroizing::new);
+        match (&self.password_file, &from_env) {
             (Some(path), None) => {
                 let text = zeroize::Zeroizing::new(crate::input::read_text(path)?);
                 Ok(zeroize::Zeroizing::new(text.lines().next().unwrap_or_default().to_string()))
             }
-            (None, Some(text)) => Ok(zeroize::Zeroizing::new(text.clone())),
+            (None, Some(text)) => Ok(zeroize::Zeroizing::new(text.to_string())),
             (None, None) => {
                 Err(UsageError("give the password with --password-file FILE or CAIRN_PASSWORD".into()).into())
             }
