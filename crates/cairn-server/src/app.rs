@@ -33,7 +33,7 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
     let timeout = Duration::from_millis(config.request_timeout_ms);
     let body_limit = config.max_body_bytes;
     let limits = Arc::new(crate::limits::Limits::new(&config));
-    let state = AppState { backend, config: Arc::new(config), draining, limits };
+    let state = AppState { backend, config: Arc::new(config), draining, limits, in_flight: Arc::default() };
     let security = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),

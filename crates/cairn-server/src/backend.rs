@@ -6,7 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use cairn::{
-    Change, CollectionInfo, IssuedToken, Page, Principal, Query, Record, Seq, SessionOptions, TokenInfo, User,
+    Change, CollectionInfo, IssuedToken, Once, OnceOptions, Page, Principal, Query, Record, Seq, SessionOptions,
+    TokenInfo, User,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -20,16 +21,13 @@ pub trait Backend: Send + Sync + 'static {
     fn collections(&self) -> BackendFuture<'_, Vec<CollectionInfo>>;
     /// One collection.
     fn collection(&self, name: String) -> BackendFuture<'_, CollectionInfo>;
-    /// Creates a record (with `id`, or a new one).
-    fn create(&self, collection: String, id: Option<String>, body: Value) -> BackendFuture<'_, Record>;
     /// A live record.
     fn get(&self, collection: String, id: String) -> BackendFuture<'_, Record>;
-    /// Replaces a record's body; `expected` is the version the caller last saw.
-    fn replace(&self, collection: String, id: String, body: Value, expected: Option<u64>) -> BackendFuture<'_, Record>;
-    /// Applies a JSON merge patch.
-    fn patch(&self, collection: String, id: String, patch: Value, expected: Option<u64>) -> BackendFuture<'_, Record>;
-    /// Soft-deletes a record.
-    fn delete(&self, collection: String, id: String, expected: Option<u64>) -> BackendFuture<'_, Record>;
+    /// Makes one record write.
+    fn write(&self, write: RecordWrite) -> BackendFuture<'_, Record>;
+    /// Makes one record write once for an idempotency key, storing its answer (the record,
+    /// with the status the write answers) in the same transaction; a retry gets that answer.
+    fn write_once(&self, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once>;
     /// A page of records.
     fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page>;
     /// How many live records match `filter`.
@@ -51,6 +49,51 @@ pub trait Backend: Send + Sync + 'static {
     /// Closes storage once the server has drained (taking the shutdown backup when the
     /// store's settings ask for one). Later calls fail.
     fn close(&self) -> BackendFuture<'_, ()>;
+}
+
+/// A write of one record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum RecordWrite {
+    /// Create, with `id` or a new one.
+    Create { collection: String, id: Option<String>, body: Value },
+    /// Replace the body; `expected` is the version the caller last saw.
+    Replace { collection: String, id: String, body: Value, expected: Option<u64> },
+    /// Apply a JSON merge patch.
+    Patch { collection: String, id: String, patch: Value, expected: Option<u64> },
+    /// Soft-delete.
+    Delete { collection: String, id: String, expected: Option<u64> },
+}
+
+impl RecordWrite {
+    /// The HTTP status of its success.
+    pub fn status(&self) -> u16 {
+        match self {
+            RecordWrite::Create { .. } => 201,
+            RecordWrite::Replace { .. } | RecordWrite::Patch { .. } => 200,
+            RecordWrite::Delete { .. } => 204,
+        }
+    }
+
+    /// Whether the caller named the version it expects (a conflict is then 412).
+    pub fn has_precondition(&self) -> bool {
+        match self {
+            RecordWrite::Create { .. } => false,
+            RecordWrite::Replace { expected, .. }
+            | RecordWrite::Patch { expected, .. }
+            | RecordWrite::Delete { expected, .. } => expected.is_some(),
+        }
+    }
+
+    /// Makes it in `tx`.
+    pub fn apply(self, tx: &mut cairn::Tx<'_>) -> cairn::Result<Record> {
+        match self {
+            RecordWrite::Create { collection, id, body } => tx.create(&collection, id.as_deref(), body),
+            RecordWrite::Replace { collection, id, body, expected } => tx.replace(&collection, &id, body, expected),
+            RecordWrite::Patch { collection, id, patch, expected } => tx.patch(&collection, &id, &patch, expected),
+            RecordWrite::Delete { collection, id, expected } => tx.delete(&collection, &id, expected),
+        }
+    }
 }
 
 /// The answer of `/ready`.

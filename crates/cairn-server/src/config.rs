@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub login_lockout_failures: u32,
     /// How long a locked account refuses every sign-in. Default: 900 s.
     pub login_lockout_seconds: u64,
+    /// How long an idempotency key is remembered. Default: 86,400 s (24 hours).
+    pub idempotency_retention_seconds: u64,
 }
 
 impl ServerConfig {
@@ -78,6 +80,7 @@ impl Default for ServerConfig {
             rate_login_burst: 5,
             login_lockout_failures: 5,
             login_lockout_seconds: 900,
+            idempotency_retention_seconds: 86_400,
         }
     }
 }

@@ -2,12 +2,11 @@
 //! returns only once its group commit is on disk, and must not hold an async worker).
 
 use cairn::{
-    BackupStatus, Backups, Change, CollectionInfo, IssuedToken, Page, Principal, Query, Record, Seq, SessionOptions,
-    Store, TokenInfo, User,
+    BackupStatus, Backups, Change, CollectionInfo, IssuedToken, Once, OnceOptions, Page, Principal, Query, Record, Seq,
+    SessionOptions, Store, StoredAnswer, TokenInfo, User,
 };
-use serde_json::Value;
 
-use crate::backend::{Backend, BackendFuture, Readiness};
+use crate::backend::{Backend, BackendFuture, Readiness, RecordWrite};
 
 /// A [`Backend`] over an open [`Store`].
 #[derive(Debug, Clone)]
@@ -43,27 +42,23 @@ impl Backend for Embedded {
         self.blocking(move |s| s.collection(&name))
     }
 
-    fn create(&self, collection: String, id: Option<String>, body: Value) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| match id {
-            Some(id) => s.create_with_id(&collection, &id, body),
-            None => s.create(&collection, body),
+    fn write(&self, write: RecordWrite) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.transaction(move |tx| write.apply(tx)))
+    }
+
+    fn write_once(&self, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once> {
+        self.blocking(move |s| {
+            s.write_once(&options, move |tx| {
+                let status = write.status();
+                let record = write.apply(tx)?;
+                let body = serde_json::to_string(&record).map_err(|e| cairn::Error::Internal(e.to_string()))?;
+                Ok(StoredAnswer { status, body })
+            })
         })
     }
 
     fn get(&self, collection: String, id: String) -> BackendFuture<'_, Record> {
         self.blocking(move |s| s.get(&collection, &id))
-    }
-
-    fn replace(&self, collection: String, id: String, body: Value, expected: Option<u64>) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| s.replace(&collection, &id, body, expected))
-    }
-
-    fn patch(&self, collection: String, id: String, patch: Value, expected: Option<u64>) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| s.patch(&collection, &id, patch, expected))
-    }
-
-    fn delete(&self, collection: String, id: String, expected: Option<u64>) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| s.delete(&collection, &id, expected))
     }
 
     fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page> {

@@ -27,7 +27,7 @@ mod routes;
 mod serve;
 
 pub use app::app;
-pub use backend::{Backend, BackendFuture, Readiness};
+pub use backend::{Backend, BackendFuture, Readiness, RecordWrite};
 pub use config::ServerConfig;
 pub use embedded::Embedded;
 pub use problem::Problem;

@@ -44,6 +44,9 @@ impl Problem {
     /// A library error. `precondition` is true when the request named the version it expected
     /// (`If-Match`): a conflict is then 412, as HTTP says, rather than 409.
     pub fn from_error(error: &cairn::Error, precondition: bool) -> Problem {
+        if let cairn::Error::KeyReused { .. } = error {
+            return Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", error.to_string());
+        }
         let kind = error.kind();
         let status = match kind {
             ErrorKind::NotFound => StatusCode::NOT_FOUND,

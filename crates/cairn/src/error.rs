@@ -212,6 +212,10 @@ pub enum Error {
     #[error("no token has the id {id:?}")]
     TokenNotFound { id: String },
 
+    /// An idempotency key came back with another request than the one it was first used for.
+    #[error("idempotency key {key:?} was used for another request")]
+    KeyReused { key: String },
+
     /// A sign-in or a token that lets no one in. An unknown name and a wrong password get
     /// the same words, so that they cannot be told apart.
     #[error("not signed in: {reason}")]
@@ -349,6 +353,7 @@ impl Error {
             Error::Unauthenticated { .. } => K::Unauthenticated,
             Error::UserNotFound { .. } | Error::TokenNotFound { .. } => K::NotFound,
             Error::UserExists { .. } => K::AlreadyExists,
+            Error::KeyReused { .. } => K::InvalidInput,
         }
     }
 
@@ -496,6 +501,7 @@ mod tests {
             (Error::UserNotFound { name: s() }, K::NotFound),
             (Error::UserExists { name: s() }, K::AlreadyExists),
             (Error::TokenNotFound { id: s() }, K::NotFound),
+            (Error::KeyReused { key: s() }, K::InvalidInput),
         ];
         for (e, _) in &all {
             // No wildcard: a new variant must be added to the table above.
@@ -547,7 +553,8 @@ mod tests {
                 | Error::Unauthenticated { .. }
                 | Error::UserNotFound { .. }
                 | Error::UserExists { .. }
-                | Error::TokenNotFound { .. } => {}
+                | Error::TokenNotFound { .. }
+                | Error::KeyReused { .. } => {}
             }
         }
         all

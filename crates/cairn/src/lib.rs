@@ -62,6 +62,7 @@ pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 // Records, history and transactions.
 pub use data::batch::{parse_batch, BatchOp, BatchResult};
 pub use data::changes::{Change, ChangeOp};
+pub use data::idempotency::{Once, OnceOptions, StoredAnswer};
 pub use data::ids::validate_id;
 pub use data::record::{Record, ScanOptions};
 pub use engine::change::Seq;

@@ -1042,3 +1042,138 @@ fn users_and_api_keys_from_the_command_line() {
     let store = cairn::Store::open(&dir, cairn::StoreOptions::read_only()).expect("open");
     assert!(store.authenticate(&secret).is_err());
 }
+
+/// Starts `cairn serve` on `listen` and returns it with the address it serves on.
+fn start_server(dir: &Path, listen: &str, config: &Path, password: &Path) -> (std::process::Child, String) {
+    use std::io::{BufRead, BufReader};
+    let mut server = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("--dir")
+        .arg(dir)
+        .args(["serve", "--listen", listen, "--config"])
+        .arg(config)
+        .args(["--bootstrap-admin", "root", "--bootstrap-admin-password-file"])
+        .arg(password)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn server");
+    let mut errors = BufReader::new(server.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        if errors.read_line(&mut line).expect("read stderr") == 0 {
+            let status = server.wait().expect("wait");
+            panic!("the server stopped before serving: {status:?}");
+        }
+        if let Some(at) = line.find("on http://") {
+            break line[at + "on http://".len()..].trim().to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut errors, &mut std::io::sink()));
+    (server, address)
+}
+
+/// One HTTP/1.1 exchange; `None` when the connection failed or broke (the server died).
+fn http(address: &str, raw: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).ok()?;
+    stream.write_all(raw.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer).filter(|a| a.starts_with("HTTP/1.1 "))
+}
+
+#[test]
+fn idempotent_creates_survive_a_server_killed_at_random_moments() {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    let (tmp, dir) = store_with_notes();
+    let password = tmp.path().join("admin-password");
+    std::fs::write(&password, "root password\n").expect("password file");
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, "rate_write_per_minute = 0\nrate_read_per_minute = 0\nrate_login_per_minute = 0\n")
+        .expect("config");
+    let (mut server, address) = start_server(&dir, "127.0.0.1:0", &config, &password);
+
+    let deadline = Instant::now() + Duration::from_secs(240);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged = Arc::new(Mutex::new(Vec::new()));
+    let client = {
+        let (address, stop, acknowledged) = (address.clone(), stop.clone(), acknowledged.clone());
+        std::thread::spawn(move || {
+            let login = r#"{"name": "root", "password": "root password"}"#;
+            let token = loop {
+                assert!(Instant::now() < deadline, "could not sign in");
+                let raw = format!(
+                    "POST /api/auth/login HTTP/1.1\r\nHost: cairn\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{login}",
+                    login.len()
+                );
+                if let Some(answer) = http(&address, &raw).filter(|a| a.starts_with("HTTP/1.1 200")) {
+                    let body: Value =
+                        serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap_or("")).expect("json");
+                    break body["token"].as_str().expect("token").to_string();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            let mut retries = 0;
+            let mut i = 0;
+            while !stop.load(Ordering::SeqCst) {
+                let body = format!(r#"{{"title": "t{i}"}}"#);
+                loop {
+                    assert!(Instant::now() < deadline, "create {i} never succeeded");
+                    let raw = format!(
+                        "POST /api/collections/notes/records HTTP/1.1\r\nHost: cairn\r\nAuthorization: Bearer {token}\r\nIdempotency-Key: create-{i}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    match http(&address, &raw) {
+                        Some(answer) if answer.starts_with("HTTP/1.1 201") => {
+                            acknowledged.lock().expect("lock").push(i);
+                            break;
+                        }
+                        // Anything else — no connection, a broken one, a 409 while the first
+                        // try is still running — is retried with the same key.
+                        _ => {
+                            retries += 1;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                    }
+                }
+                i += 1;
+            }
+            retries
+        })
+    };
+
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(fastrand::u64(30..250)));
+        rustix::process::kill_process(rustix::process::Pid::from_child(&server), rustix::process::Signal::KILL)
+            .expect("SIGKILL");
+        server.wait().expect("reap");
+        (server, _) = start_server(&dir, &address, &config, &password);
+    }
+    stop.store(true, Ordering::SeqCst);
+    let retries = client.join().expect("the client finished");
+    rustix::process::kill_process(rustix::process::Pid::from_child(&server), rustix::process::Signal::TERM)
+        .expect("SIGTERM");
+    assert!(server.wait().expect("stopped").success());
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    let creates = acknowledged.len();
+    assert!(creates > 20, "the client made {creates} creates across 20 kills");
+    assert_eq!(acknowledged, (0..creates).collect::<Vec<_>>(), "every create was acknowledged, in order");
+    let store = cairn::Store::open(&dir, cairn::StoreOptions::read_only()).expect("open");
+    let mut titles: BTreeMap<String, usize> = BTreeMap::new();
+    for record in store.scan("notes", &cairn::ScanOptions::page(None, 10_000)).expect("scan") {
+        *titles.entry(record.body["title"].as_str().unwrap_or_default().to_string()).or_default() += 1;
+    }
+    let twice: Vec<_> = titles.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "created twice: {twice:?}");
+    for i in 0..creates {
+        assert_eq!(titles.get(&format!("t{i}")), Some(&1), "create {i} exists exactly once");
+    }
+    assert_eq!(titles.len(), creates, "nothing but the acknowledged creates");
+    assert!(retries > 0, "the kills interrupted the client at least once");
+}

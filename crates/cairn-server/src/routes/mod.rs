@@ -28,6 +28,8 @@ pub(crate) struct AppState {
     /// Set when shutdown began: `/ready` answers 503 so that a balancer stops sending.
     pub draining: Arc<AtomicBool>,
     pub limits: Arc<crate::limits::Limits>,
+    /// Idempotency keys whose first request is still running.
+    pub in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// A JSON request body, parsed with the library's rules; a body that is not JSON, or is

@@ -2,7 +2,8 @@
 //! sort, fields and cursors, count, and a record's history. A write that names the version
 //! it expects (`If-Match`) fails with 412 when the record has moved on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query as QueryParams, State};
@@ -10,10 +11,11 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use cairn::{Query, Record};
-use serde_json::json;
+use cairn::{Once, OnceOptions, Principal, Query, Record};
+use serde_json::{json, Value};
 
 use super::{etag, if_match, Admin, AppState, JsonBody};
+use crate::backend::RecordWrite;
 use crate::problem::Problem;
 
 pub(crate) fn router() -> Router<AppState> {
@@ -54,23 +56,103 @@ fn with_version(record: &Record, status: StatusCode) -> Response {
     response
 }
 
+/// Makes `write`, once per `Idempotency-Key` when the request carries one: a retry of the
+/// same request gets the first answer again (`Idempotent-Replayed: true`) without writing; the
+/// same key with another request is 422, and while the first is still running, 409.
+async fn write(
+    state: &AppState,
+    caller: &Principal,
+    headers: &HeaderMap,
+    write: RecordWrite,
+) -> Result<Response, Problem> {
+    let precondition = write.has_precondition();
+    let Some(key) = headers.get("idempotency-key") else {
+        let status = write.status();
+        let record = state.backend.write(write).await.map_err(|e| Problem::from_error(&e, precondition))?;
+        let body = serde_json::to_value(&record).map_err(|e| Problem::from(cairn::Error::Internal(e.to_string())))?;
+        return Ok(answer(status, &body, false));
+    };
+    let key = key.to_str().map_err(|_| Problem::invalid("Idempotency-Key must be visible ASCII"))?.to_string();
+    let described = serde_json::to_string(&write).map_err(|e| Problem::from(cairn::Error::Internal(e.to_string())))?;
+    let request_hash = cairn::ContentHash::of(described.as_bytes()).to_string();
+    let scope = format!("{} records", caller.user.id);
+    let _running = InFlight::enter(&state.in_flight, format!("{scope} {key}")).ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "in_progress",
+            format!("a request with idempotency key {key:?} is still running"),
+        )
+    })?;
+    let options = OnceOptions {
+        retention_seconds: state.config.idempotency_retention_seconds as i64,
+        ..OnceOptions::new(scope, key, request_hash)
+    };
+    let once = state.backend.write_once(options, write).await.map_err(|e| Problem::from_error(&e, precondition))?;
+    let (stored, replayed) = match once {
+        Once::Done(stored) => (stored, false),
+        Once::Replayed(stored) => (stored, true),
+    };
+    let body: Value =
+        serde_json::from_str(&stored.body).map_err(|e| Problem::from(cairn::Error::Internal(e.to_string())))?;
+    Ok(answer(stored.status, &body, replayed))
+}
+
+/// A write's answer from its status and record: the record (none for 204), its version as
+/// the ETag, and where a created record lives.
+fn answer(status: u16, record: &Value, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    let mut response =
+        if status == StatusCode::NO_CONTENT { status.into_response() } else { (status, Json(record)).into_response() };
+    let headers = response.headers_mut();
+    if let Some(version) = record["version"].as_u64() {
+        headers.insert(header::ETAG, etag(version));
+    }
+    if status == StatusCode::CREATED {
+        let location = format!(
+            "/api/collections/{}/records/{}",
+            record["collection"].as_str().unwrap_or_default(),
+            record["id"].as_str().unwrap_or_default()
+        );
+        if let Ok(value) = HeaderValue::from_str(&location) {
+            headers.insert(header::LOCATION, value);
+        }
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// A key being written: a second request with it is refused until the first is done.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(set: &'a Mutex<HashSet<String>>, key: String) -> Option<InFlight<'a>> {
+        set.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()).then_some(InFlight { set, key })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.key);
+    }
+}
+
 async fn create(
-    _admin: Admin,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     Path(collection): Path<String>,
+    headers: HeaderMap,
     query: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let query = params(query)?;
     only(&query, &["id"])?;
     let id = query.get("id").cloned();
-    let record = state.backend.create(collection.clone(), id, body).await?;
-    let mut response = with_version(&record, StatusCode::CREATED);
-    let location = format!("/api/collections/{collection}/records/{}", record.id);
-    if let Ok(value) = HeaderValue::from_str(&location) {
-        response.headers_mut().insert(header::LOCATION, value);
-    }
-    Ok(response)
+    write(&state, &caller, &headers, RecordWrite::Create { collection, id, body }).await
 }
 
 async fn read(
@@ -83,52 +165,35 @@ async fn read(
 }
 
 async fn replace(
-    _admin: Admin,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
     let expected = if_match(&headers)?;
-    let record = state
-        .backend
-        .replace(collection, id, body, expected)
-        .await
-        .map_err(|e| Problem::from_error(&e, expected.is_some()))?;
-    Ok(with_version(&record, StatusCode::OK))
+    write(&state, &caller, &headers, RecordWrite::Replace { collection, id, body, expected }).await
 }
 
 async fn patch(
-    _admin: Admin,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    JsonBody(patch): JsonBody,
 ) -> Result<Response, Problem> {
     let expected = if_match(&headers)?;
-    let record = state
-        .backend
-        .patch(collection, id, body, expected)
-        .await
-        .map_err(|e| Problem::from_error(&e, expected.is_some()))?;
-    Ok(with_version(&record, StatusCode::OK))
+    write(&state, &caller, &headers, RecordWrite::Patch { collection, id, patch, expected }).await
 }
 
 async fn delete(
-    _admin: Admin,
+    Admin(caller): Admin,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expected = if_match(&headers)?;
-    let record = state
-        .backend
-        .delete(collection, id, expected)
-        .await
-        .map_err(|e| Problem::from_error(&e, expected.is_some()))?;
-    let mut response = StatusCode::NO_CONTENT.into_response();
-    response.headers_mut().insert(header::ETAG, etag(record.version));
-    Ok(response)
+    write(&state, &caller, &headers, RecordWrite::Delete { collection, id, expected }).await
 }
 
 async fn list(

@@ -3,6 +3,7 @@
 //! ephemeral 127.0.0.1 port with a real client, through shutdown.
 
 mod auth;
+mod idempotency;
 mod limits;
 mod records;
 mod served;

@@ -1,5 +1,5 @@
 //! The data layer: collections and their schemas, records, the change log, indexes,
-//! full-text search, queries, settings, batches and body compression.
+//! full-text search, queries, settings, batches, body compression and idempotency keys.
 
 pub(crate) mod attachments;
 pub(crate) mod batch;
@@ -11,6 +11,7 @@ pub(crate) mod compress;
 pub(crate) mod condition;
 pub(crate) mod encryption;
 pub(crate) mod feed;
+pub(crate) mod idempotency;
 pub(crate) mod ids;
 pub(crate) mod index;
 pub(crate) mod query;

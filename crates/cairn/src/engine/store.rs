@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("format/0005_audit.sql"),
     include_str!("format/0006_keys.sql"),
     include_str!("format/0007_access.sql"),
+    include_str!("format/0008_idempotency.sql"),
 ];
 
 /// The newest store format this build reads and writes.

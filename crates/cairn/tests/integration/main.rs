@@ -12,6 +12,7 @@ mod crash;
 mod encryption;
 mod feed;
 mod hostile;
+mod idempotency;
 mod integrity;
 mod migrate;
 mod portability;
