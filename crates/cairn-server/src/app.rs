@@ -9,9 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue, Request, StatusCode};
+use axum::http::{header, HeaderName, HeaderValue, Method, Request, StatusCode};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
@@ -31,6 +32,7 @@ pub fn app(backend: Arc<dyn Backend>, config: ServerConfig) -> Router {
 /// [`app`] with the flag that shutdown sets.
 pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: Arc<AtomicBool>) -> Router {
     let timeout = Duration::from_millis(config.request_timeout_ms);
+    let cors = cors(&config.cors_origins);
     let body_limit = config.max_body_bytes;
     let limits = Arc::new(crate::limits::Limits::new(&config));
     let state = AppState { backend, config: Arc::new(config), draining, limits, in_flight: Arc::default() };
@@ -62,6 +64,9 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
     for (name, value) in security {
         router = router.layer(SetResponseHeaderLayer::if_not_present(name, HeaderValue::from_static(value)));
     }
+    if let Some(cors) = cors {
+        router = router.layer(cors);
+    }
     let request_id = HeaderName::from_static("x-request-id");
     router
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
@@ -71,4 +76,37 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Browsers may call the API from these origins only (none: no CORS at all).
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> =
+        origins.iter().filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()).collect();
+    if origins.is_empty() {
+        return None;
+    }
+    let header = |name: &'static str| HeaderName::from_static(name);
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                header("idempotency-key"),
+                header("x-request-id"),
+            ])
+            .expose_headers([
+                header::ETAG,
+                header::LOCATION,
+                header::RETRY_AFTER,
+                header("x-request-id"),
+                header("idempotent-replayed"),
+                header("ratelimit-limit"),
+                header("ratelimit-remaining"),
+                header("ratelimit-reset"),
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
 }

@@ -42,13 +42,54 @@ pub struct ServerConfig {
     pub login_lockout_seconds: u64,
     /// How long an idempotency key is remembered. Default: 86,400 s (24 hours).
     pub idempotency_retention_seconds: u64,
+    /// Origins a browser may call the API from (`https://app.example.org`); none by default,
+    /// which answers no CORS request.
+    pub cors_origins: Vec<String>,
 }
 
 impl ServerConfig {
-    /// Refuses settings the server cannot run with: today, a listen address other machines
-    /// could reach (until collection rules exist, the server is for one machine).
+    /// Refuses settings the server cannot run with: a listen address other machines could
+    /// reach (until collection rules exist, the server is for one machine), or a CORS origin
+    /// that is not one.
     pub fn validate(&self) -> std::io::Result<()> {
-        loopback_only(self.listen)
+        loopback_only(self.listen)?;
+        for origin in &self.cors_origins {
+            let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
+                && !origin.trim_end_matches('/').contains(['*', ' '])
+                && axum::http::HeaderValue::from_str(origin).is_ok();
+            if !ok {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("cors_origins: {origin:?} is not an origin (scheme://host[:port], no wildcard)"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// These settings with the environment's `CAIRN_<SETTING>` variables laid over them
+    /// (`CAIRN_LISTEN=127.0.0.1:9000`, `CAIRN_RATE_WRITE_PER_MINUTE=0`,
+    /// `CAIRN_CORS_ORIGINS=https://a.example,https://b.example`). Variables that name no
+    /// setting are left alone; a value a setting cannot take is an error naming both.
+    pub fn with_env(self, vars: impl IntoIterator<Item = (String, String)>) -> Result<ServerConfig, String> {
+        let mut table = match serde_json::to_value(&self) {
+            Ok(serde_json::Value::Object(table)) => table,
+            _ => return Err("the settings cannot be read as a table".into()),
+        };
+        for (name, value) in vars {
+            let Some(key) = name.strip_prefix("CAIRN_").map(str::to_ascii_lowercase) else { continue };
+            let Some(current) = table.get(&key) else { continue };
+            let parsed = match current {
+                serde_json::Value::Number(_) => value.trim().parse::<u64>().map(serde_json::Value::from).ok(),
+                serde_json::Value::Array(_) => Some(serde_json::Value::from(
+                    value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(String::from).collect::<Vec<_>>(),
+                )),
+                _ => Some(serde_json::Value::String(value.clone())),
+            };
+            let parsed = parsed.ok_or_else(|| format!("{name}={value:?} is not a whole number"))?;
+            table.insert(key, parsed);
+        }
+        serde_json::from_value(serde_json::Value::Object(table)).map_err(|e| format!("the environment's settings: {e}"))
     }
 }
 
@@ -81,12 +122,43 @@ impl Default for ServerConfig {
             login_lockout_failures: 5,
             login_lockout_seconds: 900,
             idempotency_retention_seconds: 86_400,
+            cors_origins: Vec::new(),
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::ServerConfig;
+
+    #[test]
+    fn the_environment_overrides_the_file_and_bad_values_are_named() {
+        let vars =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let config = ServerConfig::default()
+            .with_env(vars(&[
+                ("CAIRN_LISTEN", "127.0.0.1:9000"),
+                ("CAIRN_RATE_WRITE_PER_MINUTE", "7"),
+                ("CAIRN_CORS_ORIGINS", "https://a.example, https://b.example:8443"),
+                ("CAIRN_DIR", "/somewhere"),
+                ("PATH", "/bin"),
+            ]))
+            .expect("config");
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.rate_write_per_minute, 7);
+        assert_eq!(config.cors_origins, ["https://a.example", "https://b.example:8443"]);
+        assert!(config.validate().is_ok());
+        let err =
+            ServerConfig::default().with_env(vars(&[("CAIRN_RATE_READ_BURST", "lots")])).expect_err("not a number");
+        assert!(err.contains("CAIRN_RATE_READ_BURST"), "{err}");
+        let err = ServerConfig::default().with_env(vars(&[("CAIRN_LISTEN", "nowhere")])).expect_err("not an address");
+        assert!(err.contains("settings"), "{err}");
+        for origin in ["*", "https://*.example", "example.org", "https://a b"] {
+            let config = ServerConfig { cors_origins: vec![origin.into()], ..ServerConfig::default() };
+            assert!(config.validate().is_err(), "{origin}");
+        }
+    }
+
     #[test]
     fn only_loopback_addresses_are_served() {
         for ok in ["127.0.0.1:8080", "[::1]:0"] {

@@ -17,8 +17,8 @@ pub struct ServeArgs {
     /// until collection rules exist.
     #[arg(long)]
     listen: Option<SocketAddr>,
-    /// A TOML file of server settings (listen, max_body_bytes, request_timeout_ms,
-    /// drain_timeout_ms, ready_min_free_bytes, ready_max_backup_age_seconds); flags win.
+    /// A TOML file of server settings (docs/server.md); CAIRN_<SETTING> environment variables
+    /// win over it, and flags over both.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Print the merged settings as TOML and exit.
@@ -42,6 +42,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
         }
         None => ServerConfig::default(),
     };
+    config = config.with_env(std::env::vars()).map_err(crate::UsageError)?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }

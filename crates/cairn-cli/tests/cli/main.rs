@@ -928,6 +928,19 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     let printed = cairn(&dir, &["serve", "--listen", "127.0.0.1:9999", "--print-config"]);
     assert_eq!(code(&printed), 0, "{}", stderr(&printed));
     assert!(stdout(&printed).contains("listen = \"127.0.0.1:9999\""), "{}", stdout(&printed));
+    let layered = cairn_env(
+        &dir,
+        &[("CAIRN_RATE_WRITE_PER_MINUTE", "7"), ("CAIRN_LISTEN", "127.0.0.1:7777")],
+        &["serve", "--listen", "127.0.0.1:9999", "--print-config"],
+    );
+    let text = stdout(&layered);
+    assert!(
+        text.contains("rate_write_per_minute = 7") && text.contains("127.0.0.1:9999"),
+        "env over defaults, flags over env: {text}"
+    );
+    let bad = cairn_env(&dir, &[("CAIRN_RATE_WRITE_PER_MINUTE", "lots")], &["serve", "--print-config"]);
+    assert_eq!(code(&bad), 2, "{}", stderr(&bad));
+    assert!(stderr(&bad).contains("CAIRN_RATE_WRITE_PER_MINUTE"), "{}", stderr(&bad));
     let refused = cairn(&dir, &["serve", "--listen", "0.0.0.0:0"]);
     assert_ne!(code(&refused), 0);
     assert!(stderr(&refused).contains("loopback"), "{}", stderr(&refused));

@@ -212,3 +212,33 @@ async fn ready_says_why_not() {
     let detail = answer.problem(503, "not_ready");
     assert!(detail.contains("bytes free") && detail.contains("no verified backup"), "{detail}");
 }
+
+#[tokio::test]
+async fn cors_answers_only_the_configured_origins() {
+    let config = ServerConfig { cors_origins: vec!["https://app.example".into()], ..ServerConfig::default() };
+    let (_tmp, _store, api) = app(config);
+    let preflight = |origin: &'static str| {
+        axum::http::Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/api/collections/notes/records")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, idempotency-key")
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let allowed = tower::ServiceExt::oneshot(api.router.clone(), preflight("https://app.example")).await.expect("call");
+    assert!(allowed.status().is_success(), "{allowed:?}");
+    assert_eq!(allowed.headers()["access-control-allow-origin"], "https://app.example");
+    let allowed_headers = allowed.headers()["access-control-allow-headers"].to_str().expect("text").to_lowercase();
+    assert!(allowed_headers.contains("idempotency-key"), "{allowed_headers}");
+    let other = tower::ServiceExt::oneshot(api.router.clone(), preflight("https://evil.example")).await.expect("call");
+    assert!(!other.headers().contains_key("access-control-allow-origin"), "{other:?}");
+    let read = call(&api, Method::GET, "/api/collections", None, &[("origin", "https://app.example")]).await;
+    assert_eq!(read.headers["access-control-allow-origin"], "https://app.example");
+    assert!(read.headers["access-control-expose-headers"].to_str().expect("text").to_lowercase().contains("etag"));
+
+    let (_tmp, _store, closed) = app(ServerConfig::default());
+    let answer = call(&closed, Method::GET, "/api/collections", None, &[("origin", "https://app.example")]).await;
+    assert!(!answer.headers.contains_key("access-control-allow-origin"), "no CORS unless configured");
+}
