@@ -51,10 +51,13 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         .merge(routes::changes::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));
+    crate::metrics::handle();
     let mut router = Router::new()
         .merge(routes::health::router())
+        .route("/metrics", axum::routing::get(crate::metrics::render))
         .merge(routes::auth::public())
         .merge(signed_in)
+        .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -44,6 +44,8 @@ pub trait Backend: Send + Sync + 'static {
     fn revoke_token(&self, id: String) -> BackendFuture<'_, TokenInfo>;
     /// Sets a user's password, revoking its sessions but `keep`.
     fn set_password(&self, name: String, password: String, keep: Option<String>) -> BackendFuture<'_, User>;
+    /// How many write groups and requests the backend has committed.
+    fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats>;
     /// Whether the backend can take writes now, and why not.
     fn readiness(&self, min_free_bytes: u64, max_backup_age_seconds: u64) -> BackendFuture<'_, Readiness>;
     /// Closes storage once the server has drained (taking the shutdown backup when the

@@ -95,6 +95,10 @@ impl Backend for Embedded {
         self.blocking(move |s| s.set_password(&name, &password, keep.as_deref()))
     }
 
+    fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats> {
+        self.blocking(|s| Ok(s.write_stats()))
+    }
+
     fn readiness(&self, min_free_bytes: u64, max_backup_age_seconds: u64) -> BackendFuture<'_, Readiness> {
         self.blocking(move |s| {
             let mut reasons = Vec::new();

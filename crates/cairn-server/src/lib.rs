@@ -22,6 +22,7 @@ mod backend;
 mod config;
 mod embedded;
 mod limits;
+mod metrics;
 mod problem;
 mod routes;
 mod serve;

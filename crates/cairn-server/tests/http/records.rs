@@ -242,3 +242,29 @@ async fn cors_answers_only_the_configured_origins() {
     let answer = call(&closed, Method::GET, "/api/collections", None, &[("origin", "https://app.example")]).await;
     assert!(!answer.headers.contains_key("access-control-allow-origin"), "no CORS unless configured");
 }
+
+#[tokio::test]
+async fn metrics_count_requests_by_route_and_report_the_store() {
+    let (_tmp, _store, api) = app(ServerConfig::default());
+    call(&api, Method::POST, "/api/collections/notes/records?id=m1", Some(r#"{"title": "m"}"#), &[]).await;
+    call(&api, Method::GET, "/api/collections/notes/records/m1", None, &[]).await;
+    call(&api, Method::GET, "/api/collections/notes/records/missing", None, &[]).await;
+    let request = axum::http::Request::builder().uri("/metrics").body(axum::body::Body::empty()).expect("request");
+    let response = tower::ServiceExt::oneshot(api.router.clone(), request).await.expect("call");
+    assert_eq!(response.status(), 200);
+    assert!(response.headers()["content-type"].to_str().expect("type").starts_with("text/plain"));
+    let bytes = http_body_util::BodyExt::collect(response.into_body()).await.expect("body").to_bytes();
+    let text = String::from_utf8(bytes.to_vec()).expect("utf-8");
+    for needle in [
+        r#"cairn_http_request_duration_seconds_count{route="/api/collections/{collection}/records/{id}",method="GET",status="404"}"#,
+        r#"route="/api/collections/{collection}/records",method="POST",status="201""#,
+        "cairn_http_requests_in_flight",
+        "cairn_store_last_seq",
+        "cairn_write_groups",
+        "cairn_write_requests",
+        "cairn_disk_free_bytes",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    assert!(!text.contains("m1"), "record ids never become labels");
+}
