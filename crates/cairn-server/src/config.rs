@@ -42,6 +42,10 @@ pub struct ServerConfig {
     pub login_lockout_seconds: u64,
     /// How long an idempotency key is remembered. Default: 86,400 s (24 hours).
     pub idempotency_retention_seconds: u64,
+    /// Where the JSON log files go, rotated daily (`cairn.<date>.log`); none: stderr.
+    pub log_dir: Option<std::path::PathBuf>,
+    /// How many daily log files are kept; older ones are removed. Default: 14.
+    pub log_keep_files: usize,
     /// Origins a browser may call the API from (`https://app.example.org`); none by default,
     /// which answers no CORS request.
     pub cors_origins: Vec<String>,
@@ -123,6 +127,8 @@ impl Default for ServerConfig {
             login_lockout_seconds: 900,
             idempotency_retention_seconds: 86_400,
             cors_origins: Vec::new(),
+            log_dir: None,
+            log_keep_files: 14,
         }
     }
 }

@@ -51,11 +51,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
         return Ok(());
     }
     config.validate()?;
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _log_writer = logging(&config)?;
     let store = ctx.open_create()?;
     if let (Some(name), Some(file)) = (&args.bootstrap_admin, &args.bootstrap_admin_password_file) {
         let text = zeroize::Zeroizing::new(crate::input::read_text(file)?);
@@ -87,4 +83,26 @@ fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
             _ = terminate.recv() => {}
         }
     })
+}
+
+/// JSON log lines, to daily files in `log_dir` (keeping `log_keep_files`) or to stderr; the
+/// returned guard flushes the file writer when serving ends.
+fn logging(config: &ServerConfig) -> Result<Option<tracing_appender::non_blocking::WorkerGuard>> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| "info".into());
+    let subscriber = tracing_subscriber::fmt().json().with_env_filter(filter);
+    let Some(dir) = &config.log_dir else {
+        let _ = subscriber.with_writer(std::io::stderr).try_init();
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating the log folder {}", dir.display()))?;
+    let files = tracing_appender::rolling::RollingFileAppender::builder()
+        .rotation(tracing_appender::rolling::Rotation::DAILY)
+        .filename_prefix("cairn")
+        .filename_suffix("log")
+        .max_log_files(config.log_keep_files.max(1))
+        .build(dir)
+        .with_context(|| format!("opening a log file in {}", dir.display()))?;
+    let (writer, guard) = tracing_appender::non_blocking(files);
+    let _ = subscriber.with_writer(writer).try_init();
+    Ok(Some(guard))
 }

@@ -925,6 +925,9 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     let (tmp, dir) = store_with_notes();
     let password = tmp.path().join("admin-password");
     std::fs::write(&password, "root password\n").expect("password file");
+    let logs = tmp.path().join("logs");
+    let config = tmp.path().join("cairn.toml");
+    std::fs::write(&config, format!("log_dir = {:?}\n", logs.to_str().expect("path"))).expect("config");
     let printed = cairn(&dir, &["serve", "--listen", "127.0.0.1:9999", "--print-config"]);
     assert_eq!(code(&printed), 0, "{}", stderr(&printed));
     assert!(stdout(&printed).contains("listen = \"127.0.0.1:9999\""), "{}", stdout(&printed));
@@ -948,7 +951,9 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
     let mut server = Command::new(env!("CARGO_BIN_EXE_cairn"))
         .arg("--dir")
         .arg(&dir)
-        .args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-admin", "root", "--bootstrap-admin-password-file"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .args(["--bootstrap-admin", "root", "--bootstrap-admin-password-file"])
         .arg(&password)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -1002,6 +1007,18 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "{status:?}");
+    // The log: JSON lines in a daily file, every request's line with its request id, and
+    // never the token.
+    let files: Vec<_> = std::fs::read_dir(&logs).expect("log folder").flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let text = std::fs::read_to_string(&files[0]).expect("log file");
+    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+    let requests: Vec<&Value> = lines.iter().filter(|l| l["span"]["name"] == "request").collect();
+    assert!(requests.len() >= 4, "{text}");
+    assert!(requests.iter().all(|l| l["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty())), "{text}");
+    assert!(requests.iter().any(|l| l["span"]["path"] == "/api/collections/notes/records/h1"), "{text}");
+    assert!(!text.contains(answer["token"].as_str().expect("token")), "the token is never logged");
+    assert!(!text.contains("root password"), "nor the password");
     let got = cairn(&dir, &["--json", "get", "notes", "h1"]);
     assert_eq!(json(&got)["body"]["title"], "over http", "the write is in the store, and the lock is free");
 }
