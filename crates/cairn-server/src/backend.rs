@@ -44,6 +44,22 @@ pub trait Backend: Send + Sync + 'static {
     fn revoke_token(&self, id: String) -> BackendFuture<'_, TokenInfo>;
     /// Sets a user's password, revoking its sessions but `keep`.
     fn set_password(&self, name: String, password: String, keep: Option<String>) -> BackendFuture<'_, User>;
+    /// Full-text search.
+    fn search(&self, collection: String, search: cairn::Search) -> BackendFuture<'_, Vec<cairn::Hit>>;
+    /// Applies `ops` all or nothing.
+    fn batch(&self, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>>;
+    /// Every setting.
+    fn settings(&self) -> BackendFuture<'_, Vec<cairn::Setting>>;
+    /// Sets one setting; returns it as it is now.
+    fn set_setting(&self, key: String, value: Value) -> BackendFuture<'_, cairn::Setting>;
+    /// Audit entries after `after` matching `filter`, at most `limit`.
+    fn audit_log(&self, filter: Option<String>, after: u64, limit: usize) -> BackendFuture<'_, Vec<cairn::AuditEntry>>;
+    /// Every backup, newest first.
+    fn backups(&self) -> BackendFuture<'_, Vec<cairn::BackupInfo>>;
+    /// Takes a backup now.
+    fn backup(&self) -> BackendFuture<'_, cairn::BackupInfo>;
+    /// Verifies a backup again.
+    fn verify_backup(&self, id: String) -> BackendFuture<'_, cairn::BackupInfo>;
     /// How many write groups and requests the backend has committed.
     fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats>;
     /// Whether the backend can take writes now, and why not.
@@ -65,6 +81,12 @@ pub enum RecordWrite {
     Patch { collection: String, id: String, patch: Value, expected: Option<u64> },
     /// Soft-delete.
     Delete { collection: String, id: String, expected: Option<u64> },
+    /// Bring back the body of `version`, as a new version.
+    Revert { collection: String, id: String, version: u64, expected: Option<u64> },
+    /// Undo the record's last change.
+    Undo { collection: String, id: String },
+    /// Redo what the last undo took back.
+    Redo { collection: String, id: String },
 }
 
 impl RecordWrite {
@@ -72,18 +94,19 @@ impl RecordWrite {
     pub fn status(&self) -> u16 {
         match self {
             RecordWrite::Create { .. } => 201,
-            RecordWrite::Replace { .. } | RecordWrite::Patch { .. } => 200,
             RecordWrite::Delete { .. } => 204,
+            _ => 200,
         }
     }
 
     /// Whether the caller named the version it expects (a conflict is then 412).
     pub fn has_precondition(&self) -> bool {
         match self {
-            RecordWrite::Create { .. } => false,
+            RecordWrite::Create { .. } | RecordWrite::Undo { .. } | RecordWrite::Redo { .. } => false,
             RecordWrite::Replace { expected, .. }
             | RecordWrite::Patch { expected, .. }
-            | RecordWrite::Delete { expected, .. } => expected.is_some(),
+            | RecordWrite::Delete { expected, .. }
+            | RecordWrite::Revert { expected, .. } => expected.is_some(),
         }
     }
 
@@ -94,6 +117,9 @@ impl RecordWrite {
             RecordWrite::Replace { collection, id, body, expected } => tx.replace(&collection, &id, body, expected),
             RecordWrite::Patch { collection, id, patch, expected } => tx.patch(&collection, &id, &patch, expected),
             RecordWrite::Delete { collection, id, expected } => tx.delete(&collection, &id, expected),
+            RecordWrite::Revert { collection, id, version, expected } => tx.revert(&collection, &id, version, expected),
+            RecordWrite::Undo { collection, id } => tx.undo(&collection, &id),
+            RecordWrite::Redo { collection, id } => tx.redo(&collection, &id),
         }
     }
 }

@@ -95,6 +95,41 @@ impl Backend for Embedded {
         self.blocking(move |s| s.set_password(&name, &password, keep.as_deref()))
     }
 
+    fn search(&self, collection: String, search: cairn::Search) -> BackendFuture<'_, Vec<cairn::Hit>> {
+        self.blocking(move |s| s.search(&collection, &search))
+    }
+
+    fn batch(&self, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>> {
+        self.blocking(move |s| s.batch(ops))
+    }
+
+    fn settings(&self) -> BackendFuture<'_, Vec<cairn::Setting>> {
+        self.blocking(|s| s.settings())
+    }
+
+    fn set_setting(&self, key: String, value: serde_json::Value) -> BackendFuture<'_, cairn::Setting> {
+        self.blocking(move |s| {
+            s.set_setting(&key, value)?;
+            s.setting(&key)
+        })
+    }
+
+    fn audit_log(&self, filter: Option<String>, after: u64, limit: usize) -> BackendFuture<'_, Vec<cairn::AuditEntry>> {
+        self.blocking(move |s| s.audit_log(filter.as_deref(), after, limit))
+    }
+
+    fn backups(&self) -> BackendFuture<'_, Vec<cairn::BackupInfo>> {
+        self.blocking(|s| s.backups())
+    }
+
+    fn backup(&self) -> BackendFuture<'_, cairn::BackupInfo> {
+        self.blocking(|s| s.backup(&cairn::BackupOptions::default(), &mut |_, _, _| {}))
+    }
+
+    fn verify_backup(&self, id: String) -> BackendFuture<'_, cairn::BackupInfo> {
+        self.blocking(move |s| s.verify_backup(&id, &mut |_, _, _| {}))
+    }
+
     fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats> {
         self.blocking(|s| Ok(s.write_stats()))
     }

@@ -1,6 +1,7 @@
 //! The routes, one file per resource, and what they share: the state, the JSON body
 //! extractor and the version headers.
 
+pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod changes;
 pub(crate) mod collections;

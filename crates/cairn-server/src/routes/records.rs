@@ -9,7 +9,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query as QueryParams, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use cairn::{Once, OnceOptions, Principal, Query, Record};
 use serde_json::{json, Value};
@@ -23,6 +23,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/collections/{collection}/records", get(list).post(create))
         .route("/api/collections/{collection}/records/{id}", get(read).put(replace).patch(patch).delete(delete))
         .route("/api/collections/{collection}/records/{id}/history", get(history))
+        .route("/api/collections/{collection}/records/{id}/revert", post(revert))
+        .route("/api/collections/{collection}/records/{id}/undo", post(undo))
+        .route("/api/collections/{collection}/records/{id}/redo", post(redo))
+        .route("/api/collections/{collection}/search", get(search))
+        .route("/api/batch", post(batch))
         .route("/api/collections/{collection}/count", get(count))
 }
 
@@ -240,4 +245,78 @@ async fn history(
 ) -> Result<Response, Problem> {
     let changes = state.backend.history(collection, id).await?;
     Ok(Json(json!({"items": changes})).into_response())
+}
+
+async fn revert(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| *k != "version")) {
+        return Err(Problem::invalid(format!("unknown member `{unknown}`; revert takes version")));
+    }
+    let version = body
+        .get("version")
+        .and_then(Value::as_u64)
+        .ok_or_else(|| Problem::invalid("revert takes {\"version\": N}, the version whose body comes back"))?;
+    let expected = if_match(&headers)?;
+    write(&state, &caller, &headers, RecordWrite::Revert { collection, id, version, expected }).await
+}
+
+async fn undo(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    write(&state, &caller, &headers, RecordWrite::Undo { collection, id }).await
+}
+
+async fn redo(
+    Admin(caller): Admin,
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    write(&state, &caller, &headers, RecordWrite::Redo { collection, id }).await
+}
+
+async fn search(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(collection): Path<String>,
+    query: Params,
+) -> Result<Response, Problem> {
+    let query = params(query)?;
+    only(&query, &["q", "filter", "limit", "offset", "fields"])?;
+    let terms = query
+        .get("q")
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| Problem::invalid("search needs q, the words to find"))?;
+    let mut search = cairn::Search { terms: terms.clone(), ..cairn::Search::default() };
+    search.filter = query.get("filter").filter(|f| !f.trim().is_empty()).map(|f| f.as_str().into());
+    if let Some(limit) = number(&query, "limit")? {
+        search.limit = limit;
+    }
+    if let Some(offset) = number(&query, "offset")? {
+        search.offset = offset;
+    }
+    search.fields =
+        query.get("fields").map(|f| f.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
+    let hits = state.backend.search(collection, search).await?;
+    Ok(Json(json!({"items": hits})).into_response())
+}
+
+/// Operations applied all or nothing: `[{"op": "create", "collection": …}, …]` as
+/// `cairn::BatchOp` reads them.
+async fn batch(_admin: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+    let ops: Vec<cairn::BatchOp> =
+        serde_json::from_value(body).map_err(|e| Problem::invalid(format!("the batch cannot be read: {e}")))?;
+    if ops.is_empty() {
+        return Err(Problem::invalid("the batch is empty"));
+    }
+    let results = state.backend.batch(ops).await?;
+    Ok(Json(json!({"items": results})).into_response())
 }

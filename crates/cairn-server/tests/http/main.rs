@@ -2,6 +2,7 @@
 //! documented errors, each error checked for the problem+json shape; then the server on an
 //! ephemeral 127.0.0.1 port with a real client, through shutdown.
 
+mod admin;
 mod auth;
 mod idempotency;
 mod limits;

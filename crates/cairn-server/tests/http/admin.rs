@@ -1,0 +1,113 @@
+//! Search, batches, revert/undo/redo, settings, the audit trail and backups over HTTP.
+
+use axum::http::Method;
+use cairn_server::ServerConfig;
+use serde_json::json;
+
+use crate::{app, call};
+
+#[tokio::test]
+async fn search_and_all_or_nothing_batches() {
+    let (_tmp, store, api) = app(ServerConfig::default());
+    store
+        .create_collection(
+            cairn::CollectionSchema::from_json(
+                r#"{"name": "docs", "fields": [{"name": "text", "type": "text", "fulltext": true}]}"#,
+                "docs",
+            )
+            .expect("schema"),
+        )
+        .expect("docs");
+    store.create_with_id("docs", "d1", json!({"text": "the quick brown fox"})).expect("d1");
+    store.create_with_id("docs", "d2", json!({"text": "a lazy dog"})).expect("d2");
+    let hits = call(&api, Method::GET, "/api/collections/docs/search?q=fox", None, &[]).await;
+    assert_eq!(hits.status, 200, "{hits:?}");
+    let ids: Vec<&str> =
+        hits.body["items"].as_array().expect("items").iter().map(|h| h["id"].as_str().expect("id")).collect();
+    assert_eq!(ids, ["d1"]);
+    call(&api, Method::GET, "/api/collections/docs/search", None, &[]).await.problem(400, "invalid_input");
+
+    let ok = json!([
+        {"op": "create", "collection": "notes", "id": "b1", "body": {"title": "one"}},
+        {"op": "patch", "collection": "docs", "id": "d2", "patch": {"text": "a lazy cat"}, "expected": 1}
+    ]);
+    let done = call(&api, Method::POST, "/api/batch", Some(&ok.to_string()), &[]).await;
+    assert_eq!(done.status, 200, "{done:?}");
+    assert_eq!(done.body["items"].as_array().map(Vec::len), Some(2));
+    let bad = json!([
+        {"op": "create", "collection": "notes", "id": "b2", "body": {"title": "two"}},
+        {"op": "create", "collection": "notes", "id": "b3", "body": {"title": 3}}
+    ]);
+    let refused = call(&api, Method::POST, "/api/batch", Some(&bad.to_string()), &[]).await;
+    refused.problem(400, "invalid_input");
+    assert!(store.get("notes", "b2").is_err(), "nothing of a refused batch is written");
+    call(&api, Method::POST, "/api/batch", Some(r#"[{"op": "explode"}]"#), &[]).await.problem(400, "invalid_input");
+    call(&api, Method::POST, "/api/batch", Some("[]"), &[]).await.problem(400, "invalid_input");
+}
+
+#[tokio::test]
+async fn revert_undo_and_redo_make_new_versions() {
+    let (_tmp, store, api) = app(ServerConfig::default());
+    store.create_with_id("notes", "n1", json!({"title": "v1"})).expect("n1");
+    store.patch("notes", "n1", json!({"title": "v2"}), None).expect("v2");
+    let base = "/api/collections/notes/records/n1";
+    let reverted =
+        call(&api, Method::POST, &format!("{base}/revert"), Some(r#"{"version": 1}"#), &[("if-match", "\"2\"")]).await;
+    assert_eq!((reverted.status.as_u16(), reverted.body["version"].as_u64()), (200, Some(3)), "{reverted:?}");
+    assert_eq!(reverted.body["body"]["title"], "v1");
+    let stale =
+        call(&api, Method::POST, &format!("{base}/revert"), Some(r#"{"version": 2}"#), &[("if-match", "\"2\"")]).await;
+    stale.problem(412, "precondition_failed");
+    call(&api, Method::POST, &format!("{base}/revert"), Some(r#"{"v": 1}"#), &[]).await.problem(400, "invalid_input");
+    call(&api, Method::POST, &format!("{base}/revert"), Some(r#"{"version": 99}"#), &[])
+        .await
+        .problem(404, "not_found");
+    let undone = call(&api, Method::POST, &format!("{base}/undo"), None, &[]).await;
+    assert_eq!((undone.status.as_u16(), &undone.body["body"]["title"]), (200, &json!("v2")));
+    let redone = call(&api, Method::POST, &format!("{base}/redo"), None, &[]).await;
+    assert_eq!((redone.status.as_u16(), &redone.body["body"]["title"]), (200, &json!("v1")));
+    call(&api, Method::POST, &format!("{base}/redo"), None, &[]).await.problem(409, "not_allowed");
+}
+
+#[tokio::test]
+async fn settings_audit_and_backups_for_admins() {
+    let (_tmp, store, api) = app(ServerConfig::default());
+    let settings = call(&api, Method::GET, "/api/settings", None, &[]).await;
+    assert!(
+        settings.body["items"].as_array().expect("items").iter().any(|s| s["key"] == "backup.keep_last"),
+        "{settings:?}"
+    );
+    let set = call(&api, Method::PUT, "/api/settings/backup.keep_last", Some(r#"{"value": 3}"#), &[]).await;
+    assert_eq!((set.status.as_u16(), &set.body["value"]), (200, &json!(3)), "{set:?}");
+    call(&api, Method::PUT, "/api/settings/backup.keep_last", Some(r#"{"value": "many"}"#), &[])
+        .await
+        .problem(400, "invalid_input");
+    call(&api, Method::PUT, "/api/settings/backup.keep_last", Some(r#"{"value": 3, "x": 1}"#), &[])
+        .await
+        .problem(400, "invalid_input");
+    call(&api, Method::PUT, "/api/settings/no.such", Some(r#"{"value": 1}"#), &[]).await.problem(404, "not_found");
+
+    let taken = call(&api, Method::POST, "/api/backups", None, &[]).await;
+    assert_eq!(taken.status, 201, "{taken:?}");
+    let id = taken.body["id"].as_str().expect("id").to_string();
+    let listed = call(&api, Method::GET, "/api/backups", None, &[]).await;
+    assert_eq!(listed.body["items"][0]["id"], id.as_str());
+    let verified = call(&api, Method::POST, &format!("/api/backups/{id}/verify"), None, &[]).await;
+    assert_eq!((verified.status.as_u16(), &verified.body["status"]), (200, &json!("good")), "{verified:?}");
+    call(&api, Method::POST, "/api/backups/no-such/verify", None, &[]).await.problem(404, "not_found");
+
+    let audit = call(&api, Method::GET, "/api/audit?filter=action%20%3D%20%22user.create%22", None, &[]).await;
+    assert_eq!(audit.status, 200, "{audit:?}");
+    assert!(audit.body["items"].as_array().expect("items").iter().all(|e| e["action"] == "user.create"));
+    assert!(!audit.body["items"].as_array().expect("items").is_empty());
+    call(&api, Method::GET, "/api/audit?limit=0", None, &[]).await.problem(400, "invalid_input");
+
+    store.create_user("ana", "ana's password", "user").expect("ana");
+    let ana = crate::Api {
+        router: api.router.clone(),
+        token: store.login("ana", "ana's password", &cairn::SessionOptions::default()).expect("login").secret,
+    };
+    for (method, uri) in [(Method::GET, "/api/settings"), (Method::GET, "/api/audit"), (Method::POST, "/api/backups")] {
+        call(&ana, method.clone(), uri, None, &[]).await.problem(403, "forbidden");
+    }
+}
