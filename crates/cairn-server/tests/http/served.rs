@@ -95,3 +95,83 @@ async fn a_served_store_answers_real_clients_and_closes_with_its_backup_on_shutd
         "{backups:?}"
     );
 }
+
+/// Sends `head` with `Expect: 100-continue` and waits for the server's `100 Continue`, which
+/// it sends only once the handler reads the body: from then on the request is in flight. The
+/// body goes when told; returns the answer.
+fn slow_request(
+    address: std::net::SocketAddr,
+    head: String,
+    body: String,
+    started: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream.write_all(head.as_bytes()).expect("send the head");
+    let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("interim answer");
+    assert!(line.starts_with("HTTP/1.1 100"), "{line}");
+    reader.read_line(&mut line).expect("its blank line");
+    started.send(()).expect("started");
+    go.recv().expect("told to go on");
+    stream.write_all(body.as_bytes()).expect("send the body");
+    let mut answer = String::new();
+    reader.read_to_string(&mut answer).expect("answer");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_at_shutdown_completes_and_new_connections_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("store");
+    let store = Store::open(&dir, StoreOptions::default()).expect("open");
+    store
+        .create_collection(
+            cairn::CollectionSchema::from_json(
+                r#"{"name": "notes", "fields": [{"name": "title", "type": "text"}]}"#,
+                "s",
+            )
+            .expect("schema"),
+        )
+        .expect("collection");
+    store.bootstrap_admin("root", "root password").expect("admin");
+    let token = store.login("root", "root password", &cairn::SessionOptions::default()).expect("login").secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cairn_server::serve(
+        listener,
+        Arc::new(Embedded::new(store)),
+        ServerConfig::default(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+
+    let body = r#"{"title": "sent across the shutdown"}"#.to_string();
+    let head = format!(
+        "POST /api/collections/notes/records?id=slow HTTP/1.1\r\nHost: cairn\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (go, wait) = std::sync::mpsc::channel();
+    let (started, on_start) = std::sync::mpsc::channel();
+    let in_flight = std::thread::spawn(move || slow_request(address, head, body, started, wait));
+    // The request is in flight (the handler waits for its body) when shutdown begins.
+    tokio::task::spawn_blocking(move || on_start.recv().expect("started")).await.expect("joined");
+    stop.send(()).expect("shutdown");
+    // New connections are refused once shutdown began (waited for, not timed).
+    let since = std::time::Instant::now();
+    while std::net::TcpStream::connect(address).is_ok() {
+        assert!(since.elapsed() < Duration::from_secs(30), "the server kept accepting connections");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    go.send(()).expect("finish the body");
+    let answer = tokio::task::spawn_blocking(move || in_flight.join().expect("client")).await.expect("joined");
+    assert!(answer.starts_with("HTTP/1.1 201"), "the request in flight completed: {answer}");
+    server.await.expect("joined").expect("served and closed");
+    let store = Store::open(&dir, StoreOptions::read_only()).expect("open");
+    assert_eq!(store.get("notes", "slow").expect("written").body["title"], "sent across the shutdown");
+}
