@@ -44,6 +44,22 @@ pub trait Backend: Send + Sync + 'static {
     fn revoke_token(&self, id: String) -> BackendFuture<'_, TokenInfo>;
     /// Sets a user's password, revoking its sessions but `keep`.
     fn set_password(&self, name: String, password: String, keep: Option<String>) -> BackendFuture<'_, User>;
+    /// Creates a collection.
+    fn create_collection(&self, schema: cairn::CollectionSchema) -> BackendFuture<'_, CollectionInfo>;
+    /// Changes a collection's schema.
+    fn update_collection(&self, schema: cairn::CollectionSchema) -> BackendFuture<'_, CollectionInfo>;
+    /// Drops a collection (its records kept in quarantine); `confirm` must be its name.
+    fn drop_collection(&self, name: String, confirm: String) -> BackendFuture<'_, cairn::DropReport>;
+    /// Every user.
+    fn users(&self) -> BackendFuture<'_, Vec<User>>;
+    /// Makes a user.
+    fn create_user(&self, name: String, password: String, role: String) -> BackendFuture<'_, User>;
+    /// Disables a user and revokes its tokens.
+    fn disable_user(&self, name: String) -> BackendFuture<'_, User>;
+    /// Every token, or one user's.
+    fn tokens(&self, user: Option<String>) -> BackendFuture<'_, Vec<TokenInfo>>;
+    /// Makes an API key.
+    fn create_api_key(&self, user: String, options: cairn::ApiKeyOptions) -> BackendFuture<'_, IssuedToken>;
     /// Full-text search.
     fn search(&self, collection: String, search: cairn::Search) -> BackendFuture<'_, Vec<cairn::Hit>>;
     /// Applies `ops` all or nothing.

@@ -95,6 +95,39 @@ impl Backend for Embedded {
         self.blocking(move |s| s.set_password(&name, &password, keep.as_deref()))
     }
 
+    fn create_collection(&self, schema: cairn::CollectionSchema) -> BackendFuture<'_, CollectionInfo> {
+        self.blocking(move |s| s.create_collection(schema))
+    }
+
+    fn update_collection(&self, schema: cairn::CollectionSchema) -> BackendFuture<'_, CollectionInfo> {
+        self.blocking(move |s| s.update_collection(schema))
+    }
+
+    fn drop_collection(&self, name: String, confirm: String) -> BackendFuture<'_, cairn::DropReport> {
+        self.blocking(move |s| s.drop_collection(&name, &cairn::DropOptions { confirm }))
+    }
+
+    fn users(&self) -> BackendFuture<'_, Vec<User>> {
+        self.blocking(|s| s.users())
+    }
+
+    fn create_user(&self, name: String, password: String, role: String) -> BackendFuture<'_, User> {
+        let password = zeroize::Zeroizing::new(password);
+        self.blocking(move |s| s.create_user(&name, &password, &role))
+    }
+
+    fn disable_user(&self, name: String) -> BackendFuture<'_, User> {
+        self.blocking(move |s| s.disable_user(&name))
+    }
+
+    fn tokens(&self, user: Option<String>) -> BackendFuture<'_, Vec<TokenInfo>> {
+        self.blocking(move |s| s.tokens(user.as_deref()))
+    }
+
+    fn create_api_key(&self, user: String, options: cairn::ApiKeyOptions) -> BackendFuture<'_, IssuedToken> {
+        self.blocking(move |s| s.create_api_key(&user, &options))
+    }
+
     fn search(&self, collection: String, search: cairn::Search) -> BackendFuture<'_, Vec<cairn::Hit>> {
         self.blocking(move |s| s.search(&collection, &search))
     }

@@ -84,7 +84,7 @@ pub fn run(ctx: &Context, cmd: CollectionCommand) -> Result<()> {
                 None if std::io::stdin().is_terminal() => ask(&info)?,
                 None => String::new(),
             };
-            let report = store.drop_collection(&name, DropOptions::confirm(&confirm))?;
+            let report = store.drop_collection(&name, &DropOptions::confirm(&confirm))?;
             ctx.out.show(&report, || {
                 println!(
                     "dropped collection `{}`; its schema and {} records are in {}",

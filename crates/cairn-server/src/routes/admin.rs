@@ -23,6 +23,124 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/audit", get(audit))
         .route("/api/backups", get(backups).post(backup))
         .route("/api/backups/{id}/verify", post(verify))
+        .route("/api/users", get(users).post(create_user))
+        .route("/api/users/{name}/disable", post(disable_user))
+        .route("/api/users/{name}/password", post(reset_password))
+        .route("/api/tokens", get(tokens).post(create_token))
+        .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
+}
+
+/// A text member of a JSON body.
+fn text(body: &Value, field: &str) -> Result<String, Problem> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Problem::invalid(format!("`{field}` must be text"))),
+        None => Err(Problem::invalid(format!("`{field}` is missing"))),
+    }
+}
+
+fn only(body: &Value, known: &[&str]) -> Result<(), Problem> {
+    match body.as_object() {
+        None => Err(Problem::invalid("the body must be a JSON object")),
+        Some(members) => match members.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => {
+                Err(Problem::invalid(format!("unknown member `{unknown}`; this route takes {}", known.join(", "))))
+            }
+            None => Ok(()),
+        },
+    }
+}
+
+async fn users(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+    Ok(Json(json!({"items": state.backend.users().await?})))
+}
+
+async fn create_user(
+    _admin: Admin,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    only(&body, &["name", "password", "role"])?;
+    let role = match body.get("role") {
+        None => cairn::User::DEFAULT_ROLE.to_string(),
+        Some(_) => text(&body, "role")?,
+    };
+    let user = state.backend.create_user(text(&body, "name")?, text(&body, "password")?, role).await?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+async fn disable_user(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<cairn::User>, Problem> {
+    Ok(Json(state.backend.disable_user(name).await?))
+}
+
+async fn reset_password(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<cairn::User>, Problem> {
+    only(&body, &["password"])?;
+    Ok(Json(state.backend.set_password(name, text(&body, "password")?, None).await?))
+}
+
+async fn tokens(
+    _admin: Admin,
+    State(state): State<AppState>,
+    query: Result<QueryParams<HashMap<String, String>>, QueryRejection>,
+) -> Result<Json<Value>, Problem> {
+    let query = query
+        .map(|q| q.0)
+        .map_err(|e| Problem::invalid(format!("the query string cannot be read: {}", e.body_text())))?;
+    if let Some(unknown) = query.keys().find(|k| *k != "user") {
+        return Err(Problem::invalid(format!("unknown query parameter {unknown:?}; this route takes user")));
+    }
+    Ok(Json(json!({"items": state.backend.tokens(query.get("user").cloned()).await?})))
+}
+
+/// Makes an API key: `{"user", "name", "scopes"?, "expires_days"?}`; the answer carries the
+/// key once (`Cache-Control: no-store`).
+async fn create_token(
+    _admin: Admin,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    only(&body, &["user", "name", "scopes", "expires_days"])?;
+    let scopes = match body.get("scopes") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|s| s.as_str().map(String::from).ok_or_else(|| Problem::invalid("`scopes` must be a list of text")))
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(Problem::invalid("`scopes` must be a list of text")),
+    };
+    let expires_at = match body.get("expires_days") {
+        None => None,
+        Some(days) => {
+            let days = days
+                .as_u64()
+                .filter(|d| (1..=36_500).contains(d))
+                .ok_or_else(|| Problem::invalid("`expires_days` must be 1 to 36500"))?;
+            Some(cairn::Timestamp(cairn::Timestamp::now().0 + days as i64 * 86_400_000))
+        }
+    };
+    let options = cairn::ApiKeyOptions { name: text(&body, "name")?, scopes, expires_at };
+    let issued = state.backend.create_api_key(text(&body, "user")?, options).await?;
+    let mut response =
+        (StatusCode::CREATED, Json(json!({"token": issued.secret, "info": issued.info}))).into_response();
+    response.headers_mut().insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+async fn revoke_token(
+    _admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<cairn::TokenInfo>, Problem> {
+    Ok(Json(state.backend.revoke_token(id).await?))
 }
 
 async fn settings(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {

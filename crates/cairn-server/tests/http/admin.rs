@@ -111,3 +111,75 @@ async fn settings_audit_and_backups_for_admins() {
         call(&ana, method.clone(), uri, None, &[]).await.problem(403, "forbidden");
     }
 }
+
+#[tokio::test]
+async fn collections_users_and_api_keys_are_managed_over_http() {
+    let (_tmp, store, api) = app(ServerConfig::default());
+    let schema = r#"{"name": "tasks", "fields": [{"name": "title", "type": "text", "required": true}]}"#;
+    let made = call(&api, Method::POST, "/api/collections", Some(schema), &[]).await;
+    assert_eq!((made.status.as_u16(), &made.body["schema"]["name"]), (201, &json!("tasks")), "{made:?}");
+    call(&api, Method::POST, "/api/collections", Some(schema), &[]).await.problem(409, "already_exists");
+    call(&api, Method::POST, "/api/collections", Some(r#"{"name": "Bad Name"}"#), &[])
+        .await
+        .problem(400, "invalid_input");
+    let changed = r#"{"name": "tasks", "fields": [{"name": "title", "type": "text", "required": true}, {"name": "done", "type": "bool"}]}"#;
+    let updated = call(&api, Method::PUT, "/api/collections/tasks", Some(changed), &[]).await;
+    assert_eq!((updated.status.as_u16(), updated.body["schema_version"].as_u64()), (200, Some(2)), "{updated:?}");
+    call(&api, Method::PUT, "/api/collections/other", Some(changed), &[]).await.problem(400, "invalid_input");
+    store.create_with_id("tasks", "t1", json!({"title": "keep me"})).expect("t1");
+    call(&api, Method::DELETE, "/api/collections/tasks", Some("{}"), &[]).await.problem(400, "invalid_input");
+    call(&api, Method::DELETE, "/api/collections/tasks", Some(r#"{"confirm": "notes"}"#), &[])
+        .await
+        .problem(409, "not_allowed");
+    let dropped = call(&api, Method::DELETE, "/api/collections/tasks", Some(r#"{"confirm": "tasks"}"#), &[]).await;
+    assert_eq!((dropped.status.as_u16(), &dropped.body["records_kept_in_quarantine"]), (200, &json!(1)), "{dropped:?}");
+    assert!(dropped.body.get("quarantine_dir").is_none(), "no server path is sent");
+
+    let user =
+        call(&api, Method::POST, "/api/users", Some(r#"{"name": "ana", "password": "ana's password"}"#), &[]).await;
+    assert_eq!((user.status.as_u16(), &user.body["role"]), (201, &json!("user")), "{user:?}");
+    call(&api, Method::POST, "/api/users", Some(r#"{"name": "ana", "password": "ana's password"}"#), &[])
+        .await
+        .problem(409, "already_exists");
+    call(&api, Method::POST, "/api/users", Some(r#"{"name": "bo", "password": "short"}"#), &[])
+        .await
+        .problem(400, "invalid_input");
+    call(&api, Method::POST, "/api/users", Some(r#"{"name": "bo", "password": "long enough", "admin": true}"#), &[])
+        .await
+        .problem(400, "invalid_input");
+    let listed = call(&api, Method::GET, "/api/users", None, &[]).await;
+    assert!(!listed.body.to_string().contains("argon2"), "no password hash is sent");
+
+    let key = call(
+        &api,
+        Method::POST,
+        "/api/tokens",
+        Some(r#"{"user": "ana", "name": "ci", "scopes": ["records:read"], "expires_days": 30}"#),
+        &[],
+    )
+    .await;
+    assert_eq!(key.status, 201, "{key:?}");
+    assert_eq!(key.headers["cache-control"], "no-store");
+    let secret = key.body["token"].as_str().expect("token").to_string();
+    assert_eq!(store.authenticate(&secret).expect("ana's key").user.name, "ana");
+    let id = key.body["info"]["id"].as_str().expect("id").to_string();
+    let tokens = call(&api, Method::GET, "/api/tokens?user=ana", None, &[]).await;
+    assert!(tokens.body.to_string().contains(&id) && !tokens.body.to_string().contains(&secret));
+    call(&api, Method::POST, "/api/tokens", Some(r#"{"user": "ana", "name": "x", "expires_days": 0}"#), &[])
+        .await
+        .problem(400, "invalid_input");
+    call(&api, Method::POST, "/api/tokens", Some(r#"{"user": "nobody", "name": "x"}"#), &[])
+        .await
+        .problem(404, "not_found");
+    let revoked = call(&api, Method::DELETE, &format!("/api/tokens/{id}"), None, &[]).await;
+    assert_eq!(revoked.status, 200);
+    assert!(store.authenticate(&secret).is_err());
+
+    let reset =
+        call(&api, Method::POST, "/api/users/ana/password", Some(r#"{"password": "a new password"}"#), &[]).await;
+    assert_eq!(reset.status, 200, "{reset:?}");
+    store.login("ana", "a new password", &cairn::SessionOptions::default()).expect("the new password");
+    let disabled = call(&api, Method::POST, "/api/users/ana/disable", None, &[]).await;
+    assert_eq!(disabled.body["disabled"], true);
+    call(&api, Method::POST, "/api/users/nobody/disable", None, &[]).await.problem(404, "not_found");
+}

@@ -52,7 +52,7 @@ fn body() -> impl Strategy<Value = String> {
     ]
 }
 
-const ROUTES: [(&str, &str); 9] = [
+const ROUTES: [(&str, &str); 13] = [
     ("POST", "/api/collections/notes/records"),
     ("PUT", "/api/collections/notes/records/n1"),
     ("PATCH", "/api/collections/notes/records/n1"),
@@ -62,6 +62,10 @@ const ROUTES: [(&str, &str); 9] = [
     ("POST", "/api/auth/password"),
     ("PUT", "/api/settings/backup.keep_last"),
     ("POST", "/api/collections/nope/records"),
+    ("POST", "/api/collections"),
+    ("PUT", "/api/collections/notes"),
+    ("POST", "/api/users"),
+    ("POST", "/api/tokens"),
 ];
 
 fn check(answer: &crate::Answer, what: &str) {

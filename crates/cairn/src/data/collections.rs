@@ -351,7 +351,7 @@ impl Store {
 
     /// Drops a collection. `options.confirm` must equal `name`. The schema and every record are
     /// first exported into `quarantine/`; the report says where.
-    pub fn drop_collection(&self, name: &str, options: DropOptions) -> Result<DropReport> {
+    pub fn drop_collection(&self, name: &str, options: &DropOptions) -> Result<DropReport> {
         self.freeing(|| {
             let (name, options) = (name.to_string(), options.clone());
             self.write(move |tx| tx.drop_collection(&name, &options))

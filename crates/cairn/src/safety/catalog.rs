@@ -247,7 +247,7 @@ mod tests {
             .update_collection(schema("notes", json!([{"name": "title", "type": "text", "indexed": true}])))
             .expect("update");
         store.create_collection(schema("gone", json!([]))).expect("create");
-        store.drop_collection("gone", crate::DropOptions::confirm("gone")).expect("drop");
+        store.drop_collection("gone", &crate::DropOptions::confirm("gone")).expect("drop");
         store.set_setting(crate::settings::RECORDS_MAX_BODY_BYTES, json!(4096)).expect("set");
         let def = crate::SettingDef {
             key: "ui.theme".into(),

@@ -38,7 +38,7 @@ fn busy_store(dir: &Path) -> String {
             cairn::CollectionSchema::from_json(r#"{"name": "scratch", "fields": []}"#, "s").expect("schema"),
         )
         .expect("scratch");
-    store.drop_collection("scratch", DropOptions::confirm("scratch")).expect("drop");
+    store.drop_collection("scratch", &DropOptions::confirm("scratch")).expect("drop");
     store.close().expect("close");
     let index = Migration::new(1, "index_n")
         .up(serde_json::from_value::<Op>(json!({"op": "add_index", "collection": "notes", "field": "n"})).expect("op"))

@@ -71,15 +71,15 @@ fn drop_needs_confirmation_and_keeps_data_in_quarantine() {
         store.create_with_id("notes", &format!("n{i}"), json!({"title": format!("note {i}")})).expect("create");
     }
     store.delete("notes", "n4", None).expect("delete");
-    let err = store.drop_collection("notes", DropOptions::default()).expect_err("unconfirmed");
+    let err = store.drop_collection("notes", &DropOptions::default()).expect_err("unconfirmed");
     assert!(matches!(err, Error::ConfirmationRequired { .. }), "{err}");
     assert!(matches!(
-        store.drop_collection("notes", DropOptions::confirm("tasks")),
+        store.drop_collection("notes", &DropOptions::confirm("tasks")),
         Err(Error::ConfirmationRequired { .. })
     ));
     store.get("notes", "n0").expect("still there");
 
-    let report = store.drop_collection("notes", DropOptions::confirm("notes")).expect("drop");
+    let report = store.drop_collection("notes", &DropOptions::confirm("notes")).expect("drop");
     assert_eq!(report.records, 5, "deleted records are exported too");
     assert!(report.quarantine_dir.starts_with(store.dir().join(cairn::layout::QUARANTINE_DIR)));
     let lines = std::fs::read_to_string(report.quarantine_dir.join("records.jsonl")).expect("records.jsonl");
@@ -98,5 +98,5 @@ fn drop_needs_confirmation_and_keeps_data_in_quarantine() {
     )
     .expect("parses");
     store.create_collection(tasks).expect("tasks");
-    assert!(matches!(store.drop_collection("notes", DropOptions::confirm("notes")), Err(Error::NotAllowed(_))));
+    assert!(matches!(store.drop_collection("notes", &DropOptions::confirm("notes")), Err(Error::NotAllowed(_))));
 }
