@@ -1,16 +1,13 @@
 //! Administration: settings, the audit trail and backups (list, take, verify). Admins only.
 
-use std::collections::HashMap;
-
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{Admin, AppState, JsonBody};
+use super::{members, number, params, text, Admin, AppState, JsonBody, Params};
 use crate::problem::Problem;
 
 /// The most audit entries one answer carries.
@@ -30,27 +27,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
 }
 
-/// A text member of a JSON body.
-fn text(body: &Value, field: &str) -> Result<String, Problem> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Problem::invalid(format!("`{field}` must be text"))),
-        None => Err(Problem::invalid(format!("`{field}` is missing"))),
-    }
-}
-
-fn only(body: &Value, known: &[&str]) -> Result<(), Problem> {
-    match body.as_object() {
-        None => Err(Problem::invalid("the body must be a JSON object")),
-        Some(members) => match members.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(unknown) => {
-                Err(Problem::invalid(format!("unknown member `{unknown}`; this route takes {}", known.join(", "))))
-            }
-            None => Ok(()),
-        },
-    }
-}
-
 async fn users(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({"items": state.backend.users().await?})))
 }
@@ -60,7 +36,7 @@ async fn create_user(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    only(&body, &["name", "password", "role"])?;
+    members(&body, &["name", "password", "role"])?;
     let role = match body.get("role") {
         None => cairn::User::DEFAULT_ROLE.to_string(),
         Some(_) => text(&body, "role")?,
@@ -83,21 +59,12 @@ async fn reset_password(
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<cairn::User>, Problem> {
-    only(&body, &["password"])?;
+    members(&body, &["password"])?;
     Ok(Json(state.backend.set_password(name, text(&body, "password")?, None).await?))
 }
 
-async fn tokens(
-    _admin: Admin,
-    State(state): State<AppState>,
-    query: Result<QueryParams<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
-    let query = query
-        .map(|q| q.0)
-        .map_err(|e| Problem::invalid(format!("the query string cannot be read: {}", e.body_text())))?;
-    if let Some(unknown) = query.keys().find(|k| *k != "user") {
-        return Err(Problem::invalid(format!("unknown query parameter {unknown:?}; this route takes user")));
-    }
+async fn tokens(_admin: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
+    let query = params(query, &["user"])?;
     Ok(Json(json!({"items": state.backend.tokens(query.get("user").cloned()).await?})))
 }
 
@@ -108,7 +75,7 @@ async fn create_token(
     State(state): State<AppState>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    only(&body, &["user", "name", "scopes", "expires_days"])?;
+    members(&body, &["user", "name", "scopes", "expires_days"])?;
     let scopes = match body.get("scopes") {
         None => Vec::new(),
         Some(Value::Array(items)) => items
@@ -163,25 +130,9 @@ async fn set_setting(
     Ok(Json(state.backend.set_setting(key, value).await?))
 }
 
-async fn audit(
-    _admin: Admin,
-    State(state): State<AppState>,
-    query: Result<QueryParams<HashMap<String, String>>, QueryRejection>,
-) -> Result<Json<Value>, Problem> {
-    let query = query
-        .map(|q| q.0)
-        .map_err(|e| Problem::invalid(format!("the query string cannot be read: {}", e.body_text())))?;
-    if let Some(unknown) = query.keys().find(|k| !matches!(k.as_str(), "filter" | "after" | "limit")) {
-        return Err(Problem::invalid(format!(
-            "unknown query parameter {unknown:?}; this route takes filter, after, limit"
-        )));
-    }
-    let number = |name: &str, default: u64| -> Result<u64, Problem> {
-        query.get(name).map_or(Ok(default), |v| {
-            v.parse::<u64>().map_err(|_| Problem::invalid(format!("{name} must be a whole number, not {v:?}")))
-        })
-    };
-    let (after, limit) = (number("after", 0)?, number("limit", 100)?);
+async fn audit(_admin: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
+    let query = params(query, &["filter", "after", "limit"])?;
+    let (after, limit): (u64, u64) = (number(&query, "after")?.unwrap_or(0), number(&query, "limit")?.unwrap_or(100));
     if limit == 0 || limit > MAX_AUDIT {
         return Err(Problem::invalid(format!("limit must be 1 to {MAX_AUDIT}, not {limit}")));
     }

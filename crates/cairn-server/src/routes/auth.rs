@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use cairn::{Principal, SessionOptions};
 use serde_json::{json, Value};
 
-use super::{AppState, Caller, JsonBody};
+use super::{members, text, AppState, Caller, JsonBody};
 use crate::problem::Problem;
 
 /// The routes anyone may call.
@@ -55,24 +55,12 @@ pub(crate) async fn require(State(state): State<AppState>, mut request: Request,
     }
 }
 
-fn text(body: &Value, field: &str) -> Result<String, Problem> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Problem::invalid(format!("`{field}` must be text"))),
-        None => Err(Problem::invalid(format!("`{field}` is missing"))),
-    }
-}
-
 async fn login(
     State(state): State<AppState>,
     extensions: axum::http::Extensions,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    if let Some(unknown) =
-        body.as_object().and_then(|o| o.keys().find(|k| !matches!(k.as_str(), "name" | "password" | "label")))
-    {
-        return Err(Problem::invalid(format!("unknown member `{unknown}`; login takes name, password, label")));
-    }
+    members(&body, &["name", "password", "label"])?;
     let (name, password) = (text(&body, "name")?, text(&body, "password")?);
     let label = body.get("label").and_then(Value::as_str).unwrap_or("").chars().take(200).collect();
     let options = SessionOptions { label, ..SessionOptions::default() };
@@ -119,6 +107,7 @@ async fn change_password(
     Caller(principal): Caller,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
+    members(&body, &["current_password", "new_password"])?;
     let (current, new) = (text(&body, "current_password")?, text(&body, "new_password")?);
     // The current password is checked by signing in with it (the same answer as a wrong
     // login); the session this makes is revoked at once.

@@ -8,6 +8,7 @@ pub(crate) mod collections;
 pub(crate) mod health;
 pub(crate) mod records;
 
+use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -105,6 +106,55 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
                 ),
             ))
         }
+    }
+}
+
+/// A route's query string, as the extractor gives it.
+pub(crate) type Params =
+    Result<axum::extract::Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+
+/// The query string's parameters, refusing any a route does not know (`known`), so that a
+/// typo is not silently ignored.
+pub(crate) fn params(params: Params, known: &[&str]) -> Result<HashMap<String, String>, Problem> {
+    let params = params
+        .map(|p| p.0)
+        .map_err(|e| Problem::invalid(format!("the query string cannot be read: {}", e.body_text())))?;
+    match params.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(unknown) => Err(Problem::invalid(format!(
+            "unknown query parameter {unknown:?}; this route takes {}",
+            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+        ))),
+        None => Ok(params),
+    }
+}
+
+/// A whole-number query parameter, if given.
+pub(crate) fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, Problem> {
+    params
+        .get(name)
+        .map(|v| v.parse::<T>().map_err(|_| Problem::invalid(format!("{name} must be a whole number, not {v:?}"))))
+        .transpose()
+}
+
+/// A text member of a JSON body.
+pub(crate) fn text(body: &Value, field: &str) -> Result<String, Problem> {
+    match body.get(field) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(_) => Err(Problem::invalid(format!("`{field}` must be text"))),
+        None => Err(Problem::invalid(format!("`{field}` is missing"))),
+    }
+}
+
+/// Refuses a body that is not an object, or has members a route does not know.
+pub(crate) fn members(body: &Value, known: &[&str]) -> Result<(), Problem> {
+    match body.as_object() {
+        None => Err(Problem::invalid("the body must be a JSON object")),
+        Some(members) => match members.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => {
+                Err(Problem::invalid(format!("unknown member `{unknown}`; this route takes {}", known.join(", "))))
+            }
+            None => Ok(()),
+        },
     }
 }
 

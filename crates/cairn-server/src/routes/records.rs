@@ -2,11 +2,10 @@
 //! sort, fields and cursors, count, and a record's history. A write that names the version
 //! it expects (`If-Match`) fails with 412 when the record has moved on.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Mutex;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query as QueryParams, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -14,7 +13,7 @@ use axum::{Json, Router};
 use cairn::{Once, OnceOptions, Principal, Query, Record};
 use serde_json::{json, Value};
 
-use super::{etag, if_match, Admin, AppState, JsonBody};
+use super::{etag, if_match, number, params, Admin, AppState, JsonBody, Params};
 use crate::backend::RecordWrite;
 use crate::problem::Problem;
 
@@ -29,30 +28,6 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/collections/{collection}/search", get(search))
         .route("/api/batch", post(batch))
         .route("/api/collections/{collection}/count", get(count))
-}
-
-type Params = Result<QueryParams<HashMap<String, String>>, QueryRejection>;
-
-fn params(params: Params) -> Result<HashMap<String, String>, Problem> {
-    params.map(|p| p.0).map_err(|e| Problem::invalid(format!("the query string cannot be read: {}", e.body_text())))
-}
-
-/// Refuses query parameters a route does not know, so that a typo is not silently ignored.
-fn only(params: &HashMap<String, String>, known: &[&str]) -> Result<(), Problem> {
-    match params.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(Problem::invalid(format!(
-            "unknown query parameter {unknown:?}; this route takes {}",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ))),
-        None => Ok(()),
-    }
-}
-
-fn number(params: &HashMap<String, String>, name: &str) -> Result<Option<usize>, Problem> {
-    params
-        .get(name)
-        .map(|v| v.parse::<usize>().map_err(|_| Problem::invalid(format!("{name} must be a whole number, not {v:?}"))))
-        .transpose()
 }
 
 fn with_version(record: &Record, status: StatusCode) -> Response {
@@ -154,8 +129,7 @@ async fn create(
     query: Params,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let query = params(query)?;
-    only(&query, &["id"])?;
+    let query = params(query, &["id"])?;
     let id = query.get("id").cloned();
     write(&state, &caller, &headers, RecordWrite::Create { collection, id, body }).await
 }
@@ -207,8 +181,7 @@ async fn list(
     Path(collection): Path<String>,
     query: Params,
 ) -> Result<Response, Problem> {
-    let query = params(query)?;
-    only(&query, &["filter", "sort", "limit", "offset", "cursor", "fields"])?;
+    let query = params(query, &["filter", "sort", "limit", "offset", "cursor", "fields"])?;
     let mut q = Query::default();
     if let Some(filter) = query.get("filter").filter(|f| !f.trim().is_empty()) {
         q.filter = Some(filter.as_str().into());
@@ -231,8 +204,7 @@ async fn count(
     Path(collection): Path<String>,
     query: Params,
 ) -> Result<Response, Problem> {
-    let query = params(query)?;
-    only(&query, &["filter"])?;
+    let query = params(query, &["filter"])?;
     let filter = query.get("filter").filter(|f| !f.trim().is_empty()).cloned();
     let count = state.backend.count(collection, filter).await?;
     Ok(Json(json!({"count": count})).into_response())
@@ -289,8 +261,7 @@ async fn search(
     Path(collection): Path<String>,
     query: Params,
 ) -> Result<Response, Problem> {
-    let query = params(query)?;
-    only(&query, &["q", "filter", "limit", "offset", "fields"])?;
+    let query = params(query, &["q", "filter", "limit", "offset", "fields"])?;
     let terms = query
         .get("q")
         .filter(|q| !q.trim().is_empty())

@@ -9,21 +9,20 @@ use cairn::{BackupReason, Backups, Store, StoreOptions};
 use cairn_server::{Embedded, ServerConfig};
 use serde_json::{json, Value};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_served_store_answers_real_clients_and_closes_with_its_backup_on_shutdown() {
+/// A store with a `notes` collection (one text field), in a temporary folder.
+fn notes_store(options: StoreOptions) -> (tempfile::TempDir, std::path::PathBuf, Store) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
-    let store = Store::open(&dir, StoreOptions { auto_backup: true, ..StoreOptions::default() }).expect("open");
+    let store = Store::open(&dir, options).expect("open");
+    let schema = r#"{"name": "notes", "fields": [{"name": "title", "type": "text"}]}"#;
+    store.create_collection(cairn::CollectionSchema::from_json(schema, "schema").expect("schema")).expect("collection");
+    (tmp, dir, store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_store_answers_real_clients_and_closes_with_its_backup_on_shutdown() {
+    let (_tmp, dir, store) = notes_store(StoreOptions { auto_backup: true, ..StoreOptions::default() });
     store.set_setting(cairn::settings::BACKUP_ON_CLOSE, json!(true)).expect("backup on close");
-    store
-        .create_collection(
-            cairn::CollectionSchema::from_json(
-                r#"{"name": "notes", "fields": [{"name": "title", "type": "text"}]}"#,
-                "s",
-            )
-            .expect("schema"),
-        )
-        .expect("collection");
 
     store.bootstrap_admin("root", "root password").expect("admin");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -125,18 +124,7 @@ fn slow_request(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_in_flight_at_shutdown_completes_and_new_connections_are_refused() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let dir = tmp.path().join("store");
-    let store = Store::open(&dir, StoreOptions::default()).expect("open");
-    store
-        .create_collection(
-            cairn::CollectionSchema::from_json(
-                r#"{"name": "notes", "fields": [{"name": "title", "type": "text"}]}"#,
-                "s",
-            )
-            .expect("schema"),
-        )
-        .expect("collection");
+    let (_tmp, dir, store) = notes_store(StoreOptions::default());
     store.bootstrap_admin("root", "root password").expect("admin");
     let token = store.login("root", "root password", &cairn::SessionOptions::default()).expect("login").secret;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
