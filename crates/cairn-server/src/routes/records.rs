@@ -1,6 +1,7 @@
-//! Records: create, read, replace, patch (a JSON merge patch), delete, list with filter,
-//! sort, fields and cursors, count, and a record's history. A write that names the version
-//! it expects (`If-Match`) fails with 412 when the record has moved on.
+//! Records: create, read, replace, patch (a JSON merge patch), delete, revert, undo, redo;
+//! list with filter, sort, fields and cursors, count, search, history; batches all or
+//! nothing. A write that names the version it expects (`If-Match`) fails with 412 when the
+//! record has moved on; a write with an `Idempotency-Key` is made once (see [`write`]).
 
 use std::collections::HashSet;
 use std::sync::Mutex;
