@@ -80,7 +80,7 @@ pub(crate) fn dummy_hash() -> &'static str {
 }
 
 impl Store {
-    /// Makes a user with `role` ([`ADMIN_ROLE`], `"user"`, or a role of the application's).
+    /// Makes a user with `role` ([`User::ADMIN_ROLE`], [`User::DEFAULT_ROLE`], or a role of the application's).
     pub fn create_user(&self, name: &str, password: &str, role: &str) -> Result<User> {
         check_name(name)?;
         check_role(role)?;
