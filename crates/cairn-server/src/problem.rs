@@ -54,6 +54,7 @@ impl Problem {
             ErrorKind::AlreadyExists | ErrorKind::Conflict | ErrorKind::NotAllowed => StatusCode::CONFLICT,
             ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::KeyLocked => StatusCode::LOCKED,
             ErrorKind::WrongKey => StatusCode::FORBIDDEN,

@@ -212,6 +212,10 @@ pub enum Error {
     #[error("no token has the id {id:?}")]
     TokenNotFound { id: String },
 
+    /// A collection rule does not let the caller do this.
+    #[error("not allowed in `{collection}`: {reason}")]
+    Forbidden { collection: String, reason: String },
+
     /// An idempotency key came back with another request than the one it was first used for.
     #[error("idempotency key {key:?} was used for another request")]
     KeyReused { key: String },
@@ -252,6 +256,8 @@ pub enum ErrorKind {
     Locked,
     /// The request names no one, or a name, password or token that lets no one in.
     Unauthenticated,
+    /// The caller is known, and a rule does not let them do this.
+    Forbidden,
     /// Encrypted data needs the store's key, and this handle has not unlocked it.
     KeyLocked,
     /// The passphrase or key file does not open the store's key.
@@ -278,6 +284,7 @@ impl ErrorKind {
             ErrorKind::NotAllowed => "not_allowed",
             ErrorKind::Locked => "locked",
             ErrorKind::Unauthenticated => "unauthenticated",
+            ErrorKind::Forbidden => "forbidden",
             ErrorKind::KeyLocked => "key_locked",
             ErrorKind::WrongKey => "wrong_key",
             ErrorKind::Corruption => "corruption",
@@ -354,6 +361,7 @@ impl Error {
             Error::UserNotFound { .. } | Error::TokenNotFound { .. } => K::NotFound,
             Error::UserExists { .. } => K::AlreadyExists,
             Error::KeyReused { .. } => K::InvalidInput,
+            Error::Forbidden { .. } => K::Forbidden,
         }
     }
 
@@ -502,6 +510,7 @@ mod tests {
             (Error::UserExists { name: s() }, K::AlreadyExists),
             (Error::TokenNotFound { id: s() }, K::NotFound),
             (Error::KeyReused { key: s() }, K::InvalidInput),
+            (Error::Forbidden { collection: s(), reason: s() }, K::Forbidden),
         ];
         for (e, _) in &all {
             // No wildcard: a new variant must be added to the table above.
@@ -554,7 +563,8 @@ mod tests {
                 | Error::UserNotFound { .. }
                 | Error::UserExists { .. }
                 | Error::TokenNotFound { .. }
-                | Error::KeyReused { .. } => {}
+                | Error::KeyReused { .. }
+                | Error::Forbidden { .. } => {}
             }
         }
         all
@@ -566,7 +576,7 @@ mod tests {
             assert_eq!(error.kind(), kind, "{error:?}");
         }
         let names: std::collections::BTreeSet<&str> = every_variant().iter().map(|(_, k)| k.as_str()).collect();
-        assert_eq!(names.len(), 14, "every kind is used by some variant: {names:?}");
+        assert_eq!(names.len(), 15, "every kind is used by some variant: {names:?}");
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub use error::{Error, ErrorKind, Result};
 // Collections and their schemas.
 pub use data::collections::{CollectionInfo, DropOptions, DropReport};
 pub use data::index::IndexInfo;
+pub use data::rules::Rules;
 pub use data::schema::{CollectionSchema, FieldDef, FieldType};
 
 // Records, history and transactions.

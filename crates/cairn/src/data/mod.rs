@@ -16,6 +16,7 @@ pub(crate) mod ids;
 pub(crate) mod index;
 pub(crate) mod query;
 pub(crate) mod record;
+pub(crate) mod rules;
 pub(crate) mod schema;
 pub(crate) mod search;
 pub(crate) mod settings;

@@ -9,6 +9,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use crate::data::rules::Rules;
+
 use crate::data::ids::validate_id;
 use crate::engine::sql::is_valid_name;
 use crate::engine::timestamp::{format_datetime, parse_datetime};
@@ -26,6 +28,9 @@ pub struct CollectionSchema {
     /// The fields a record may hold. Records with other fields are refused.
     #[serde(default)]
     pub fields: Vec<FieldDef>,
+    /// Who may do what with the records through the server (none: admins only).
+    #[serde(default, skip_serializing_if = "Rules::is_empty")]
+    pub rules: Rules,
 }
 
 /// One field of a collection.
@@ -268,6 +273,28 @@ impl CollectionSchema {
                     return Err(err(name, "a unique field cannot have a default".into()));
                 }
                 check_value(f, default).map_err(|reason| err(name, format!("default: {reason}")))?;
+            }
+        }
+        self.validate_rules().map_err(|reason| err(None, reason))
+    }
+
+    /// Checks the rules: the owner is a text field, and each rule is a filter over this
+    /// schema once the caller's values are bound.
+    fn validate_rules(&self) -> std::result::Result<(), String> {
+        if let Some(owner) = &self.rules.owner {
+            let field = self.fields.iter().find(|f| &f.name == owner);
+            if !field.is_some_and(|f| f.kind == FieldType::Text && !f.encrypted) {
+                return Err(format!(
+                    "rules: the owner field `{owner}` must be an unencrypted text field of the schema"
+                ));
+            }
+        }
+        let sample = crate::data::rules::AuthValues { id: "id", name: "name", role: "role" };
+        for (verb, rule) in self.rules.each() {
+            let bound = crate::data::rules::bind(rule, &sample).map_err(|e| format!("rules.{verb}: {e}"))?;
+            if let Some(condition) = bound {
+                crate::data::query::Filter::new(self, &condition.to_string())
+                    .map_err(|e| format!("rules.{verb}: {e}"))?;
             }
         }
         Ok(())

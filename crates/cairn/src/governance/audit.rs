@@ -268,6 +268,7 @@ fn entry_schema() -> crate::CollectionSchema {
             FieldDef::new("outcome", FieldType::Text),
             FieldDef::new("detail", FieldType::Text),
         ],
+        rules: Default::default(),
     }
 }
 

@@ -240,8 +240,12 @@ fn value_before(conn: &Connection, record: &Record, seq: u64, field: &str) -> Re
 /// `value` as a field of type `kind` stores it (date-times in canonical form), or `None`
 /// when it is not a valid value of that type.
 fn canonical(field: &str, kind: FieldType, value: Value) -> Option<Value> {
-    let schema =
-        CollectionSchema { name: String::new(), description: String::new(), fields: vec![FieldDef::new(field, kind)] };
+    let schema = CollectionSchema {
+        name: String::new(),
+        description: String::new(),
+        fields: vec![FieldDef::new(field, kind)],
+        rules: Default::default(),
+    };
     let mut body = Map::new();
     body.insert(field.to_string(), value);
     schema.normalize(None, Value::Object(body)).ok().and_then(|mut b| b.remove(field))

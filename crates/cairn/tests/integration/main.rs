@@ -20,6 +20,7 @@ mod query;
 mod records;
 mod repair;
 mod reports;
+mod rules;
 #[path = "../support/scene.rs"]
 mod scene;
 mod search;

@@ -29,7 +29,7 @@ fn schema(indexed: &[bool]) -> CollectionSchema {
         .zip(indexed)
         .map(|((name, kind), on)| FieldDef { indexed: *on && *kind != FieldType::Json, ..FieldDef::new(*name, *kind) })
         .collect();
-    CollectionSchema { name: "items".into(), description: String::new(), fields }
+    CollectionSchema { name: "items".into(), description: String::new(), fields, rules: Default::default() }
 }
 
 const WORDS: [&str; 5] = ["alpha", "Beta", "gamma", "élan", "ALPHA"];
