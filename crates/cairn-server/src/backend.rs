@@ -21,19 +21,19 @@ pub trait Backend: Send + Sync + 'static {
     fn collections(&self) -> BackendFuture<'_, Vec<CollectionInfo>>;
     /// One collection.
     fn collection(&self, name: String) -> BackendFuture<'_, CollectionInfo>;
-    /// A live record.
-    fn get(&self, collection: String, id: String) -> BackendFuture<'_, Record>;
-    /// Makes one record write.
-    fn write(&self, write: RecordWrite) -> BackendFuture<'_, Record>;
+    /// A live record the caller may view (the collection's rules; admins see all).
+    fn get(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Record>;
+    /// Makes one record write as the caller (held to the collection's rules).
+    fn write(&self, caller: Principal, write: RecordWrite) -> BackendFuture<'_, Record>;
     /// Makes one record write once for an idempotency key, storing its answer (the record,
     /// with the status the write answers) in the same transaction; a retry gets that answer.
-    fn write_once(&self, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once>;
-    /// A page of records.
-    fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page>;
-    /// How many live records match `filter`.
-    fn count(&self, collection: String, filter: Option<String>) -> BackendFuture<'_, u64>;
-    /// Every change of one record, oldest first.
-    fn history(&self, collection: String, id: String) -> BackendFuture<'_, Vec<Change>>;
+    fn write_once(&self, caller: Principal, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once>;
+    /// A page of the records the caller may list.
+    fn query(&self, caller: Principal, collection: String, query: Query) -> BackendFuture<'_, Page>;
+    /// How many live records the caller may list match `filter`.
+    fn count(&self, caller: Principal, collection: String, filter: Option<String>) -> BackendFuture<'_, u64>;
+    /// Every change of one record the caller may view, oldest first.
+    fn history(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Vec<Change>>;
     /// Up to `limit` changes after `since`.
     fn changes_since(&self, since: Seq, limit: usize) -> BackendFuture<'_, Vec<Change>>;
     /// Who `token` lets in.
@@ -60,8 +60,13 @@ pub trait Backend: Send + Sync + 'static {
     fn tokens(&self, user: Option<String>) -> BackendFuture<'_, Vec<TokenInfo>>;
     /// Makes an API key.
     fn create_api_key(&self, user: String, options: cairn::ApiKeyOptions) -> BackendFuture<'_, IssuedToken>;
-    /// Full-text search.
-    fn search(&self, collection: String, search: cairn::Search) -> BackendFuture<'_, Vec<cairn::Hit>>;
+    /// Full-text search within what the caller may list.
+    fn search(
+        &self,
+        caller: Principal,
+        collection: String,
+        search: cairn::Search,
+    ) -> BackendFuture<'_, Vec<cairn::Hit>>;
     /// Applies `ops` all or nothing.
     fn batch(&self, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>>;
     /// Every setting.
@@ -126,16 +131,26 @@ impl RecordWrite {
         }
     }
 
-    /// Makes it in `tx`.
-    pub fn apply(self, tx: &mut cairn::Tx<'_>) -> cairn::Result<Record> {
+    /// Makes it in `tx` as `caller`, held to the collection's rules.
+    pub fn apply(self, caller: &Principal, tx: &mut cairn::Tx<'_>) -> cairn::Result<Record> {
         match self {
-            RecordWrite::Create { collection, id, body } => tx.create(&collection, id.as_deref(), body),
-            RecordWrite::Replace { collection, id, body, expected } => tx.replace(&collection, &id, body, expected),
-            RecordWrite::Patch { collection, id, patch, expected } => tx.patch(&collection, &id, &patch, expected),
-            RecordWrite::Delete { collection, id, expected } => tx.delete(&collection, &id, expected),
-            RecordWrite::Revert { collection, id, version, expected } => tx.revert(&collection, &id, version, expected),
-            RecordWrite::Undo { collection, id } => tx.undo(&collection, &id),
-            RecordWrite::Redo { collection, id } => tx.redo(&collection, &id),
+            RecordWrite::Create { collection, id, body } => tx.create_as(caller, &collection, id.as_deref(), body),
+            RecordWrite::Delete { collection, id, expected } => tx.delete_as(caller, &collection, &id, expected),
+            RecordWrite::Replace { collection, id, body, expected } => {
+                tx.update_as(caller, &collection, &id.clone(), |tx| tx.replace(&collection, &id, body, expected))
+            }
+            RecordWrite::Patch { collection, id, patch, expected } => {
+                tx.update_as(caller, &collection, &id.clone(), |tx| tx.patch(&collection, &id, &patch, expected))
+            }
+            RecordWrite::Revert { collection, id, version, expected } => {
+                tx.update_as(caller, &collection, &id.clone(), |tx| tx.revert(&collection, &id, version, expected))
+            }
+            RecordWrite::Undo { collection, id } => {
+                tx.update_as(caller, &collection, &id.clone(), |tx| tx.undo(&collection, &id))
+            }
+            RecordWrite::Redo { collection, id } => {
+                tx.update_as(caller, &collection, &id.clone(), |tx| tx.redo(&collection, &id))
+            }
         }
     }
 }

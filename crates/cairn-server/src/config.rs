@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
-    /// Where to listen. Default: `127.0.0.1:8080`. Only loopback addresses are accepted until
-    /// collection rules exist.
+    /// Where to listen. Default: `127.0.0.1:8080`. Only loopback addresses are accepted: the
+    /// server has no TLS, so remote clients come through a TLS-terminating proxy.
     pub listen: SocketAddr,
     /// The largest request body, in bytes. Default: 2 MiB (twice the default record limit,
     /// for JSON's escaping).
@@ -53,7 +53,7 @@ pub struct ServerConfig {
 
 impl ServerConfig {
     /// Refuses settings the server cannot run with: a listen address other machines could
-    /// reach (until collection rules exist, the server is for one machine), or a CORS origin
+    /// reach (the server has no TLS; a proxy on the same host terminates it), or a CORS origin
     /// that is not one.
     pub fn validate(&self) -> std::io::Result<()> {
         loopback_only(self.listen)?;
@@ -97,14 +97,15 @@ impl ServerConfig {
     }
 }
 
-/// Refuses an address other machines could reach: collection rules do not exist yet.
+/// Refuses an address other machines could reach: without TLS, tokens would cross the
+/// network in the clear.
 pub(crate) fn loopback_only(address: std::net::SocketAddr) -> std::io::Result<()> {
     if address.ip().is_loopback() {
         return Ok(());
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
-        format!("refusing to listen on {address}: until collection rules exist it listens on loopback only"),
+        format!("refusing to listen on {address}: the server has no TLS, so it listens on loopback only; put a TLS-terminating proxy in front of it"),
     ))
 }
 

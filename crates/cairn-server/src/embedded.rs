@@ -42,35 +42,35 @@ impl Backend for Embedded {
         self.blocking(move |s| s.collection(&name))
     }
 
-    fn write(&self, write: RecordWrite) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| s.transaction(move |tx| write.apply(tx)))
+    fn write(&self, caller: Principal, write: RecordWrite) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.transaction(move |tx| write.apply(&caller, tx)))
     }
 
-    fn write_once(&self, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once> {
+    fn write_once(&self, caller: Principal, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once> {
         self.blocking(move |s| {
             s.write_once(&options, move |tx| {
                 let status = write.status();
-                let record = write.apply(tx)?;
+                let record = write.apply(&caller, tx)?;
                 let body = serde_json::to_string(&record).map_err(|e| cairn::Error::Internal(e.to_string()))?;
                 Ok(StoredAnswer { status, body })
             })
         })
     }
 
-    fn get(&self, collection: String, id: String) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| s.get(&collection, &id))
+    fn get(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Record> {
+        self.blocking(move |s| s.get_as(&caller, &collection, &id))
     }
 
-    fn query(&self, collection: String, query: Query) -> BackendFuture<'_, Page> {
-        self.blocking(move |s| s.query(&collection, &query))
+    fn query(&self, caller: Principal, collection: String, query: Query) -> BackendFuture<'_, Page> {
+        self.blocking(move |s| s.query_as(&caller, &collection, &query))
     }
 
-    fn count(&self, collection: String, filter: Option<String>) -> BackendFuture<'_, u64> {
-        self.blocking(move |s| s.count(&collection, filter.as_deref()))
+    fn count(&self, caller: Principal, collection: String, filter: Option<String>) -> BackendFuture<'_, u64> {
+        self.blocking(move |s| s.count_as(&caller, &collection, filter.as_deref()))
     }
 
-    fn history(&self, collection: String, id: String) -> BackendFuture<'_, Vec<Change>> {
-        self.blocking(move |s| s.history(&collection, &id))
+    fn history(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Vec<Change>> {
+        self.blocking(move |s| s.history_as(&caller, &collection, &id))
     }
 
     fn changes_since(&self, since: Seq, limit: usize) -> BackendFuture<'_, Vec<Change>> {
@@ -128,8 +128,13 @@ impl Backend for Embedded {
         self.blocking(move |s| s.create_api_key(&user, &options))
     }
 
-    fn search(&self, collection: String, search: cairn::Search) -> BackendFuture<'_, Vec<cairn::Hit>> {
-        self.blocking(move |s| s.search(&collection, &search))
+    fn search(
+        &self,
+        caller: Principal,
+        collection: String,
+        search: cairn::Search,
+    ) -> BackendFuture<'_, Vec<cairn::Hit>> {
+        self.blocking(move |s| s.search_as(&caller, &collection, &search))
     }
 
     fn batch(&self, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>> {

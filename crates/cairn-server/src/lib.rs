@@ -13,9 +13,9 @@
 //!
 //! Every error is `application/problem+json` (RFC 9457) with a stable `type` taken from
 //! [`cairn::ErrorKind`] and the request id (see `problem.rs`). Every `/api` route but
-//! sign-in needs a session or API key (`routes/auth.rs`); records are for admins only until
-//! collection rules exist. The server listens on 127.0.0.1 by default, and refuses any other
-//! address until collection rules exist.
+//! sign-in needs a session or API key (`routes/auth.rs`); records are held to their
+//! collection's rules (`cairn`'s access layer). The server listens on loopback only: it has no
+//! TLS of its own, so remote clients reach it through a TLS-terminating proxy on the same host.
 
 mod app;
 mod backend;

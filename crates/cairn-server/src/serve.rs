@@ -12,7 +12,7 @@ use crate::backend::Backend;
 use crate::config::ServerConfig;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains and closes
-/// `backend`. Only loopback listeners are accepted until collection rules exist.
+/// `backend`. Only loopback listeners are accepted (see [`ServerConfig::validate`]).
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn Backend>,

@@ -14,7 +14,7 @@ use super::Context;
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on. Default: 127.0.0.1:8080. Only loopback addresses are accepted
-    /// until collection rules exist.
+    /// (no TLS yet: put a TLS-terminating proxy in front for remote clients).
     #[arg(long)]
     listen: Option<SocketAddr>,
     /// A TOML file of server settings (docs/server.md); CAIRN_<SETTING> environment variables

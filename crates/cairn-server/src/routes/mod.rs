@@ -85,8 +85,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     }
 }
 
-/// A caller with the admin role. Until collection rules exist (SRV-4), records are the
-/// admins' only: a user of another role is refused with 403, never shown anything.
+/// A caller with the admin role, for the routes that bypass collection rules (schemas,
+/// batches, the change log, settings, audit, backups, users): any other role gets 403.
 pub(crate) struct Admin(#[allow(dead_code)] pub Principal);
 
 impl<S: Send + Sync> FromRequestParts<S> for Admin {
@@ -100,10 +100,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
             Err(Problem::new(
                 axum::http::StatusCode::FORBIDDEN,
                 "forbidden",
-                format!(
-                    "role {:?} may not use this route: no collection rules are defined yet, so only admins may",
-                    principal.user.role
-                ),
+                format!("role {:?} may not use this route: it is for admins", principal.user.role),
             ))
         }
     }

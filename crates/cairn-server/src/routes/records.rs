@@ -1,6 +1,7 @@
 //! Records: create, read, replace, patch (a JSON merge patch), delete, revert, undo, redo;
-//! list with filter, sort, fields and cursors, count, search, history; batches all or
-//! nothing. A write that names the version it expects (`If-Match`) fails with 412 when the
+//! list with filter, sort, fields and cursors, count, search, history — for any signed-in
+//! caller, held to the collection's rules (a record they may not see answers 404); batches,
+//! which bypass the rules, are for admins. A write that names the version it expects (`If-Match`) fails with 412 when the
 //! record has moved on; a write with an `Idempotency-Key` is made once (see [`write`]).
 
 use std::collections::HashSet;
@@ -14,7 +15,7 @@ use axum::{Json, Router};
 use cairn::{Once, OnceOptions, Principal, Query, Record};
 use serde_json::{json, Value};
 
-use super::{etag, if_match, number, params, Admin, AppState, JsonBody, Params};
+use super::{etag, if_match, number, params, Admin, AppState, Caller, JsonBody, Params};
 use crate::backend::RecordWrite;
 use crate::problem::Problem;
 
@@ -49,7 +50,8 @@ async fn write(
     let precondition = write.has_precondition();
     let Some(key) = headers.get("idempotency-key") else {
         let status = write.status();
-        let record = state.backend.write(write).await.map_err(|e| Problem::from_error(&e, precondition))?;
+        let record =
+            state.backend.write(caller.clone(), write).await.map_err(|e| Problem::from_error(&e, precondition))?;
         let body = serde_json::to_value(&record).map_err(|e| Problem::from(cairn::Error::Internal(e.to_string())))?;
         return Ok(answer(status, &body, false));
     };
@@ -68,7 +70,11 @@ async fn write(
         retention_seconds: state.config.idempotency_retention_seconds as i64,
         ..OnceOptions::new(scope, key, request_hash)
     };
-    let once = state.backend.write_once(options, write).await.map_err(|e| Problem::from_error(&e, precondition))?;
+    let once = state
+        .backend
+        .write_once(caller.clone(), options, write)
+        .await
+        .map_err(|e| Problem::from_error(&e, precondition))?;
     let (stored, replayed) = match once {
         Once::Done(stored) => (stored, false),
         Once::Replayed(stored) => (stored, true),
@@ -123,7 +129,7 @@ impl Drop for InFlight<'_> {
 }
 
 async fn create(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     headers: HeaderMap,
@@ -136,16 +142,16 @@ async fn create(
 }
 
 async fn read(
-    _admin: Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let record = state.backend.get(collection, id).await?;
+    let record = state.backend.get(caller, collection, id).await?;
     Ok(with_version(&record, StatusCode::OK))
 }
 
 async fn replace(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -156,7 +162,7 @@ async fn replace(
 }
 
 async fn patch(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -167,7 +173,7 @@ async fn patch(
 }
 
 async fn delete(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -177,7 +183,7 @@ async fn delete(
 }
 
 async fn list(
-    _admin: Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     query: Params,
@@ -195,33 +201,33 @@ async fn list(
     q.cursor = query.get("cursor").cloned();
     q.fields =
         query.get("fields").map(|f| f.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
-    let page = state.backend.query(collection, q).await?;
+    let page = state.backend.query(caller, collection, q).await?;
     Ok(Json(json!({"items": page.rows, "next_cursor": page.next_cursor})).into_response())
 }
 
 async fn count(
-    _admin: Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     query: Params,
 ) -> Result<Response, Problem> {
     let query = params(query, &["filter"])?;
     let filter = query.get("filter").filter(|f| !f.trim().is_empty()).cloned();
-    let count = state.backend.count(collection, filter).await?;
+    let count = state.backend.count(caller, collection, filter).await?;
     Ok(Json(json!({"count": count})).into_response())
 }
 
 async fn history(
-    _admin: Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
 ) -> Result<Response, Problem> {
-    let changes = state.backend.history(collection, id).await?;
+    let changes = state.backend.history(caller, collection, id).await?;
     Ok(Json(json!({"items": changes})).into_response())
 }
 
 async fn revert(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -239,7 +245,7 @@ async fn revert(
 }
 
 async fn undo(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -248,7 +254,7 @@ async fn undo(
 }
 
 async fn redo(
-    Admin(caller): Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path((collection, id)): Path<(String, String)>,
     headers: HeaderMap,
@@ -257,7 +263,7 @@ async fn redo(
 }
 
 async fn search(
-    _admin: Admin,
+    Caller(caller): Caller,
     State(state): State<AppState>,
     Path(collection): Path<String>,
     query: Params,
@@ -277,7 +283,7 @@ async fn search(
     }
     search.fields =
         query.get("fields").map(|f| f.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
-    let hits = state.backend.search(collection, search).await?;
+    let hits = state.backend.search(caller, collection, search).await?;
     Ok(Json(json!({"items": hits})).into_response())
 }
 

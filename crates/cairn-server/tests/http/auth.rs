@@ -75,7 +75,7 @@ async fn signing_in_answers_one_401_for_every_failure_and_a_token_on_success() {
 }
 
 #[tokio::test]
-async fn users_who_are_not_admins_are_refused_records_until_rules_exist() {
+async fn users_who_are_not_admins_are_refused_where_no_rule_lets_them() {
     let (_tmp, store, api) = app(ServerConfig::default());
     store.create_with_id("notes", "secret", json!({"title": "the admin's"})).expect("note");
     store.create_user("ana", "ana's password", "user").expect("ana");

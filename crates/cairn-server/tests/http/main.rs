@@ -8,6 +8,7 @@ mod bad_input;
 mod idempotency;
 mod limits;
 mod records;
+mod rules;
 mod served;
 
 use std::sync::Arc;

@@ -1,0 +1,87 @@
+//! The BOLA/IDOR matrix: two users with private records in a collection whose rules give each
+//! their own. For every route that takes an id or a filter, user B never sees, counts,
+//! changes or learns the existence of user A's records; routes that bypass the rules are for
+//! admins only.
+
+use axum::http::Method;
+use cairn_server::ServerConfig;
+use serde_json::json;
+
+use crate::{app, call, Api};
+
+fn signed_in(api: &Api, store: &cairn::Store, name: &str) -> (Api, String) {
+    store.create_user(name, "a good password", "user").expect("user");
+    let session = store.login(name, "a good password", &cairn::SessionOptions::default()).expect("login");
+    let id = store.authenticate(&session.secret).expect("who").user.id;
+    (Api { router: api.router.clone(), token: session.secret }, id)
+}
+
+#[tokio::test]
+async fn one_user_never_reaches_anothers_records_through_any_route() {
+    let (_tmp, store, admin) = app(ServerConfig::default());
+    let schema = json!({"name": "diary", "fields": [
+            {"name": "title", "type": "text", "fulltext": true},
+            {"name": "owner", "type": "text", "indexed": true}],
+        "rules": {"list": "owner = @auth.id", "view": "owner = @auth.id", "create": "",
+                  "update": "owner = @auth.id", "delete": "owner = @auth.id", "owner": "owner"}});
+    assert_eq!(call(&admin, Method::POST, "/api/collections", Some(&schema.to_string()), &[]).await.status, 201);
+    let (a, a_id) = signed_in(&admin, &store, "ana");
+    let (b, b_id) = signed_in(&admin, &store, "bob");
+    let forged = json!({"title": "ana's private entry", "owner": b_id}).to_string();
+    let created = call(&a, Method::POST, "/api/collections/diary/records?id=a1", Some(&forged), &[]).await;
+    assert_eq!(
+        (created.status.as_u16(), &created.body["body"]["owner"]),
+        (201, &json!(a_id)),
+        "the owner cannot be forged"
+    );
+    let own =
+        call(&b, Method::POST, "/api/collections/diary/records?id=b1", Some(r#"{"title": "bob's entry"}"#), &[]).await;
+    assert_eq!(own.status, 201);
+
+    // By id: every verb on ana's record answers bob exactly as for a record that does not exist.
+    let base = "/api/collections/diary/records";
+    for id in ["a1", "does-not-exist"] {
+        let cases: [(Method, String, Option<&str>); 8] = [
+            (Method::GET, format!("{base}/{id}"), None),
+            (Method::PATCH, format!("{base}/{id}"), Some(r#"{"title": "mine now"}"#)),
+            (Method::PUT, format!("{base}/{id}"), Some(r#"{"title": "mine now"}"#)),
+            (Method::DELETE, format!("{base}/{id}"), None),
+            (Method::GET, format!("{base}/{id}/history"), None),
+            (Method::POST, format!("{base}/{id}/revert"), Some(r#"{"version": 1}"#)),
+            (Method::POST, format!("{base}/{id}/undo"), None),
+            (Method::POST, format!("{base}/{id}/redo"), None),
+        ];
+        for (method, uri, body) in cases {
+            let answer = call(&b, method.clone(), &uri, body, &[]).await;
+            let detail = answer.problem(404, "not_found");
+            assert!(!detail.contains("private"), "{method} {uri}: {detail}");
+        }
+    }
+    assert_eq!(store.get("diary", "a1").expect("a1").version, 1, "nothing of ana's changed");
+
+    // By filter: lists, counts and searches leave ana's records out, whatever bob asks for.
+    for filter in ["", "title%20%3D%20%22ana's%20private%20entry%22", &format!("owner%20%3D%20%22{a_id}%22")] {
+        let list = call(&b, Method::GET, &format!("{base}?filter={filter}"), None, &[]).await;
+        let ids: Vec<&str> =
+            list.body["items"].as_array().expect("items").iter().map(|r| r["id"].as_str().expect("id")).collect();
+        assert!(!ids.contains(&"a1"), "{filter}: {ids:?}");
+        let count = call(&b, Method::GET, &format!("/api/collections/diary/count?filter={filter}"), None, &[]).await;
+        assert!(count.body["count"].as_u64().expect("count") <= 1, "{filter}: {count:?}");
+    }
+    let hits = call(&b, Method::GET, "/api/collections/diary/search?q=private", None, &[]).await;
+    assert_eq!(hits.body["items"], json!([]), "{hits:?}");
+
+    // Routes that bypass the rules are for admins.
+    let batch = json!([{"op": "patch", "collection": "diary", "id": "a1", "patch": {"title": "x"}}]).to_string();
+    call(&b, Method::POST, "/api/batch", Some(&batch), &[]).await.problem(403, "forbidden");
+    call(&b, Method::GET, "/api/changes", None, &[]).await.problem(403, "forbidden");
+    call(&b, Method::GET, "/api/collections", None, &[]).await.problem(403, "forbidden");
+
+    // Ana's own record is hers; the admin sees both.
+    let mine = call(&a, Method::PATCH, &format!("{base}/a1"), Some(r#"{"title": "renamed"}"#), &[]).await;
+    assert_eq!(mine.status, 200, "{mine:?}");
+    let give_away = json!({"owner": b_id}).to_string();
+    call(&a, Method::PATCH, &format!("{base}/a1"), Some(&give_away), &[]).await.problem(403, "forbidden");
+    let all = call(&admin, Method::GET, base, None, &[]).await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
+}
