@@ -159,3 +159,102 @@ fn without_a_rule_only_admins_may_and_bad_rules_are_refused() {
         assert!(err.to_string().contains(says), "{rules}: {err}");
     }
 }
+
+mod property {
+    use std::collections::BTreeSet;
+
+    use cairn::{CollectionSchema, Query};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::principal;
+
+    /// A rule, and the same rule written as plain Rust over (owner, team, n) and the caller.
+    #[derive(Debug, Clone)]
+    enum Rule {
+        Own,
+        Team,
+        Above(i64),
+        OwnOr(i64),
+        OwnAnd(i64),
+        TeamOrBelow(i64),
+    }
+
+    impl Rule {
+        fn text(&self) -> String {
+            match self {
+                Rule::Own => "owner = @auth.id".into(),
+                Rule::Team => "team = @auth.role".into(),
+                Rule::Above(k) => format!("n > {k}"),
+                Rule::OwnOr(k) => format!("owner = @auth.id or n > {k}"),
+                Rule::OwnAnd(k) => format!("owner = @auth.id and n < {k}"),
+                Rule::TeamOrBelow(k) => format!("(team = @auth.role) or not (n >= {k})"),
+            }
+        }
+
+        fn allows(&self, owner: &str, team: &str, n: i64, caller: &str, role: &str) -> bool {
+            match self {
+                Rule::Own => owner == caller,
+                Rule::Team => team == role,
+                Rule::Above(k) => n > *k,
+                Rule::OwnOr(k) => owner == caller || n > *k,
+                Rule::OwnAnd(k) => owner == caller && n < *k,
+                Rule::TeamOrBelow(k) => team == role || n < *k,
+            }
+        }
+    }
+
+    fn rule() -> impl Strategy<Value = Rule> {
+        prop_oneof![
+            Just(Rule::Own),
+            Just(Rule::Team),
+            (-5i64..5).prop_map(Rule::Above),
+            (-5i64..5).prop_map(Rule::OwnOr),
+            (-5i64..5).prop_map(Rule::OwnAnd),
+            (-5i64..5).prop_map(Rule::TeamOrBelow),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+        #[test]
+        fn what_each_user_lists_is_what_the_rule_allows(
+            rule in rule(),
+            records in prop::collection::vec((0usize..3, 0usize..2, -6i64..6), 0..25),
+        ) {
+            let (_dir, store) = crate::temp_store();
+            let schema = json!({"name": "items", "fields": [
+                    {"name": "owner", "type": "text", "indexed": true},
+                    {"name": "team", "type": "text"},
+                    {"name": "n", "type": "integer", "indexed": true}],
+                "rules": {"list": rule.text()}});
+            store.create_collection(CollectionSchema::from_json(&schema.to_string(), "schema").expect("schema")).expect("items");
+            let users = [principal(&store, "u0", "red"), principal(&store, "u1", "blue"), principal(&store, "u2", "red")];
+            let teams = ["red", "blue"];
+            for (i, (owner, team, n)) in records.iter().enumerate() {
+                let body = json!({"owner": users[*owner].user.id, "team": teams[*team], "n": n});
+                store.create_with_id("items", &format!("r{i:02}"), body).expect("record");
+            }
+            for caller in &users {
+                let listed: BTreeSet<String> = store
+                    .query_as(caller, "items", &Query { limit: 100, ..Query::default() })
+                    .expect("query")
+                    .rows
+                    .into_iter()
+                    .map(|r| r.id)
+                    .collect();
+                let expected: BTreeSet<String> = records
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (owner, team, n))| {
+                        rule.allows(&users[*owner].user.id, teams[*team], *n, &caller.user.id, &caller.user.role)
+                    })
+                    .map(|(i, _)| format!("r{i:02}"))
+                    .collect();
+                prop_assert_eq!(&listed, &expected, "{} as {}", rule.text(), caller.user.name);
+                prop_assert_eq!(store.count_as(caller, "items", None).expect("count"), expected.len() as u64);
+            }
+        }
+    }
+}
