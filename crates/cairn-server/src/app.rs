@@ -50,6 +50,7 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         .merge(routes::records::router())
         .merge(routes::changes::router())
         .merge(routes::admin::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::audit_denied))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));
     crate::metrics::handle();

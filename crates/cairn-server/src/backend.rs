@@ -81,6 +81,15 @@ pub trait Backend: Send + Sync + 'static {
     fn backup(&self) -> BackendFuture<'_, cairn::BackupInfo>;
     /// Verifies a backup again.
     fn verify_backup(&self, id: String) -> BackendFuture<'_, cairn::BackupInfo>;
+    /// Appends to the audit trail as `actor` (a refused request, for instance).
+    fn audit(
+        &self,
+        actor: String,
+        action: String,
+        target: String,
+        outcome: String,
+        detail: String,
+    ) -> BackendFuture<'_, ()>;
     /// How many write groups and requests the backend has committed.
     fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats>;
     /// Whether the backend can take writes now, and why not.

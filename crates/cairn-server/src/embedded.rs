@@ -43,12 +43,13 @@ impl Backend for Embedded {
     }
 
     fn write(&self, caller: Principal, write: RecordWrite) -> BackendFuture<'_, Record> {
-        self.blocking(move |s| s.transaction(move |tx| write.apply(&caller, tx)))
+        // The change log names the user who made each change.
+        self.blocking(move |s| s.as_actor(&caller.user.name).transaction(move |tx| write.apply(&caller, tx)))
     }
 
     fn write_once(&self, caller: Principal, options: OnceOptions, write: RecordWrite) -> BackendFuture<'_, Once> {
         self.blocking(move |s| {
-            s.write_once(&options, move |tx| {
+            s.as_actor(&caller.user.name).write_once(&options, move |tx| {
                 let status = write.status();
                 let record = write.apply(&caller, tx)?;
                 let body = serde_json::to_string(&record).map_err(|e| cairn::Error::Internal(e.to_string()))?;
@@ -166,6 +167,20 @@ impl Backend for Embedded {
 
     fn verify_backup(&self, id: String) -> BackendFuture<'_, cairn::BackupInfo> {
         self.blocking(move |s| s.verify_backup(&id, &mut |_, _, _| {}))
+    }
+
+    fn audit(
+        &self,
+        actor: String,
+        action: String,
+        target: String,
+        outcome: String,
+        detail: String,
+    ) -> BackendFuture<'_, ()> {
+        self.blocking(move |s| {
+            s.as_actor(&actor).audit(&action, &target, &outcome, &detail);
+            Ok(())
+        })
     }
 
     fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats> {

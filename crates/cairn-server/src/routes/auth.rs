@@ -35,6 +35,19 @@ fn unauthenticated(detail: impl Into<String>) -> Response {
     response
 }
 
+/// Records a signed-in request that was refused (403) in the audit trail: who, what, where.
+pub(crate) async fn audit_denied(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let who = request.extensions().get::<Principal>().map(|p| p.user.name.clone());
+    let what = format!("{} {}", request.method(), request.uri().path());
+    let response = next.run(request).await;
+    if response.status() == StatusCode::FORBIDDEN {
+        if let Some(who) = who {
+            let _ = state.backend.audit(who, "request.denied".into(), what, "denied".into(), String::new()).await;
+        }
+    }
+    response
+}
+
 /// Lets a request through only with a token that lets someone in; the [`Principal`] goes into
 /// the request's extensions for the handlers.
 pub(crate) async fn require(State(state): State<AppState>, mut request: Request, next: Next) -> Response {

@@ -84,4 +84,12 @@ async fn one_user_never_reaches_anothers_records_through_any_route() {
     call(&a, Method::PATCH, &format!("{base}/a1"), Some(&give_away), &[]).await.problem(403, "forbidden");
     let all = call(&admin, Method::GET, base, None, &[]).await;
     assert_eq!(all.body["items"].as_array().map(Vec::len), Some(2));
+
+    // The change log names who made each change; refusals are in the audit trail.
+    let history = store.history("diary", "a1").expect("history");
+    assert!(history.iter().all(|c| c.actor == "ana"), "{history:?}");
+    let denied = store.audit_log(Some("action = \"request.denied\""), 0, 100).expect("audit");
+    let seen: Vec<(String, String)> = denied.into_iter().map(|e| (e.actor, e.target)).collect();
+    assert!(seen.contains(&("bob".into(), "POST /api/batch".into())), "{seen:?}");
+    assert!(seen.contains(&("ana".into(), "PATCH /api/collections/diary/records/a1".into())), "{seen:?}");
 }
