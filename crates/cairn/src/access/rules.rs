@@ -67,7 +67,7 @@ pub(crate) fn rule(schema: &CollectionSchema, verb: Verb, principal: &Principal)
         });
     };
     let auth = AuthValues { id: &principal.user.id, name: &principal.user.name, role: &principal.user.role };
-    bind(text, &auth)
+    bind(text, &auth)?.map(|text| Condition::parse(&text)).transpose()
 }
 
 /// Whether `record` passes `condition` (none passes everything).

@@ -116,6 +116,7 @@ impl Tx<'_> {
     pub fn create_collection(&mut self, schema: CollectionSchema) -> Result<()> {
         let conn = self.conn;
         schema.validate(&|name| exists(conn, name))?;
+        check_rules(&schema)?;
         if exists(conn, &schema.name) {
             return Err(Error::CollectionExists { collection: schema.name });
         }
@@ -155,6 +156,7 @@ impl Tx<'_> {
         let conn = self.conn;
         let old = load(conn, &schema.name)?;
         schema.validate(&|name| exists(conn, name))?;
+        check_rules(&schema)?;
         for f in &schema.fields {
             if old.schema.field(&f.name).is_some_and(|o| o.encrypted != f.encrypted) {
                 return Err(Error::InvalidSchema {
@@ -372,4 +374,20 @@ impl Store {
             .collect::<rusqlite::Result<_>>()?;
         names.iter().map(|n| info(&conn, n)).collect()
     }
+}
+
+/// Each rule of `schema` must be a filter over it once a caller's values are bound.
+fn check_rules(schema: &CollectionSchema) -> Result<()> {
+    let sample = crate::data::rules::AuthValues { id: "id", name: "name", role: "role" };
+    for (verb, rule) in schema.rules.each() {
+        let invalid = |reason: String| Error::InvalidSchema {
+            collection: schema.name.clone(),
+            field: None,
+            reason: format!("rules.{verb}: {reason}"),
+        };
+        if let Some(text) = crate::data::rules::bind(rule, &sample).map_err(|e| invalid(e.to_string()))? {
+            crate::data::query::Filter::new(schema, &text).map_err(|e| invalid(e.to_string()))?;
+        }
+    }
+    Ok(())
 }
