@@ -83,7 +83,8 @@ pub enum TokenCommand {
         /// A name to tell keys apart.
         #[arg(long)]
         name: String,
-        /// What the key may do (repeatable; none: what its user may).
+        /// What the key may do: read (GET requests only) and/or write (repeatable; none:
+        /// everything its user may).
         #[arg(long = "scope")]
         scopes: Vec<String>,
         /// Days until it stops working (default: never).

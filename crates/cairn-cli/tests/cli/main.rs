@@ -1054,7 +1054,7 @@ fn users_and_api_keys_from_the_command_line() {
     assert_eq!(names, ["ana", "root"]);
     assert!(!stdout(&listed).contains("argon2"), "no password hash is shown");
 
-    let key = cairn(&dir, &["token", "create", "--user", "ana", "--name", "ci", "--scope", "records:read"]);
+    let key = cairn(&dir, &["token", "create", "--user", "ana", "--name", "ci", "--scope", "read"]);
     assert_eq!(code(&key), 0, "{}", stderr(&key));
     let secret = stdout(&key).trim().to_string();
     assert!(secret.starts_with("cairn_k_"), "{secret}");

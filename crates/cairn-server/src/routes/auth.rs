@@ -60,6 +60,11 @@ pub(crate) async fn require(State(state): State<AppState>, mut request: Request,
     }
     match state.backend.authenticate(token.to_string()).await {
         Ok(principal) => {
+            let reads = matches!(*request.method(), axum::http::Method::GET | axum::http::Method::HEAD);
+            if !reads && !principal.token.may_write() {
+                return Problem::new(StatusCode::FORBIDDEN, "forbidden", "this API key may only read (scope `read`)")
+                    .into_response();
+            }
             request.extensions_mut().insert(principal);
             next.run(request).await
         }

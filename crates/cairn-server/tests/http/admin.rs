@@ -154,7 +154,7 @@ async fn collections_users_and_api_keys_are_managed_over_http() {
         &api,
         Method::POST,
         "/api/tokens",
-        Some(r#"{"user": "ana", "name": "ci", "scopes": ["records:read"], "expires_days": 30}"#),
+        Some(r#"{"user": "ana", "name": "ci", "scopes": ["read"], "expires_days": 30}"#),
         &[],
     )
     .await;

@@ -122,3 +122,24 @@ async fn signing_out_and_changing_the_password_revoke_sessions() {
     call(&there, Method::GET, "/api/auth/me", None, &[]).await.problem(401, "unauthenticated");
     store.login("ana", "a new password", &options).expect("the new password works");
 }
+
+#[tokio::test]
+async fn an_api_key_scoped_to_read_may_not_write() {
+    let (_tmp, store, api) = app(ServerConfig::default());
+    let read = cairn::ApiKeyOptions { name: "dashboard".into(), scopes: vec!["read".into()], expires_at: None };
+    let key = store.create_api_key("root", &read).expect("read key");
+    let reader = as_token(&api, &key.secret);
+    assert_eq!(call(&reader, Method::GET, "/api/collections/notes/records", None, &[]).await.status, 200);
+    let write = call(&reader, Method::POST, "/api/collections/notes/records", Some(r#"{"title": "x"}"#), &[]).await;
+    assert!(write.problem(403, "forbidden").contains("read"));
+    assert_eq!(store.count("notes", None).expect("count"), 0);
+    let both = cairn::ApiKeyOptions { scopes: vec!["read".into(), "write".into()], ..read.clone() };
+    let writer = as_token(&api, &store.create_api_key("root", &both).expect("key").secret);
+    assert_eq!(
+        call(&writer, Method::POST, "/api/collections/notes/records", Some(r#"{"title": "x"}"#), &[]).await.status,
+        201
+    );
+    let unknown = cairn::ApiKeyOptions { scopes: vec!["admin".into()], ..read };
+    let err = store.create_api_key("root", &unknown).expect_err("unknown scope");
+    assert_eq!(err.kind(), cairn::ErrorKind::InvalidInput);
+}

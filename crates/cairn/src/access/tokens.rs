@@ -62,6 +62,16 @@ pub struct TokenInfo {
     pub revoked_at: Option<Timestamp>,
 }
 
+impl TokenInfo {
+    /// The scopes an API key may have.
+    pub const SCOPES: [&'static str; 2] = ["read", "write"];
+
+    /// Whether this token may make changes (not a key limited to `read`).
+    pub fn may_write(&self) -> bool {
+        self.scopes.is_empty() || self.scopes.iter().any(|s| s == "write")
+    }
+}
+
 /// A token just made: `secret` is the whole token, shown this once and stored nowhere.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -98,7 +108,8 @@ impl Default for SessionOptions {
 pub struct ApiKeyOptions {
     /// Its name, to tell keys apart when listing.
     pub name: String,
-    /// What it may do (empty: what its user may).
+    /// What it may do, within what its user may: `read` (GET requests only) and/or `write`.
+    /// Empty: everything its user may.
     pub scopes: Vec<String>,
     /// When it stops letting anyone in. Default: never.
     pub expires_at: Option<Timestamp>,
@@ -256,6 +267,9 @@ impl Store {
 
     /// Makes an API key for `user`.
     pub fn create_api_key(&self, user: &str, options: &ApiKeyOptions) -> Result<IssuedToken> {
+        if let Some(unknown) = options.scopes.iter().find(|s| !TokenInfo::SCOPES.contains(&s.as_str())) {
+            return Err(Error::invalid_input("scopes", format!("{unknown:?} is not a scope: read, write")));
+        }
         let (user, options) = (user.to_string(), options.clone());
         self.write(move |tx| {
             let owner = find_user(tx.conn, &user)?.ok_or_else(|| Error::UserNotFound { name: user.clone() })?;

@@ -121,11 +121,11 @@ fn a_new_password_revokes_the_other_sessions_and_disabling_revokes_everything() 
 fn api_keys_have_a_visible_prefix_scopes_an_expiry_and_can_be_revoked() {
     let (_dir, store) = temp_store();
     store.create_user("ana", "correct horse", "user").expect("ana");
-    let options = ApiKeyOptions { name: "ci".into(), scopes: vec!["records:read".into()], expires_at: None };
+    let options = ApiKeyOptions { name: "ci".into(), scopes: vec!["read".into()], expires_at: None };
     let key = store.create_api_key("ana", &options).expect("key");
     assert!(key.secret.starts_with(&format!("cairn_k_{}_", key.info.id)));
     let who = store.authenticate(&key.secret).expect("authenticate");
-    assert_eq!((who.token.kind, who.token.scopes.clone()), (TokenKind::ApiKey, vec!["records:read".to_string()]));
+    assert_eq!((who.token.kind, who.token.scopes.clone()), (TokenKind::ApiKey, vec!["read".to_string()]));
     let listed = store.tokens(Some("ana")).expect("tokens");
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].name, "ci");
