@@ -118,7 +118,10 @@ struct InFlight<'a> {
 
 impl<'a> InFlight<'a> {
     fn enter(set: &'a Mutex<HashSet<String>>, key: String) -> Option<InFlight<'a>> {
-        set.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone()).then_some(InFlight { set, key })
+        // The guard is made only when the key was free: a guard made and dropped for a key
+        // already running would free that key (and take the lock again while it is held).
+        let entered = set.lock().unwrap_or_else(|p| p.into_inner()).insert(key.clone());
+        entered.then(|| InFlight { set, key })
     }
 }
 
@@ -289,7 +292,7 @@ async fn search(
 
 /// Operations applied all or nothing: `[{"op": "create", "collection": …}, …]` as
 /// `cairn::BatchOp` reads them.
-async fn batch(_admin: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+async fn batch(_: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
     let ops: Vec<cairn::BatchOp> =
         serde_json::from_value(body).map_err(|e| Problem::invalid(format!("the batch cannot be read: {e}")))?;
     if ops.is_empty() {
@@ -297,4 +300,19 @@ async fn batch(_admin: Admin, State(state): State<AppState>, JsonBody(body): Jso
     }
     let results = state.backend.batch(ops).await?;
     Ok(Json(json!({"items": results})).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_in_flight_refuses_a_second_request_until_the_first_is_done() {
+        let set = Mutex::new(HashSet::new());
+        let first = InFlight::enter(&set, "ana records k1".into()).expect("first");
+        assert!(InFlight::enter(&set, "ana records k1".into()).is_none(), "the same key while the first runs");
+        assert!(InFlight::enter(&set, "bob records k1".into()).is_some(), "another scope's key is another key");
+        drop(first);
+        assert!(InFlight::enter(&set, "ana records k1".into()).is_some(), "free again once the first is done");
+    }
 }

@@ -139,6 +139,11 @@ async fn an_api_key_scoped_to_read_may_not_write() {
         call(&writer, Method::POST, "/api/collections/notes/records", Some(r#"{"title": "x"}"#), &[]).await.status,
         201
     );
+    let past =
+        cairn::ApiKeyOptions { expires_at: Some(cairn::Timestamp(cairn::Timestamp::now().0 - 1000)), ..read.clone() };
+    let expired = as_token(&api, &store.create_api_key("root", &past).expect("expired key").secret);
+    let detail = call(&expired, Method::GET, "/api/collections", None, &[]).await.problem(401, "unauthenticated");
+    assert!(detail.contains("expired"), "{detail}");
     let unknown = cairn::ApiKeyOptions { scopes: vec!["admin".into()], ..read };
     let err = store.create_api_key("root", &unknown).expect_err("unknown scope");
     assert_eq!(err.kind(), cairn::ErrorKind::InvalidInput);
