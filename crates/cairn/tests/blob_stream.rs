@@ -1,6 +1,9 @@
 //! A 2 GiB attachment goes in and comes out in bounded memory. Its own test binary, so that
 //! the peak resident memory measured is this test's alone.
 
+#[path = "support/rss.rs"]
+mod rss;
+
 use std::io::Read;
 
 use cairn::{Store, StoreOptions};
@@ -45,17 +48,6 @@ impl Read for Generated {
     }
 }
 
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    kib / 1024
-}
-
 #[test]
 fn two_gib_in_and_out_in_bounded_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -80,6 +72,6 @@ fn two_gib_in_and_out_in_bounded_memory() {
         total += n as u64;
     }
     assert_eq!(total, SIZE);
-    let peak = peak_rss_mib();
+    let peak = rss::peak_rss_mib();
     assert!(peak < 200, "peak resident memory {peak} MiB");
 }

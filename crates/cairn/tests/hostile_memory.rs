@@ -2,6 +2,9 @@
 //! memory: `records.max_body_bytes` applies while the line is read, not after it was
 //! buffered. Its own test binary, so that the peak resident memory measured is this test's.
 
+#[path = "support/rss.rs"]
+mod rss;
+
 use std::io::Write;
 
 use cairn::{ExportOptions, ImportOptions, Store, StoreOptions};
@@ -9,17 +12,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 const RECORD_BYTES: usize = 300 << 20;
-
-fn peak_rss_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let kib: u64 = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM");
-    kib / 1024
-}
 
 #[test]
 fn a_300_mb_record_is_refused_in_bounded_memory() {
@@ -62,6 +54,6 @@ fn a_300_mb_record_is_refused_in_bounded_memory() {
     let err = store.import(&exp, &ImportOptions::default(), &mut |_, _, _| {}).expect_err("too long");
     assert!(err.to_string().contains("records.max_body_bytes"), "{err}");
     assert!(store.collections().expect("collections").is_empty(), "nothing was imported");
-    let peak = peak_rss_mib();
+    let peak = rss::peak_rss_mib();
     assert!(peak < 200, "peak resident memory {peak} MiB for a {} MiB record", RECORD_BYTES >> 20);
 }

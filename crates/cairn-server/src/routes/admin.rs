@@ -27,15 +27,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/tokens/{id}", axum::routing::delete(revoke_token))
 }
 
-async fn users(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+async fn users(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({"items": state.backend.users().await?})))
 }
 
-async fn create_user(
-    _admin: Admin,
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Problem> {
+async fn create_user(_: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
     members(&body, &["name", "password", "role"])?;
     let role = match body.get("role") {
         None => cairn::User::DEFAULT_ROLE.to_string(),
@@ -46,7 +42,7 @@ async fn create_user(
 }
 
 async fn disable_user(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<cairn::User>, Problem> {
@@ -54,7 +50,7 @@ async fn disable_user(
 }
 
 async fn reset_password(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
@@ -63,18 +59,14 @@ async fn reset_password(
     Ok(Json(state.backend.set_password(name, text(&body, "password")?, None).await?))
 }
 
-async fn tokens(_admin: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
+async fn tokens(_: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
     let query = params(query, &["user"])?;
     Ok(Json(json!({"items": state.backend.tokens(query.get("user").cloned()).await?})))
 }
 
 /// Makes an API key: `{"user", "name", "scopes"?, "expires_days"?}`; the answer carries the
 /// key once (`Cache-Control: no-store`).
-async fn create_token(
-    _admin: Admin,
-    State(state): State<AppState>,
-    JsonBody(body): JsonBody,
-) -> Result<Response, Problem> {
+async fn create_token(_: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
     members(&body, &["user", "name", "scopes", "expires_days"])?;
     let scopes = match body.get("scopes") {
         None => Vec::new(),
@@ -103,19 +95,19 @@ async fn create_token(
 }
 
 async fn revoke_token(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<cairn::TokenInfo>, Problem> {
     Ok(Json(state.backend.revoke_token(id).await?))
 }
 
-async fn settings(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+async fn settings(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({"items": state.backend.settings().await?})))
 }
 
 async fn set_setting(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(key): Path<String>,
     JsonBody(body): JsonBody,
@@ -130,7 +122,7 @@ async fn set_setting(
     Ok(Json(state.backend.set_setting(key, value).await?))
 }
 
-async fn audit(_admin: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
+async fn audit(_: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
     let query = params(query, &["filter", "after", "limit"])?;
     let (after, limit): (u64, u64) = (number(&query, "after")?.unwrap_or(0), number(&query, "limit")?.unwrap_or(100));
     if limit == 0 || limit > MAX_AUDIT {
@@ -142,17 +134,17 @@ async fn audit(_admin: Admin, State(state): State<AppState>, query: Params) -> R
     Ok(Json(json!({"items": entries, "last_seq": next})))
 }
 
-async fn backups(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+async fn backups(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     Ok(Json(json!({"items": state.backend.backups().await?})))
 }
 
-async fn backup(_admin: Admin, State(state): State<AppState>) -> Result<Response, Problem> {
+async fn backup(_: Admin, State(state): State<AppState>) -> Result<Response, Problem> {
     let info = state.backend.backup().await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 async fn verify(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<cairn::BackupInfo>, Problem> {

@@ -17,7 +17,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/api/changes", get(list))
 }
 
-async fn list(_admin: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
+async fn list(_: Admin, State(state): State<AppState>, query: Params) -> Result<Json<Value>, Problem> {
     let query = params(query, &["since", "limit"])?;
     let since = Seq(number(&query, "since")?.unwrap_or(0));
     let limit: u64 = number(&query, "limit")?.unwrap_or(100);

@@ -22,13 +22,13 @@ fn schema(body: Value) -> Result<cairn::CollectionSchema, Problem> {
     Ok(cairn::CollectionSchema::from_json(&text, "request body")?)
 }
 
-async fn create(_admin: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+async fn create(_: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
     let info = state.backend.create_collection(schema(body)?).await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
 async fn update(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
@@ -43,7 +43,7 @@ async fn update(
 /// Drops a collection; the body must confirm it: `{"confirm": "<name>"}`. Its records are
 /// kept in the server's quarantine folder.
 async fn drop(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
     JsonBody(body): JsonBody,
@@ -56,13 +56,13 @@ async fn drop(
     Ok(Json(json!({"collection": report.collection, "records_kept_in_quarantine": report.records})))
 }
 
-async fn list(_admin: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
+async fn list(_: Admin, State(state): State<AppState>) -> Result<Json<Value>, Problem> {
     let collections = state.backend.collections().await?;
     Ok(Json(json!({"items": collections})))
 }
 
 async fn read(
-    _admin: Admin,
+    _: Admin,
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<CollectionInfo>, Problem> {

@@ -87,7 +87,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 
 /// A caller with the admin role, for the routes that bypass collection rules (schemas,
 /// batches, the change log, settings, audit, backups, users): any other role gets 403.
-pub(crate) struct Admin(#[allow(dead_code)] pub Principal);
+pub(crate) struct Admin;
 
 impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = Problem;
@@ -95,7 +95,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Caller(principal) = Caller::from_request_parts(parts, state).await?;
         if principal.user.role == cairn::User::ADMIN_ROLE {
-            Ok(Admin(principal))
+            Ok(Admin)
         } else {
             Err(Problem::new(
                 axum::http::StatusCode::FORBIDDEN,

@@ -83,8 +83,9 @@ fn not_found(collection: &str, id: &str) -> Error {
 }
 
 impl Store {
+    /// The collection's schema (not `Store::collection`, which also counts its records).
     fn schema_of(&self, collection: &str) -> Result<CollectionSchema> {
-        Ok(self.collection(collection)?.schema)
+        Ok(crate::data::collection::load(&*self.reader()?, collection)?.schema)
     }
 
     /// A page of the records `principal` may list.

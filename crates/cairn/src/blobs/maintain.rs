@@ -95,7 +95,7 @@ pub(crate) fn recover(dir: &Path) -> Result<()> {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             let hash = name.strip_suffix(".zst").unwrap_or(&name).to_string();
-            if !is_valid_hash(&hash) {
+            if !crate::engine::hash::is_hex_digest(&hash) {
                 continue;
             }
             let codec = if name.ends_with(".zst") { Codec::Zstd } else { Codec::Raw };
@@ -203,7 +203,8 @@ pub(crate) fn collect(
     }
     let cutoff_time = std::time::SystemTime::now().checked_sub(grace).unwrap_or(std::time::UNIX_EPOCH);
     for (path, hash, codec) in files(dir)? {
-        let listed = is_valid_hash(&hash) && read_info(conn, &hash)?.is_some_and(|i| i.codec == codec);
+        let listed =
+            crate::engine::hash::is_hex_digest(&hash) && read_info(conn, &hash)?.is_some_and(|i| i.codec == codec);
         let removed_now = report.removed.iter().any(|i| i.hash == hash);
         let old = path.metadata().and_then(|m| m.modified()).map(|t| t <= cutoff_time).unwrap_or(false);
         if listed || removed_now || !old {
@@ -244,7 +245,7 @@ impl Store {
         }
         let conn = self.reader()?;
         for (path, hash, _) in files(self.dir())? {
-            if !is_valid_hash(&hash) || read_info(&conn, &hash)?.is_none() {
+            if !crate::engine::hash::is_hex_digest(&hash) || read_info(&conn, &hash)?.is_none() {
                 report.unlisted_files.push(path);
             }
         }

@@ -144,14 +144,6 @@ pub(crate) fn blob_path(dir: &Path, hash: &str, codec: Codec) -> PathBuf {
     blob_root(dir).join(&hash[..2]).join(&hash[2..4]).join(name)
 }
 
-pub(crate) fn is_valid_hash(hash: &str) -> bool {
-    crate::engine::hash::is_hex_digest(hash)
-}
-
-pub(crate) fn check_hash(hash: &str) -> Result<()> {
-    ContentHash::parse(hash).map(drop)
-}
-
 /// The columns `info_from_row` reads, in its order.
 pub(crate) const INFO_COLUMNS: &str = "hash, size, stored_size, codec, refs, created_at, unreferenced_since";
 

@@ -89,7 +89,7 @@ impl Store {
     /// What the store knows about a blob (`hash`: a [`ContentHash`], or its text).
     pub fn blob(&self, hash: impl AsRef<str>) -> Result<BlobInfo> {
         let hash = hash.as_ref();
-        check_hash(hash)?;
+        ContentHash::parse(hash)?;
         read_info(&*self.reader()?, hash)?.ok_or_else(|| Error::BlobNotFound { hash: hash.to_string() })
     }
 

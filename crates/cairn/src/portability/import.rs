@@ -167,7 +167,7 @@ impl Export {
             files.push((&c.file, format!("collections/{}.jsonl", c.name)));
         }
         for b in &manifest.blobs {
-            if !crate::blobs::is_valid_hash(&b.sha256) {
+            if !crate::engine::hash::is_hex_digest(&b.sha256) {
                 return Err(invalid(
                     &name,
                     format!("blob name {:?} is not a SHA-256 (64 lowercase hex digits)", b.sha256),

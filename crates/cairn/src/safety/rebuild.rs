@@ -551,12 +551,12 @@ fn blob_rows(
         let Some(codec) = crate::blobs::Codec::from_name(codec) else { continue };
         let path = crate::blobs::blob_path(dir, hash, codec);
         let stored = matches!(values[2], rusqlite::types::Value::Integer(n) if std::fs::metadata(&path).is_ok_and(|m| m.len() == n as u64));
-        if crate::blobs::is_valid_hash(hash) && stored {
+        if crate::engine::hash::is_hex_digest(hash) && stored {
             let _ = conn.execute(&insert_sql("cairn_blobs", 7), params_from_iter(values));
         }
     }
     for (path, hash, codec) in crate::blobs::files(dir)? {
-        if !crate::blobs::is_valid_hash(&hash) {
+        if !crate::engine::hash::is_hex_digest(&hash) {
             continue;
         }
         let listed: bool = conn
