@@ -6,8 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use cairn::{
-    Change, CollectionInfo, IssuedToken, Once, OnceOptions, Page, Principal, Query, Record, Seq, SessionOptions,
-    TokenInfo, User,
+    Access, Change, CollectionInfo, Grant, Grantee, IssuedToken, Once, OnceOptions, Page, Principal, Query, Record,
+    Seq, SessionOptions, TokenInfo, User,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -60,6 +60,19 @@ pub trait Backend: Send + Sync + 'static {
     fn tokens(&self, user: Option<String>) -> BackendFuture<'_, Vec<TokenInfo>>;
     /// Makes an API key.
     fn create_api_key(&self, user: String, options: cairn::ApiKeyOptions) -> BackendFuture<'_, IssuedToken>;
+    /// Who a record is shared with (the caller must be an admin or its owner).
+    fn grants(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Vec<Grant>>;
+    /// Shares a record with a user or a role, as the caller (an admin or its owner).
+    fn grant(
+        &self,
+        caller: Principal,
+        collection: String,
+        id: String,
+        grantee: Grantee,
+        access: Access,
+    ) -> BackendFuture<'_, Grant>;
+    /// Withdraws a grant, as the caller (an admin or the record's owner).
+    fn revoke_grant(&self, caller: Principal, grant: String) -> BackendFuture<'_, Grant>;
     /// Full-text search within what the caller may list.
     fn search(
         &self,

@@ -2,8 +2,8 @@
 //! returns only once its group commit is on disk, and must not hold an async worker).
 
 use cairn::{
-    BackupStatus, Backups, Change, CollectionInfo, IssuedToken, Once, OnceOptions, Page, Principal, Query, Record, Seq,
-    SessionOptions, Store, StoredAnswer, TokenInfo, User,
+    Access, BackupStatus, Backups, Change, CollectionInfo, Grant, Grantee, IssuedToken, Once, OnceOptions, Page,
+    Principal, Query, Record, Seq, SessionOptions, Store, StoredAnswer, TokenInfo, User,
 };
 
 use crate::backend::{Backend, BackendFuture, Readiness, RecordWrite};
@@ -127,6 +127,30 @@ impl Backend for Embedded {
 
     fn create_api_key(&self, user: String, options: cairn::ApiKeyOptions) -> BackendFuture<'_, IssuedToken> {
         self.blocking(move |s| s.create_api_key(&user, &options))
+    }
+
+    fn grants(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Vec<Grant>> {
+        self.blocking(move |s| s.grants_as(&caller, &collection, &id))
+    }
+
+    fn grant(
+        &self,
+        caller: Principal,
+        collection: String,
+        id: String,
+        grantee: Grantee,
+        access: Access,
+    ) -> BackendFuture<'_, Grant> {
+        self.blocking(move |s| {
+            s.as_actor(&caller.user.name)
+                .transaction(move |tx| tx.grant(Some(&caller), &collection, &id, &grantee, access))
+        })
+    }
+
+    fn revoke_grant(&self, caller: Principal, grant: String) -> BackendFuture<'_, Grant> {
+        self.blocking(move |s| {
+            s.as_actor(&caller.user.name).transaction(move |tx| tx.revoke_grant(Some(&caller), &grant))
+        })
     }
 
     fn search(

@@ -212,6 +212,10 @@ pub enum Error {
     #[error("no token has the id {id:?}")]
     TokenNotFound { id: String },
 
+    /// No grant has this id (or none the caller may see).
+    #[error("no grant has the id {id:?}")]
+    GrantNotFound { id: String },
+
     /// A collection rule does not let the caller do this.
     #[error("not allowed in `{collection}`: {reason}")]
     Forbidden { collection: String, reason: String },
@@ -358,7 +362,7 @@ impl Error {
             Error::WrongKey { .. } => K::WrongKey,
             Error::Irreversible { .. } => K::NotAllowed,
             Error::Unauthenticated { .. } => K::Unauthenticated,
-            Error::UserNotFound { .. } | Error::TokenNotFound { .. } => K::NotFound,
+            Error::UserNotFound { .. } | Error::TokenNotFound { .. } | Error::GrantNotFound { .. } => K::NotFound,
             Error::UserExists { .. } => K::AlreadyExists,
             Error::KeyReused { .. } => K::InvalidInput,
             Error::Forbidden { .. } => K::Forbidden,
@@ -509,6 +513,7 @@ mod tests {
             (Error::UserNotFound { name: s() }, K::NotFound),
             (Error::UserExists { name: s() }, K::AlreadyExists),
             (Error::TokenNotFound { id: s() }, K::NotFound),
+            (Error::GrantNotFound { id: s() }, K::NotFound),
             (Error::KeyReused { key: s() }, K::InvalidInput),
             (Error::Forbidden { collection: s(), reason: s() }, K::Forbidden),
         ];
@@ -563,6 +568,7 @@ mod tests {
                 | Error::UserNotFound { .. }
                 | Error::UserExists { .. }
                 | Error::TokenNotFound { .. }
+                | Error::GrantNotFound { .. }
                 | Error::KeyReused { .. }
                 | Error::Forbidden { .. } => {}
             }

@@ -116,8 +116,10 @@ pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConfl
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
 
 // Users, sessions and API keys (for the server).
+pub use access::grants::{Grant, Grantee};
 pub use access::tokens::{ApiKeyOptions, IssuedToken, Principal, SessionOptions, TokenInfo, TokenKind};
 pub use access::users::User;
+pub use data::grants::Access;
 
 // Encryption and the audit trail.
 pub use engine::keyring::Secret;

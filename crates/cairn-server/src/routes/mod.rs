@@ -5,6 +5,7 @@ pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod changes;
 pub(crate) mod collections;
+pub(crate) mod grants;
 pub(crate) mod health;
 pub(crate) mod records;
 

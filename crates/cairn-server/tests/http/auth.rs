@@ -75,7 +75,7 @@ async fn signing_in_answers_one_401_for_every_failure_and_a_token_on_success() {
 }
 
 #[tokio::test]
-async fn users_who_are_not_admins_are_refused_where_no_rule_lets_them() {
+async fn users_who_are_not_admins_are_refused_where_no_rule_lets_them_and_see_nothing_unshared() {
     let (_tmp, store, api) = app(ServerConfig::default());
     store.create_with_id("notes", "secret", json!({"title": "the admin's"})).expect("note");
     store.create_user("ana", "ana's password", "user").expect("ana");
@@ -83,18 +83,25 @@ async fn users_who_are_not_admins_are_refused_where_no_rule_lets_them() {
         as_token(&api, &store.login("ana", "ana's password", &cairn::SessionOptions::default()).expect("login").secret);
     for (method, uri, body) in [
         (Method::GET, "/api/collections", None),
-        (Method::GET, "/api/collections/notes/records", None),
-        (Method::GET, "/api/collections/notes/records/secret", None),
-        (Method::GET, "/api/collections/notes/records/missing", None),
-        (Method::GET, "/api/collections/notes/count", None),
         (Method::POST, "/api/collections/notes/records", Some(r#"{"title": "mine"}"#)),
-        (Method::DELETE, "/api/collections/notes/records/secret", None),
         (Method::GET, "/api/changes", None),
     ] {
         let answer = call(&ana, method.clone(), uri, body, &[]).await;
         let detail = answer.problem(403, "forbidden");
         assert!(!detail.contains("the admin's"), "{method} {uri}: {detail}");
     }
+    // Without rules a collection shows a user only what is shared with them: nothing here.
+    for (method, uri) in [
+        (Method::GET, "/api/collections/notes/records/secret"),
+        (Method::GET, "/api/collections/notes/records/missing"),
+        (Method::DELETE, "/api/collections/notes/records/secret"),
+    ] {
+        let detail = call(&ana, method.clone(), uri, None, &[]).await.problem(404, "not_found");
+        assert!(!detail.contains("the admin's"), "{method} {uri}: {detail}");
+    }
+    let list = call(&ana, Method::GET, "/api/collections/notes/records", None, &[]).await;
+    assert_eq!(list.body["items"], json!([]));
+    assert_eq!(call(&ana, Method::GET, "/api/collections/notes/count", None, &[]).await.body["count"], 0);
     assert_eq!(store.count("notes", None).expect("count"), 1, "nothing was written");
 }
 

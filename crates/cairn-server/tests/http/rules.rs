@@ -93,3 +93,80 @@ async fn one_user_never_reaches_anothers_records_through_any_route() {
     assert!(seen.contains(&("bob".into(), "POST /api/batch".into())), "{seen:?}");
     assert!(seen.contains(&("ana".into(), "PATCH /api/collections/diary/records/a1".into())), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_shared_record_reaches_exactly_whom_it_is_granted_to_until_revoked() {
+    let (_tmp, store, admin) = app(ServerConfig::default());
+    let schema = json!({"name": "diary", "fields": [
+            {"name": "title", "type": "text", "fulltext": true},
+            {"name": "owner", "type": "text", "indexed": true}],
+        "rules": {"list": "owner = @auth.id", "view": "owner = @auth.id", "create": "",
+                  "update": "owner = @auth.id", "delete": "owner = @auth.id", "owner": "owner"}});
+    assert_eq!(call(&admin, Method::POST, "/api/collections", Some(&schema.to_string()), &[]).await.status, 201);
+    let (a, _) = signed_in(&admin, &store, "ana");
+    let (b, _) = signed_in(&admin, &store, "bob");
+    let base = "/api/collections/diary/records";
+    for (id, title) in [("a1", "ana's private entry"), ("a2", "ana's shared entry")] {
+        let body = json!({"title": title}).to_string();
+        assert_eq!(call(&a, Method::POST, &format!("{base}?id={id}"), Some(&body), &[]).await.status, 201);
+    }
+    let listed = |api: &crate::Api| {
+        let api = api.clone();
+        async move {
+            let list = call(&api, Method::GET, "/api/collections/diary/records", None, &[]).await;
+            let mut ids: Vec<String> = list.body["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|r| r["id"].as_str().expect("id").to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+
+    // Only the owner shares; bob cannot share, list or revoke the grants of ana's records.
+    let to_bob = |access: &str| json!({"grantee": {"user": "bob"}, "access": access}).to_string();
+    call(&b, Method::POST, &format!("{base}/a2/grants"), Some(&to_bob("write")), &[]).await.problem(404, "not_found");
+    let read = call(&a, Method::POST, &format!("{base}/a2/grants"), Some(&to_bob("read")), &[]).await;
+    assert_eq!((read.status.as_u16(), &read.body["access"]), (201, &json!("read")), "{read:?}");
+    let grant_id = read.body["id"].as_str().expect("grant id").to_string();
+    for bad in [r#"{"grantee": {"group": "x"}, "access": "read"}"#, r#"{"grantee": {"user": "bob"}, "access": "all"}"#]
+    {
+        call(&a, Method::POST, &format!("{base}/a2/grants"), Some(bad), &[]).await.problem(400, "invalid_input");
+    }
+    let nobody = json!({"grantee": {"user": "nobody"}, "access": "read"}).to_string();
+    call(&a, Method::POST, &format!("{base}/a2/grants"), Some(&nobody), &[]).await.problem(404, "not_found");
+
+    // Read: bob sees, counts, searches and reads the history of a2 — and a1 stays invisible.
+    assert_eq!(listed(&b).await, ["a2"]);
+    let count = call(&b, Method::GET, "/api/collections/diary/count", None, &[]).await;
+    assert_eq!(count.body["count"], 1);
+    let hits = call(&b, Method::GET, "/api/collections/diary/search?q=entry", None, &[]).await;
+    let hit_ids: Vec<&str> =
+        hits.body["items"].as_array().expect("hits").iter().filter_map(|h| h["id"].as_str()).collect();
+    assert_eq!(hit_ids, ["a2"], "{hits:?}");
+    assert_eq!(call(&b, Method::GET, &format!("{base}/a2"), None, &[]).await.status, 200);
+    assert_eq!(call(&b, Method::GET, &format!("{base}/a2/history"), None, &[]).await.status, 200);
+    call(&b, Method::GET, &format!("{base}/a1"), None, &[]).await.problem(404, "not_found");
+    let edit = Some(r#"{"title": "bob was here"}"#);
+    call(&b, Method::PATCH, &format!("{base}/a2"), edit, &[]).await.problem(403, "forbidden");
+    call(&b, Method::GET, &format!("{base}/a2/grants"), None, &[]).await.problem(403, "forbidden");
+    call(&b, Method::DELETE, &format!("/api/grants/{grant_id}"), None, &[]).await.problem(403, "forbidden");
+
+    // Write: bob may change a2, not delete it.
+    let write = call(&a, Method::POST, &format!("{base}/a2/grants"), Some(&to_bob("write")), &[]).await;
+    assert_eq!(write.body["id"], json!(grant_id), "the same grant, now write");
+    assert_eq!(call(&b, Method::PATCH, &format!("{base}/a2"), edit, &[]).await.status, 200);
+    call(&b, Method::DELETE, &format!("{base}/a2"), None, &[]).await.problem(403, "forbidden");
+    let grants = call(&a, Method::GET, &format!("{base}/a2/grants"), None, &[]).await;
+    assert_eq!(grants.body["items"].as_array().map(Vec::len), Some(1), "{grants:?}");
+
+    // Revoked: the next request no longer reaches it.
+    assert_eq!(call(&a, Method::DELETE, &format!("/api/grants/{grant_id}"), None, &[]).await.status, 200);
+    assert!(listed(&b).await.is_empty());
+    call(&b, Method::GET, &format!("{base}/a2"), None, &[]).await.problem(404, "not_found");
+    call(&a, Method::DELETE, &format!("/api/grants/{grant_id}"), None, &[]).await.problem(404, "not_found");
+    let trail = store.audit_log(Some("action = \"grant.create\" or action = \"grant.revoke\""), 0, 10).expect("audit");
+    assert!(trail.iter().all(|e| e.actor == "ana") && trail.len() == 3, "{trail:?}");
+}

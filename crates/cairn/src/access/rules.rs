@@ -9,12 +9,18 @@
 //! creates and updates, as it would be after; a refusal rolls the write back. The owner
 //! field is set to the caller on create and cannot be changed afterwards. Admins are held to
 //! no rule.
+//!
+//! A grant (`access/grants.rs`) opens one record to a user or a role beyond the rules: read
+//! (it is listed, counted, searched and viewed) or write (it can also be changed, never
+//! deleted). Lists AND "the list rule, or a grant" into their SQL; a collection without a
+//! list rule lists only what is shared with the caller.
 
 use serde_json::Value;
 
 use crate::access::tokens::Principal;
 use crate::access::ADMIN_ROLE;
 use crate::data::condition::Condition;
+use crate::data::grants::{self, Access, SharedWith};
 use crate::data::query::{Page, Query};
 use crate::data::record::Record;
 use crate::data::rules::{bind, AuthValues};
@@ -34,23 +40,32 @@ pub(crate) enum Verb {
     Delete,
 }
 
-impl Verb {
-    fn as_str(self) -> &'static str {
+/// What a rule lets a caller at.
+#[derive(Debug, Clone)]
+pub(crate) enum Allowed {
+    /// Every record (an admin, or an empty rule).
+    All,
+    /// The records matching the bound rule.
+    If(Condition),
+    /// None by the rules (there is none for this verb); grants may still open some.
+    Nothing,
+}
+
+impl Allowed {
+    /// Whether `record` passes (grants aside).
+    fn admits(&self, schema: &CollectionSchema, record: &Record) -> Result<bool> {
         match self {
-            Verb::List => "list",
-            Verb::View => "view",
-            Verb::Create => "create",
-            Verb::Update => "update",
-            Verb::Delete => "delete",
+            Allowed::All => Ok(true),
+            Allowed::If(condition) => condition.matches(schema, &record.body),
+            Allowed::Nothing => Ok(false),
         }
     }
 }
 
-/// What `principal` is held to for `verb`: `Ok(None)` when nothing restricts them (an admin,
-/// or an empty rule); a forbidden error when no rule lets them at all.
-pub(crate) fn rule(schema: &CollectionSchema, verb: Verb, principal: &Principal) -> Result<Option<Condition>> {
+/// What the rule for `verb` lets `principal` at.
+pub(crate) fn rule(schema: &CollectionSchema, verb: Verb, principal: &Principal) -> Result<Allowed> {
     if principal.user.role == ADMIN_ROLE {
-        return Ok(None);
+        return Ok(Allowed::All);
     }
     let rules = &schema.rules;
     let text = match verb {
@@ -60,26 +75,56 @@ pub(crate) fn rule(schema: &CollectionSchema, verb: Verb, principal: &Principal)
         Verb::Update => &rules.update,
         Verb::Delete => &rules.delete,
     };
-    let Some(text) = text else {
-        return Err(Error::Forbidden {
-            collection: schema.name.clone(),
-            reason: format!("no {} rule lets role {:?} in", verb.as_str(), principal.user.role),
-        });
-    };
-    let auth = AuthValues { id: &principal.user.id, name: &principal.user.name, role: &principal.user.role };
-    bind(text, &auth)?.map(|text| Condition::parse(&text)).transpose()
+    let Some(text) = text else { return Ok(Allowed::Nothing) };
+    let now = crate::engine::timestamp::Timestamp::now().to_string();
+    let auth = AuthValues { id: &principal.user.id, name: &principal.user.name, role: &principal.user.role, now: &now };
+    Ok(match bind(text, &auth)? {
+        None => Allowed::All,
+        Some(text) => Allowed::If(Condition::parse(&text)?),
+    })
 }
 
-/// Whether `record` passes `condition` (none passes everything).
-fn passes(schema: &CollectionSchema, condition: &Option<Condition>, record: &Record) -> Result<bool> {
-    match condition {
-        None => Ok(true),
-        Some(condition) => condition.matches(schema, &record.body),
-    }
+/// The records `principal` may list: those the list rule lets in, or shared with them;
+/// `None` when nothing restricts them.
+fn listable(schema: &CollectionSchema, principal: &Principal) -> Result<Option<Condition>> {
+    let rule_text = match rule(schema, Verb::List, principal)? {
+        Allowed::All => return Ok(None),
+        Allowed::If(condition) => Some(condition.to_string()),
+        Allowed::Nothing => None,
+    };
+    Condition::rule_or_shared(rule_text.as_deref(), shared_with(principal)).map(Some)
+}
+
+/// Whose grants open records to `principal`.
+pub(crate) fn shared_with(principal: &Principal) -> SharedWith {
+    SharedWith { user_id: principal.user.id.clone(), role: principal.user.role.clone() }
+}
+
+fn forbidden(collection: &str, reason: impl Into<String>) -> Error {
+    Error::Forbidden { collection: collection.to_string(), reason: reason.into() }
 }
 
 fn not_found(collection: &str, id: &str) -> Error {
     Error::NotFound { collection: collection.to_string(), id: id.to_string(), deleted: false }
+}
+
+/// `record` if `principal` may view it — by the view rule or a grant — with what a grant
+/// lets them do; "not found" otherwise, as if it did not exist.
+fn viewable(
+    conn: &rusqlite::Connection,
+    principal: &Principal,
+    schema: &CollectionSchema,
+    record: Record,
+) -> Result<(Record, Option<Access>)> {
+    if principal.user.role == ADMIN_ROLE {
+        return Ok((record, None));
+    }
+    let granted = grants::access(conn, &shared_with(principal), &schema.name, &record.id)?;
+    if granted.is_some() || rule(schema, Verb::View, principal)?.admits(schema, &record)? {
+        Ok((record, granted))
+    } else {
+        Err(not_found(&schema.name, &record.id))
+    }
 }
 
 impl Store {
@@ -90,8 +135,7 @@ impl Store {
 
     /// A page of the records `principal` may list.
     pub fn query_as(&self, principal: &Principal, collection: &str, query: &Query) -> Result<Page> {
-        let schema = self.schema_of(collection)?;
-        match rule(&schema, Verb::List, principal)? {
+        match listable(&self.schema_of(collection)?, principal)? {
             None => self.query(collection, query),
             Some(condition) => self.query(collection, &query.clone().restrict(condition)),
         }
@@ -99,20 +143,19 @@ impl Store {
 
     /// How many records matching `filter` `principal` may list.
     pub fn count_as(&self, principal: &Principal, collection: &str, filter: Option<&str>) -> Result<u64> {
-        let schema = self.schema_of(collection)?;
-        let condition = match (rule(&schema, Verb::List, principal)?, filter) {
-            (None, filter) => filter.map(Condition::parse).transpose()?,
+        let filter = filter.map(Condition::parse).transpose()?;
+        let condition = match (listable(&self.schema_of(collection)?, principal)?, filter) {
+            (None, filter) => filter,
             (Some(rule), None) => Some(rule),
-            (Some(rule), Some(filter)) => Some(rule.and(Condition::parse(filter)?)),
+            (Some(rule), Some(filter)) => Some(rule.and(filter)),
         };
-        self.count(collection, condition.map(|c| c.to_string()).as_deref())
+        self.count_where(collection, condition)
     }
 
     /// Full-text search within what `principal` may list.
     pub fn search_as(&self, principal: &Principal, collection: &str, search: &Search) -> Result<Vec<Hit>> {
-        let schema = self.schema_of(collection)?;
         let mut search = search.clone();
-        if let Some(rule) = rule(&schema, Verb::List, principal)? {
+        if let Some(rule) = listable(&self.schema_of(collection)?, principal)? {
             search.filter = Some(match search.filter.take() {
                 Some(filter) => rule.and(filter),
                 None => rule,
@@ -121,16 +164,12 @@ impl Store {
         self.search(collection, &search)
     }
 
-    /// A record `principal` may view; any other answers "not found".
+    /// A record `principal` may view (by the view rule or a grant); any other answers "not
+    /// found".
     pub fn get_as(&self, principal: &Principal, collection: &str, id: &str) -> Result<Record> {
         let schema = self.schema_of(collection)?;
-        let view = rule(&schema, Verb::View, principal)?;
         let record = self.get(collection, id)?;
-        if passes(&schema, &view, &record)? {
-            Ok(record)
-        } else {
-            Err(not_found(collection, id))
-        }
+        Ok(viewable(&*self.reader()?, principal, &schema, record)?.0)
     }
 
     /// A record's history, if `principal` may view the record.
@@ -152,24 +191,24 @@ impl Tx<'_> {
     ) -> Result<Record> {
         let schema = self.collection(collection)?.schema.clone();
         let create = rule(&schema, Verb::Create, principal)?;
+        if matches!(create, Allowed::Nothing) {
+            return Err(forbidden(collection, format!("no create rule lets role {:?} in", principal.user.role)));
+        }
         if principal.user.role != ADMIN_ROLE {
             if let (Some(owner), Value::Object(members)) = (&schema.rules.owner, &mut body) {
                 members.insert(owner.clone(), Value::String(principal.user.id.clone()));
             }
         }
         let record = self.create(collection, id, body)?;
-        if !passes(&schema, &create, &record)? {
-            return Err(Error::Forbidden {
-                collection: collection.into(),
-                reason: "the create rule does not allow this record".into(),
-            });
+        if !create.admits(&schema, &record)? {
+            return Err(forbidden(collection, "the create rule does not allow this record"));
         }
         Ok(record)
     }
 
     /// Changes a record as `principal` with `change` (a replace, patch, revert, undo…): the
-    /// record must be visible to them (else "not found") and the update rule must allow it as
-    /// it is and as it would be; its owner stays.
+    /// record must be visible to them (else "not found"), and either a grant lets them write
+    /// it or the update rule allows it as it is and as it would be; its owner stays.
     pub fn update_as(
         &mut self,
         principal: &Principal,
@@ -178,35 +217,30 @@ impl Tx<'_> {
         change: impl FnOnce(&mut Tx<'_>) -> Result<Record>,
     ) -> Result<Record> {
         let schema = self.collection(collection)?.schema.clone();
-        let before = self.visible_to(principal, &schema, id)?;
-        let update = rule(&schema, Verb::Update, principal)?;
-        if !passes(&schema, &update, &before)? {
-            return Err(Error::Forbidden {
-                collection: collection.into(),
-                reason: "the update rule does not allow changing this record".into(),
-            });
+        let (before, granted) = self.visible_to(principal, &schema, id)?;
+        let update = match granted {
+            Some(Access::Write) => Allowed::All,
+            _ => rule(&schema, Verb::Update, principal)?,
+        };
+        if !update.admits(&schema, &before)? {
+            return Err(forbidden(collection, "the update rule does not allow changing this record"));
         }
         let after = change(self)?;
         if principal.user.role != ADMIN_ROLE {
             if let Some(owner) = &schema.rules.owner {
                 if before.body.get(owner) != after.body.get(owner) {
-                    return Err(Error::Forbidden {
-                        collection: collection.into(),
-                        reason: format!("the owner field `{owner}` cannot be changed"),
-                    });
+                    return Err(forbidden(collection, format!("the owner field `{owner}` cannot be changed")));
                 }
             }
         }
-        if !passes(&schema, &update, &after)? {
-            return Err(Error::Forbidden {
-                collection: collection.into(),
-                reason: "the update rule does not allow the record this change makes".into(),
-            });
+        if !update.admits(&schema, &after)? {
+            return Err(forbidden(collection, "the update rule does not allow the record this change makes"));
         }
         Ok(after)
     }
 
-    /// Deletes a record as `principal`: visible to them, and allowed by the delete rule.
+    /// Deletes a record as `principal`: visible to them, and allowed by the delete rule (a
+    /// grant does not let anyone delete).
     pub fn delete_as(
         &mut self,
         principal: &Principal,
@@ -215,25 +249,22 @@ impl Tx<'_> {
         expected: Option<u64>,
     ) -> Result<Record> {
         let schema = self.collection(collection)?.schema.clone();
-        let before = self.visible_to(principal, &schema, id)?;
-        let delete = rule(&schema, Verb::Delete, principal)?;
-        if !passes(&schema, &delete, &before)? {
-            return Err(Error::Forbidden {
-                collection: collection.into(),
-                reason: "the delete rule does not allow deleting this record".into(),
-            });
+        let (before, _) = self.visible_to(principal, &schema, id)?;
+        if !rule(&schema, Verb::Delete, principal)?.admits(&schema, &before)? {
+            return Err(forbidden(collection, "the delete rule does not allow deleting this record"));
         }
         self.delete(collection, id, expected)
     }
 
-    /// The record if `principal` may view it; "not found" otherwise, as if it did not exist.
-    fn visible_to(&mut self, principal: &Principal, schema: &CollectionSchema, id: &str) -> Result<Record> {
-        let view = rule(schema, Verb::View, principal)?;
+    /// The record if `principal` may view it, with what a grant lets them do; "not found"
+    /// otherwise, as if it did not exist.
+    pub(crate) fn visible_to(
+        &mut self,
+        principal: &Principal,
+        schema: &CollectionSchema,
+        id: &str,
+    ) -> Result<(Record, Option<Access>)> {
         let record = self.get(&schema.name, id)?;
-        if passes(schema, &view, &record)? {
-            Ok(record)
-        } else {
-            Err(not_found(&schema.name, id))
-        }
+        viewable(self.conn, principal, schema, record)
     }
 }

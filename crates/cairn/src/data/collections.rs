@@ -290,7 +290,14 @@ impl Tx<'_> {
             after: None,
         })?;
         self.cache.get::<crate::data::collection::Collections>().0.remove(name);
-        self.audit("drop_collection", name, "ok", &format!("{records} records exported to {}", quarantine.display()))?;
+        // A collection made later under this name must not inherit who these records were shared with.
+        let grants = crate::data::grants::forget(conn, name, None)?;
+        self.audit(
+            "drop_collection",
+            name,
+            "ok",
+            &format!("{records} records exported to {}; {grants} grants withdrawn", quarantine.display()),
+        )?;
         Ok(DropReport { collection: name.to_string(), records, quarantine_dir: quarantine })
     }
 }
@@ -378,7 +385,7 @@ impl Store {
 
 /// Each rule of `schema` must be a filter over it once a caller's values are bound.
 fn check_rules(schema: &CollectionSchema) -> Result<()> {
-    let sample = crate::data::rules::AuthValues { id: "id", name: "name", role: "role" };
+    let sample = crate::data::rules::AuthValues { id: "id", name: "name", role: "role", now: "2000-01-01T00:00:00Z" };
     for (verb, rule) in schema.rules.each() {
         let invalid = |reason: String| Error::InvalidSchema {
             collection: schema.name.clone(),

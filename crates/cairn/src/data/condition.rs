@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
+use crate::data::grants::SharedWith;
 use crate::data::query::parse::{parse_filter, Expr};
 use crate::data::schema::CollectionSchema;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// A filter a record must match: one or more clauses, all of which must hold.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -24,11 +25,23 @@ impl Condition {
     pub const MAX_LEN: usize = crate::data::query::parse::MAX_FILTER_LEN;
 }
 
-/// One clause: its text, and the expression when it has been parsed.
+/// One clause: its text, and the expression when it has been parsed; for a permission rule,
+/// also who the records shared through grants are open to (the clause is then "the rule
+/// holds, or the record is shared with them", and an empty text is a rule that lets no one).
 #[derive(Debug, Clone, PartialEq)]
 struct Clause {
     text: Arc<str>,
     expr: Option<Arc<Expr>>,
+    or_shared: Option<Arc<SharedWith>>,
+}
+
+/// A clause as it is run: its text, its expression (none for a rule that lets no one in
+/// but grants), and who shared records are open to.
+#[derive(Debug)]
+pub(crate) struct ClauseRef<'a> {
+    pub text: &'a str,
+    pub expr: Option<Arc<Expr>>,
+    pub or_shared: Option<&'a SharedWith>,
 }
 
 impl Condition {
@@ -37,7 +50,17 @@ impl Condition {
     /// it runs on.)
     pub fn parse(text: &str) -> Result<Condition> {
         let expr = parse_filter(text)?;
-        Ok(Condition { clauses: vec![Clause { text: Arc::from(text), expr: Some(Arc::new(expr)) }] })
+        Ok(Condition { clauses: vec![Clause { text: Arc::from(text), expr: Some(Arc::new(expr)), or_shared: None }] })
+    }
+
+    /// A permission: records `rule` lets in (none when it lets no one in), or shared with
+    /// `who` through a grant. It runs only in SQL, where the grants are.
+    pub(crate) fn rule_or_shared(rule: Option<&str>, who: SharedWith) -> Result<Condition> {
+        let (text, expr) = match rule {
+            Some(text) => (Arc::from(text), Some(Arc::new(parse_filter(text)?))),
+            None => (Arc::from(""), None),
+        };
+        Ok(Condition { clauses: vec![Clause { text, expr, or_shared: Some(Arc::new(who)) }] })
     }
 
     /// A condition from an expression built in code. It is written in the filter language
@@ -60,15 +83,16 @@ impl Condition {
 
     /// The clauses, each with its text and its expression (parsed now if it was given as
     /// text).
-    pub(crate) fn clauses(&self) -> Result<Vec<(&str, Arc<Expr>)>> {
+    pub(crate) fn clauses(&self) -> Result<Vec<ClauseRef<'_>>> {
         self.clauses
             .iter()
             .map(|c| {
-                let expr = match &c.expr {
-                    Some(expr) => expr.clone(),
-                    None => Arc::new(parse_filter(&c.text)?),
+                let expr = match (&c.expr, &c.or_shared) {
+                    (Some(expr), _) => Some(expr.clone()),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(Arc::new(parse_filter(&c.text)?)),
                 };
-                Ok((&*c.text, expr))
+                Ok(ClauseRef { text: &c.text, expr, or_shared: c.or_shared.as_deref() })
             })
             .collect()
     }
@@ -76,8 +100,11 @@ impl Condition {
     /// True when `body` matches every clause, evaluated in memory against `schema` (the
     /// reference semantics the SQL a query runs is tested against).
     pub fn matches(&self, schema: &CollectionSchema, body: &Map<String, Value>) -> Result<bool> {
-        for (text, expr) in self.clauses()? {
-            crate::data::query::check_filter(schema, text, &expr)?;
+        for clause in self.clauses()? {
+            let Some(expr) = clause.expr.filter(|_| clause.or_shared.is_none()) else {
+                return Err(Error::Internal("a permission with grants is evaluated in SQL only".into()));
+            };
+            crate::data::query::check_filter(schema, clause.text, &expr)?;
             if !crate::data::query::eval::matches(schema, &expr, body) {
                 return Ok(false);
             }
@@ -89,11 +116,16 @@ impl Condition {
 /// The condition written as one filter: each clause parenthesised, joined by `and`.
 impl std::fmt::Display for Condition {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = |c: &Clause| match &c.or_shared {
+            None => c.text.to_string(),
+            Some(who) if c.text.is_empty() => format!("shared with user {:?} or role {:?}", who.user_id, who.role),
+            Some(who) => format!("{} or shared with user {:?} or role {:?}", c.text, who.user_id, who.role),
+        };
         match self.clauses.as_slice() {
             [] => Ok(()),
-            [one] => f.write_str(&one.text),
+            [one] => f.write_str(&text(one)),
             many => {
-                let parts: Vec<String> = many.iter().map(|c| format!("({})", c.text)).collect();
+                let parts: Vec<String> = many.iter().map(|c| format!("({})", text(c))).collect();
                 f.write_str(&parts.join(" and "))
             }
         }
@@ -116,7 +148,7 @@ impl<'de> serde::Deserialize<'de> for Condition {
 /// Filter text, parsed when the condition is first used (an error shows then).
 impl From<&str> for Condition {
     fn from(text: &str) -> Self {
-        Condition { clauses: vec![Clause { text: Arc::from(text), expr: None }] }
+        Condition { clauses: vec![Clause { text: Arc::from(text), expr: None, or_shared: None }] }
     }
 }
 

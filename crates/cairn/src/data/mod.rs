@@ -11,6 +11,7 @@ pub(crate) mod compress;
 pub(crate) mod condition;
 pub(crate) mod encryption;
 pub(crate) mod feed;
+pub(crate) mod grants;
 pub(crate) mod idempotency;
 pub(crate) mod ids;
 pub(crate) mod index;

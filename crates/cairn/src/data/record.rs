@@ -391,6 +391,8 @@ impl Tx<'_> {
             return Err(Error::NotAllowed(format!("record `{collection}/{id}` is live; delete it before purging")));
         }
         self.conn.prepare_cached(&c.sql.delete)?.execute([id])?;
+        // A record made later under this id must not inherit who this one was shared with.
+        crate::data::grants::forget(self.conn, collection, Some(id))?;
         let version = current.version + 1;
         self.log(NewChange {
             collection,

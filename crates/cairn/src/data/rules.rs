@@ -1,6 +1,7 @@
 //! Collection rules (SRV-4): who may list, view, create, update and delete a collection's
 //! records through the server, as filters (docs/query.md) that may name the caller —
-//! `@auth.id`, `@auth.name`, `@auth.role` — and an owner field the server fills in.
+//! `@auth.id`, `@auth.name`, `@auth.role` — or the request — `@request.now` — and an owner
+//! field the server fills in. A record can also be shared beyond the rules (`data/grants.rs`).
 //!
 //! A rule that is absent lets only admins in; an empty rule lets anyone signed in. The rules
 //! are part of the schema, so they are versioned with it in the change log. This file
@@ -56,12 +57,15 @@ impl Rules {
     }
 }
 
-/// The caller's values a rule may name.
+/// The caller's values a rule may name, and the request's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AuthValues<'a> {
     pub id: &'a str,
     pub name: &'a str,
     pub role: &'a str,
+    /// `@request.now`: when the request is checked, as an RFC 3339 instant (a datetime
+    /// field compares with it as an instant: `publish_at <= @request.now`).
+    pub now: &'a str,
 }
 
 /// Writes `value` as a filter string literal.
@@ -115,10 +119,14 @@ pub(crate) fn bind(rule: &str, auth: &AuthValues<'_>) -> Result<Option<String>> 
                     "auth.id" => auth.id,
                     "auth.name" => auth.name,
                     "auth.role" => auth.role,
+                    "request.now" => auth.now,
                     _ => {
                         return Err(Error::invalid_input(
                             "rule",
-                            format!("@{name} names nothing a rule can use (@auth.id, @auth.name, @auth.role)"),
+                            format!(
+                                "@{name} names nothing a rule can use \
+                                 (@auth.id, @auth.name, @auth.role, @request.now)"
+                            ),
                         ))
                     }
                 };
@@ -138,7 +146,7 @@ mod tests {
     use super::*;
 
     fn auth() -> AuthValues<'static> {
-        AuthValues { id: "u-1", name: "ana \"the\" admin", role: "editor" }
+        AuthValues { id: "u-1", name: "ana \"the\" admin", role: "editor", now: "2026-12-01T06:00:00Z" }
     }
 
     #[test]
@@ -149,6 +157,8 @@ mod tests {
         assert!(named.contains(r#""ana \"the\" admin""#), "{named}");
         assert!(crate::data::condition::Condition::parse(&named).is_ok(), "the quoted value parses: {named}");
         assert!(bind("  ", &auth()).expect("empty").is_none());
+        let timed = bind("publish_at <= @request.now", &auth()).expect("bind").expect("rule");
+        assert_eq!(timed, r#"publish_at <= "2026-12-01T06:00:00Z""#);
         let err = bind("owner = @request.id", &auth()).expect_err("unknown name");
         assert!(err.to_string().contains("@request.id"), "{err}");
     }

@@ -43,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("format/0006_keys.sql"),
     include_str!("format/0007_access.sql"),
     include_str!("format/0008_idempotency.sql"),
+    include_str!("format/0009_grants.sql"),
 ];
 
 /// The newest store format this build reads and writes.

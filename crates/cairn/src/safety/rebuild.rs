@@ -14,7 +14,7 @@
 //!   so a backup's copy is the original.
 //! - `cairn_dicts`: the same, verified by their keys (a dictionary's key is its SHA-256).
 //! - `cairn_meta`, `cairn_keyring`, `cairn_keys`, `cairn_migrations`, `cairn_users`,
-//!   `cairn_tokens`, `cairn_idempotency`: the rows of the old
+//!   `cairn_tokens`, `cairn_idempotency`, `cairn_grants`: the rows of the old
 //!   table, then rows the newest backup has and the old table lacks.
 //! - `cairn_collections`, `cairn_settings`, `cairn_setting_defs`: derived from the change log
 //!   (see `catalog`), as are every collection's record rows, value columns, tags and full-text
@@ -78,7 +78,7 @@ pub struct RebuildReport {
 
 /// cairn's own tables that hold data nothing else can derive, with their column count and
 /// the position of their `INTEGER PRIMARY KEY` (stored as the rowid), if any.
-const KEPT_TABLES: [(&str, usize, Option<usize>); 7] = [
+const KEPT_TABLES: [(&str, usize, Option<usize>); 8] = [
     ("cairn_meta", 2, None),
     ("cairn_keyring", 8, Some(0)),
     ("cairn_keys", 4, Some(0)),
@@ -86,6 +86,7 @@ const KEPT_TABLES: [(&str, usize, Option<usize>); 7] = [
     ("cairn_users", 7, None),
     ("cairn_tokens", 9, None),
     ("cairn_idempotency", 6, None),
+    ("cairn_grants", 8, None),
 ];
 
 /// Builds a new database for the store in `dir` from its damaged one and `backups` (verified,

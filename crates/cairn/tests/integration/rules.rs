@@ -2,7 +2,7 @@
 //! may not see answer "not found" on every verb, the owner set on create and never forged,
 //! writes checked before and after, admins held to nothing.
 
-use cairn::{CollectionSchema, ErrorKind, Principal, Query, Search, SessionOptions, Store};
+use cairn::{Access, CollectionSchema, ErrorKind, Grantee, Principal, Query, Search, SessionOptions, Store};
 use serde_json::json;
 
 use crate::temp_store;
@@ -125,7 +125,7 @@ fn a_caller_sees_counts_and_changes_only_what_the_rules_let_them() {
 }
 
 #[test]
-fn without_a_rule_only_admins_may_and_bad_rules_are_refused() {
+fn without_a_rule_only_admins_and_grants_let_anyone_in_and_bad_rules_are_refused() {
     let (_dir, store) = temp_store();
     store
         .create_collection(
@@ -136,17 +136,24 @@ fn without_a_rule_only_admins_may_and_bad_rules_are_refused() {
     store.create_with_id("plain", "p1", json!({"title": "t"})).expect("p1");
     let ana = principal(&store, "ana", "user");
     let admin = principal(&store, "root", "admin");
-    assert_eq!(
-        store.query_as(&ana, "plain", &Query::default()).expect_err("no list rule").kind(),
-        ErrorKind::Forbidden
-    );
-    assert_eq!(store.get_as(&ana, "plain", "p1").expect_err("no view rule").kind(), ErrorKind::Forbidden);
-    assert_eq!(store.get_as(&ana, "plain", "nope").expect_err("the same for any id").kind(), ErrorKind::Forbidden);
+    assert!(store.query_as(&ana, "plain", &Query::default()).expect("no list rule").rows.is_empty());
+    assert_eq!(store.get_as(&ana, "plain", "p1").expect_err("no view rule").kind(), ErrorKind::NotFound);
+    assert_eq!(store.get_as(&ana, "plain", "nope").expect_err("the same for any id").kind(), ErrorKind::NotFound);
+    let create = store.transaction({
+        let ana = ana.clone();
+        move |tx| tx.create_as(&ana, "plain", None, json!({"title": "x"}))
+    });
+    assert_eq!(create.expect_err("no create rule").kind(), ErrorKind::Forbidden);
     assert_eq!(store.query_as(&admin, "plain", &Query::default()).expect("admin").rows.len(), 1);
+    // A grant opens one record, even where no rule lets anyone in.
+    store.grant("plain", "p1", &Grantee::User("ana".into()), Access::Read).expect("grant");
+    assert_eq!(store.query_as(&ana, "plain", &Query::default()).expect("shared").rows.len(), 1);
+    assert_eq!(store.get_as(&ana, "plain", "p1").expect("shared").id, "p1");
 
     for (rules, says) in [
         (r#"{"list": "colour = \"red\""}"#, "colour"),
         (r#"{"view": "title = @request.body"}"#, "@request.body"),
+        (r#"{"view": "title > @request.now and"}"#, "rules.view"),
         (r#"{"list": "title ="}"#, "rules.list"),
         (r#"{"owner": "nope"}"#, "owner"),
         (r#"{"lists": ""}"#, "lists"),
@@ -160,6 +167,91 @@ fn without_a_rule_only_admins_may_and_bad_rules_are_refused() {
     }
 }
 
+#[test]
+fn a_shared_record_opens_exactly_as_granted_and_closes_when_revoked() {
+    let (_dir, store) = temp_store();
+    owned_notes(&store);
+    let ana = principal(&store, "ana", "user");
+    let bob = principal(&store, "bob", "user");
+    let cy = principal(&store, "cy", "reviewer");
+    let as_ana = |id: &'static str, title: &'static str| {
+        let ana = ana.clone();
+        store.transaction(move |tx| tx.create_as(&ana, "notes", Some(id), json!({"title": title}))).expect("create")
+    };
+    as_ana("a1", "ana's private plan");
+    as_ana("a2", "ana's shared plan");
+    let visible = |p: &Principal| -> Vec<String> {
+        store.query_as(p, "notes", &Query::default()).expect("query").rows.into_iter().map(|r| r.id).collect()
+    };
+    let patch = |p: &Principal, id: &'static str| {
+        let p = p.clone();
+        store.transaction(move |tx| {
+            tx.update_as(&p, "notes", id, |tx| tx.patch("notes", id, &json!({"title": "changed"}), None))
+        })
+    };
+    assert!(visible(&bob).is_empty());
+
+    // Only the owner (or an admin) says who a record is shared with; bob cannot even see a1.
+    let share = |p: &Principal, id: &'static str, grantee: Grantee, access: Access| {
+        let p = p.clone();
+        store.transaction(move |tx| tx.grant(Some(&p), "notes", id, &grantee, access))
+    };
+    let err = share(&bob, "a2", Grantee::User("bob".into()), Access::Write).expect_err("not his");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let read = share(&ana, "a2", Grantee::User("bob".into()), Access::Read).expect("ana shares a2 with bob");
+    assert_eq!((read.grantee.clone(), read.access), (Grantee::User("bob".into()), Access::Read));
+    assert_eq!(visible(&bob), ["a2"]);
+    assert_eq!(store.count_as(&bob, "notes", None).expect("count"), 1);
+    let hits = store.search_as(&bob, "notes", &Search { terms: "plan".into(), ..Search::default() }).expect("search");
+    assert_eq!(hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["a2"]);
+    assert_eq!(store.get_as(&bob, "notes", "a2").expect("shared").id, "a2");
+    assert_eq!(store.history_as(&bob, "notes", "a2").expect("history").len(), 1);
+    assert_eq!(store.get_as(&bob, "notes", "a1").expect_err("private").kind(), ErrorKind::NotFound);
+    assert_eq!(patch(&bob, "a2").expect_err("read only").kind(), ErrorKind::Forbidden);
+    let err = share(&bob, "a2", Grantee::User("bob".into()), Access::Write).expect_err("a reader is not the owner");
+    assert_eq!(err.kind(), ErrorKind::Forbidden, "{err}");
+
+    // Write lets bob change it — not delete it, and not take it over.
+    let write = share(&ana, "a2", Grantee::User("bob".into()), Access::Write).expect("upgrade");
+    assert_eq!(write.id, read.id, "sharing again with the same grantee sets the access");
+    assert_eq!(patch(&bob, "a2").expect("a writer").body["title"], json!("changed"));
+    let take = {
+        let bob = bob.clone();
+        let owner = json!({"owner": bob.user.id});
+        store.transaction(move |tx| tx.update_as(&bob, "notes", "a2", |tx| tx.patch("notes", "a2", &owner, None)))
+    };
+    assert_eq!(take.expect_err("owner stays").kind(), ErrorKind::Forbidden);
+    let delete = {
+        let bob = bob.clone();
+        store.transaction(move |tx| tx.delete_as(&bob, "notes", "a2", None))
+    };
+    assert_eq!(delete.expect_err("no delete").kind(), ErrorKind::Forbidden);
+
+    // A role grant opens it to every user of the role; revoking closes it on the next read.
+    let role = share(&ana, "a1", Grantee::Role("reviewer".into()), Access::Read).expect("role");
+    assert_eq!(visible(&cy), ["a1"]);
+    assert!(!visible(&bob).contains(&"a1".to_string()));
+    assert_eq!(store.grants("notes", Some("a1")).expect("grants"), std::slice::from_ref(&role));
+    assert_eq!(store.grants("notes", None).expect("all").len(), 2);
+    store.revoke_grant(&role.id).expect("revoke");
+    assert!(visible(&cy).is_empty());
+    assert_eq!(store.revoke_grant(&role.id).expect_err("gone").kind(), ErrorKind::NotFound);
+    let err = store.grant("notes", "a1", &Grantee::User("nobody".into()), Access::Read).expect_err("no user");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    let err = store.grant("notes", "zz", &Grantee::User("bob".into()), Access::Read).expect_err("no record");
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+
+    // Grants are audited; a purged record takes its grants with it.
+    let trail = store.audit_log(Some("action = \"grant.create\" or action = \"grant.revoke\""), 0, 100).expect("audit");
+    let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(actions, ["grant.create", "grant.create", "grant.create", "grant.revoke"], "{trail:?}");
+    store.delete("notes", "a2", None).expect("delete");
+    store.purge("notes", "a2").expect("purge");
+    assert!(store.grants("notes", Some("a2")).expect("none").is_empty());
+    store.create_with_id("notes", "a2", json!({"title": "a new record, same id"})).expect("reuse");
+    assert!(visible(&bob).is_empty(), "a new record under the id inherits no grant");
+}
+
 mod property {
     use std::collections::BTreeSet;
 
@@ -169,7 +261,8 @@ mod property {
 
     use super::principal;
 
-    /// A rule, and the same rule written as plain Rust over (owner, team, n) and the caller.
+    /// A rule, and the same rule written as plain Rust over (owner, team, n) and the caller; a
+    /// record is listed when the rule allows it or it is shared with the caller or their role.
     #[derive(Debug, Clone)]
     enum Rule {
         Own,
@@ -219,9 +312,11 @@ mod property {
         #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
 
         #[test]
-        fn what_each_user_lists_is_what_the_rule_allows(
+        fn what_each_user_lists_is_what_the_rule_or_a_grant_allows(
             rule in rule(),
             records in prop::collection::vec((0usize..3, 0usize..2, -6i64..6), 0..25),
+            // Grants: (record index, to user k or to role k, as write?).
+            grants in prop::collection::vec((0usize..25, 0usize..3, any::<bool>(), any::<bool>()), 0..6),
         ) {
             let (_dir, store) = crate::temp_store();
             let schema = json!({"name": "items", "fields": [
@@ -236,6 +331,20 @@ mod property {
                 let body = json!({"owner": users[*owner].user.id, "team": teams[*team], "n": n});
                 store.create_with_id("items", &format!("r{i:02}"), body).expect("record");
             }
+            let mut shared: BTreeSet<(usize, String)> = BTreeSet::new(); // (record, user name or role)
+            for (record, k, to_role, write) in &grants {
+                if *record >= records.len() {
+                    continue;
+                }
+                let (grantee, key) = if *to_role {
+                    (cairn::Grantee::Role(teams[k % 2].into()), teams[k % 2].to_string())
+                } else {
+                    (cairn::Grantee::User(users[*k].user.name.clone()), users[*k].user.name.clone())
+                };
+                let access = if *write { cairn::Access::Write } else { cairn::Access::Read };
+                store.grant("items", &format!("r{record:02}"), &grantee, access).expect("grant");
+                shared.insert((*record, key));
+            }
             for caller in &users {
                 let listed: BTreeSet<String> = store
                     .query_as(caller, "items", &Query { limit: 100, ..Query::default() })
@@ -247,8 +356,10 @@ mod property {
                 let expected: BTreeSet<String> = records
                     .iter()
                     .enumerate()
-                    .filter(|(_, (owner, team, n))| {
+                    .filter(|(i, (owner, team, n))| {
                         rule.allows(&users[*owner].user.id, teams[*team], *n, &caller.user.id, &caller.user.role)
+                            || shared.contains(&(*i, caller.user.name.clone()))
+                            || shared.contains(&(*i, caller.user.role.clone()))
                     })
                     .map(|(i, _)| format!("r{i:02}"))
                     .collect();

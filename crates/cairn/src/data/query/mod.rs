@@ -534,12 +534,35 @@ pub(crate) fn projection(c: &Collection, fields: Option<&Vec<String>>) -> Result
 /// is true, `b` (its body, a `cairn_changes` row), with its parameters numbered from `?1`.
 pub(crate) fn compile_filter(c: &Collection, filter: &Condition) -> Result<(String, Vec<SqlValue>, bool)> {
     let mut sql = Sql::default();
-    let mut parts = Vec::new();
-    for (text, expr) in filter.clauses()? {
-        parts.push(compile(c, text, &expr, &mut sql)?);
-    }
+    let parts = compile_clauses(c, filter, &mut sql)?;
     let condition = if parts.is_empty() { "1".to_string() } else { parts.join(" AND ") };
     Ok((condition, sql.params, sql.needs_body))
+}
+
+/// Each clause of `filter` as an SQL condition over `r` (and `b`); a permission clause is
+/// "its rule holds, or a grant shares the record".
+fn compile_clauses(c: &Collection, filter: &Condition, sql: &mut Sql) -> Result<Vec<String>> {
+    let mut parts = Vec::new();
+    for clause in filter.clauses()? {
+        let rule = clause.expr.map(|expr| compile(c, clause.text, &expr, sql)).transpose()?;
+        parts.push(match (rule, clause.or_shared) {
+            (Some(rule), None) => rule,
+            (rule, Some(who)) => {
+                let (collection, user, role) = (
+                    sql.param(SqlValue::Text(c.name().to_string())),
+                    sql.param(SqlValue::Text(who.user_id.clone())),
+                    sql.param(SqlValue::Text(who.role.clone())),
+                );
+                let shared = crate::data::grants::shared_sql(&collection, &user, &role);
+                match rule {
+                    Some(rule) => format!("(coalesce({rule}, 0) OR {shared})"),
+                    None => format!("({shared})"),
+                }
+            }
+            (None, None) => "1".to_string(),
+        });
+    }
+    Ok(parts)
 }
 
 /// Checks a parsed filter against a schema: its fields exist and its values fit them.
@@ -571,9 +594,7 @@ fn plan(c: &Collection, query: &Query, count_only: bool, walk: Option<usize>) ->
     let mut sql = Sql { row_at_a_time: walk.is_some(), ..Sql::default() };
     let mut conditions = vec!["r.deleted_at IS NULL".to_string()];
     if let Some(filter) = &query.filter {
-        for (text, expr) in filter.clauses()? {
-            conditions.push(compile(c, text, &expr, &mut sql)?);
-        }
+        conditions.extend(compile_clauses(c, filter, &mut sql)?);
     }
     let table = quote(&c.table);
     if count_only {
@@ -785,9 +806,14 @@ impl Store {
 
     /// The exact number of live records matching `filter` (all of them when `None`).
     pub fn count(&self, collection: &str, filter: Option<&str>) -> Result<u64> {
+        self.count_where(collection, filter.map(Condition::from))
+    }
+
+    /// How many live records match `filter` (a condition, which may hold permissions).
+    pub(crate) fn count_where(&self, collection: &str, filter: Option<Condition>) -> Result<u64> {
         let conn = self.reader()?;
         let c = collection::load(&conn, collection)?;
-        let query = Query { filter: filter.map(Condition::from), ..Query::default() };
+        let query = Query { filter, ..Query::default() };
         let plan = plan(&c, &query, true, None)?.expect("a count always has a plan");
         let count =
             conn.prepare_cached(&plan.sql)?.query_row(rusqlite::params_from_iter(plan.params.iter()), |r| r.get(0))?;
