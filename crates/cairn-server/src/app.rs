@@ -49,6 +49,7 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         .merge(routes::collections::router())
         .merge(routes::records::router())
         .merge(routes::grants::router())
+        .merge(routes::attachments::router())
         .merge(routes::changes::router())
         .merge(routes::admin::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::audit_denied))

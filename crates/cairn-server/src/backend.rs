@@ -3,6 +3,7 @@
 //! blocking thread (the embedded store) or into a database client (PostgreSQL, later).
 
 use std::future::Future;
+use std::io::Read;
 use std::pin::Pin;
 
 use cairn::{
@@ -60,6 +61,29 @@ pub trait Backend: Send + Sync + 'static {
     fn tokens(&self, user: Option<String>) -> BackendFuture<'_, Vec<TokenInfo>>;
     /// Makes an API key.
     fn create_api_key(&self, user: String, options: cairn::ApiKeyOptions) -> BackendFuture<'_, IssuedToken>;
+    /// Stores `content` (read as it arrives) and links it from `field` of a record the caller
+    /// may change; the record as it is now, and the attachment.
+    fn attach(
+        &self,
+        caller: Principal,
+        collection: String,
+        id: String,
+        field: String,
+        upload: cairn::Upload,
+        content: Box<dyn Read + Send>,
+    ) -> BackendFuture<'_, (Record, cairn::Attachment)>;
+    /// The attachment `hash` in `field` of a record the caller may view, and its content (a
+    /// read to the end checks it against the hash).
+    fn open_attachment(
+        &self,
+        caller: Principal,
+        collection: String,
+        id: String,
+        field: String,
+        hash: String,
+    ) -> BackendFuture<'_, (cairn::Attachment, Box<dyn Read + Send>)>;
+    /// Removes a soft-deleted record for good (admins); its history stays.
+    fn purge(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, u64>;
     /// Who a record is shared with (the caller must be an admin or its owner).
     fn grants(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Vec<Grant>>;
     /// Shares a record with a user or a role, as the caller (an admin or its owner).
@@ -80,8 +104,8 @@ pub trait Backend: Send + Sync + 'static {
         collection: String,
         search: cairn::Search,
     ) -> BackendFuture<'_, Vec<cairn::Hit>>;
-    /// Applies `ops` all or nothing.
-    fn batch(&self, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>>;
+    /// Applies `ops` all or nothing, as the caller (an admin).
+    fn batch(&self, caller: Principal, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>>;
     /// Every setting.
     fn settings(&self) -> BackendFuture<'_, Vec<cairn::Setting>>;
     /// Sets one setting; returns it as it is now.

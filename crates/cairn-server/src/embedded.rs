@@ -129,6 +129,38 @@ impl Backend for Embedded {
         self.blocking(move |s| s.create_api_key(&user, &options))
     }
 
+    fn attach(
+        &self,
+        caller: Principal,
+        collection: String,
+        id: String,
+        field: String,
+        upload: cairn::Upload,
+        content: Box<dyn std::io::Read + Send>,
+    ) -> BackendFuture<'_, (Record, cairn::Attachment)> {
+        self.blocking(move |s| {
+            s.as_actor(&caller.user.name).attach_as(&caller, &collection, &id, &field, content, &upload)
+        })
+    }
+
+    fn open_attachment(
+        &self,
+        caller: Principal,
+        collection: String,
+        id: String,
+        field: String,
+        hash: String,
+    ) -> BackendFuture<'_, (cairn::Attachment, Box<dyn std::io::Read + Send>)> {
+        self.blocking(move |s| {
+            let (attachment, reader) = s.open_attachment_as(&caller, &collection, &id, &field, &hash)?;
+            Ok((attachment, Box::new(reader) as Box<dyn std::io::Read + Send>))
+        })
+    }
+
+    fn purge(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, u64> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).purge(&collection, &id))
+    }
+
     fn grants(&self, caller: Principal, collection: String, id: String) -> BackendFuture<'_, Vec<Grant>> {
         self.blocking(move |s| s.grants_as(&caller, &collection, &id))
     }
@@ -162,8 +194,8 @@ impl Backend for Embedded {
         self.blocking(move |s| s.search_as(&caller, &collection, &search))
     }
 
-    fn batch(&self, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>> {
-        self.blocking(move |s| s.batch(ops))
+    fn batch(&self, caller: Principal, ops: Vec<cairn::BatchOp>) -> BackendFuture<'_, Vec<cairn::BatchResult>> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).batch(ops))
     }
 
     fn settings(&self) -> BackendFuture<'_, Vec<cairn::Setting>> {

@@ -26,6 +26,7 @@ mod metrics;
 mod problem;
 mod routes;
 mod serve;
+mod stream;
 
 pub use app::app;
 pub use backend::{Backend, BackendFuture, Readiness, RecordWrite};

@@ -2,6 +2,7 @@
 //! extractor and the version headers.
 
 pub(crate) mod admin;
+pub(crate) mod attachments;
 pub(crate) mod auth;
 pub(crate) mod changes;
 pub(crate) mod collections;

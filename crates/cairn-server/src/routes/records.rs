@@ -27,6 +27,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/collections/{collection}/records/{id}/revert", post(revert))
         .route("/api/collections/{collection}/records/{id}/undo", post(undo))
         .route("/api/collections/{collection}/records/{id}/redo", post(redo))
+        .route("/api/collections/{collection}/records/{id}/purge", post(purge))
         .route("/api/collections/{collection}/search", get(search))
         .route("/api/batch", post(batch))
         .route("/api/collections/{collection}/count", get(count))
@@ -265,6 +266,17 @@ async fn redo(
     write(&state, &caller, &headers, RecordWrite::Redo { collection, id }).await
 }
 
+/// Removes a soft-deleted record for good (its history stays): admins only.
+async fn purge(
+    _: Admin,
+    Caller(caller): Caller,
+    State(state): State<AppState>,
+    Path((collection, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let version = state.backend.purge(caller, collection, id).await?;
+    Ok(Json(json!({"purged_version": version})).into_response())
+}
+
 async fn search(
     Caller(caller): Caller,
     State(state): State<AppState>,
@@ -292,13 +304,18 @@ async fn search(
 
 /// Operations applied all or nothing: `[{"op": "create", "collection": …}, …]` as
 /// `cairn::BatchOp` reads them.
-async fn batch(_: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+async fn batch(
+    _: Admin,
+    Caller(caller): Caller,
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
     let ops: Vec<cairn::BatchOp> =
         serde_json::from_value(body).map_err(|e| Problem::invalid(format!("the batch cannot be read: {e}")))?;
     if ops.is_empty() {
         return Err(Problem::invalid("the batch is empty"));
     }
-    let results = state.backend.batch(ops).await?;
+    let results = state.backend.batch(caller, ops).await?;
     Ok(Json(json!({"items": results})).into_response())
 }
 

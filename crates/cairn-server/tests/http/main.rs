@@ -3,6 +3,7 @@
 //! ephemeral 127.0.0.1 port with a real client, through shutdown.
 
 mod admin;
+mod attachments;
 mod auth;
 mod bad_input;
 mod idempotency;
@@ -96,4 +97,25 @@ pub async fn call(api: &Api, method: Method, uri: &str, body: Option<&str>, head
     let bytes = response.into_body().collect().await.expect("body").to_bytes();
     let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).expect("a JSON body") };
     Answer { status, headers, body }
+}
+
+/// A call with a raw body (none when empty), answered as raw bytes — or the error that cut
+/// the answer's body short.
+pub async fn call_raw(
+    api: &Api,
+    method: Method,
+    uri: &str,
+    body: Vec<u8>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, HeaderMap, Result<Vec<u8>, String>) {
+    let mut request =
+        Request::builder().method(method).uri(uri).header("authorization", format!("Bearer {}", api.token));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Body::from(body)).expect("request");
+    let response = api.router.clone().oneshot(request).await.expect("infallible");
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = response.into_body().collect().await.map(|b| b.to_bytes().to_vec()).map_err(|e| e.to_string());
+    (status, headers, bytes)
 }

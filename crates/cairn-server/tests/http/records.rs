@@ -46,6 +46,12 @@ async fn a_record_is_created_read_changed_under_its_version_and_deleted() {
     assert_eq!((deleted.status.as_u16(), &deleted.headers["etag"]), (204, &"\"4\"".parse().expect("etag")));
     let gone = call(&api, Method::GET, &uri, None, &[]).await;
     assert!(gone.problem(404, "not_found").contains(&id));
+    let purged = call(&api, Method::POST, &format!("{uri}/purge"), None, &[]).await;
+    assert_eq!((purged.status.as_u16(), &purged.body), (200, &json!({"purged_version": 5})));
+    call(&api, Method::POST, &format!("{uri}/purge"), None, &[]).await.problem(404, "not_found");
+    let live = call(&api, Method::POST, "/api/collections/notes/records", Some(r#"{"title": "live"}"#), &[]).await;
+    let live = format!("/api/collections/notes/records/{}/purge", live.body["id"].as_str().expect("id"));
+    call(&api, Method::POST, &live, None, &[]).await.problem(409, "not_allowed");
 
     // A create with a chosen id, and the same id again.
     let named =

@@ -21,7 +21,8 @@ async fn one_user_never_reaches_anothers_records_through_any_route() {
     let (_tmp, store, admin) = app(ServerConfig::default());
     let schema = json!({"name": "diary", "fields": [
             {"name": "title", "type": "text", "fulltext": true},
-            {"name": "owner", "type": "text", "indexed": true}],
+            {"name": "owner", "type": "text", "indexed": true},
+            {"name": "file", "type": "attachment"}],
         "rules": {"list": "owner = @auth.id", "view": "owner = @auth.id", "create": "",
                   "update": "owner = @auth.id", "delete": "owner = @auth.id", "owner": "owner"}});
     assert_eq!(call(&admin, Method::POST, "/api/collections", Some(&schema.to_string()), &[]).await.status, 201);
@@ -58,6 +59,19 @@ async fn one_user_never_reaches_anothers_records_through_any_route() {
         }
     }
     assert_eq!(store.get("diary", "a1").expect("a1").version, 1, "nothing of ana's changed");
+
+    // Attachments: bob can neither read ana's nor add to her record; purging is for admins.
+    let upload = format!("{base}/a1/attachments/file?name=diary.txt");
+    let (status, _, stored) = crate::call_raw(&a, Method::POST, &upload, b"dear diary".to_vec(), &[]).await;
+    assert_eq!(status, 201, "{stored:?}");
+    let hash = store.get("diary", "a1").expect("a1").body["file"]["hash"].as_str().expect("hash").to_string();
+    let download = format!("{base}/a1/attachments/file/{hash}");
+    assert_eq!(crate::call_raw(&a, Method::GET, &download, Vec::new(), &[]).await.0, 200);
+    call(&b, Method::GET, &download, None, &[]).await.problem(404, "not_found");
+    let (status, _, _) = crate::call_raw(&b, Method::POST, &upload, b"bob's words".to_vec(), &[]).await;
+    assert_eq!(status, 404);
+    call(&b, Method::POST, &format!("{base}/a1/purge"), None, &[]).await.problem(403, "forbidden");
+    assert_eq!(store.get("diary", "a1").expect("a1").version, 2, "only ana's upload changed it");
 
     // By filter: lists, counts and searches leave ana's records out, whatever bob asks for.
     for filter in ["", "title%20%3D%20%22ana's%20private%20entry%22", &format!("owner%20%3D%20%22{a_id}%22")] {

@@ -12,6 +12,7 @@
 //! The tables (`cairn_users`, `cairn_tokens`, format 7) are in every backup and kept by the
 //! rebuild; exports do not carry them.
 
+pub(crate) mod attachments;
 pub(crate) mod grants;
 pub(crate) mod rules;
 pub(crate) mod tokens;

@@ -212,6 +212,27 @@ impl Store {
         input: impl Read,
         upload: &Upload,
     ) -> Result<(crate::Record, Attachment)> {
+        self.attach_with(
+            collection,
+            id,
+            field,
+            input,
+            upload,
+            Linking { check: &|store| store.get(collection, id).map(drop), link: Box::new(|tx, change| change(tx)) },
+        )
+    }
+
+    /// [`Store::attach`], with the record looked at (before the upload is read) and changed
+    /// as `linking` says: an upper layer holds them to a caller's permissions.
+    pub(crate) fn attach_with(
+        &self,
+        collection: &str,
+        id: &str,
+        field: &str,
+        input: impl Read,
+        upload: &Upload,
+        linking: Linking<'_>,
+    ) -> Result<(crate::Record, Attachment)> {
         let name = sanitize_name(&upload.name)?;
         let c = crate::data::collection::load(&*self.reader()?, collection)?;
         let kind = c.schema.field(field).map(|f| f.kind);
@@ -227,25 +248,43 @@ impl Store {
                 })
             }
         };
-        self.get(collection, id)?;
+        (linking.check)(self)?;
         let staged = stage(self.dir(), input, self.setting_u64(crate::data::builtin_settings::BLOBS_MAX_BYTES)?)?;
         let mime = checked_mime(upload.mime.as_deref(), &name, staged.sniffed)?;
         let (collection, id, field) = (collection.to_string(), id.to_string(), field.to_string());
+        let link = linking.link;
         self.write(move |tx| {
             let info = tx.commit_blob(staged)?;
             let attachment = Attachment { hash: info.hash, name, mime, size: info.size };
-            let value = if many {
-                let mut list = match tx.get(&collection, &id)?.body.remove(&field) {
-                    Some(Value::Array(items)) => items,
-                    _ => Vec::new(),
-                };
-                list.push(attachment.to_json());
-                Value::Array(list)
-            } else {
-                attachment.to_json()
-            };
-            let record = tx.patch(&collection, &id, &json!({ field.as_str(): value }), None)?;
+            let linked = attachment.clone();
+            let record = link(
+                tx,
+                Box::new(move |tx| {
+                    let value = if many {
+                        let mut list = match tx.get(&collection, &id)?.body.remove(&field) {
+                            Some(Value::Array(items)) => items,
+                            _ => Vec::new(),
+                        };
+                        list.push(linked.to_json());
+                        Value::Array(list)
+                    } else {
+                        linked.to_json()
+                    };
+                    tx.patch(&collection, &id, &json!({ field.as_str(): value }), None)
+                }),
+            )?;
             Ok((record, attachment))
         })
     }
+}
+
+/// The change that links an upload into its record.
+pub(crate) type LinkChange = Box<dyn FnOnce(&mut Tx<'_>) -> Result<crate::Record> + Send>;
+
+/// How [`Store::attach_with`] looks at the record before reading the upload, and makes the
+/// change that links it (given that change) in the write's transaction.
+pub(crate) struct Linking<'a> {
+    pub check: &'a dyn Fn(&Store) -> Result<()>,
+    #[allow(clippy::type_complexity)]
+    pub link: Box<dyn FnOnce(&mut Tx<'_>, LinkChange) -> Result<crate::Record> + Send>,
 }

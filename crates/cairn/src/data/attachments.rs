@@ -7,21 +7,26 @@ use rusqlite::{params, Connection};
 use serde_json::{Map, Value};
 
 use crate::data::collection::Collection;
-use crate::data::schema::FieldType;
+use crate::data::schema::{CollectionSchema, FieldType};
 use crate::engine::timestamp::Timestamp;
 use crate::error::{Error, Result};
 
 /// The blob hashes a body links to, with the field of each link.
 pub(crate) fn links<'a>(c: &Collection, body: &'a Map<String, Value>) -> Vec<(&'a str, &'a str)> {
+    items(&c.schema, body).into_iter().filter_map(|(field, item)| Some((field, item.get("hash")?.as_str()?))).collect()
+}
+
+/// Every attachment value of a body (`{"hash", "name", "mime", "size"}`), with its field.
+pub(crate) fn items<'a>(schema: &CollectionSchema, body: &'a Map<String, Value>) -> Vec<(&'a str, &'a Value)> {
     let mut out = Vec::new();
-    for f in &c.schema.fields {
+    for f in &schema.fields {
         let Some((field, value)) = body.get_key_value(&f.name) else { continue };
         let items: &[Value] = match (&f.kind, value) {
             (FieldType::Attachment, v) => std::slice::from_ref(v),
             (FieldType::Attachments, Value::Array(items)) => items,
             _ => continue,
         };
-        out.extend(items.iter().filter_map(|item| item.get("hash")?.as_str()).map(|h| (field.as_str(), h)));
+        out.extend(items.iter().map(|item| (field.as_str(), item)));
     }
     out
 }
