@@ -114,8 +114,22 @@ pub trait Backend: Send + Sync + 'static {
     fn audit_log(&self, filter: Option<String>, after: u64, limit: usize) -> BackendFuture<'_, Vec<cairn::AuditEntry>>;
     /// Every backup, newest first.
     fn backups(&self) -> BackendFuture<'_, Vec<cairn::BackupInfo>>;
+    /// Makes an export of everything (admins), to be sent as a tar archive.
+    fn export(&self, options: cairn::ExportOptions) -> BackendFuture<'_, cairn::ExportArchive>;
     /// Takes a backup now.
     fn backup(&self) -> BackendFuture<'_, cairn::BackupInfo>;
+    /// Replaces the whole store with backup `id` (its state now is backed up first); calls
+    /// wait while it runs.
+    fn restore(&self, backup: String) -> BackendFuture<'_, cairn::RestoreReport>;
+    /// Brings records of one collection (or one record) back from backup `id` as new
+    /// versions, as the caller (an admin); the rest of the store is untouched.
+    fn restore_records(
+        &self,
+        caller: Principal,
+        backup: String,
+        collection: String,
+        id: Option<String>,
+    ) -> BackendFuture<'_, cairn::RecordsRestored>;
     /// Verifies a backup again.
     fn verify_backup(&self, id: String) -> BackendFuture<'_, cairn::BackupInfo>;
     /// Appends to the audit trail as `actor` (a refused request, for instance).

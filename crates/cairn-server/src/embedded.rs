@@ -3,21 +3,34 @@
 
 use cairn::{
     Access, BackupStatus, Backups, Change, CollectionInfo, Grant, Grantee, IssuedToken, Once, OnceOptions, Page,
-    Principal, Query, Record, Seq, SessionOptions, Store, StoredAnswer, TokenInfo, User,
+    Principal, Query, Record, Seq, SessionOptions, Store, StoreOptions, StoredAnswer, TokenInfo, User,
 };
+
+use std::sync::{Arc, RwLock};
 
 use crate::backend::{Backend, BackendFuture, Readiness, RecordWrite};
 
 /// A [`Backend`] over an open [`Store`].
+///
+/// Every call holds the store for reading while it runs; a restore holds it for writing, so
+/// it waits for the calls in flight and the calls after it wait for the restored store.
 #[derive(Debug, Clone)]
 pub struct Embedded {
-    store: Store,
+    store: Arc<RwLock<Option<Store>>>,
+    /// How the store is opened again after a restore.
+    reopen: StoreOptions,
 }
 
 impl Embedded {
-    /// Serves `store`; the server closes it on shutdown.
+    /// Serves `store`; the server closes it on shutdown. After a restore it is opened again
+    /// with the default options (see [`Embedded::reopening_with`]).
     pub fn new(store: Store) -> Embedded {
-        Embedded { store }
+        Embedded::reopening_with(store, StoreOptions::existing())
+    }
+
+    /// Serves `store`, opening it again with `options` after a restore.
+    pub fn reopening_with(store: Store, options: StoreOptions) -> Embedded {
+        Embedded { store: Arc::new(RwLock::new(Some(store))), reopen: options }
     }
 
     fn blocking<T: Send + 'static>(
@@ -26,9 +39,15 @@ impl Embedded {
     ) -> BackendFuture<'_, T> {
         let store = self.store.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || work(&store))
-                .await
-                .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+            tokio::task::spawn_blocking(move || {
+                let held = store.read().unwrap_or_else(|p| p.into_inner());
+                match held.as_ref() {
+                    Some(store) => work(store),
+                    None => Err(cairn::Error::WriterStopped),
+                }
+            })
+            .await
+            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
         })
     }
 }
@@ -217,6 +236,10 @@ impl Backend for Embedded {
         self.blocking(|s| s.backups())
     }
 
+    fn export(&self, options: cairn::ExportOptions) -> BackendFuture<'_, cairn::ExportArchive> {
+        self.blocking(move |s| s.export_archive(&options, &mut |_, _, _| {}))
+    }
+
     fn backup(&self) -> BackendFuture<'_, cairn::BackupInfo> {
         self.blocking(|s| s.backup(&cairn::BackupOptions::default(), &mut |_, _, _| {}))
     }
@@ -269,7 +292,43 @@ impl Backend for Embedded {
         })
     }
 
+    fn restore_records(
+        &self,
+        caller: Principal,
+        backup: String,
+        collection: String,
+        id: Option<String>,
+    ) -> BackendFuture<'_, cairn::RecordsRestored> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).restore_records(&backup, &collection, id.as_deref()))
+    }
+
+    fn restore(&self, backup: String) -> BackendFuture<'_, cairn::RestoreReport> {
+        let (store, reopen) = (self.store.clone(), self.reopen.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let mut held = store.write().unwrap_or_else(|p| p.into_inner());
+                let current = held.take().ok_or(cairn::Error::WriterStopped)?;
+                let reopened = current.restore_in_place(&backup, &reopen, &mut |_, _, _| {});
+                match reopened.store {
+                    Ok(store) => *held = Some(store),
+                    Err(e) => tracing::error!(error = %e, "the store could not be opened again after a restore"),
+                }
+                reopened.restored
+            })
+            .await
+            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+        })
+    }
+
     fn close(&self) -> BackendFuture<'_, ()> {
-        self.blocking(|s| s.clone().close())
+        let store = self.store.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let taken = store.write().unwrap_or_else(|p| p.into_inner()).take();
+                taken.map_or(Ok(()), Store::close)
+            })
+            .await
+            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+        })
     }
 }

@@ -111,6 +111,37 @@ pub(crate) fn download(mut reader: Box<dyn Read + Send>, skip: u64, len: u64, wh
     Body::from_stream(Chunks(rx))
 }
 
+/// The response body `write` writes on a blocking thread. A failure ends the body short
+/// with an error, so the client cannot take a cut-off stream for a whole one.
+pub(crate) fn written(write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()> + Send + 'static) -> Body {
+    let (tx, rx) = mpsc::channel::<Chunk>(QUEUE);
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::with_capacity(CHUNK, ChannelWriter(tx.clone()));
+        let done = write(&mut out).and_then(|()| std::io::Write::flush(&mut out));
+        if let Err(e) = done {
+            tracing::error!(error = %e, "a streamed answer failed");
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    Body::from_stream(Chunks(rx))
+}
+
+/// Writes become chunks of a response body.
+struct ChannelWriter(mpsc::Sender<Chunk>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The receiving end of a download as a stream of chunks.
 struct Chunks(mpsc::Receiver<Chunk>);
 

@@ -102,7 +102,7 @@ pub use safety::guard::StrayFile;
 pub use safety::leftovers::Leftover;
 pub use safety::rebuild::RebuildReport;
 pub use safety::repair::{RepairOptions, RepairReport};
-pub use safety::restore::{RecordsRestored, RestoreOptions, RestoreReport};
+pub use safety::restore::{RecordsRestored, Reopened, RestoreOptions, RestoreReport};
 
 // Schema migrations.
 pub use migrate::{
@@ -111,6 +111,7 @@ pub use migrate::{
 };
 
 // Export, import and reports.
+pub use portability::archive::ExportArchive;
 pub use portability::export::{ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction};
 pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};

@@ -94,13 +94,13 @@ impl Context {
         self.open_writable(StoreOptions::default())
     }
 
+    /// The options a writable open uses, from `base` and the global flags.
+    pub fn writable_options(&self, base: StoreOptions) -> StoreOptions {
+        StoreOptions { actor: self.actor.clone(), auto_backup: self.auto_backup, allow_links: self.allow_links, ..base }
+    }
+
     fn open_writable(&self, base: StoreOptions) -> Result<Store> {
-        let options = StoreOptions {
-            actor: self.actor.clone(),
-            auto_backup: self.auto_backup,
-            allow_links: self.allow_links,
-            ..base
-        };
+        let options = self.writable_options(base);
         // Another process writing: say whom this waits for, then wait (`--wait`).
         let now = StoreOptions { lock_timeout_ms: 0, ..options.clone() };
         let store = match Store::open(&self.dir, now) {

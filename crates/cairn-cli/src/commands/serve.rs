@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context as _, Result};
+use cairn::StoreOptions;
 use cairn_server::{Embedded, ServerConfig};
 use clap::Args;
 
@@ -67,7 +68,9 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         eprintln!("cairn: serving {} on http://{}", ctx.dir.display(), listener.local_addr()?);
-        cairn_server::serve(listener, Arc::new(Embedded::new(store)), config, shutdown).await?;
+        // After a restore over HTTP the store is opened again the way it was opened here.
+        let backend = Embedded::reopening_with(store, ctx.writable_options(StoreOptions::existing()));
+        cairn_server::serve(listener, Arc::new(backend), config, shutdown).await?;
         Ok(())
     })
 }

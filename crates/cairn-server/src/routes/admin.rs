@@ -1,4 +1,6 @@
-//! Administration: settings, the audit trail and backups (list, take, verify). Admins only.
+//! Administration: settings, the audit trail, backups (list, take, verify, restore) and
+//! exports.
+//! Admins only.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -7,7 +9,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use super::{members, number, params, text, Admin, AppState, JsonBody, Params};
+use super::{members, number, params, text, Admin, AppState, Caller, JsonBody, Params};
 use crate::problem::Problem;
 
 /// The most audit entries one answer carries.
@@ -20,6 +22,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/api/audit", get(audit))
         .route("/api/backups", get(backups).post(backup))
         .route("/api/backups/{id}/verify", post(verify))
+        .route("/api/backups/{id}/restore", post(restore))
+        .route("/api/export", post(export))
         .route("/api/users", get(users).post(create_user))
         .route("/api/users/{name}/disable", post(disable_user))
         .route("/api/users/{name}/password", post(reset_password))
@@ -149,4 +153,51 @@ async fn verify(
     Path(id): Path<String>,
 ) -> Result<Json<cairn::BackupInfo>, Problem> {
     Ok(Json(state.backend.verify_backup(id).await?))
+}
+
+/// Restores from a backup. `{"confirm": "<backup id>"}` replaces the whole store (its state
+/// now is backed up first; requests wait while it runs); with `"collection"` (and `"record"`)
+/// only those records come back, as new versions, and nothing else changes. The confirmation
+/// must name the backup: a restore is never one click away.
+async fn restore(
+    _: Admin,
+    Caller(caller): Caller,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, Problem> {
+    members(&body, &["confirm", "collection", "record"])?;
+    let confirm = body.get("confirm").and_then(Value::as_str);
+    if confirm != Some(id.as_str()) {
+        return Err(Problem::from(cairn::Error::ConfirmationRequired {
+            what: format!("restoring from backup {id}"),
+            hint: "confirm with the backup's id".into(),
+            token: Some(id),
+        }));
+    }
+    let optional = |name: &str| body.get(name).map(|_| text(&body, name)).transpose();
+    let (collection, record) = (optional("collection")?, optional("record")?);
+    match (collection, record) {
+        (Some(collection), record) => {
+            Ok(Json(state.backend.restore_records(caller, id, collection, record).await?).into_response())
+        }
+        (None, Some(_)) => Err(Problem::invalid("`record` needs `collection`")),
+        (None, None) => Ok(Json(state.backend.restore(id).await?).into_response()),
+    }
+}
+
+/// Everything, as a tar archive of an export folder (`cairn-export/`, which `cairn import`
+/// reads once unpacked). The body is the export's options (`{}` for the defaults); an export
+/// that cannot be made is a problem before anything is sent.
+async fn export(_: Admin, State(state): State<AppState>, JsonBody(body): JsonBody) -> Result<Response, Problem> {
+    let options: cairn::ExportOptions = serde_json::from_value(body)
+        .map_err(|e| Problem::invalid(format!("the export options cannot be read: {e}")))?;
+    let archive = state.backend.export(options).await?;
+    let body = crate::stream::written(move |out| archive.write_to(out).map_err(std::io::Error::other));
+    let headers = [
+        (axum::http::header::CONTENT_TYPE, "application/x-tar"),
+        (axum::http::header::CONTENT_DISPOSITION, "attachment; filename=\"cairn-export.tar\""),
+        (axum::http::header::CACHE_CONTROL, "no-store"),
+    ];
+    Ok((headers, body).into_response())
 }

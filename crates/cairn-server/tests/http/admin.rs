@@ -107,9 +107,110 @@ async fn settings_audit_and_backups_for_admins() {
         router: api.router.clone(),
         token: store.login("ana", "ana's password", &cairn::SessionOptions::default()).expect("login").secret,
     };
-    for (method, uri) in [(Method::GET, "/api/settings"), (Method::GET, "/api/audit"), (Method::POST, "/api/backups")] {
-        call(&ana, method.clone(), uri, None, &[]).await.problem(403, "forbidden");
+    for (method, uri, body) in [
+        (Method::GET, "/api/settings", None),
+        (Method::GET, "/api/audit", None),
+        (Method::POST, "/api/backups", None),
+        (Method::POST, "/api/export", Some("{}")),
+        (Method::POST, &format!("/api/backups/{id}/restore"), Some(&format!(r#"{{"confirm": "{id}"}}"#) as &str)),
+    ] {
+        call(&ana, method.clone(), uri, body, &[]).await.problem(403, "forbidden");
     }
+}
+
+#[tokio::test]
+async fn an_export_downloads_as_an_archive_that_imports() {
+    let (tmp, store, api) = app(ServerConfig::default());
+    store.create_with_id("notes", "n1", json!({"title": "exported", "n": 7})).expect("n1");
+    let (status, headers, body) =
+        crate::call_raw(&api, Method::POST, "/api/export", b"{}".to_vec(), &[("content-type", "application/json")])
+            .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["content-type"], "application/x-tar");
+    assert!(headers["content-disposition"].to_str().expect("text").starts_with("attachment"));
+    let unpacked = tmp.path().join("unpacked");
+    tar::Archive::new(&body.expect("body")[..]).unpack(&unpacked).expect("a tar archive");
+    let other = cairn::Store::open(tmp.path().join("other"), cairn::StoreOptions::default()).expect("other");
+    other.import(&unpacked.join("cairn-export"), &cairn::ImportOptions::default(), &mut |_, _, _| {}).expect("import");
+    assert_eq!(other.get("notes", "n1").expect("n1").body["n"], 7);
+
+    call(&api, Method::POST, "/api/export", Some(r#"{"blobs": "yes"}"#), &[]).await.problem(400, "invalid_input");
+    call(&api, Method::POST, "/api/export", Some(r#"{"everything": true}"#), &[]).await.problem(400, "invalid_input");
+    let bad_field = r#"{"redact": "mask", "redact_fields": ["notes.nope"]}"#;
+    call(&api, Method::POST, "/api/export", Some(bad_field), &[]).await.problem(400, "invalid_input");
+}
+
+#[tokio::test]
+async fn a_restore_needs_the_backups_id_and_brings_back_the_whole_store_or_some_records() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = cairn::Store::open(tmp.path().join("store"), cairn::StoreOptions::default()).expect("open");
+    store
+        .create_collection(
+            cairn::CollectionSchema::from_json(
+                r#"{"name": "notes", "fields": [{"name": "title", "type": "text"}]}"#,
+                "s",
+            )
+            .expect("schema"),
+        )
+        .expect("notes");
+    store.create_with_id("notes", "kept", json!({"title": "before the backup"})).expect("kept");
+    store.bootstrap_admin("root", "root password").expect("admin");
+    let token = store.login("root", "root password", &cairn::SessionOptions::default()).expect("login").secret;
+    let backup = store.backup(&cairn::BackupOptions::default(), &mut |_, _, _| {}).expect("backup").id;
+    let holder = store.clone();
+    let api = crate::Api {
+        router: cairn_server::app(std::sync::Arc::new(cairn_server::Embedded::new(store)), ServerConfig::default()),
+        token,
+    };
+    let restore = format!("/api/backups/{backup}/restore");
+    let confirm = json!({"confirm": backup}).to_string();
+
+    // After the backup: a new record, and the kept one changed.
+    call(&api, Method::POST, "/api/collections/notes/records?id=later", Some(r#"{"title": "after"}"#), &[]).await;
+    call(&api, Method::PATCH, "/api/collections/notes/records/kept", Some(r#"{"title": "changed"}"#), &[]).await;
+
+    call(&api, Method::POST, &restore, Some("{}"), &[]).await.problem(409, "not_allowed");
+    call(&api, Method::POST, &restore, Some(r#"{"confirm": "another"}"#), &[]).await.problem(409, "not_allowed");
+    call(&api, Method::POST, &restore, Some(&format!(r#"{{"confirm": "{backup}", "record": "kept"}}"#)), &[])
+        .await
+        .problem(400, "invalid_input");
+    call(&api, Method::POST, "/api/backups/nope/restore", Some(r#"{"confirm": "nope"}"#), &[])
+        .await
+        .problem(404, "not_found");
+
+    // Some records: only the one named comes back, as a new version.
+    let some = json!({"confirm": backup, "collection": "notes", "record": "kept"}).to_string();
+    let answer = call(&api, Method::POST, &restore, Some(&some), &[]).await;
+    assert_eq!((answer.status.as_u16(), &answer.body["restored"]), (200, &json!(["kept"])), "{answer:?}");
+    let kept = call(&api, Method::GET, "/api/collections/notes/records/kept", None, &[]).await;
+    assert_eq!(
+        (kept.body["body"]["title"].as_str(), kept.body["version"].as_u64()),
+        (Some("before the backup"), Some(3))
+    );
+    assert_eq!(call(&api, Method::GET, "/api/collections/notes/records/later", None, &[]).await.status, 200);
+
+    // The whole store, while another handle holds it open: refused, nothing changes.
+    call(&api, Method::POST, &restore, Some(&confirm), &[]).await.problem(409, "not_allowed");
+    drop(holder);
+    let whole = call(&api, Method::POST, &restore, Some(&confirm), &[]).await;
+    assert_eq!(whole.status, 200, "{whole:?}");
+    assert!(whole.body["pre_restore_backup"].as_str().is_some(), "{whole:?}");
+    call(&api, Method::GET, "/api/collections/notes/records/later", None, &[]).await.problem(404, "not_found");
+    let kept = call(&api, Method::GET, "/api/collections/notes/records/kept", None, &[]).await;
+    assert_eq!(
+        (kept.body["body"]["title"].as_str(), kept.body["version"].as_u64()),
+        (Some("before the backup"), Some(1))
+    );
+    let backups = call(&api, Method::GET, "/api/backups", None, &[]).await;
+    assert!(
+        backups.body["items"].as_array().expect("items").iter().any(|b| b["manifest"]["reason"] == "pre_restore"),
+        "{backups:?}"
+    );
+    // The restored store takes writes.
+    let after =
+        call(&api, Method::POST, "/api/collections/notes/records", Some(r#"{"title": "after the restore"}"#), &[])
+            .await;
+    assert_eq!(after.status, 201, "{after:?}");
 }
 
 #[tokio::test]

@@ -137,6 +137,47 @@ impl Store {
     }
 }
 
+/// What [`Store::restore_in_place`] leaves: the store opened again, and the restore's outcome.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Reopened {
+    /// The store as it is now: restored, or as it was when the restore failed. An error only
+    /// when it could not be opened again.
+    pub store: Result<Store>,
+    /// What the restore did, or why it did nothing.
+    pub restored: Result<RestoreReport>,
+}
+
+impl Store {
+    /// Restores the store this handle has open from backup `id`, for a process that keeps
+    /// the store open (a server): the handle is closed — it must be the only one open on the
+    /// store, or nothing happens and it is given back — the store is restored as
+    /// [`Store::restore`] does (the pre-restore backup first), and it is opened again with
+    /// `reopen`. A restore that fails leaves the store as it was, opened again.
+    pub fn restore_in_place(self, id: &str, reopen: &StoreOptions, progress: Progress<'_>) -> Reopened {
+        // A backup that is not there is answered without closing anything.
+        let listed = backup::list_backups(&backup::backups_dir(self.dir()));
+        if let Err(e) = listed.and_then(|all| {
+            all.into_iter().find(|b| b.id == id).map(drop).ok_or_else(|| Error::BackupNotFound { id: id.to_string() })
+        }) {
+            return Reopened { store: Ok(self), restored: Err(e) };
+        }
+        if std::sync::Arc::strong_count(&self.inner) > 1 {
+            let busy = Error::NotAllowed(
+                "other handles on this store are open in this process; a restore needs it closed everywhere".into(),
+            );
+            return Reopened { store: Ok(self), restored: Err(busy) };
+        }
+        let dir = self.dir().to_path_buf();
+        if let Err(e) = self.close() {
+            tracing::warn!(error = %e, "closing the store before a restore");
+        }
+        let restored = Store::restore(&dir, id, &RestoreOptions::default(), progress);
+        let store = Store::open(&dir, StoreOptions { create: false, ..reopen.clone() });
+        Reopened { store, restored }
+    }
+}
+
 fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progress<'_>) -> Result<RestoreReport> {
     let root = options.backups_dir.clone().unwrap_or_else(|| backup::backups_dir(dir));
     let (source, manifest) = restorable(&root, id, progress)?;
