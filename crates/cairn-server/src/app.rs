@@ -23,6 +23,7 @@ use crate::backend::Backend;
 use crate::config::ServerConfig;
 use crate::problem::normalize;
 use crate::routes::{self, AppState};
+use utoipa_axum::router::OpenApiRouter;
 
 /// The whole API over `backend`, ready to be served or called in-process.
 pub fn app(backend: Arc<dyn Backend>, config: ServerConfig) -> Router {
@@ -44,23 +45,16 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         (HeaderName::from_static("cross-origin-opener-policy"), "same-origin"),
         (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
     ];
-    let signed_in = Router::new()
-        .merge(routes::auth::signed_in())
-        .merge(routes::collections::router())
-        .merge(routes::records::router())
-        .merge(routes::grants::router())
-        .merge(routes::attachments::router())
-        .merge(routes::changes::router())
-        .merge(routes::admin::router())
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::audit_denied))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));
+    let (routes, doc) = routes(&state).split_for_parts();
+    let doc: Arc<str> = crate::openapi::finish(doc).to_json().unwrap_or_default().into();
     crate::metrics::handle();
-    let mut router = Router::new()
-        .merge(routes::health::router())
-        .route("/metrics", axum::routing::get(crate::metrics::render))
-        .merge(routes::auth::public())
-        .merge(signed_in)
+    let mut router = routes
+        .route(
+            "/api/openapi.json",
+            axum::routing::get(move || {
+                std::future::ready(([(header::CONTENT_TYPE, "application/json")], doc.to_string()))
+            }),
+        )
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
@@ -87,6 +81,27 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: A
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Every documented route: the public ones, then those behind a token (audited when refused,
+/// rate limited).
+fn routes(state: &AppState) -> OpenApiRouter<AppState> {
+    let signed_in = OpenApiRouter::new()
+        .merge(routes::auth::signed_in())
+        .merge(routes::collections::router())
+        .merge(routes::records::router())
+        .merge(routes::grants::router())
+        .merge(routes::attachments::router())
+        .merge(routes::changes::router())
+        .merge(routes::admin::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::audit_denied))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));
+    OpenApiRouter::new()
+        .merge(routes::health::router())
+        .routes(utoipa_axum::routes!(crate::metrics::render))
+        .merge(routes::auth::public())
+        .merge(signed_in)
 }
 
 /// Browsers may call the API from these origins only (none: no CORS at all).

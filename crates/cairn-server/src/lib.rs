@@ -23,6 +23,7 @@ mod config;
 mod embedded;
 mod limits;
 mod metrics;
+mod openapi;
 mod problem;
 mod routes;
 mod serve;

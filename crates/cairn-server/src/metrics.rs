@@ -49,6 +49,9 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// Prometheus' text format.
+#[utoipa::path(get, path = "/metrics", tag = "health", operation_id = "metrics",
+    responses((status = 200, description = "the metrics", content_type = "text/plain")))]
 pub(crate) async fn render(State(state): State<AppState>) -> Result<Response, Problem> {
     let Some(handle) = handle() else {
         return Err(Problem::new(

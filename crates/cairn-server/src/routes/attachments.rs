@@ -2,7 +2,8 @@
 //!
 //! `POST …/records/{id}/attachments/{field}` takes the file as the raw body (its name in
 //! `?name=`, its type in `Content-Type`) or as `multipart/form-data` with one file part
-//! (its file name and type from the part; parts after it are not read). The content goes to the store as it arrives, in
+//! (its file name — unless `?name=` gives one — and type from the part; parts after it are
+//! not read). The content goes to the store as it arrives, in
 //! constant memory; the store's `blobs.max_bytes` limits it (413) and its type must agree
 //! with its first bytes. The record must be one the caller may change; the answer is 201
 //! with the record and the attachment.
@@ -17,39 +18,91 @@
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cairn::Upload;
+use serde::Deserialize;
 use serde_json::json;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{etag, params, AppState, Caller, Params};
+use super::{etag, AppState, Caller, Q};
+use crate::openapi::AnyObject;
 use crate::problem::Problem;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(download))
         // An upload has its own limit, the store's `blobs.max_bytes`, checked as it streams.
-        .route(
-            "/api/collections/{collection}/records/{id}/attachments/{field}",
-            post(upload).layer(axum::extract::DefaultBodyLimit::disable()),
-        )
-        .route("/api/collections/{collection}/records/{id}/attachments/{field}/{hash}", get(download))
+        .merge(OpenApiRouter::new().routes(routes!(upload)).layer(axum::extract::DefaultBodyLimit::disable()))
 }
 
+/// An attachment field of a record, in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct FieldPath {
+    /// The collection's name.
+    collection: String,
+    /// The record's id.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    id: String,
+    /// An `attachment` or `attachments` field of the collection.
+    field: String,
+}
+
+/// One attachment of a record, in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+struct AttachmentPath {
+    /// The collection's name.
+    collection: String,
+    /// The record's id.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    id: String,
+    /// The field that links to it.
+    field: String,
+    /// Its content hash (SHA-256, hex).
+    #[param(pattern = "^[0-9a-f]{64}$")]
+    hash: String,
+}
+
+/// A multipart upload: one file part.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)] // read part by part as a stream, not deserialized
+struct MultipartDoc {
+    #[schema(value_type = String, format = Binary)]
+    file: Vec<u8>,
+}
+
+/// The name of a raw upload.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct UploadParams {
+    /// The file's name (a raw upload needs one; a multipart part may carry its own).
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9 ._-]{0,99}$")]
+    name: Option<String>,
+}
+
+/// Uploads a file into an attachment field of a record the caller may change.
+#[utoipa::path(post, path = "/api/collections/{collection}/records/{id}/attachments/{field}", tag = "attachments",
+    operation_id = "upload_attachment",
+    params(FieldPath, UploadParams),
+    request_body(description = "the file: raw (name in `?name=`, type in Content-Type), or multipart/form-data with one file part",
+        content(("application/octet-stream"), (MultipartDoc = "multipart/form-data"))),
+    responses((status = 201, description = "stored and linked: the record and the attachment", body = AnyObject,
+        headers(("etag" = String, description = "the record's new version")))))]
 async fn upload(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id, field)): Path<(String, String, String)>,
-    query: Params,
+    Path(FieldPath { collection, id, field }): Path<FieldPath>,
+    Q(query): Q<UploadParams>,
     request: Request,
 ) -> Result<Response, Problem> {
-    let query = params(query, &["name"])?;
     let declared = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (tx, reader) = crate::stream::upload();
     let attach = |upload: Upload| state.backend.attach(caller, collection, id, field, upload, Box::new(reader));
     let (record, attachment) = if declared.as_deref().is_some_and(|d| d.starts_with("multipart/form-data")) {
-        if query.contains_key("name") {
-            return Err(Problem::invalid("a multipart upload is named by its file part, not by ?name="));
-        }
         let unreadable = |e: axum::extract::multipart::MultipartError| {
             Problem::invalid(format!("the multipart body cannot be read: {}", e.body_text()))
         };
@@ -61,16 +114,16 @@ async fn upload(
             .await
             .map_err(unreadable)?
             .ok_or_else(|| Problem::invalid("the multipart body has no part: send the file as one part"))?;
-        let name = part
-            .file_name()
-            .map(str::to_string)
-            .ok_or_else(|| Problem::invalid("the file part has no filename in its Content-Disposition"))?;
+        // `?name=` names it if given; else the part's file name.
+        let name = query
+            .name
+            .or_else(|| part.file_name().map(str::to_string))
+            .ok_or_else(|| Problem::invalid("name the file: a filename in its part, or ?name="))?;
         let upload = Upload { name, mime: part.content_type().map(str::to_string) };
         tokio::join!(attach(upload), pump_part(part, tx)).0?
     } else {
         let name = query
-            .get("name")
-            .cloned()
+            .name
             .ok_or_else(|| Problem::invalid("name the file with ?name=, or send it as multipart/form-data"))?;
         let upload = Upload { name, mime: declared.filter(|d| !d.starts_with("application/octet-stream")) };
         tokio::join!(attach(upload), crate::stream::pump(request.into_body(), tx)).0?
@@ -98,10 +151,23 @@ async fn pump_part(
     }
 }
 
+/// Downloads an attachment of a record the caller may view.
+#[utoipa::path(get, path = "/api/collections/{collection}/records/{id}/attachments/{field}/{hash}", tag = "attachments",
+    operation_id = "download_attachment",
+    params(AttachmentPath,
+        ("Range" = Option<String>, Header, nullable = false, description = "one byte range: `bytes=0-99`, `bytes=100-`, `bytes=-100`"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "the ETag (content hash) the client has"),
+        ("If-Range" = Option<String>, Header, nullable = false, description = "the ETag a range is of")),
+    responses(
+        (status = 200, description = "the content", content_type = "application/octet-stream",
+            headers(("etag" = String, description = "the content hash"), ("content-disposition" = String))),
+        (status = 206, description = "the range asked for", content_type = "application/octet-stream",
+            headers(("content-range" = String))),
+        (status = 304, description = "the client's copy is this content")))]
 async fn download(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id, field, hash)): Path<(String, String, String, String)>,
+    Path(AttachmentPath { collection, id, field, hash }): Path<AttachmentPath>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let (attachment, reader) = state.backend.open_attachment(caller, collection, id, field, hash).await?;

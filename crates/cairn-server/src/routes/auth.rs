@@ -7,25 +7,45 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cairn::{Principal, SessionOptions};
-use serde_json::{json, Value};
+use serde::Deserialize;
+use serde_json::json;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{members, text, AppState, Caller, JsonBody};
+use super::{AppState, Caller, Typed};
+use crate::openapi::AnyObject;
 use crate::problem::Problem;
 
 /// The routes anyone may call.
-pub(crate) fn public() -> Router<AppState> {
-    Router::new().route("/api/auth/login", post(login))
+pub(crate) fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(login))
 }
 
 /// The routes for whoever is signed in.
-pub(crate) fn signed_in() -> Router<AppState> {
-    Router::new()
-        .route("/api/auth/me", get(me))
-        .route("/api/auth/logout", post(logout))
-        .route("/api/auth/password", post(change_password))
+pub(crate) fn signed_in() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(me)).routes(routes!(logout)).routes(routes!(change_password))
+}
+
+/// Signing in.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    name: String,
+    password: String,
+    /// What signs in (a device, an app): listed with the session.
+    label: Option<String>,
+}
+
+/// Changing one's own password.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct PasswordChange {
+    current_password: String,
+    #[schema(min_length = 8, max_length = 256)]
+    new_password: String,
 }
 
 /// A 401 that says how to authenticate.
@@ -73,14 +93,17 @@ pub(crate) async fn require(State(state): State<AppState>, mut request: Request,
     }
 }
 
+/// Signs in: a new session token, shown once.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", operation_id = "login",
+    request_body = LoginBody,
+    responses((status = 200, description = "`{\"token\", \"session\"}`", body = AnyObject)))]
 async fn login(
     State(state): State<AppState>,
     extensions: axum::http::Extensions,
-    JsonBody(body): JsonBody,
+    Typed(body): Typed<LoginBody>,
 ) -> Result<Response, Problem> {
-    members(&body, &["name", "password", "label"])?;
-    let (name, password) = (text(&body, "name")?, text(&body, "password")?);
-    let label = body.get("label").and_then(Value::as_str).unwrap_or("").chars().take(200).collect();
+    let LoginBody { name, password, label } = body;
+    let label = label.unwrap_or_default().chars().take(200).collect();
     let options = SessionOptions { label, ..SessionOptions::default() };
     let client = format!("ip:{}", crate::limits::client(&extensions));
     let mut headers = axum::http::HeaderMap::new();
@@ -111,22 +134,31 @@ async fn login(
     Ok(response)
 }
 
+/// Who the token lets in: the user and the token.
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", operation_id = "me",
+    responses((status = 200, description = "`{\"user\", \"token\"}`", body = AnyObject)))]
 async fn me(Caller(principal): Caller) -> Json<Principal> {
     Json(principal)
 }
 
+/// Signs out: revokes this token.
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", operation_id = "logout",
+    responses((status = 204, description = "revoked")))]
 async fn logout(State(state): State<AppState>, Caller(principal): Caller) -> Result<StatusCode, Problem> {
     state.backend.revoke_token(principal.token.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Changes one's own password; every other session is revoked.
+#[utoipa::path(post, path = "/api/auth/password", tag = "auth", operation_id = "change_password",
+    request_body = PasswordChange,
+    responses((status = 200, description = "`{\"user\"}`", body = AnyObject)))]
 async fn change_password(
     State(state): State<AppState>,
     Caller(principal): Caller,
-    JsonBody(body): JsonBody,
+    Typed(body): Typed<PasswordChange>,
 ) -> Result<Response, Problem> {
-    members(&body, &["current_password", "new_password"])?;
-    let (current, new) = (text(&body, "current_password")?, text(&body, "new_password")?);
+    let (current, new) = (body.current_password, body.new_password);
     // The current password is checked by signing in with it (the same answer as a wrong
     // login); the session this makes is revoked at once.
     let check = state.backend.login(principal.user.name.clone(), current, SessionOptions::default()).await;

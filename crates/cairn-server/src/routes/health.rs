@@ -6,21 +6,30 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
+use crate::openapi::AnyObject;
 use crate::problem::Problem;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/ready", get(ready))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health)).routes(routes!(ready))
 }
 
+/// The process is alive.
+#[utoipa::path(get, path = "/health", tag = "health", operation_id = "health",
+    responses((status = 200, description = "`{\"status\": \"alive\"}`", body = AnyObject)))]
 async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "alive"}))
 }
 
+/// The store can take writes: writable, enough free disk, a recent enough verified backup,
+/// not shutting down (503 naming every reason otherwise).
+#[utoipa::path(get, path = "/ready", tag = "health", operation_id = "ready",
+    responses((status = 200, description = "ready, with the checks", body = AnyObject)))]
 async fn ready(State(state): State<AppState>) -> Result<Response, Problem> {
     let config = &state.config;
     let mut readiness =

@@ -10,7 +10,6 @@ pub(crate) mod grants;
 pub(crate) mod health;
 pub(crate) mod records;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -66,6 +65,52 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     }
 }
 
+/// A JSON request body read into `T`, whose type is also what the OpenAPI document says of
+/// it: a member missing, unknown or of the wrong type is a precise 400.
+pub(crate) struct Typed<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Typed<T> {
+    type Rejection = Problem;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let JsonBody(mut body) = JsonBody::from_request(request, state).await?;
+        whole_numbers(&mut body);
+        serde_json::from_value(body)
+            .map(Typed)
+            .map_err(|e| Problem::invalid(format!("the request body does not fit this route: {e}")))
+    }
+}
+
+/// Numbers with no fraction written as decimals (`2.0`) made integers: to JSON they are the
+/// same number, and a field that takes a whole number takes either.
+fn whole_numbers(value: &mut Value) {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15) {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(whole_numbers),
+        Value::Object(members) => members.values_mut().for_each(whole_numbers),
+        _ => {}
+    }
+}
+
+/// A query string read into `T` (unknown parameters refused: a typo is not silently
+/// ignored), whose type is also what the OpenAPI document says of it.
+pub(crate) struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Q(q.0))
+            .map_err(|e| Problem::invalid(format!("the query string does not fit this route: {}", e.body_text())))
+    }
+}
+
 fn is_json(content_type: &str) -> bool {
     let essence = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     essence == "application/json" || essence.ends_with("+json")
@@ -108,55 +153,6 @@ impl<S: Send + Sync> FromRequestParts<S> for Admin {
     }
 }
 
-/// A route's query string, as the extractor gives it.
-pub(crate) type Params =
-    Result<axum::extract::Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
-
-/// The query string's parameters, refusing any a route does not know (`known`), so that a
-/// typo is not silently ignored.
-pub(crate) fn params(params: Params, known: &[&str]) -> Result<HashMap<String, String>, Problem> {
-    let params = params
-        .map(|p| p.0)
-        .map_err(|e| Problem::invalid(format!("the query string cannot be read: {}", e.body_text())))?;
-    match params.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(unknown) => Err(Problem::invalid(format!(
-            "unknown query parameter {unknown:?}; this route takes {}",
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
-        ))),
-        None => Ok(params),
-    }
-}
-
-/// A whole-number query parameter, if given.
-pub(crate) fn number<T: std::str::FromStr>(params: &HashMap<String, String>, name: &str) -> Result<Option<T>, Problem> {
-    params
-        .get(name)
-        .map(|v| v.parse::<T>().map_err(|_| Problem::invalid(format!("{name} must be a whole number, not {v:?}"))))
-        .transpose()
-}
-
-/// A text member of a JSON body.
-pub(crate) fn text(body: &Value, field: &str) -> Result<String, Problem> {
-    match body.get(field) {
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(_) => Err(Problem::invalid(format!("`{field}` must be text"))),
-        None => Err(Problem::invalid(format!("`{field}` is missing"))),
-    }
-}
-
-/// Refuses a body that is not an object, or has members a route does not know.
-pub(crate) fn members(body: &Value, known: &[&str]) -> Result<(), Problem> {
-    match body.as_object() {
-        None => Err(Problem::invalid("the body must be a JSON object")),
-        Some(members) => match members.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(unknown) => {
-                Err(Problem::invalid(format!("unknown member `{unknown}`; this route takes {}", known.join(", "))))
-            }
-            None => Ok(()),
-        },
-    }
-}
-
 /// The version an `If-Match` header names: `"3"`, `W/"3"` or `3`; `*` names none.
 pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Problem> {
     let Some(value) = headers.get(header::IF_MATCH) else { return Ok(None) };
@@ -194,5 +190,13 @@ mod tests {
         assert!(with("\"abc\"").is_err() && with("\"-1\"").is_err());
         assert!(is_json("application/json; charset=utf-8") && is_json("application/merge-patch+json"));
         assert!(!is_json("text/plain"));
+    }
+
+    #[test]
+    fn whole_numbers_written_as_decimals_become_integers() {
+        let mut body = serde_json::json!({"a": 229.0, "b": [1.5, -3.0], "c": {"d": 1e3}, "e": "2.0"});
+        whole_numbers(&mut body);
+        assert_eq!(body, serde_json::json!({"a": 229, "b": [1.5, -3], "c": {"d": 1000}, "e": "2.0"}));
+        assert!(body["a"].is_i64());
     }
 }

@@ -10,27 +10,154 @@ use std::sync::Mutex;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use cairn::{Once, OnceOptions, Principal, Query, Record};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use super::{etag, if_match, number, params, Admin, AppState, Caller, JsonBody, Params};
+use super::{etag, if_match, Admin, AppState, Caller, JsonBody, Typed, Q};
 use crate::backend::RecordWrite;
+use crate::openapi::{AnyObject, ItemsDoc, RecordDoc};
 use crate::problem::Problem;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/api/collections/{collection}/records", get(list).post(create))
-        .route("/api/collections/{collection}/records/{id}", get(read).put(replace).patch(patch).delete(delete))
-        .route("/api/collections/{collection}/records/{id}/history", get(history))
-        .route("/api/collections/{collection}/records/{id}/revert", post(revert))
-        .route("/api/collections/{collection}/records/{id}/undo", post(undo))
-        .route("/api/collections/{collection}/records/{id}/redo", post(redo))
-        .route("/api/collections/{collection}/records/{id}/purge", post(purge))
-        .route("/api/collections/{collection}/search", get(search))
-        .route("/api/batch", post(batch))
-        .route("/api/collections/{collection}/count", get(count))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, replace, patch, delete))
+        .routes(routes!(history))
+        .routes(routes!(revert))
+        .routes(routes!(undo))
+        .routes(routes!(redo))
+        .routes(routes!(purge))
+        .routes(routes!(search))
+        .routes(routes!(batch))
+        .routes(routes!(count))
+}
+
+/// A collection in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CollectionPath {
+    /// The collection's name.
+    pub collection: String,
+}
+
+/// A record in the path.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct RecordPath {
+    /// The collection's name.
+    pub collection: String,
+    /// The record's id.
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    pub id: String,
+}
+
+/// `?id=` of a create.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CreateParams {
+    /// The new record's id (a new time-sortable one when absent).
+    #[param(pattern = r"^[A-Za-z0-9_.:-]{1,128}$")]
+    id: Option<String>,
+}
+
+/// A page's query (docs/query.md).
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct ListParams {
+    /// A filter in cairn's query language: `status = "active" and n > 2`.
+    filter: Option<String>,
+    /// Fields to sort by, comma-separated, `-` for descending: `-updated,title`.
+    sort: Option<String>,
+    /// Records per page, 1 to 10,000 (default 50).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<usize>,
+    /// Records to skip (not with `cursor`).
+    #[param(minimum = 0, maximum = 1000000000)]
+    offset: Option<usize>,
+    /// The `next_cursor` of the page before (not with `offset`).
+    cursor: Option<String>,
+    /// Fields to return, comma-separated (default: the summary fields).
+    fields: Option<String>,
+}
+
+/// A count's filter.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CountParams {
+    /// A filter in cairn's query language.
+    filter: Option<String>,
+}
+
+/// A full-text search.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct SearchParams {
+    /// The words to find.
+    q: String,
+    /// A filter in cairn's query language the hits must also match.
+    filter: Option<String>,
+    /// Hits per page, 1 to 10,000 (default 20).
+    #[param(minimum = 1, maximum = 10000)]
+    limit: Option<usize>,
+    /// Hits to skip.
+    #[param(minimum = 0, maximum = 1000000000)]
+    offset: Option<usize>,
+    /// Fields to return, comma-separated.
+    fields: Option<String>,
+}
+
+/// Which version's body a revert brings back.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct RevertBody {
+    /// The version whose body comes back, as a new version.
+    version: u64,
+}
+
+/// A page of records.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct PageDoc {
+    #[schema(value_type = Vec<Object>)]
+    items: Vec<Value>,
+    /// Where the next page starts; none after the last.
+    next_cursor: Option<String>,
+}
+
+/// Operations of a batch: at least one object.
+#[derive(Debug)]
+struct BatchDoc;
+
+impl utoipa::PartialSchema for BatchDoc {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::schema::ArrayBuilder::new()
+            .items(utoipa::openapi::schema::Object::new())
+            .min_items(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for BatchDoc {}
+
+/// A count.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct CountDoc {
+    count: u64,
+}
+
+/// What a purge did.
+#[derive(Debug, serde::Serialize, ToSchema)]
+struct PurgedDoc {
+    /// The version the purge was logged under.
+    purged_version: u64,
 }
 
 fn with_version(record: &Record, status: StatusCode) -> Response {
@@ -132,32 +259,62 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The most records or hits a page may skip.
+const MAX_OFFSET: usize = 1_000_000_000;
+
+/// `offset`, if within [`MAX_OFFSET`].
+fn offset(offset: Option<usize>) -> Result<Option<usize>, Problem> {
+    match offset {
+        Some(n) if n > MAX_OFFSET => Err(Problem::invalid(format!("offset must be at most {MAX_OFFSET}, not {n}"))),
+        other => Ok(other),
+    }
+}
+
+/// Headers a write may carry.
+const IF_MATCH: &str = "the version the write expects (`\"3\"`): 412 when the record has moved on";
+const IDEMPOTENCY_KEY: &str = "makes the write once: a retry gets the first answer (`Idempotent-Replayed: true`)";
+
+/// Creates a record.
+#[utoipa::path(post, path = "/api/collections/{collection}/records", tag = "records", operation_id = "create_record",
+    params(CollectionPath, CreateParams,
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    request_body(content = AnyObject, description = "the record's fields"),
+    responses((status = 201, description = "created", body = RecordDoc,
+        headers(("etag" = String, description = "its version"), ("location" = String, description = "where it lives")))))]
 async fn create(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path(collection): Path<String>,
+    Path(CollectionPath { collection }): Path<CollectionPath>,
     headers: HeaderMap,
-    query: Params,
+    Q(query): Q<CreateParams>,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
-    let query = params(query, &["id"])?;
-    let id = query.get("id").cloned();
-    write(&state, &caller, &headers, RecordWrite::Create { collection, id, body }).await
+    write(&state, &caller, &headers, RecordWrite::Create { collection, id: query.id, body }).await
 }
 
+/// A live record the caller may view (404 for any other: missing, deleted or hidden).
+#[utoipa::path(get, path = "/api/collections/{collection}/records/{id}", tag = "records", operation_id = "get_record",
+    params(RecordPath),
+    responses((status = 200, description = "the record", body = RecordDoc, headers(("etag" = String, description = "its version")))))]
 async fn read(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
 ) -> Result<Response, Problem> {
     let record = state.backend.get(caller, collection, id).await?;
     Ok(with_version(&record, StatusCode::OK))
 }
 
+/// Replaces a record's body.
+#[utoipa::path(put, path = "/api/collections/{collection}/records/{id}", tag = "records", operation_id = "replace_record",
+    params(RecordPath, ("If-Match" = Option<String>, Header, nullable = false, description = IF_MATCH, pattern = r#"^(\*|(W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    request_body(content = AnyObject, description = "the record's new fields"),
+    responses((status = 200, description = "the new version", body = RecordDoc, headers(("etag" = String)))))]
 async fn replace(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, Problem> {
@@ -165,10 +322,16 @@ async fn replace(
     write(&state, &caller, &headers, RecordWrite::Replace { collection, id, body, expected }).await
 }
 
+/// Changes a record with a JSON merge patch (RFC 7396): `null` removes a field.
+#[utoipa::path(patch, path = "/api/collections/{collection}/records/{id}", tag = "records", operation_id = "patch_record",
+    params(RecordPath, ("If-Match" = Option<String>, Header, nullable = false, description = IF_MATCH, pattern = r#"^(\*|(W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    request_body(content = AnyObject, description = "a JSON merge patch", content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "the new version", body = RecordDoc, headers(("etag" = String)))))]
 async fn patch(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
     headers: HeaderMap,
     JsonBody(patch): JsonBody,
 ) -> Result<Response, Problem> {
@@ -176,134 +339,166 @@ async fn patch(
     write(&state, &caller, &headers, RecordWrite::Patch { collection, id, patch, expected }).await
 }
 
+/// Soft-deletes a record (its history stays; undo brings it back).
+#[utoipa::path(delete, path = "/api/collections/{collection}/records/{id}", tag = "records", operation_id = "delete_record",
+    params(RecordPath, ("If-Match" = Option<String>, Header, nullable = false, description = IF_MATCH, pattern = r#"^(\*|(W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    responses((status = 204, description = "deleted", headers(("etag" = String, description = "the deleted version")))))]
 async fn delete(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     let expected = if_match(&headers)?;
     write(&state, &caller, &headers, RecordWrite::Delete { collection, id, expected }).await
 }
 
+/// A page of the records the caller may list.
+#[utoipa::path(get, path = "/api/collections/{collection}/records", tag = "records", operation_id = "list_records",
+    params(CollectionPath, ListParams),
+    responses((status = 200, description = "a page", body = PageDoc)))]
 async fn list(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path(collection): Path<String>,
-    query: Params,
+    Path(CollectionPath { collection }): Path<CollectionPath>,
+    Q(params): Q<ListParams>,
 ) -> Result<Response, Problem> {
-    let query = params(query, &["filter", "sort", "limit", "offset", "cursor", "fields"])?;
     let mut q = Query::default();
-    if let Some(filter) = query.get("filter").filter(|f| !f.trim().is_empty()) {
+    if let Some(filter) = params.filter.filter(|f| !f.trim().is_empty()) {
         q.filter = Some(filter.as_str().into());
     }
-    q.sort = query.get("sort").cloned();
-    if let Some(limit) = number(&query, "limit")? {
+    q.sort = params.sort;
+    if let Some(limit) = params.limit {
         q.limit = limit;
     }
-    q.offset = number(&query, "offset")?;
-    q.cursor = query.get("cursor").cloned();
-    q.fields =
-        query.get("fields").map(|f| f.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
+    q.offset = offset(params.offset)?;
+    q.cursor = params.cursor;
+    q.fields = params.fields.map(|f| split_fields(&f));
     let page = state.backend.query(caller, collection, q).await?;
     Ok(Json(json!({"items": page.rows, "next_cursor": page.next_cursor})).into_response())
 }
 
+fn split_fields(fields: &str) -> Vec<String> {
+    fields.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect()
+}
+
+/// How many records the caller may list match a filter.
+#[utoipa::path(get, path = "/api/collections/{collection}/count", tag = "records", operation_id = "count_records",
+    params(CollectionPath, CountParams),
+    responses((status = 200, description = "the count", body = CountDoc)))]
 async fn count(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path(collection): Path<String>,
-    query: Params,
+    Path(CollectionPath { collection }): Path<CollectionPath>,
+    Q(params): Q<CountParams>,
 ) -> Result<Response, Problem> {
-    let query = params(query, &["filter"])?;
-    let filter = query.get("filter").filter(|f| !f.trim().is_empty()).cloned();
+    let filter = params.filter.filter(|f| !f.trim().is_empty());
     let count = state.backend.count(caller, collection, filter).await?;
     Ok(Json(json!({"count": count})).into_response())
 }
 
+/// Every change of a record the caller may view, oldest first.
+#[utoipa::path(get, path = "/api/collections/{collection}/records/{id}/history", tag = "records", operation_id = "record_history",
+    params(RecordPath),
+    responses((status = 200, description = "its changes", body = ItemsDoc)))]
 async fn history(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
 ) -> Result<Response, Problem> {
     let changes = state.backend.history(caller, collection, id).await?;
     Ok(Json(json!({"items": changes})).into_response())
 }
 
+/// Brings back the body of an earlier version, as a new version.
+#[utoipa::path(post, path = "/api/collections/{collection}/records/{id}/revert", tag = "records", operation_id = "revert_record",
+    params(RecordPath, ("If-Match" = Option<String>, Header, nullable = false, description = IF_MATCH, pattern = r#"^(\*|(W/)?"[0-9]{1,19}"|[0-9]{1,19})$"#),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    request_body = RevertBody,
+    responses((status = 200, description = "the new version", body = RecordDoc, headers(("etag" = String)))))]
 async fn revert(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
     headers: HeaderMap,
-    JsonBody(body): JsonBody,
+    Typed(body): Typed<RevertBody>,
 ) -> Result<Response, Problem> {
-    if let Some(unknown) = body.as_object().and_then(|o| o.keys().find(|k| *k != "version")) {
-        return Err(Problem::invalid(format!("unknown member `{unknown}`; revert takes version")));
-    }
-    let version = body
-        .get("version")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| Problem::invalid("revert takes {\"version\": N}, the version whose body comes back"))?;
     let expected = if_match(&headers)?;
-    write(&state, &caller, &headers, RecordWrite::Revert { collection, id, version, expected }).await
+    write(&state, &caller, &headers, RecordWrite::Revert { collection, id, version: body.version, expected }).await
 }
 
+/// Undoes the record's last change, as a new version.
+#[utoipa::path(post, path = "/api/collections/{collection}/records/{id}/undo", tag = "records", operation_id = "undo_record",
+    params(RecordPath, ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    responses((status = 200, description = "the new version", body = RecordDoc, headers(("etag" = String)))))]
 async fn undo(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     write(&state, &caller, &headers, RecordWrite::Undo { collection, id }).await
 }
 
+/// Redoes what the last undo took back, as a new version.
+#[utoipa::path(post, path = "/api/collections/{collection}/records/{id}/redo", tag = "records", operation_id = "redo_record",
+    params(RecordPath, ("Idempotency-Key" = Option<String>, Header, nullable = false, description = IDEMPOTENCY_KEY, pattern = "^[!-~]{1,255}$")),
+    responses((status = 200, description = "the new version", body = RecordDoc, headers(("etag" = String)))))]
 async fn redo(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
     headers: HeaderMap,
 ) -> Result<Response, Problem> {
     write(&state, &caller, &headers, RecordWrite::Redo { collection, id }).await
 }
 
 /// Removes a soft-deleted record for good (its history stays): admins only.
+#[utoipa::path(post, path = "/api/collections/{collection}/records/{id}/purge", tag = "records", operation_id = "purge_record",
+    params(RecordPath),
+    responses((status = 200, description = "purged", body = PurgedDoc)))]
 async fn purge(
     _: Admin,
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path((collection, id)): Path<(String, String)>,
+    Path(RecordPath { collection, id }): Path<RecordPath>,
 ) -> Result<Response, Problem> {
     let version = state.backend.purge(caller, collection, id).await?;
     Ok(Json(json!({"purged_version": version})).into_response())
 }
 
+/// Full-text search within what the caller may list, best matches first.
+#[utoipa::path(get, path = "/api/collections/{collection}/search", tag = "records", operation_id = "search_records",
+    params(CollectionPath, SearchParams),
+    responses((status = 200, description = "the hits, each with its snippet", body = ItemsDoc)))]
 async fn search(
     Caller(caller): Caller,
     State(state): State<AppState>,
-    Path(collection): Path<String>,
-    query: Params,
+    Path(CollectionPath { collection }): Path<CollectionPath>,
+    Q(params): Q<SearchParams>,
 ) -> Result<Response, Problem> {
-    let query = params(query, &["q", "filter", "limit", "offset", "fields"])?;
-    let terms = query
-        .get("q")
-        .filter(|q| !q.trim().is_empty())
-        .ok_or_else(|| Problem::invalid("search needs q, the words to find"))?;
-    let mut search = cairn::Search { terms: terms.clone(), ..cairn::Search::default() };
-    search.filter = query.get("filter").filter(|f| !f.trim().is_empty()).map(|f| f.as_str().into());
-    if let Some(limit) = number(&query, "limit")? {
+    if params.q.trim().is_empty() {
+        return Err(Problem::invalid("search needs q, the words to find"));
+    }
+    let mut search = cairn::Search { terms: params.q, ..cairn::Search::default() };
+    search.filter = params.filter.filter(|f| !f.trim().is_empty()).map(|f| f.as_str().into());
+    if let Some(limit) = params.limit {
         search.limit = limit;
     }
-    if let Some(offset) = number(&query, "offset")? {
+    if let Some(offset) = offset(params.offset)? {
         search.offset = offset;
     }
-    search.fields =
-        query.get("fields").map(|f| f.split(',').map(|f| f.trim().to_string()).filter(|f| !f.is_empty()).collect());
+    search.fields = params.fields.map(|f| split_fields(&f));
     let hits = state.backend.search(caller, collection, search).await?;
     Ok(Json(json!({"items": hits})).into_response())
 }
 
-/// Operations applied all or nothing: `[{"op": "create", "collection": …}, …]` as
-/// `cairn::BatchOp` reads them.
+/// Operations applied all or nothing — `[{"op": "create", "collection": …}, …]` — for
+/// admins (they bypass collection rules).
+#[utoipa::path(post, path = "/api/batch", tag = "records", operation_id = "batch",
+    request_body(content = BatchDoc, description = "operations: create, put, replace, patch, delete"),
+    responses((status = 200, description = "each operation's result, in order", body = ItemsDoc)))]
 async fn batch(
     _: Admin,
     Caller(caller): Caller,

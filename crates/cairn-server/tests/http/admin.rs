@@ -169,7 +169,7 @@ async fn a_restore_needs_the_backups_id_and_brings_back_the_whole_store_or_some_
     call(&api, Method::POST, "/api/collections/notes/records?id=later", Some(r#"{"title": "after"}"#), &[]).await;
     call(&api, Method::PATCH, "/api/collections/notes/records/kept", Some(r#"{"title": "changed"}"#), &[]).await;
 
-    call(&api, Method::POST, &restore, Some("{}"), &[]).await.problem(409, "not_allowed");
+    call(&api, Method::POST, &restore, Some("{}"), &[]).await.problem(400, "invalid_input");
     call(&api, Method::POST, &restore, Some(r#"{"confirm": "another"}"#), &[]).await.problem(409, "not_allowed");
     call(&api, Method::POST, &restore, Some(&format!(r#"{{"confirm": "{backup}", "record": "kept"}}"#)), &[])
         .await

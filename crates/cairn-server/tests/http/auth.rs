@@ -64,7 +64,7 @@ async fn signing_in_answers_one_401_for_every_failure_and_a_token_on_success() {
 
     for (body, says) in [
         (r#"{"name": "ana"}"#, "password"),
-        (r#"{"name": "ana", "password": 5}"#, "text"),
+        (r#"{"name": "ana", "password": 5}"#, "string"),
         (r#"{"name": "ana", "password": "x", "admin": true}"#, "admin"),
         ("name=ana", "JSON"),
     ] {

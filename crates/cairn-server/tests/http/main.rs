@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod idempotency;
 mod limits;
+mod openapi;
 mod records;
 mod rules;
 mod served;

@@ -27,8 +27,9 @@ pub(crate) const USER_ROLE: &str = "user";
 
 /// The shortest password accepted, in characters.
 pub(crate) const MIN_PASSWORD_CHARS: usize = 8;
-/// The longest password accepted, in bytes (hashing is deliberately slow per byte too).
-pub(crate) const MAX_PASSWORD_BYTES: usize = 1024;
+/// The longest password accepted, in characters (at most 1 KiB of UTF-8: hashing is
+/// deliberately slow per byte too).
+pub(crate) const MAX_PASSWORD_CHARS: usize = 256;
 
 pub(crate) fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
@@ -66,10 +67,10 @@ pub(crate) fn check_password(password: &str) -> Result<()> {
             format!("a password needs at least {MIN_PASSWORD_CHARS} characters"),
         ));
     }
-    if password.len() > MAX_PASSWORD_BYTES {
+    if password.chars().count() > MAX_PASSWORD_CHARS {
         return Err(Error::invalid_input(
             "password",
-            format!("a password may have at most {MAX_PASSWORD_BYTES} bytes"),
+            format!("a password may have at most {MAX_PASSWORD_CHARS} characters"),
         ));
     }
     Ok(())
@@ -94,6 +95,7 @@ mod tests {
             assert!(check_role(bad).is_err(), "{bad:?}");
         }
         assert!(check_password("1234567").is_err() && check_password("12345678").is_ok());
-        assert!(check_password(&"p".repeat(MAX_PASSWORD_BYTES + 1)).is_err());
+        assert!(check_password(&"p".repeat(MAX_PASSWORD_CHARS + 1)).is_err());
+        assert!(check_password(&"\u{1F600}".repeat(MAX_PASSWORD_CHARS)).is_ok(), "256 characters of 4 bytes each");
     }
 }

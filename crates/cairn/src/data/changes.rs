@@ -549,7 +549,8 @@ fn query_changes(conn: &Connection, sql: &str, params: impl rusqlite::Params) ->
 
 pub(crate) fn changes_since(conn: &Connection, seq: u64, limit: usize) -> Result<Vec<Change>> {
     let sql = format!("{CHANGE_SELECT} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2");
-    query_changes(conn, &sql, params![seq, limit as i64])
+    // No seq is above i64::MAX (SQLite's integers), so nothing is after one that is.
+    query_changes(conn, &sql, params![seq.min(i64::MAX as u64) as i64, limit.min(i64::MAX as usize) as i64])
 }
 
 /// Keeps only purge, schema and setting entries; the same text as the partial index

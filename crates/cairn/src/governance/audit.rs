@@ -161,7 +161,8 @@ impl Store {
         let mut stmt = conn.prepare_cached(
             "SELECT seq, at, actor, action, target, outcome, detail, hash FROM cairn_audit WHERE seq > ?1 ORDER BY seq",
         )?;
-        let mut rows = stmt.query([after])?;
+        // No seq is above i64::MAX (SQLite's integers), so nothing is after one that is.
+        let mut rows = stmt.query([after.min(i64::MAX as u64) as i64])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
             if out.len() >= limit {
