@@ -3,11 +3,13 @@
 //! little. Rounds alternate baseline and subject so that drift in machine load hits both.
 //!
 //! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4;
-//! `-- blobs` runs P5; `-- backup` runs P6.
+//! `-- blobs` runs P5; `-- backup` runs P6; `-- serve` runs P7 and P8 (`cairn serve` against
+//! PocketBase, with wrk).
 
 mod backup;
 mod blobs;
 mod query;
+mod serve;
 mod write;
 
 use anyhow::Result;
@@ -30,6 +32,8 @@ enum Bench {
     Blobs(blobs::BlobArgs),
     /// P6: backup and verify throughput vs copy and read, restore time, writer stalls.
     Backup(backup::BackupArgs),
+    /// P7: requests per second and p99 of `cairn serve` vs PocketBase; P8: their RSS.
+    Serve(serve::ServeArgs),
     /// (internal) One cold P3 measurement in this process: `cairn` or `json`, then the data dir.
     #[command(hide = true)]
     Probe { which: String, dir: std::path::PathBuf },
@@ -41,6 +45,7 @@ fn main() -> Result<()> {
         Bench::Query(args) => query::run(&args),
         Bench::Blobs(args) => blobs::run(&args),
         Bench::Backup(args) => backup::run(&args),
+        Bench::Serve(args) => serve::run(&args),
         Bench::Probe { which, dir } => query::probe(&which, &dir),
     }
 }

@@ -33,23 +33,31 @@ impl Embedded {
         Embedded { store: Arc::new(RwLock::new(Some(store))), reopen: options }
     }
 
+    /// Runs `work` on the store (held for reading) on tokio's blocking pool.
     fn blocking<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Store) -> cairn::Result<T> + Send + 'static,
     ) -> BackendFuture<'_, T> {
         let store = self.store.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let held = store.read().unwrap_or_else(|p| p.into_inner());
-                match held.as_ref() {
-                    Some(store) => work(store),
-                    None => Err(cairn::Error::WriterStopped),
-                }
-            })
-            .await
-            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+        off_the_runtime(move || {
+            let held = store.read().unwrap_or_else(|p| p.into_inner());
+            match held.as_ref() {
+                Some(store) => work(store),
+                None => Err(cairn::Error::WriterStopped),
+            }
         })
     }
+}
+
+/// Runs `work` on tokio's blocking pool.
+fn off_the_runtime<'a, T: Send + 'static>(
+    work: impl FnOnce() -> cairn::Result<T> + Send + 'static,
+) -> BackendFuture<'a, T> {
+    Box::pin(async move {
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+    })
 }
 
 impl Backend for Embedded {
@@ -271,6 +279,10 @@ impl Backend for Embedded {
             let mut reasons = Vec::new();
             if s.is_read_only() {
                 reasons.push("the store is open read-only".to_string());
+            } else if let Err(e) = s.transaction(|_| Ok(())) {
+                // An empty transaction through the writer: it is running and can take the
+                // write lock (nothing is written, so nothing is synced).
+                reasons.push(format!("the store cannot take a write: {e}"));
             }
             let last_seq = s.last_seq()?;
             let disk_free_bytes = s.disk_available();
@@ -304,31 +316,23 @@ impl Backend for Embedded {
 
     fn restore(&self, backup: String) -> BackendFuture<'_, cairn::RestoreReport> {
         let (store, reopen) = (self.store.clone(), self.reopen.clone());
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let mut held = store.write().unwrap_or_else(|p| p.into_inner());
-                let current = held.take().ok_or(cairn::Error::WriterStopped)?;
-                let reopened = current.restore_in_place(&backup, &reopen, &mut |_, _, _| {});
-                match reopened.store {
-                    Ok(store) => *held = Some(store),
-                    Err(e) => tracing::error!(error = %e, "the store could not be opened again after a restore"),
-                }
-                reopened.restored
-            })
-            .await
-            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+        off_the_runtime(move || {
+            let mut held = store.write().unwrap_or_else(|p| p.into_inner());
+            let current = held.take().ok_or(cairn::Error::WriterStopped)?;
+            let reopened = current.restore_in_place(&backup, &reopen, &mut |_, _, _| {});
+            match reopened.store {
+                Ok(store) => *held = Some(store),
+                Err(e) => tracing::error!(error = %e, "the store could not be opened again after a restore"),
+            }
+            reopened.restored
         })
     }
 
     fn close(&self) -> BackendFuture<'_, ()> {
         let store = self.store.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                let taken = store.write().unwrap_or_else(|p| p.into_inner()).take();
-                taken.map_or(Ok(()), Store::close)
-            })
-            .await
-            .map_err(|e| cairn::Error::Internal(format!("a storage task did not finish: {e}")))?
+        off_the_runtime(move || {
+            let taken = store.write().unwrap_or_else(|p| p.into_inner()).take();
+            taken.map_or(Ok(()), Store::close)
         })
     }
 }

@@ -217,6 +217,13 @@ async fn ready_says_why_not() {
     let answer = call(&api, Method::GET, "/ready", None, &[]).await;
     let detail = answer.problem(503, "not_ready");
     assert!(detail.contains("bytes free") && detail.contains("no verified backup"), "{detail}");
+
+    // A store whose writer has stopped is not ready, whatever else holds.
+    let (_tmp, store, api) = app(ServerConfig::default());
+    assert_eq!(call(&api, Method::GET, "/ready", None, &[]).await.status, 200);
+    store.close().expect("close");
+    let detail = call(&api, Method::GET, "/ready", None, &[]).await.problem(503, "not_ready");
+    assert!(detail.contains("cannot take a write"), "{detail}");
 }
 
 #[tokio::test]
