@@ -49,14 +49,27 @@ pub struct ServerConfig {
     /// Origins a browser may call the API from (`https://app.example.org`); none by default,
     /// which answers no CORS request.
     pub cors_origins: Vec<String>,
+    /// The certificate chain (PEM) to serve HTTPS with; with `tls_key_file`. Without TLS the
+    /// server listens on loopback addresses only.
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `tls_cert_file`.
+    pub tls_key_file: Option<std::path::PathBuf>,
 }
 
 impl ServerConfig {
     /// Refuses settings the server cannot run with: a listen address other machines could
-    /// reach (the server has no TLS; a proxy on the same host terminates it), or a CORS origin
-    /// that is not one.
+    /// reach without TLS (tokens would cross the network in the clear), half a TLS setting,
+    /// or a CORS origin that is not one.
     pub fn validate(&self) -> std::io::Result<()> {
-        loopback_only(self.listen)?;
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "tls_cert_file and tls_key_file go together: give both, or neither",
+            ));
+        }
+        if !self.tls() {
+            loopback_only(self.listen)?;
+        }
         for origin in &self.cors_origins {
             let ok = (origin.starts_with("https://") || origin.starts_with("http://"))
                 && !origin.trim_end_matches('/').contains(['*', ' '])
@@ -97,6 +110,13 @@ impl ServerConfig {
     }
 }
 
+impl ServerConfig {
+    /// Whether the server speaks HTTPS.
+    pub fn tls(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+}
+
 /// Refuses an address other machines could reach: without TLS, tokens would cross the
 /// network in the clear.
 pub(crate) fn loopback_only(address: std::net::SocketAddr) -> std::io::Result<()> {
@@ -105,7 +125,7 @@ pub(crate) fn loopback_only(address: std::net::SocketAddr) -> std::io::Result<()
     }
     Err(std::io::Error::new(
         std::io::ErrorKind::PermissionDenied,
-        format!("refusing to listen on {address}: the server has no TLS, so it listens on loopback only; put a TLS-terminating proxy in front of it"),
+        format!("refusing to listen on {address} without TLS: tokens would cross the network in the clear; set tls_cert_file and tls_key_file, or listen on loopback behind a TLS-terminating proxy"),
     ))
 }
 
@@ -130,6 +150,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             log_dir: None,
             log_keep_files: 14,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -164,6 +186,22 @@ mod tests {
             let config = ServerConfig { cors_origins: vec![origin.into()], ..ServerConfig::default() };
             assert!(config.validate().is_err(), "{origin}");
         }
+    }
+
+    #[test]
+    fn other_machines_are_served_only_over_tls() {
+        let remote: std::net::SocketAddr = "0.0.0.0:8443".parse().expect("address");
+        let plain = ServerConfig { listen: remote, ..ServerConfig::default() };
+        assert_eq!(plain.validate().expect_err("no TLS").kind(), std::io::ErrorKind::PermissionDenied);
+        let tls = ServerConfig {
+            listen: remote,
+            tls_cert_file: Some("cert.pem".into()),
+            tls_key_file: Some("key.pem".into()),
+            ..ServerConfig::default()
+        };
+        assert!(tls.validate().is_ok());
+        let half = ServerConfig { tls_key_file: None, ..tls };
+        assert_eq!(half.validate().expect_err("half").kind(), std::io::ErrorKind::InvalidInput);
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod problem;
 mod routes;
 mod serve;
 mod stream;
+mod tls;
 
 pub use app::app;
 pub use backend::{Backend, BackendFuture, Readiness, RecordWrite};

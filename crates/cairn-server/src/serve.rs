@@ -1,18 +1,23 @@
-//! Running the API on a listener until shutdown: stop accepting, let requests in flight
-//! finish within the drain deadline, then close the backend (the store's shutdown backup).
+//! Running the API on a listener (HTTP, or HTTPS with a certificate) until shutdown: stop
+//! accepting, let requests in flight finish within the drain deadline, then close the backend
+//! (the store's shutdown backup).
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::net::SocketAddr;
+
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::backend::Backend;
 use crate::config::ServerConfig;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains and closes
-/// `backend`. Only loopback listeners are accepted (see [`ServerConfig::validate`]).
+/// `backend`: HTTPS when the config names a certificate and key (see [`ServerConfig::tls`]),
+/// else HTTP on a loopback listener only (see [`ServerConfig::validate`]).
 pub async fn serve(
     listener: TcpListener,
     backend: Arc<dyn Backend>,
@@ -20,21 +25,32 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let local = listener.local_addr()?;
-    crate::config::loopback_only(local)?;
+    let tls = match (&config.tls_cert_file, &config.tls_key_file) {
+        (Some(cert), Some(key)) => Some(crate::tls::load(cert, key)?),
+        _ => {
+            crate::config::loopback_only(local)?;
+            None
+        }
+    };
     let drain = Duration::from_millis(config.drain_timeout_ms);
     let draining = Arc::new(AtomicBool::new(false));
     let router = crate::app::build(Arc::clone(&backend), config, Arc::clone(&draining));
     let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
     let flag = Arc::clone(&draining);
-    let mut server = tokio::spawn(async move {
-        axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                flag.store(true, Ordering::SeqCst);
-                let _ = signalled.send(true);
-            })
-            .await
-    });
+    let stop = async move {
+        shutdown.await;
+        flag.store(true, Ordering::SeqCst);
+        let _ = signalled.send(true);
+    };
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = match tls {
+        // `tap_io` makes the peer's address the connection's info, as for plain TCP.
+        Some(tls) => {
+            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| ());
+            tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await }),
+    };
     tracing::info!(%local, "serving");
     let deadline = async move {
         let _ = on_signal.wait_for(|s| *s).await;

@@ -197,3 +197,77 @@ async fn a_request_over_the_time_limit_is_answered_408_as_a_problem() {
     stop.send(()).expect("shutdown");
     server.await.expect("joined").expect("served");
 }
+
+/// Sends one HTTP/1.1 request over `io` and reads the whole answer.
+async fn exchange(mut io: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    io.write_all(request.as_bytes()).await.expect("send");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), io.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_certificate_the_server_speaks_https_and_only_https() {
+    use tokio_rustls::rustls;
+    let (tmp, _dir, store) = notes_store(StoreOptions::default());
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("certificate");
+    let (cert_file, key_file) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    std::fs::write(&cert_file, made.cert.pem()).expect("cert");
+    std::fs::write(&key_file, made.signing_key.serialize_pem()).expect("key");
+
+    // A key file that holds no key is refused before anything listens.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let broken = ServerConfig {
+        tls_cert_file: Some(cert_file.clone()),
+        tls_key_file: Some(cert_file.clone()),
+        ..ServerConfig::default()
+    };
+    let err = cairn_server::serve(listener, Arc::new(Embedded::new(store.clone())), broken, async {})
+        .await
+        .expect_err("no key in the key file");
+    assert!(err.to_string().contains("tls_key_file") && !err.to_string().contains("PRIVATE KEY"), "{err}");
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("addr");
+    let config =
+        ServerConfig { tls_cert_file: Some(cert_file), tls_key_file: Some(key_file), ..ServerConfig::default() };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(cairn_server::serve(listener, Arc::new(Embedded::new(store)), config, async move {
+        let _ = stopped.await;
+    }));
+
+    // A client that trusts the certificate gets its answers over TLS.
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(made.cert.der().clone()).expect("root");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let request = "GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    for _ in 0..3 {
+        let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let tls = connector.connect(name, tcp).await.expect("handshake");
+        let answer = exchange(tls, request).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.contains("\"alive\""), "{answer}");
+    }
+
+    // Plain HTTP to the same port gets no HTTP answer; with a silent client connected, the
+    // next one is still answered.
+    let silent = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let plain = exchange(tokio::net::TcpStream::connect(address).await.expect("connect"), request).await;
+    assert!(!plain.contains("HTTP/1.1 200"), "{plain}");
+    let tcp = tokio::net::TcpStream::connect(address).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let answer = exchange(connector.connect(name, tcp).await.expect("handshake"), request).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "while another client says nothing: {answer}");
+    drop(silent);
+
+    let _ = stop.send(());
+    server.await.expect("join").expect("served");
+}
