@@ -100,7 +100,7 @@ impl Tx<'_> {
     /// [`may_share`] for a record the caller must be able to view ("not found" otherwise).
     fn may_share(&mut self, principal: &Principal, collection: &str, id: &str) -> Result<()> {
         let schema = self.collection(collection)?.schema.clone();
-        let (record, _) = self.visible_to(principal, &schema, id)?;
+        let record = self.visible_to(principal, &schema, id)?;
         may_share(principal, &schema, &record)
     }
 

@@ -87,12 +87,12 @@ pub(crate) fn rule(schema: &CollectionSchema, verb: Verb, principal: &Principal)
 /// The records `principal` may list: those the list rule lets in, or shared with them;
 /// `None` when nothing restricts them.
 fn listable(schema: &CollectionSchema, principal: &Principal) -> Result<Option<Condition>> {
-    let rule_text = match rule(schema, Verb::List, principal)? {
+    let rule = match rule(schema, Verb::List, principal)? {
         Allowed::All => return Ok(None),
-        Allowed::If(condition) => Some(condition.to_string()),
+        Allowed::If(condition) => Some(condition),
         Allowed::Nothing => None,
     };
-    Condition::rule_or_shared(rule_text.as_deref(), shared_with(principal)).map(Some)
+    Ok(Some(Condition::rule_or_shared(rule, shared_with(principal))))
 }
 
 /// Whose grants open records to `principal`.
@@ -108,20 +108,18 @@ fn not_found(collection: &str, id: &str) -> Error {
     Error::NotFound { collection: collection.to_string(), id: id.to_string(), deleted: false }
 }
 
-/// `record` if `principal` may view it — by the view rule or a grant — with what a grant
-/// lets them do; "not found" otherwise, as if it did not exist.
+/// `record` if `principal` may view it — by the view rule or, only when the rule does not
+/// let them, a grant; "not found" otherwise, as if it did not exist.
 fn viewable(
     conn: &rusqlite::Connection,
     principal: &Principal,
     schema: &CollectionSchema,
     record: Record,
-) -> Result<(Record, Option<Access>)> {
-    if principal.user.role == ADMIN_ROLE {
-        return Ok((record, None));
-    }
-    let granted = grants::access(conn, &shared_with(principal), &schema.name, &record.id)?;
-    if granted.is_some() || rule(schema, Verb::View, principal)?.admits(schema, &record)? {
-        Ok((record, granted))
+) -> Result<Record> {
+    if rule(schema, Verb::View, principal)?.admits(schema, &record)?
+        || grants::access(conn, &shared_with(principal), &schema.name, &record.id)?.is_some()
+    {
+        Ok(record)
     } else {
         Err(not_found(&schema.name, &record.id))
     }
@@ -167,9 +165,10 @@ impl Store {
     /// A record `principal` may view (by the view rule or a grant); any other answers "not
     /// found".
     pub fn get_as(&self, principal: &Principal, collection: &str, id: &str) -> Result<Record> {
-        let schema = self.schema_of(collection)?;
+        let conn = self.reader()?;
+        let schema = crate::data::collection::load(&conn, collection)?.schema;
         let record = self.get(collection, id)?;
-        Ok(viewable(&*self.reader()?, principal, &schema, record)?.0)
+        viewable(&conn, principal, &schema, record)
     }
 
     /// A record's history, if `principal` may view the record.
@@ -217,11 +216,10 @@ impl Tx<'_> {
         change: impl FnOnce(&mut Tx<'_>) -> Result<Record>,
     ) -> Result<Record> {
         let schema = self.collection(collection)?.schema.clone();
-        let (before, granted) = self.visible_to(principal, &schema, id)?;
-        let update = match granted {
-            Some(Access::Write) => Allowed::All,
-            _ => rule(&schema, Verb::Update, principal)?,
-        };
+        let before = self.visible_to(principal, &schema, id)?;
+        let write_granted = principal.user.role != ADMIN_ROLE
+            && grants::access(self.conn, &shared_with(principal), collection, id)? == Some(Access::Write);
+        let update = if write_granted { Allowed::All } else { rule(&schema, Verb::Update, principal)? };
         if !update.admits(&schema, &before)? {
             return Err(forbidden(collection, "the update rule does not allow changing this record"));
         }
@@ -249,21 +247,15 @@ impl Tx<'_> {
         expected: Option<u64>,
     ) -> Result<Record> {
         let schema = self.collection(collection)?.schema.clone();
-        let (before, _) = self.visible_to(principal, &schema, id)?;
+        let before = self.visible_to(principal, &schema, id)?;
         if !rule(&schema, Verb::Delete, principal)?.admits(&schema, &before)? {
             return Err(forbidden(collection, "the delete rule does not allow deleting this record"));
         }
         self.delete(collection, id, expected)
     }
 
-    /// The record if `principal` may view it, with what a grant lets them do; "not found"
-    /// otherwise, as if it did not exist.
-    pub(crate) fn visible_to(
-        &mut self,
-        principal: &Principal,
-        schema: &CollectionSchema,
-        id: &str,
-    ) -> Result<(Record, Option<Access>)> {
+    /// The record if `principal` may view it; "not found" otherwise, as if it did not exist.
+    pub(crate) fn visible_to(&mut self, principal: &Principal, schema: &CollectionSchema, id: &str) -> Result<Record> {
         let record = self.get(&schema.name, id)?;
         viewable(self.conn, principal, schema, record)
     }

@@ -54,13 +54,18 @@ impl Condition {
     }
 
     /// A permission: records `rule` lets in (none when it lets no one in), or shared with
-    /// `who` through a grant. It runs only in SQL, where the grants are.
-    pub(crate) fn rule_or_shared(rule: Option<&str>, who: SharedWith) -> Result<Condition> {
-        let (text, expr) = match rule {
-            Some(text) => (Arc::from(text), Some(Arc::new(parse_filter(text)?))),
-            None => (Arc::from(""), None),
+    /// `who` through a grant. Each clause of the rule gets the alternative — (A and B) or S is
+    /// (A or S) and (B or S) — so the rule is used as parsed. It runs only in SQL, where the
+    /// grants are.
+    pub(crate) fn rule_or_shared(rule: Option<Condition>, who: SharedWith) -> Condition {
+        let who = Arc::new(who);
+        let clauses = match rule {
+            Some(rule) if !rule.is_empty() => {
+                rule.clauses.into_iter().map(|clause| Clause { or_shared: Some(who.clone()), ..clause }).collect()
+            }
+            _ => vec![Clause { text: Arc::from(""), expr: None, or_shared: Some(who) }],
         };
-        Ok(Condition { clauses: vec![Clause { text, expr, or_shared: Some(Arc::new(who)) }] })
+        Condition { clauses }
     }
 
     /// A condition from an expression built in code. It is written in the filter language
@@ -87,10 +92,11 @@ impl Condition {
         self.clauses
             .iter()
             .map(|c| {
-                let expr = match (&c.expr, &c.or_shared) {
-                    (Some(expr), _) => Some(expr.clone()),
-                    (None, Some(_)) => None,
-                    (None, None) => Some(Arc::new(parse_filter(&c.text)?)),
+                // An empty rule text with grants is a rule that lets no one in but them.
+                let expr = match &c.expr {
+                    Some(expr) => Some(expr.clone()),
+                    None if c.or_shared.is_some() && c.text.is_empty() => None,
+                    None => Some(Arc::new(parse_filter(&c.text)?)),
                 };
                 Ok(ClauseRef { text: &c.text, expr, or_shared: c.or_shared.as_deref() })
             })
@@ -177,6 +183,23 @@ pub(crate) mod tests {
         let err = Condition::from("a = ").clauses().expect_err("parsed on use");
         assert!(err.filter_snippet().is_some(), "{err}");
         assert!(Condition::parse("a = ").is_err(), "parsed at once");
+    }
+
+    #[test]
+    fn a_permission_puts_the_grant_alternative_on_every_clause_and_runs_only_in_sql() {
+        let who = || SharedWith { user_id: "u1".into(), role: "editor".into() };
+        let rule = Condition::parse("a = 1").expect("parse").and("b = 2");
+        let permission = Condition::rule_or_shared(Some(rule), who());
+        let clauses = permission.clauses().expect("clauses");
+        assert_eq!(clauses.len(), 2);
+        assert!(clauses.iter().all(|c| c.expr.is_some() && c.or_shared == Some(&who())));
+        let nobody = Condition::rule_or_shared(None, who());
+        let only = nobody.clauses().expect("clauses");
+        assert!(only.len() == 1 && only[0].expr.is_none() && only[0].or_shared.is_some());
+        assert!(nobody.to_string().contains("shared with user \"u1\""), "{nobody}");
+        let schema = CollectionSchema::from_json(r#"{"name": "t", "fields": [{"name": "a", "type": "integer"}]}"#, "s")
+            .expect("schema");
+        assert!(permission.matches(&schema, &Map::new()).is_err(), "grants are only in the database");
     }
 
     #[test]
