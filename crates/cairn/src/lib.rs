@@ -67,6 +67,7 @@ pub use data::idempotency::{Once, OnceOptions, StoredAnswer};
 pub use data::ids::validate_id;
 pub use data::record::{Record, ScanOptions};
 pub use engine::change::Seq;
+pub use engine::lineage::Epoch;
 pub use engine::timestamp::Timestamp;
 pub use engine::writer::{Tx, WriteStats};
 
@@ -118,8 +119,11 @@ pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
 
 // Users, sessions and API keys (for the server).
 pub use access::grants::{Grant, Grantee};
+pub use access::realtime::{Realtime, RealtimeOptions, Resume, Watch, WatchItem};
+pub use access::tickets::MAX_TICKET_LIFETIME;
 pub use access::tokens::{ApiKeyOptions, IssuedToken, Principal, SessionOptions, TokenInfo, TokenKind};
 pub use access::users::User;
+pub use access::watch::{ResetReason, WatchEvent, WatchKind, WatchSpec};
 pub use data::grants::Access;
 
 // Encryption and the audit trail.

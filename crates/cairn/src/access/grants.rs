@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::access::tokens::Principal;
 use crate::access::users::find_user;
 use crate::access::ADMIN_ROLE;
+use crate::data::changes::{Body, ChangeOp, NewChange};
 use crate::data::grants::Access;
 use crate::data::ids::new_id;
 use crate::data::record::Record;
@@ -141,6 +142,7 @@ impl Tx<'_> {
                 params![new_id(), collection, id, kind, key, access.as_str(), self.actor, self.now.0],
                 |r| r.get(0),
             )?;
+        self.log_grant(ChangeOp::Grant, &grant_id, collection, id, (kind, &key), access)?;
         self.audit(
             "grant.create",
             &format!("{collection}/{id}"),
@@ -161,11 +163,15 @@ impl Tx<'_> {
                 _ => e,
             })?;
         }
-        self.conn.prepare_cached("DELETE FROM cairn_grants WHERE id = ?1")?.execute([grant_id])?;
+        let key: String = self
+            .conn
+            .prepare_cached("DELETE FROM cairn_grants WHERE id = ?1 RETURNING grantee")?
+            .query_row([grant_id], |r| r.get(0))?;
         let (kind, name) = match &grant.grantee {
             Grantee::User(name) => ("user", name),
             Grantee::Role(role) => ("role", role),
         };
+        self.log_grant(ChangeOp::Revoke, grant_id, &grant.collection, &grant.record_id, (kind, &key), grant.access)?;
         self.audit(
             "grant.revoke",
             &format!("{}/{}", grant.collection, grant.record_id),
@@ -173,6 +179,33 @@ impl Tx<'_> {
             &format!("{kind} {name}: {}", grant.access.as_str()),
         )?;
         Ok(grant)
+    }
+}
+
+impl Tx<'_> {
+    /// Appends a grant or revoke to the change log, so that followers of the log (realtime
+    /// subscribers) see a record enter or leave what its grantee may see, at its place in
+    /// the order of changes. `grantee` is (kind, user id or role).
+    fn log_grant(
+        &mut self,
+        op: ChangeOp,
+        grant_id: &str,
+        collection: &str,
+        id: &str,
+        grantee: (&str, &str),
+        access: Access,
+    ) -> Result<()> {
+        let c = self.collection(collection)?;
+        let (version, deleted) =
+            crate::data::record::read(self.conn, &c, id)?.map_or((0, true), |r| (r.version, r.deleted_at.is_some()));
+        let body = crate::engine::canonical::canonical_json(&serde_json::json!({
+            "grant": grant_id,
+            "grantee_kind": grantee.0,
+            "grantee": grantee.1,
+            "access": access.as_str(),
+        }));
+        self.log(NewChange { collection, id, op, version, deleted, prev_seq: None, after: Some(Body::new(&body)) })?;
+        Ok(())
     }
 }
 

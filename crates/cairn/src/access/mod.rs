@@ -14,9 +14,12 @@
 
 pub(crate) mod attachments;
 pub(crate) mod grants;
+pub(crate) mod realtime;
 pub(crate) mod rules;
+pub(crate) mod tickets;
 pub(crate) mod tokens;
 pub(crate) mod users;
+pub(crate) mod watch;
 
 use crate::error::{Error, Result};
 

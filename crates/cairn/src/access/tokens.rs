@@ -197,6 +197,21 @@ fn refused() -> Error {
     Error::Unauthenticated { reason: "the name or the password is wrong".into() }
 }
 
+/// The principal a token found by its id lets in, if it is live and its user is not
+/// disabled.
+fn principal_of(conn: &Connection, info: TokenInfo) -> Result<Principal> {
+    if info.revoked_at.is_some() || info.expires_at.is_some_and(|at| at <= Timestamp::now()) {
+        return Err(token_refused());
+    }
+    let user = conn
+        .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM cairn_users WHERE id = ?1"))?
+        .query_row([&info.user_id], user_from_row)
+        .optional()?
+        .filter(|u| !u.disabled)
+        .ok_or_else(token_refused)?;
+    Ok(Principal { user, token: info })
+}
+
 fn token_refused() -> Error {
     Error::Unauthenticated { reason: "the token is unknown, expired or revoked".into() }
 }
@@ -248,21 +263,24 @@ impl Store {
             .query_row([id], |row| Ok((token_from_row(row)?, row.get::<_, String>(8)?)))
             .optional()?;
         let Some((info, hash)) = found else { return Err(token_refused()) };
-        let now = Timestamp::now();
-        if !same(token_hash(token).as_bytes(), hash.as_bytes())
-            || info.revoked_at.is_some()
-            || info.expires_at.is_some_and(|at| at <= now)
-            || !token.starts_with(info.kind.prefix())
-        {
+        if !same(token_hash(token).as_bytes(), hash.as_bytes()) || !token.starts_with(info.kind.prefix()) {
             return Err(token_refused());
         }
-        let user = conn
-            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM cairn_users WHERE id = ?1"))?
-            .query_row([&info.user_id], user_from_row)
+        principal_of(&conn, info)
+    }
+
+    /// Who `principal`'s token lets in now: the same check as [`Store::authenticate`], by
+    /// the token's id, for a caller who stays connected (a realtime stream) — their token
+    /// may have been revoked or have expired since, their user disabled or given another
+    /// role.
+    pub fn recheck(&self, principal: &Principal) -> Result<Principal> {
+        let conn = self.reader()?;
+        let info = conn
+            .prepare_cached(&format!("SELECT {TOKEN_COLUMNS} FROM cairn_tokens WHERE id = ?1"))?
+            .query_row([&principal.token.id], token_from_row)
             .optional()?
-            .filter(|u| !u.disabled)
             .ok_or_else(token_refused)?;
-        Ok(Principal { user, token: info })
+        principal_of(&conn, info)
     }
 
     /// Makes an API key for `user`.

@@ -117,12 +117,12 @@ impl Tx<'_> {
         if !self.publish {
             return Ok(seq);
         }
-        let before: Option<Vec<u8>> = match c.prev_seq {
+        let (before, before_deleted): (Option<Vec<u8>>, bool) = match c.prev_seq {
             Some(prev) => self
                 .conn
-                .prepare_cached("SELECT after FROM cairn_changes WHERE seq = ?1")?
-                .query_row([prev], |r| r.get(0))?,
-            None => None,
+                .prepare_cached("SELECT after, deleted FROM cairn_changes WHERE seq = ?1")?
+                .query_row([prev], |r| Ok((r.get(0)?, r.get(1)?)))?,
+            None => (None, false),
         };
         let parse = |b: Option<&[u8]>| {
             b.and_then(|b| crate::engine::body::body_bytes(self.conn, b).ok())
@@ -138,6 +138,7 @@ impl Tx<'_> {
             at: self.now,
             deleted: c.deleted,
             before: parse(before.as_deref()),
+            before_deleted,
             after: parse(c.after.map(|b| b.bytes)),
             sealed: Vec::new(),
         });
@@ -251,8 +252,13 @@ fn undo_stack(history: &[Change]) -> (Vec<Change>, usize) {
 /// A change row with the `after` of its predecessor, which is its `before`.
 const CHANGE_SELECT: &str =
     "SELECT c.seq, c.collection, c.record_id, c.op, c.version, c.actor, c.at, c.deleted, c.prev_seq,
-        c.after, c.sha256, p.after
+        c.after, c.sha256, p.after, coalesce(p.deleted, 0)
      FROM cairn_changes c LEFT JOIN cairn_changes p ON p.seq = c.prev_seq";
+
+/// A query on [`CHANGE_SELECT`] that leaves the predecessor's body out.
+fn without_before(sql: &str) -> String {
+    sql.replace("c.after, c.sha256, p.after, coalesce(p.deleted, 0)", "c.after, c.sha256, NULL, 0")
+}
 
 /// A change and the seq of its predecessor.
 fn change_from_row(conn: &Connection, row: &Row<'_>) -> Result<(Change, Option<u64>)> {
@@ -304,6 +310,7 @@ fn read_change(conn: &Connection, row: &Row<'_>, parse: bool) -> Result<(Change,
         version,
         deleted,
         before: parse(&before)?,
+        before_deleted: row.get(12)?,
         after: parse(&after)?,
         collection,
         id,
@@ -375,7 +382,7 @@ pub(crate) struct StoredChange {
 /// Up to `limit` entries after `after`, in seq order, each verified against its hash.
 pub(crate) fn stored_page(conn: &Connection, after: i64, limit: i64) -> Result<Vec<StoredChange>> {
     let sql = format!("{CHANGE_SELECT} WHERE c.seq > ?1 ORDER BY c.seq LIMIT ?2");
-    let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
+    let mut stmt = conn.prepare_cached(&without_before(&sql))?;
     let mut rows = stmt.query(params![after, limit])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
@@ -444,7 +451,7 @@ pub(crate) struct ChangeRow {
 /// Reads change `seq` and checks its row hash and body; `Ok(None)` when there is no such row.
 pub(crate) fn verified_row(conn: &Connection, seq: u64) -> Result<Option<ChangeRow>> {
     let sql = format!("{CHANGE_SELECT} WHERE c.seq = ?1");
-    let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
+    let mut stmt = conn.prepare_cached(&without_before(&sql))?;
     let mut rows = stmt.query([seq])?;
     let Some(row) = rows.next()? else { return Ok(None) };
     let (change, prev_seq) = read_change(conn, row, false)?;
@@ -461,7 +468,7 @@ pub(crate) fn verified_row(conn: &Connection, seq: u64) -> Result<Option<ChangeR
 /// Change `seq` with its body (`after`) read and verified; `before` is left out.
 pub(crate) fn change_at(conn: &Connection, seq: u64) -> Result<Option<Change>> {
     let sql = format!("{CHANGE_SELECT} WHERE c.seq = ?1");
-    let mut stmt = conn.prepare_cached(&sql.replace("c.after, c.sha256, p.after", "c.after, c.sha256, NULL"))?;
+    let mut stmt = conn.prepare_cached(&without_before(&sql))?;
     let mut rows = stmt.query([seq])?;
     let Some(row) = rows.next()? else { return Ok(None) };
     Ok(Some(read_change(conn, row, true)?.0))

@@ -106,11 +106,28 @@ impl Condition {
     /// True when `body` matches every clause, evaluated in memory against `schema` (the
     /// reference semantics the SQL a query runs is tested against).
     pub fn matches(&self, schema: &CollectionSchema, body: &Map<String, Value>) -> Result<bool> {
+        self.check(schema)?;
+        self.holds(schema, body)
+    }
+
+    /// Checks every clause against `schema` (its fields exist, its values fit), so that
+    /// [`Condition::holds`] can then run it many times without checking again.
+    pub(crate) fn check(&self, schema: &CollectionSchema) -> Result<()> {
+        for clause in self.clauses()? {
+            if let Some(expr) = &clause.expr {
+                crate::data::query::check_filter(schema, clause.text, expr)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when `body` matches every clause; the condition must have passed
+    /// [`Condition::check`] against `schema`.
+    pub(crate) fn holds(&self, schema: &CollectionSchema, body: &Map<String, Value>) -> Result<bool> {
         for clause in self.clauses()? {
             let Some(expr) = clause.expr.filter(|_| clause.or_shared.is_none()) else {
                 return Err(Error::Internal("a permission with grants is evaluated in SQL only".into()));
             };
-            crate::data::query::check_filter(schema, clause.text, &expr)?;
             if !crate::data::query::eval::matches(schema, &expr, body) {
                 return Ok(false);
             }

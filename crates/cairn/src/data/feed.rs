@@ -84,7 +84,7 @@ pub enum FeedEvent {
 #[derive(Debug)]
 struct Cursor {
     store: Weak<Inner>,
-    slot: Arc<Slot>,
+    slot: Arc<Slot<Change>>,
     /// The last seq delivered.
     last: u64,
     /// Changes read from the log, not delivered yet.
@@ -140,7 +140,7 @@ impl Cursor {
     }
 
     /// The next change or slot signal available without waiting.
-    fn step(&mut self, delivery: Option<Delivery>) -> Result<Step> {
+    fn step(&mut self, delivery: Option<Delivery<Change>>) -> Result<Step> {
         let mut delivery = delivery;
         loop {
             if let Some(change) = self.backlog.pop_front() {
@@ -163,12 +163,12 @@ impl Cursor {
                 },
             };
             match next {
-                Delivery::Change(change) if change.seq.0 <= self.last => {}
-                Delivery::Change(change) if change.seq.0 == self.last + 1 => {
+                Delivery::Item(change) if change.seq.0 <= self.last => {}
+                Delivery::Item(change) if change.seq.0 == self.last + 1 => {
                     return self.deliver(change).map(Step::Change)
                 }
                 // Committed before the queue caught up with the log: it is in the log.
-                Delivery::Change(_) => self.behind = true,
+                Delivery::Item(_) => self.behind = true,
                 Delivery::Overflowed => return Ok(Step::Overflowed),
                 Delivery::Closed => return Ok(Step::Closed),
             }
@@ -233,7 +233,7 @@ impl Feed {
     }
 
     /// The next event available without waiting.
-    fn event(&mut self, delivery: Option<Delivery>) -> Result<Option<FeedEvent>> {
+    fn event(&mut self, delivery: Option<Delivery<Change>>) -> Result<Option<FeedEvent>> {
         if self.ended {
             return Ok(None);
         }
@@ -297,7 +297,7 @@ impl Subscription {
                 Step::Change(change) => return Ok(Some(change)),
                 Step::Overflowed => {
                     // What the queue dropped is in the log: read it from there.
-                    self.cursor.slot.clear();
+                    self.cursor.slot.clear(0);
                     self.cursor.behind = true;
                     continue;
                 }

@@ -44,7 +44,7 @@ impl From<u64> for Seq {
 }
 
 /// What a change did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ChangeOp {
@@ -76,6 +76,11 @@ pub enum ChangeOp {
     SettingReset,
     /// A setting was defined.
     SettingDefine,
+    /// A record was shared (or a grant's access changed); `after` is the grant:
+    /// `{"grant", "grantee_kind", "grantee", "access"}` (a user grantee by id).
+    Grant,
+    /// A grant was withdrawn; `after` is the grant that was.
+    Revoke,
 }
 
 impl ChangeOp {
@@ -96,10 +101,12 @@ impl ChangeOp {
             ChangeOp::SettingSet => "setting_set",
             ChangeOp::SettingReset => "setting_reset",
             ChangeOp::SettingDefine => "setting_define",
+            ChangeOp::Grant => "grant",
+            ChangeOp::Revoke => "revoke",
         }
     }
 
-    pub(crate) const ALL: [ChangeOp; 14] = [
+    pub(crate) const ALL: [ChangeOp; 16] = [
         ChangeOp::Create,
         ChangeOp::Replace,
         ChangeOp::Patch,
@@ -114,6 +121,8 @@ impl ChangeOp {
         ChangeOp::SettingSet,
         ChangeOp::SettingReset,
         ChangeOp::SettingDefine,
+        ChangeOp::Grant,
+        ChangeOp::Revoke,
     ];
 
     pub(crate) fn parse(text: &str) -> Option<ChangeOp> {
@@ -158,6 +167,10 @@ pub struct Change {
     pub deleted: bool,
     /// The body before the change, if there was one.
     pub before: Option<Value>,
+    /// True when the record was soft-deleted before the change (`before` is then its
+    /// deleted state).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub before_deleted: bool,
     /// The body after the change; `None` when the row is gone (purge, drop).
     pub after: Option<Value>,
     /// Encrypted fields of `before` or `after` this handle cannot open (the key is locked);

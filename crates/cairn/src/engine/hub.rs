@@ -6,6 +6,10 @@
 //! changes (it resumes from the change log, which holds them all). A subscriber waits for its
 //! slot either blocking (a condition variable) or from async code (a waker), so one async task
 //! per client is enough. When the store closes, every slot is closed.
+//!
+//! A slot holds any item type: the hub's carry [`Change`]s; the realtime fan-out
+//! (access/realtime.rs) uses the same slots for what each subscriber is to receive, with a
+//! mark saying how far its producer has looked.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,22 +22,24 @@ use crate::engine::change::Change;
 /// The fan-out of one store.
 #[derive(Debug, Default)]
 pub(crate) struct Hub {
-    slots: Mutex<Vec<Arc<Slot>>>,
+    slots: Mutex<Vec<Arc<Slot<Change>>>>,
 }
 
 /// One subscriber's queue.
 #[derive(Debug)]
-pub(crate) struct Slot {
-    state: Mutex<SlotState>,
+pub(crate) struct Slot<T> {
+    state: Mutex<SlotState<T>>,
     ready: Condvar,
     /// Set when the subscriber is gone; the hub then forgets the slot.
     dropped: AtomicBool,
 }
 
 #[derive(Debug)]
-struct SlotState {
-    queue: VecDeque<Change>,
+struct SlotState<T> {
+    queue: VecDeque<T>,
     capacity: usize,
+    /// Set by the producer with each push: how far it has looked (a seq), whatever it queued.
+    mark: u64,
     overflowed: bool,
     closed: bool,
     waker: Option<Waker>,
@@ -41,8 +47,8 @@ struct SlotState {
 
 /// What a slot has for its subscriber.
 #[derive(Debug, PartialEq)]
-pub(crate) enum Delivery {
-    Change(Change),
+pub(crate) enum Delivery<T> {
+    Item(T),
     /// The queue overflowed: changes were dropped here (they are in the log).
     Overflowed,
     /// The store closed.
@@ -60,18 +66,8 @@ impl Hub {
     }
 
     /// A new slot holding up to `capacity` changes, receiving everything committed from now.
-    pub(crate) fn subscribe(&self, capacity: usize) -> Arc<Slot> {
-        let slot = Arc::new(Slot {
-            state: Mutex::new(SlotState {
-                queue: VecDeque::new(),
-                capacity: capacity.max(1),
-                overflowed: false,
-                closed: false,
-                waker: None,
-            }),
-            ready: Condvar::new(),
-            dropped: AtomicBool::new(false),
-        });
+    pub(crate) fn subscribe(&self, capacity: usize) -> Arc<Slot<Change>> {
+        let slot = Slot::new(capacity);
         lock(&self.slots).push(slot.clone());
         slot
     }
@@ -85,17 +81,7 @@ impl Hub {
         let mut slots = lock(&self.slots);
         slots.retain(|slot| !slot.dropped.load(Ordering::Acquire));
         for slot in slots.iter() {
-            let mut state = lock(&slot.state);
-            if state.overflowed || state.closed {
-                continue;
-            }
-            if state.queue.len() + changes.len() > state.capacity {
-                state.overflowed = true;
-                state.queue = VecDeque::new();
-            } else {
-                state.queue.extend(changes.iter().cloned());
-            }
-            slot.wake(&mut state);
+            slot.push(changes.iter().cloned(), 0);
         }
     }
 }
@@ -103,24 +89,78 @@ impl Hub {
 impl Drop for Hub {
     fn drop(&mut self) {
         for slot in lock(&self.slots).iter() {
-            let mut state = lock(&slot.state);
-            state.closed = true;
-            slot.wake(&mut state);
+            slot.close();
         }
     }
 }
 
-impl Slot {
-    fn wake(&self, state: &mut SlotState) {
+impl<T> Slot<T> {
+    /// An empty slot holding up to `capacity` items.
+    pub(crate) fn new(capacity: usize) -> Arc<Slot<T>> {
+        Arc::new(Slot {
+            state: Mutex::new(SlotState {
+                queue: VecDeque::new(),
+                capacity: capacity.max(1),
+                mark: 0,
+                overflowed: false,
+                closed: false,
+                waker: None,
+            }),
+            ready: Condvar::new(),
+            dropped: AtomicBool::new(false),
+        })
+    }
+
+    /// Queues `items` (all or, when they do not fit, none: the slot overflows and drops what
+    /// it held) and sets the mark; never blocks. A slot that overflowed takes nothing more
+    /// until its subscriber has seen that ([`Slot::clear`]); false then.
+    pub(crate) fn push(&self, items: impl ExactSizeIterator<Item = T>, mark: u64) -> bool {
+        let mut state = lock(&self.state);
+        if state.overflowed || state.closed {
+            return false;
+        }
+        if items.len() > 0 {
+            if state.queue.len() + items.len() > state.capacity {
+                state.overflowed = true;
+                state.queue = VecDeque::new();
+            } else {
+                state.queue.extend(items);
+            }
+            self.wake(&mut state);
+        }
+        state.mark = mark;
+        !state.overflowed
+    }
+
+    /// True when the slot overflowed and its subscriber has not seen that yet.
+    pub(crate) fn overflowed(&self) -> bool {
+        lock(&self.state).overflowed
+    }
+
+    /// The producer's mark, when nothing is queued: everything up to it was looked at and
+    /// delivered. `None` while items wait (or the slot overflowed).
+    pub(crate) fn idle_mark(&self) -> Option<u64> {
+        let state = lock(&self.state);
+        (state.queue.is_empty() && !state.overflowed).then_some(state.mark)
+    }
+
+    /// Closes the slot: its subscriber gets what is queued, then [`Delivery::Closed`].
+    pub(crate) fn close(&self) {
+        let mut state = lock(&self.state);
+        state.closed = true;
+        self.wake(&mut state);
+    }
+
+    fn wake(&self, state: &mut SlotState<T>) {
         self.ready.notify_all();
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
     }
 
-    fn take(state: &mut SlotState) -> Option<Delivery> {
-        if let Some(change) = state.queue.pop_front() {
-            return Some(Delivery::Change(change));
+    fn take(state: &mut SlotState<T>) -> Option<Delivery<T>> {
+        if let Some(item) = state.queue.pop_front() {
+            return Some(Delivery::Item(item));
         }
         if state.overflowed {
             state.overflowed = false;
@@ -130,7 +170,7 @@ impl Slot {
     }
 
     /// The next delivery, waiting up to `timeout`; `None` when nothing came in time.
-    pub(crate) fn wait(&self, timeout: Duration) -> Option<Delivery> {
+    pub(crate) fn wait(&self, timeout: Duration) -> Option<Delivery<T>> {
         let deadline = Instant::now() + timeout;
         let mut state = lock(&self.state);
         loop {
@@ -146,7 +186,7 @@ impl Slot {
     }
 
     /// The next delivery for async code: ready, or pending with `cx`'s waker registered.
-    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Delivery> {
+    pub(crate) fn poll(&self, cx: &mut Context<'_>) -> Poll<Delivery<T>> {
         let mut state = lock(&self.state);
         match Self::take(&mut state) {
             Some(delivery) => Poll::Ready(delivery),
@@ -157,11 +197,13 @@ impl Slot {
         }
     }
 
-    /// Drops whatever is queued (the subscriber is about to read the log instead).
-    pub(crate) fn clear(&self) {
+    /// Drops whatever is queued (the subscriber is about to read the log instead) and takes
+    /// items again; the mark becomes `mark`.
+    pub(crate) fn clear(&self, mark: u64) {
         let mut state = lock(&self.state);
         state.queue.clear();
         state.overflowed = false;
+        state.mark = mark;
     }
 
     /// Tells the hub this slot's subscriber is gone.
@@ -187,6 +229,7 @@ mod tests {
             at: Timestamp(0),
             deleted: false,
             before: None,
+            before_deleted: false,
             after: None,
             sealed: Vec::new(),
         }
@@ -201,7 +244,7 @@ mod tests {
         assert_eq!(slot.wait(Duration::ZERO), Some(Delivery::Overflowed), "the queue was dropped");
         assert_eq!(slot.wait(Duration::ZERO), None);
         hub.publish(&[change(4)]);
-        assert_eq!(slot.wait(Duration::ZERO), Some(Delivery::Change(change(4))));
+        assert_eq!(slot.wait(Duration::ZERO), Some(Delivery::Item(change(4))));
         slot.release();
         hub.publish(&[change(5)]);
         assert!(!hub.has_subscribers(), "a released slot is forgotten at the next publish");
@@ -228,6 +271,6 @@ mod tests {
         assert!(slot.poll(&mut cx).is_pending());
         hub.publish(&[change(1)]);
         assert_eq!(count.0.load(Ordering::SeqCst), 1);
-        assert_eq!(slot.poll(&mut cx), Poll::Ready(Delivery::Change(change(1))));
+        assert_eq!(slot.poll(&mut cx), Poll::Ready(Delivery::Item(change(1))));
     }
 }

@@ -12,6 +12,7 @@ pub(crate) mod hash;
 pub(crate) mod hub;
 pub(crate) mod keyring;
 pub(crate) mod layout;
+pub(crate) mod lineage;
 pub(crate) mod lock;
 pub(crate) mod owner;
 pub(crate) mod pool;

@@ -44,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("format/0007_access.sql"),
     include_str!("format/0008_idempotency.sql"),
     include_str!("format/0009_grants.sql"),
+    include_str!("format/0010_lineage.sql"),
 ];
 
 /// The newest store format this build reads and writes.
@@ -214,6 +215,12 @@ impl Store {
     }
 
     /// A handle to the same store whose writes are recorded under `actor` in the change log.
+    /// A handle on a store still open elsewhere (for work that holds only a weak
+    /// reference, like the realtime fan-out), acting as cairn itself.
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Store {
+        Store { inner, actor: Arc::from("cairn") }
+    }
+
     pub fn as_actor(&self, actor: &str) -> Store {
         Store { inner: self.inner.clone(), actor: Arc::from(actor) }
     }

@@ -43,6 +43,16 @@ impl Serialize for Timestamp {
     }
 }
 
+/// Reads what [`Serialize`] writes: an RFC 3339 date-time (to the millisecond).
+impl<'de> serde::Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let dt =
+            parse_datetime(&text).ok_or_else(|| serde::de::Error::custom(format!("{text:?} is not a date-time")))?;
+        Ok(Timestamp((dt.unix_timestamp_nanos() / 1_000_000) as i64))
+    }
+}
+
 /// Parses an RFC 3339 date-time or a plain `YYYY-MM-DD` date (midnight UTC).
 pub(crate) fn parse_datetime(text: &str) -> Option<OffsetDateTime> {
     if let Ok(dt) = OffsetDateTime::parse(text, &Rfc3339) {

@@ -37,11 +37,12 @@ impl Catalog {
     /// The catalog the change log describes. Fails when an entry it needs is damaged.
     pub(crate) fn from_log(conn: &Connection) -> Result<Catalog> {
         let mut out = Catalog::default();
-        // The partial index `cairn_changes_by_key` holds exactly these entries (and purges).
+        // The partial index `cairn_changes_by_key` holds exactly these entries (and purges,
+        // grants and revokes, which are about records).
         let rows: Vec<(u64, String, String, String, u64, i64)> = conn
             .prepare(
                 "SELECT seq, collection, record_id, op, version, at FROM cairn_changes
-                 WHERE op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo') AND op != 'purge'
+                 WHERE op NOT IN ('create', 'replace', 'patch', 'delete', 'revert', 'undo', 'redo') AND op NOT IN ('purge', 'grant', 'revoke')
                  ORDER BY seq",
             )?
             .query_map([], |r| {

@@ -447,13 +447,13 @@ fn check_records(
 }
 
 /// For every record id of a collection (since it was last created), the seq and op of its
-/// newest change-log entry.
+/// newest change-log entry that wrote it (grants and revokes do not).
 pub(crate) fn latest_changes(conn: &Connection, collection: &str) -> Result<BTreeMap<String, (u64, String)>> {
     let created = [crate::data::changes::ChangeOp::CollectionCreate];
     let since = crate::data::changes::last_keyed_change(conn, collection, "", &created)?.unwrap_or(0);
     // SQLite takes the bare column `op` from the row holding max(seq).
     let rows = conn
-        .prepare("SELECT record_id, max(seq), op FROM cairn_changes WHERE collection = ?1 AND record_id != '' AND seq > ?2 GROUP BY record_id")?
+        .prepare("SELECT record_id, max(seq), op FROM cairn_changes WHERE collection = ?1 AND record_id != '' AND seq > ?2 AND op NOT IN ('grant', 'revoke') GROUP BY record_id")?
         .query_map(rusqlite::params![collection, since], |r| {
             Ok((crate::engine::sql::text_at(r, 0)?, (r.get(1)?, crate::engine::sql::text_at(r, 2)?)))
         })?

@@ -188,9 +188,11 @@ fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     // cannot open cannot be backed up: it is moved aside whole instead (that is when a
     // restore matters most).
     let mut damaged = None;
+    let mut live_generation = None;
     let (lock, pre) = if dir.join(DB_FILE).exists() {
         match Store::open(dir, StoreOptions::existing()) {
             Ok(store) => {
+                live_generation = store.epoch().ok().map(|e| e.generation);
                 let pre = store.backup(
                     &BackupOptions { reason: BackupReason::PreRestore, dir: Some(root.clone()), rotate: false },
                     progress,
@@ -213,6 +215,7 @@ fn restore_now(dir: &Path, id: &str, options: &RestoreOptions, progress: Progres
     }
     std::fs::create_dir(&staging).map_err(|e| Error::io("create directory", &staging, e))?;
     stage(&source, &manifest, &staging, Some(dir), progress)?;
+    mark_restored(&staging, live_generation)?;
     let replaced = fsutil::unique_dir(&dir.join(QUARANTINE_DIR), "replaced")?;
     let journal =
         Journal { backup: id.to_string(), staging: staging.clone(), replaced: replaced.clone(), items: all_items() };
@@ -243,6 +246,7 @@ fn restore_elsewhere(source: &Path, manifest: Manifest, to: &Path, progress: Pro
     }
     std::fs::create_dir_all(to).map_err(|e| Error::io("create directory", to, e))?;
     stage(source, &manifest, to, None, progress)?;
+    mark_restored(to, None)?;
     Ok(RestoreReport {
         backup: manifest.id.clone(),
         pre_restore_backup: None,
@@ -251,6 +255,22 @@ fn restore_elsewhere(source: &Path, manifest: Manifest, to: &Path, progress: Pro
         target: to.to_path_buf(),
         manifest,
     })
+}
+
+/// Raises the restore generation of the database staged in `dir` above its own and `live`'s
+/// (engine/lineage.rs), so that followers of the log it replaces learn that their seqs no
+/// longer mean what they did. A backup older than format 10 has no lineage yet: opening it
+/// draws a new store id, which tells followers the same.
+fn mark_restored(dir: &Path, live: Option<u64>) -> Result<()> {
+    let path = dir.join(DB_FILE);
+    let conn = rusqlite::Connection::open(&path)?;
+    let format: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if format >= 10 {
+        crate::engine::lineage::mark_restored(&conn, live)?;
+    }
+    conn.close().map_err(|(_, e)| e)?;
+    std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(|e| Error::io("sync", &path, e))?;
+    fsutil::sync_dir(dir)
 }
 
 /// Copies a backup's files into `target`, checking each against the manifest. A blob the

@@ -17,6 +17,7 @@ mod integrity;
 mod migrate;
 mod portability;
 mod query;
+mod realtime;
 mod records;
 mod repair;
 mod reports;
