@@ -4,7 +4,6 @@
 //! [`normalize`] (every error a problem with the request id); panics caught as 500; a
 //! request timeout (408); the body limit; then the routes.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,16 +21,16 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use crate::backend::Backend;
 use crate::config::ServerConfig;
 use crate::problem::normalize;
-use crate::routes::{self, AppState};
+use crate::routes::{self, AppState, Draining};
 use utoipa_axum::router::OpenApiRouter;
 
 /// The whole API over `backend`, ready to be served or called in-process.
 pub fn app(backend: Arc<dyn Backend>, config: ServerConfig) -> Router {
-    build(backend, config, Arc::new(AtomicBool::new(false)))
+    build(backend, config, Arc::new(tokio::sync::watch::Sender::new(false)))
 }
 
 /// [`app`] with the flag that shutdown sets.
-pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: Arc<AtomicBool>) -> Router {
+pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: Draining) -> Router {
     let timeout = Duration::from_millis(config.request_timeout_ms);
     let cors = cors(&config.cors_origins);
     let body_limit = config.max_body_bytes;
@@ -93,6 +92,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(routes::grants::router())
         .merge(routes::attachments::router())
         .merge(routes::changes::router())
+        .merge(routes::realtime::signed_in())
         .merge(routes::admin::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::audit_denied))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
@@ -101,6 +101,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(routes::health::router())
         .routes(utoipa_axum::routes!(crate::metrics::render))
         .merge(routes::auth::public())
+        .merge(routes::realtime::public())
         .merge(signed_in)
 }
 

@@ -8,7 +8,7 @@ use std::pin::Pin;
 
 use cairn::{
     Access, Change, CollectionInfo, Grant, Grantee, IssuedToken, Once, OnceOptions, Page, Principal, Query, Record,
-    Seq, SessionOptions, TokenInfo, User,
+    Resume, Seq, SessionOptions, TokenInfo, User, WatchItem, WatchSpec,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -148,6 +148,44 @@ pub trait Backend: Send + Sync + 'static {
     /// Closes storage once the server has drained (taking the shutdown backup when the
     /// store's settings ask for one). Later calls fail.
     fn close(&self) -> BackendFuture<'_, ()>;
+
+    /// Subscribes `caller` to realtime events of `spec`, from `resume`.
+    fn watch(&self, caller: Principal, spec: WatchSpec, resume: Resume) -> BackendFuture<'_, Box<dyn Subscription>>;
+
+    /// A single-use stream ticket for `caller`, good for `lifetime`.
+    fn issue_ticket(&self, caller: Principal, lifetime: std::time::Duration) -> BackendFuture<'_, String>;
+
+    /// Who a stream ticket was issued to, as their token lets them in now; the ticket is
+    /// used up.
+    fn redeem_ticket(&self, ticket: String) -> BackendFuture<'_, Principal>;
+
+    /// Who `caller`'s token lets in now (it may have been revoked since).
+    fn recheck(&self, caller: Principal) -> BackendFuture<'_, Principal>;
+}
+
+/// A realtime subscription as the routes see it: its items in order, how far it has been
+/// judged, and the history its seqs belong to.
+pub trait Subscription: futures_core::Stream<Item = cairn::Result<WatchItem>> + Send + Sync + Unpin {
+    /// Every change up to here was delivered or did not concern the subscriber.
+    fn position(&self) -> Seq;
+    /// The epoch of the seqs it delivers.
+    fn epoch(&self) -> String;
+    /// The subscriber's token now names `principal` (a role may have changed).
+    fn set_principal(&self, principal: Principal) -> cairn::Result<()>;
+}
+
+impl Subscription for cairn::Watch {
+    fn position(&self) -> Seq {
+        cairn::Watch::position(self)
+    }
+
+    fn epoch(&self) -> String {
+        cairn::Watch::epoch(self).to_string()
+    }
+
+    fn set_principal(&self, principal: Principal) -> cairn::Result<()> {
+        cairn::Watch::set_principal(self, principal)
+    }
 }
 
 /// A write of one record.

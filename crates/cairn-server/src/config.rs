@@ -54,6 +54,22 @@ pub struct ServerConfig {
     pub tls_cert_file: Option<std::path::PathBuf>,
     /// The private key (PEM) of `tls_cert_file`.
     pub tls_key_file: Option<std::path::PathBuf>,
+    /// How often an idle realtime stream gets a heartbeat (which also carries how far it has
+    /// been judged) and its token is checked again. Default: 15,000 ms.
+    pub realtime_heartbeat_ms: u64,
+    /// How long a stream ticket (`POST /api/realtime/tickets`) stays good. Default: 30 s.
+    pub realtime_ticket_seconds: u64,
+    /// The most subscriptions one WebSocket may hold. Default: 32.
+    pub realtime_max_subscriptions: usize,
+    /// Events held per realtime subscriber before it catches up from the change log instead.
+    /// Default: 256.
+    pub realtime_buffer: usize,
+    /// How long a client is told to wait before reconnecting after a shutdown. Default:
+    /// 2,000 ms.
+    pub realtime_retry_ms: u64,
+    /// A connection whose writes make no progress for this long (a client that stopped
+    /// reading: a stalled stream) is closed. Default: 30,000 ms.
+    pub send_stall_timeout_ms: u64,
 }
 
 impl ServerConfig {
@@ -152,6 +168,12 @@ impl Default for ServerConfig {
             log_keep_files: 14,
             tls_cert_file: None,
             tls_key_file: None,
+            realtime_heartbeat_ms: 15_000,
+            realtime_ticket_seconds: 30,
+            realtime_max_subscriptions: 32,
+            realtime_buffer: 256,
+            realtime_retry_ms: 2_000,
+            send_stall_timeout_ms: 30_000,
         }
     }
 }

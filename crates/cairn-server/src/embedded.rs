@@ -3,12 +3,13 @@
 
 use cairn::{
     Access, BackupStatus, Backups, Change, CollectionInfo, Grant, Grantee, IssuedToken, Once, OnceOptions, Page,
-    Principal, Query, Record, Seq, SessionOptions, Store, StoreOptions, StoredAnswer, TokenInfo, User,
+    Principal, Query, Realtime, RealtimeOptions, Record, Resume, Seq, SessionOptions, Store, StoreOptions,
+    StoredAnswer, TokenInfo, User, WatchSpec,
 };
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
-use crate::backend::{Backend, BackendFuture, Readiness, RecordWrite};
+use crate::backend::{Backend, BackendFuture, Readiness, RecordWrite, Subscription};
 
 /// A [`Backend`] over an open [`Store`].
 ///
@@ -19,6 +20,10 @@ pub struct Embedded {
     store: Arc<RwLock<Option<Store>>>,
     /// How the store is opened again after a restore.
     reopen: StoreOptions,
+    /// The realtime fan-out of the store, started by the first subscriber; a restore stops
+    /// it (its subscribers then subscribe again, to the restored store, and are reset).
+    realtime: Arc<Mutex<Option<Arc<Realtime>>>>,
+    realtime_options: RealtimeOptions,
 }
 
 impl Embedded {
@@ -30,7 +35,19 @@ impl Embedded {
 
     /// Serves `store`, opening it again with `options` after a restore.
     pub fn reopening_with(store: Store, options: StoreOptions) -> Embedded {
-        Embedded { store: Arc::new(RwLock::new(Some(store))), reopen: options }
+        Embedded {
+            store: Arc::new(RwLock::new(Some(store))),
+            reopen: options,
+            realtime: Arc::default(),
+            realtime_options: RealtimeOptions::default(),
+        }
+    }
+
+    /// Holds up to `buffer` events per realtime subscriber before it must catch up from the
+    /// change log (default: [`RealtimeOptions::default`]).
+    pub fn with_realtime_buffer(mut self, buffer: usize) -> Embedded {
+        self.realtime_options.buffer = buffer;
+        self
     }
 
     /// Runs `work` on the store (held for reading) on tokio's blocking pool.
@@ -315,9 +332,12 @@ impl Backend for Embedded {
     }
 
     fn restore(&self, backup: String) -> BackendFuture<'_, cairn::RestoreReport> {
-        let (store, reopen) = (self.store.clone(), self.reopen.clone());
+        let (store, reopen, realtime) = (self.store.clone(), self.reopen.clone(), self.realtime.clone());
         off_the_runtime(move || {
             let mut held = store.write().unwrap_or_else(|p| p.into_inner());
+            // The fan-out follows the store being replaced; its subscribers come back to the
+            // restored one (and are told to start over: its epoch is new).
+            drop(realtime.lock().unwrap_or_else(|p| p.into_inner()).take());
             let current = held.take().ok_or(cairn::Error::WriterStopped)?;
             let reopened = current.restore_in_place(&backup, &reopen, &mut |_, _, _| {});
             match reopened.store {
@@ -328,9 +348,36 @@ impl Backend for Embedded {
         })
     }
 
+    fn watch(&self, caller: Principal, spec: WatchSpec, resume: Resume) -> BackendFuture<'_, Box<dyn Subscription>> {
+        let (realtime, options) = (self.realtime.clone(), self.realtime_options.clone());
+        self.blocking(move |s| {
+            let fan_out = {
+                let mut running = realtime.lock().unwrap_or_else(|p| p.into_inner());
+                match running.as_ref() {
+                    Some(fan_out) => fan_out.clone(),
+                    None => running.insert(Arc::new(s.realtime(&options)?)).clone(),
+                }
+            };
+            Ok(Box::new(fan_out.watch(caller, spec, &resume)?) as Box<dyn Subscription>)
+        })
+    }
+
+    fn issue_ticket(&self, caller: Principal, lifetime: std::time::Duration) -> BackendFuture<'_, String> {
+        self.blocking(move |s| s.issue_ticket(&caller, lifetime))
+    }
+
+    fn redeem_ticket(&self, ticket: String) -> BackendFuture<'_, Principal> {
+        self.blocking(move |s| s.redeem_ticket(&ticket))
+    }
+
+    fn recheck(&self, caller: Principal) -> BackendFuture<'_, Principal> {
+        self.blocking(move |s| s.recheck(&caller))
+    }
+
     fn close(&self) -> BackendFuture<'_, ()> {
-        let store = self.store.clone();
+        let (store, realtime) = (self.store.clone(), self.realtime.clone());
         off_the_runtime(move || {
+            drop(realtime.lock().unwrap_or_else(|p| p.into_inner()).take());
             let taken = store.write().unwrap_or_else(|p| p.into_inner()).take();
             taken.map_or(Ok(()), Store::close)
         })

@@ -19,6 +19,7 @@
 
 mod app;
 mod backend;
+pub mod client;
 mod config;
 mod embedded;
 mod limits;
@@ -27,6 +28,7 @@ mod openapi;
 mod problem;
 mod routes;
 mod serve;
+mod stall;
 mod stream;
 mod tls;
 

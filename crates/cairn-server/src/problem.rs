@@ -161,7 +161,8 @@ pub async fn normalize(request: Request, next: Next) -> Response {
 }
 
 impl Problem {
-    fn body_value(self) -> Value {
+    /// The problem as JSON (for answers that are not HTTP responses: WebSocket messages).
+    pub(crate) fn body_value(self) -> Value {
         json!({
             "type": format!("urn:cairn:problem:{}", self.kind),
             "title": title(self.status),

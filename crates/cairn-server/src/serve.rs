@@ -3,7 +3,6 @@
 //! (the store's shutdown backup).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::backend::Backend;
 use crate::config::ServerConfig;
+use crate::stall::Guarded;
 
 /// Serves the API on `listener` until `shutdown` completes, then drains and closes
 /// `backend`: HTTPS when the config names a certificate and key (see [`ServerConfig::tls`]),
@@ -33,23 +33,25 @@ pub async fn serve(
         }
     };
     let drain = Duration::from_millis(config.drain_timeout_ms);
-    let draining = Arc::new(AtomicBool::new(false));
+    let stall = Duration::from_millis(config.send_stall_timeout_ms.max(1));
+    let draining = Arc::new(tokio::sync::watch::Sender::new(false));
+    let mut on_signal = draining.subscribe();
     let router = crate::app::build(Arc::clone(&backend), config, Arc::clone(&draining));
-    let (signalled, mut on_signal) = tokio::sync::watch::channel(false);
-    let flag = Arc::clone(&draining);
     let stop = async move {
         shutdown.await;
-        flag.store(true, Ordering::SeqCst);
-        let _ = signalled.send(true);
+        draining.send_replace(true);
     };
     let service = router.into_make_service_with_connect_info::<SocketAddr>();
     let mut server = match tls {
         // `tap_io` makes the peer's address the connection's info, as for plain TCP.
         Some(tls) => {
-            let listener = crate::tls::TlsListener::new(listener, tls)?.tap_io(|_| ());
+            let listener = Guarded::new(crate::tls::TlsListener::new(listener, tls)?, stall).tap_io(|_| ());
             tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await })
         }
-        None => tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await }),
+        None => {
+            let listener = Guarded::new(listener, stall).tap_io(|_| ());
+            tokio::spawn(async move { axum::serve(listener, service).with_graceful_shutdown(stop).await })
+        }
     };
     tracing::info!(%local, "serving");
     let deadline = async move {

@@ -1,8 +1,6 @@
 //! `/health` answers while the process runs; `/ready` only while the store can take writes:
 //! writable, enough disk, a recent enough verified backup (as configured), and not draining.
 
-use std::sync::atomic::Ordering;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -34,7 +32,7 @@ async fn ready(State(state): State<AppState>) -> Result<Response, Problem> {
     let config = &state.config;
     let mut readiness =
         state.backend.readiness(config.ready_min_free_bytes, config.ready_max_backup_age_seconds).await?;
-    if state.draining.load(Ordering::SeqCst) {
+    if *state.draining.borrow() {
         readiness.reasons.push("the server is shutting down".to_string());
     }
     if readiness.is_ready() {

@@ -8,9 +8,9 @@ pub(crate) mod changes;
 pub(crate) mod collections;
 pub(crate) mod grants;
 pub(crate) mod health;
+pub(crate) mod realtime;
 pub(crate) mod records;
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -23,13 +23,17 @@ use crate::backend::Backend;
 use crate::config::ServerConfig;
 use crate::problem::Problem;
 
+/// Whether shutdown has begun, and a way to wait for it.
+pub(crate) type Draining = Arc<tokio::sync::watch::Sender<bool>>;
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
     pub backend: Arc<dyn Backend>,
     pub config: Arc<ServerConfig>,
-    /// Set when shutdown began: `/ready` answers 503 so that a balancer stops sending.
-    pub draining: Arc<AtomicBool>,
+    /// True once shutdown began: `/ready` answers 503 so that a balancer stops sending, and
+    /// realtime streams send their `shutdown` event and end.
+    pub draining: Draining,
     pub limits: Arc<crate::limits::Limits>,
     /// Idempotency keys whose first request is still running.
     pub in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,

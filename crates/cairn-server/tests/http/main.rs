@@ -9,6 +9,7 @@ mod bad_input;
 mod idempotency;
 mod limits;
 mod openapi;
+mod realtime;
 mod records;
 mod rules;
 mod served;
