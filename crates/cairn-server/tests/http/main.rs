@@ -10,6 +10,7 @@ mod idempotency;
 mod limits;
 mod openapi;
 mod realtime;
+mod realtime_resume;
 mod records;
 mod rules;
 mod served;
