@@ -5,6 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod follow_server;
 mod tour;
 
 fn cairn(dir: &Path, args: &[&str]) -> Output {
