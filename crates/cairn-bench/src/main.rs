@@ -4,11 +4,12 @@
 //!
 //! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4;
 //! `-- blobs` runs P5; `-- backup` runs P6; `-- serve` runs P7 and P8 (`cairn serve` against
-//! PocketBase, with wrk).
+//! PocketBase, with wrk); `-- realtime` runs the realtime delivery benchmark.
 
 mod backup;
 mod blobs;
 mod query;
+mod realtime;
 mod serve;
 mod write;
 
@@ -34,6 +35,8 @@ enum Bench {
     Backup(backup::BackupArgs),
     /// P7: requests per second and p99 of `cairn serve` vs PocketBase; P8: their RSS.
     Serve(serve::ServeArgs),
+    /// Realtime: SSE subscribers while writers commit; delivery rate, latency, server RSS.
+    Realtime(realtime::RealtimeArgs),
     /// (internal) One cold P3 measurement in this process: `cairn` or `json`, then the data dir.
     #[command(hide = true)]
     Probe { which: String, dir: std::path::PathBuf },
@@ -46,6 +49,7 @@ fn main() -> Result<()> {
         Bench::Blobs(args) => blobs::run(&args),
         Bench::Backup(args) => backup::run(&args),
         Bench::Serve(args) => serve::run(&args),
+        Bench::Realtime(args) => realtime::run(&args),
         Bench::Probe { which, dir } => query::probe(&which, &dir),
     }
 }

@@ -49,16 +49,16 @@ pub struct ServeArgs {
 const PASSWORD: &str = "bench password 1";
 
 /// One server under test.
-struct Server {
+pub(crate) struct Server {
     name: &'static str,
     child: Child,
-    base: String,
+    pub(crate) base: String,
     /// The `Authorization` header value its requests carry.
-    auth: String,
+    pub(crate) auth: String,
     /// Where records of the bench collection are created and read.
     records: String,
     /// Its resident memory once it listened, before anyone signed in.
-    fresh_kib: u64,
+    pub(crate) fresh_kib: u64,
     _dir: tempfile::TempDir,
 }
 
@@ -79,15 +79,19 @@ impl Drop for Server {
 }
 
 impl Server {
-    fn rss_kib(&self) -> Result<u64> {
+    pub(crate) fn rss_kib(&self) -> Result<u64> {
         rss_of(self.child.id())
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn http() -> reqwest::blocking::Client {
         reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().expect("client")
     }
 
-    fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
+    pub(crate) fn call(&self, method: reqwest::Method, path: &str, body: Option<&Value>) -> Result<Value> {
         let mut request =
             Self::http().request(method, format!("{}{path}", self.base)).header("authorization", &self.auth);
         if let Some(body) = body {
@@ -104,7 +108,7 @@ impl Server {
 }
 
 /// A process's resident memory in KiB (VmRSS).
-fn rss_of(pid: u32) -> Result<u64> {
+pub(crate) fn rss_of(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()
@@ -138,10 +142,16 @@ fn free_port() -> Result<u16> {
 }
 
 fn start_cairn(args: &ServeArgs) -> Result<Server> {
+    spawn_cairn(&args.cairn)
+}
+
+/// `cairn serve` from `cairn` over a new store in a temporary directory, its rate limits
+/// lifted, signed in as its bootstrap admin.
+pub(crate) fn spawn_cairn(cairn: &Path) -> Result<Server> {
     let dir = tempfile::tempdir()?;
     let password = dir.path().join("password");
     std::fs::write(&password, format!("{PASSWORD}\n"))?;
-    let mut child = Command::new(&args.cairn)
+    let mut child = Command::new(cairn)
         .args(["--dir"])
         .arg(dir.path().join("store"))
         .args(["serve", "--listen", "127.0.0.1:0", "--bootstrap-admin", "bench", "--bootstrap-admin-password-file"])
@@ -153,7 +163,7 @@ fn start_cairn(args: &ServeArgs) -> Result<Server> {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {}", args.cairn.display()))?;
+        .with_context(|| format!("starting {}", cairn.display()))?;
     let base = listening(&mut child, |l| l.split(" on ").nth(1).map(|u| u.trim().to_string()), true)?;
     let fresh_kib = rss_of(child.id())?;
     let login: Value = Server::http()

@@ -30,6 +30,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -110,9 +111,13 @@ struct StreamParams {
 async fn stream(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Q(params): Q<StreamParams>,
+    pairs: Result<axum::extract::Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+    params: Result<Q<StreamParams>, Problem>,
 ) -> Result<Response, Problem> {
-    let caller = authenticate(&state, &headers, params.ticket).await?;
+    // Who is asking comes first, as on every route behind a token; then what they ask.
+    let ticket = pairs.ok().and_then(|q| q.0.into_iter().find(|(k, _)| k == "ticket").map(|(_, v)| v));
+    let caller = authenticate(&state, &headers, ticket).await?;
+    let Q(params) = params?;
     let last_event_id = headers.get("last-event-id").map(|v| {
         v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
             Problem::invalid("Last-Event-ID must be a seq (a whole number) that this server sent as an event id")
@@ -141,18 +146,24 @@ async fn stream(
 /// Realtime events over a WebSocket: JSON messages, several subscriptions per socket.
 #[utoipa::path(get, path = "/api/realtime/ws", tag = "realtime", operation_id = "realtime_socket",
     params(SocketParams),
-    responses((status = 101, description = "switching to the WebSocket protocol")))]
+    responses((status = 101, description = "switching to the WebSocket protocol"),
+        (status = 426, description = "not a WebSocket upgrade", body = crate::openapi::ProblemDoc, content_type = "application/problem+json")))]
 async fn socket(
     State(state): State<AppState>,
     headers: HeaderMap,
     Q(params): Q<SocketParams>,
-    upgrade: WebSocketUpgrade,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, Problem> {
     let has_credentials = params.ticket.is_some() || headers.contains_key(header::AUTHORIZATION);
-    let caller = match has_credentials {
+    // Credentials may wait for the first message only on a WebSocket; a plain request
+    // is answered like any other route: who is asking first.
+    let caller = match has_credentials || upgrade.is_err() {
         true => Some(authenticate(&state, &headers, params.ticket).await?),
         false => None,
     };
+    let upgrade = upgrade.map_err(|e| {
+        Problem::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", format!("this route speaks WebSocket only: {e}"))
+    })?;
     Ok(upgrade
         .max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)

@@ -251,7 +251,9 @@ async fn bad_stream_requests_get_precise_problems() {
     let mut served = Served::start(config).await;
     let bearer = format!("Bearer {}", served.root);
     let auth: &[(&str, &str)] = &[("authorization", &bearer)];
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str, &str)> = vec![
+    // (path, headers, status, problem kind, a word of its detail)
+    type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         ("/api/realtime?collection=notes".into(), vec![], 401, "unauthenticated", "sign in"),
         ("/api/realtime?collection=nope".into(), auth.to_vec(), 404, "not_found", "nope"),
         ("/api/realtime?collection=notes&filter=n%20%3E".into(), auth.to_vec(), 400, "invalid_input", "filter"),
