@@ -101,6 +101,7 @@ struct StreamParams {
     /// The epoch the stream announced (`ready`) when `since` was delivered.
     epoch: Option<String>,
     /// A ticket from `POST /api/realtime/tickets`, instead of an Authorization header.
+    #[allow(dead_code)] // read before the rest, to authenticate first (see `stream`)
     ticket: Option<String>,
 }
 
