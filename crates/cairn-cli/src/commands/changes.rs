@@ -117,7 +117,7 @@ fn follow_server(ctx: &Context, server: &str, args: &ChangesArgs) -> Result<()> 
             }
             match &event {
                 StreamEvent::Event(e) => ctx.out.line(e, || {
-                    let kind = serde_json::to_value(e.kind).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default();
+                    let kind = e.kind.as_str();
                     println!("{:>8}  {:<6} {:<40} v{:<4} {} {}", e.seq, kind, format!("{}/{}", e.collection, e.id), e.version, e.actor, e.at);
                 }),
                 StreamEvent::Reset { reason, seq, epoch } => {

@@ -37,6 +37,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use cairn::{Epoch, ErrorKind, Principal, ResetReason, Resume, Seq, WatchItem, WatchSpec};
+use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -320,6 +321,27 @@ async fn next(subscription: &mut Box<dyn Subscription>) -> Option<cairn::Result<
     std::future::poll_fn(|cx| Pin::new(&mut **subscription).poll_next(cx)).await
 }
 
+/// What an SSE session does next.
+enum Step {
+    Send(Bytes),
+    Item(Option<cairn::Result<WatchItem>>),
+}
+
+/// The most bytes of events an SSE session gathers into one write.
+const BATCH_BYTES: usize = 64 << 10;
+
+/// An item's SSE frame: named by its kind (`create`…, `reset`), its seq as the id.
+fn item_frame(item: &WatchItem) -> Vec<u8> {
+    match item {
+        WatchItem::Event(event) => {
+            let data = serde_json::to_string(event).unwrap_or_default();
+            format!("event: {}\nid: {}\ndata: {data}\n\n", event.kind.as_str(), event.seq).into_bytes()
+        }
+        WatchItem::Reset { seq, .. } => frame("reset", Some(*seq), &item_json(item)).to_vec(),
+        other => format!(": {other:?}\n\n").into_bytes(),
+    }
+}
+
 /// One SSE frame.
 fn frame(event: &str, id: Option<Seq>, data: &Value) -> Bytes {
     let id = id.map(|seq| format!("id: {seq}\n")).unwrap_or_default();
@@ -343,39 +365,57 @@ async fn sse_session(
     if frames.send(retry).await.is_err() || frames.send(frame("ready", Some(position), &ready)).await.is_err() {
         return;
     }
+    // An item taken while batching that must be handled on its own.
+    let mut held = None;
     let ending = loop {
-        let out = tokio::select! {
-            () = session.shutdown() => break Ending::Shutdown,
-            () = frames.closed() => return,
-            _ = heartbeat.tick() => {
-                if let Err(ending) = session.recheck(&[&*subscription]).await {
-                    break ending;
+        let step = match held.take() {
+            Some(item) => Step::Item(item),
+            None => tokio::select! {
+                () = session.shutdown() => break Ending::Shutdown,
+                () = frames.closed() => return,
+                _ = heartbeat.tick() => {
+                    if let Err(ending) = session.recheck(&[&*subscription]).await {
+                        break ending;
+                    }
+                    let position = subscription.position();
+                    Step::Send(frame("heartbeat", Some(position), &json!({"seq": position})))
                 }
-                let position = subscription.position();
-                frame("heartbeat", Some(position), &json!({"seq": position}))
-            }
-            item = next(&mut subscription) => match item {
-                Some(Ok(item)) => {
-                    let (name, id) = match &item {
-                        WatchItem::Event(event) => (serde_json::to_value(event.kind).ok().and_then(|k| k.as_str().map(String::from)).unwrap_or_default(), event.seq),
-                        WatchItem::Reset { seq, .. } => ("reset".to_string(), *seq),
-                        _ => continue,
-                    };
-                    let sent = frames.send(frame(&name, Some(id), &item_json(&item))).await;
-                    if sent.is_err() || ends(&item) {
+                item = next(&mut subscription) => Step::Item(item),
+            },
+        };
+        let out = match step {
+            Step::Send(bytes) => bytes,
+            // Under load, what is already waiting goes out in one write (up to 64 KiB).
+            Step::Item(Some(Ok(mut item))) => {
+                let mut batch = Vec::new();
+                loop {
+                    batch.extend_from_slice(&item_frame(&item));
+                    if ends(&item) {
+                        let _ = frames.send(Bytes::from(batch)).await;
                         return;
                     }
+                    if batch.len() >= BATCH_BYTES {
+                        break;
+                    }
+                    match next(&mut subscription).now_or_never() {
+                        Some(Some(Ok(more))) => item = more,
+                        Some(other) => {
+                            held = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                Bytes::from(batch)
+            }
+            Step::Item(Some(Err(e))) => break Ending::Unavailable(e.to_string()),
+            Step::Item(None) if *session.draining.borrow() => break Ending::Shutdown,
+            Step::Item(None) => match session.resubscribe(&spec, resume_point(&*subscription)).await {
+                Ok(again) => {
+                    subscription = again;
                     continue;
                 }
-                Some(Err(e)) => break Ending::Unavailable(e.to_string()),
-                None if *session.draining.borrow() => break Ending::Shutdown,
-                None => match session.resubscribe(&spec, resume_point(&*subscription)).await {
-                    Ok(again) => {
-                        subscription = again;
-                        continue;
-                    }
-                    Err(ending) => break ending,
-                },
+                Err(ending) => break ending,
             },
         };
         if frames.send(out).await.is_err() {

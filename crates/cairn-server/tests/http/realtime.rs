@@ -114,7 +114,7 @@ async fn next(follower: &mut Follower) -> StreamEvent {
 fn event_id(event: &StreamEvent) -> (String, String, u64) {
     match event {
         StreamEvent::Event(e) => {
-            let kind = serde_json::to_value(e.kind).expect("kind").as_str().expect("text").to_string();
+            let kind = e.kind.as_str().to_string();
             (kind, e.id.clone(), e.seq.get())
         }
         StreamEvent::Reset { reason, seq, .. } => (format!("reset:{reason:?}"), String::new(), seq.get()),

@@ -96,6 +96,19 @@ pub enum WatchKind {
     Leave,
 }
 
+impl WatchKind {
+    /// The kind's name, as it is serialised.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchKind::Create => "create",
+            WatchKind::Update => "update",
+            WatchKind::Delete => "delete",
+            WatchKind::Enter => "enter",
+            WatchKind::Leave => "leave",
+        }
+    }
+}
+
 /// One event for one subscriber.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
