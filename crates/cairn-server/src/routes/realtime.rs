@@ -223,7 +223,7 @@ fn parse_epoch(text: &str) -> Result<Epoch, Problem> {
 /// An item as JSON: a record event as the library writes it, a reset with its reason.
 fn item_json(item: &WatchItem) -> Value {
     match item {
-        WatchItem::Event(event) => serde_json::to_value(event).unwrap_or_default(),
+        WatchItem::Event(event) => serde_json::from_str(event.to_json()).unwrap_or_default(),
         WatchItem::Reset { reason, seq, epoch } => {
             json!({"type": "reset", "reason": reason, "seq": seq, "epoch": epoch})
         }
@@ -334,11 +334,24 @@ const BATCH_BYTES: usize = 64 << 10;
 fn item_frame(item: &WatchItem) -> Vec<u8> {
     match item {
         WatchItem::Event(event) => {
-            let data = serde_json::to_string(event).unwrap_or_default();
-            format!("event: {}\nid: {}\ndata: {data}\n\n", event.kind.as_str(), event.seq).into_bytes()
+            format!("event: {}\nid: {}\ndata: {}\n\n", event.kind.as_str(), event.seq, event.to_json()).into_bytes()
         }
         WatchItem::Reset { seq, .. } => frame("reset", Some(*seq), &item_json(item)).to_vec(),
         other => format!(": {other:?}\n\n").into_bytes(),
+    }
+}
+
+/// An item as a WebSocket message of subscription `sub`: a record event's JSON (written
+/// once for every subscriber it is the same for) with `"sub"` put in front.
+fn item_message(item: &WatchItem, sub: &str) -> String {
+    let sub = serde_json::to_string(sub).unwrap_or_default();
+    match item {
+        WatchItem::Event(event) => format!("{{\"sub\":{sub},{}", &event.to_json()[1..]),
+        other => {
+            let mut message = item_json(other);
+            message["sub"] = serde_json::from_str(&sub).unwrap_or_default();
+            message.to_string()
+        }
     }
 }
 
@@ -509,7 +522,11 @@ fn positions(subs: &[Sub]) -> Value {
 }
 
 async fn send(socket: &mut WebSocket, message: &Value) -> bool {
-    socket.send(Message::Text(message.to_string().into())).await.is_ok()
+    send_text(socket, message.to_string()).await
+}
+
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
+    socket.send(Message::Text(text.into())).await.is_ok()
 }
 
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
@@ -565,10 +582,10 @@ async fn ws_session(state: AppState, caller: Option<Principal>, mut socket: WebS
             () = session.shutdown() => break Ending::Shutdown,
             message = socket.recv() => match message {
                 Some(Ok(Message::Text(text))) => match on_message(&session, &mut subs, &text).await {
-                    Some(answer) => answer,
+                    Some(answer) => answer.to_string(),
                     None => continue,
                 },
-                Some(Ok(Message::Binary(_))) => error_message(None, Problem::invalid("messages are JSON text, not binary")),
+                Some(Ok(Message::Binary(_))) => error_message(None, Problem::invalid("messages are JSON text, not binary")).to_string(),
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
                 Some(Ok(_)) => continue,
             },
@@ -577,12 +594,11 @@ async fn ws_session(state: AppState, caller: Option<Principal>, mut socket: WebS
                 if let Err(ending) = session.recheck(&all).await {
                     break ending;
                 }
-                json!({"type": "heartbeat", "positions": positions(&subs)})
+                json!({"type": "heartbeat", "positions": positions(&subs)}).to_string()
             }
             (i, item) = next_of(&mut subs, &mut turn), if !subs.is_empty() => match item {
                 Some(Ok(item)) => {
-                    let mut message = item_json(&item);
-                    message["sub"] = json!(subs[i].id);
+                    let message = item_message(&item, &subs[i].id);
                     if ends(&item) {
                         subs.remove(i);
                     }
@@ -590,7 +606,7 @@ async fn ws_session(state: AppState, caller: Option<Principal>, mut socket: WebS
                 }
                 Some(Err(e)) => {
                     let sub = subs.remove(i);
-                    error_message(Some(&sub.id), Problem::from(e))
+                    error_message(Some(&sub.id), Problem::from(e)).to_string()
                 }
                 None if *session.draining.borrow() => break Ending::Shutdown,
                 None => match session.resubscribe(&subs[i].spec, resume_point(&*subs[i].subscription)).await {
@@ -602,7 +618,7 @@ async fn ws_session(state: AppState, caller: Option<Principal>, mut socket: WebS
                 },
             },
         };
-        if !send(&mut socket, &out).await {
+        if !send_text(&mut socket, out).await {
             return;
         }
     };

@@ -72,8 +72,8 @@ pub struct Resume {
 #[serde(untagged)]
 #[non_exhaustive]
 pub enum WatchItem {
-    /// An event about a record.
-    Event(WatchEvent),
+    /// An event about a record (shared with the other subscribers it is the same for).
+    Event(Arc<WatchEvent>),
     /// The subscriber cannot trust what it holds: it should fetch what it follows again.
     /// Events go on after `seq` (unless the reason ends the subscription: a dropped
     /// collection, a schema the subscription no longer fits).

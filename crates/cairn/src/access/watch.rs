@@ -18,6 +18,7 @@
 //! the log from a resume point tells a subscriber the same as it was told live.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,7 @@ impl WatchSpec {
 }
 
 /// What happened to a record, as one subscriber sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum WatchKind {
@@ -131,6 +132,32 @@ pub struct WatchEvent {
     /// For updates: the fields (of those asked for) whose values changed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub changed: Vec<String>,
+    #[serde(skip)]
+    json: JsonOnce,
+}
+
+impl WatchEvent {
+    /// The event as JSON text, written once however many subscribers it goes to (the
+    /// fan-out shares one event among the subscribers it is the same for).
+    pub fn to_json(&self) -> &str {
+        self.json.0.get_or_init(|| serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+/// A value's JSON, computed once; no part of the value's identity.
+#[derive(Clone, Default)]
+struct JsonOnce(std::sync::OnceLock<String>);
+
+impl PartialEq for JsonOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for JsonOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 /// Why a subscription cannot go on as it was.
@@ -154,7 +181,7 @@ pub enum ResetReason {
 #[derive(Debug, PartialEq)]
 pub(crate) enum Verdict {
     Nothing,
-    Event(WatchEvent),
+    Event(Arc<WatchEvent>),
     /// The subscription has ended.
     End(ResetReason),
 }
@@ -169,11 +196,14 @@ pub(crate) struct Lookups<'a> {
     record: Option<Option<(Map<String, Value>, bool)>>,
     /// Schemas by collection, as they are now.
     schemas: HashMap<String, Option<CollectionSchema>>,
+    /// The events made for this change, by kind and the fields asked for: subscribers to
+    /// whom the change means the same share one.
+    events: HashMap<(WatchKind, Option<Vec<String>>), Arc<WatchEvent>>,
 }
 
 impl<'a> Lookups<'a> {
     pub(crate) fn new(conn: &'a Connection) -> Lookups<'a> {
-        Lookups { conn, grants: None, record: None, schemas: HashMap::new() }
+        Lookups { conn, grants: None, record: None, schemas: HashMap::new(), events: HashMap::new() }
     }
 
     pub(crate) fn forget_schema(&mut self, collection: &str) {
@@ -433,7 +463,7 @@ impl Matcher {
             (WatchKind::Update, Some(b), Some(a)) => self.changed_fields(b, a),
             _ => Vec::new(),
         };
-        Ok(Verdict::Event(self.event(kind, change, shown.cloned().unwrap_or_default(), changed)))
+        Ok(Verdict::Event(self.event(kind, change, shown, changed, lookups)))
     }
 
     /// A grant or revoke: an `enter` or `leave` for the grantee when nothing else (the rule,
@@ -460,7 +490,7 @@ impl Matcher {
             return Ok(Verdict::Nothing);
         }
         let kind = if change.op == ChangeOp::Grant { WatchKind::Enter } else { WatchKind::Leave };
-        Ok(Verdict::Event(self.event(kind, change, body, Vec::new())))
+        Ok(Verdict::Event(self.event(kind, change, Some(&body), Vec::new(), lookups)))
     }
 
     /// The fields (of those asked for) whose values differ.
@@ -476,17 +506,25 @@ impl Matcher {
             .collect()
     }
 
+    /// The event for `kind` of `change` showing `record`: the one made already for another
+    /// subscriber with the same fields, if any.
     fn event(
         &self,
         kind: WatchKind,
         change: &Change,
-        mut record: Map<String, Value>,
+        record: Option<&Map<String, Value>>,
         changed: Vec<String>,
-    ) -> WatchEvent {
+        lookups: &mut Lookups<'_>,
+    ) -> Arc<WatchEvent> {
+        let key = (kind, self.spec.fields.clone());
+        if let Some(event) = lookups.events.get(&key) {
+            return event.clone();
+        }
+        let mut record = record.cloned().unwrap_or_default();
         if let Some(fields) = &self.spec.fields {
             record.retain(|name, _| fields.contains(name));
         }
-        WatchEvent {
+        let event = Arc::new(WatchEvent {
             kind,
             seq: change.seq,
             collection: change.collection.clone(),
@@ -497,6 +535,9 @@ impl Matcher {
             actor: change.actor.clone(),
             record,
             changed,
-        }
+            json: JsonOnce::default(),
+        });
+        lookups.events.insert(key, event.clone());
+        event
     }
 }

@@ -40,6 +40,8 @@ struct SlotState<T> {
     capacity: usize,
     /// Set by the producer with each push: how far it has looked (a seq), whatever it queued.
     mark: u64,
+    /// Threads blocked in [`Slot::wait`].
+    sleepers: usize,
     overflowed: bool,
     closed: bool,
     waker: Option<Waker>,
@@ -102,6 +104,7 @@ impl<T> Slot<T> {
                 queue: VecDeque::new(),
                 capacity: capacity.max(1),
                 mark: 0,
+                sleepers: 0,
                 overflowed: false,
                 closed: false,
                 waker: None,
@@ -152,7 +155,11 @@ impl<T> Slot<T> {
     }
 
     fn wake(&self, state: &mut SlotState<T>) {
-        self.ready.notify_all();
+        // The condition variable only when a thread waits on it: a notify costs a system
+        // call, and most slots are read from async code (their waker below).
+        if state.sleepers > 0 {
+            self.ready.notify_all();
+        }
         if let Some(waker) = state.waker.take() {
             waker.wake();
         }
@@ -181,7 +188,9 @@ impl<T> Slot<T> {
             if left.is_zero() {
                 return None;
             }
+            state.sleepers += 1;
             state = self.ready.wait_timeout(state, left).unwrap_or_else(|p| p.into_inner()).0;
+            state.sleepers -= 1;
         }
     }
 

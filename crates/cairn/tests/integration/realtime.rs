@@ -89,6 +89,22 @@ fn a_filtered_subscriber_sees_records_enter_update_and_leave() {
     assert_eq!(leave.record["n"], json!(20), "a leave shows the record as the subscriber last saw it");
     assert_eq!(watch.position(), store.last_seq().expect("seq"), "judged through the newest change");
 
+    // Subscribers to whom a change means the same share one event, written as JSON once.
+    let mut twins: Vec<Watch> = (0..2)
+        .map(|_| realtime.watch(root.clone(), WatchSpec::collection("notes"), &Resume::default()).expect("twin"))
+        .collect();
+    store.patch("notes", "a", json!({"n": 12}), None).expect("seen by both");
+    let shared: Vec<_> = twins
+        .iter_mut()
+        .map(|w| match w.recv_timeout(QUIET).expect("recv") {
+            Some(WatchItem::Event(e)) => e,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(std::sync::Arc::ptr_eq(&shared[0], &shared[1]), "one event for both");
+    assert_eq!(shared[0].to_json(), serde_json::to_string(&*shared[0]).expect("json"));
+    drop(twins);
+
     let record = WatchSpec::collection("notes").record("b");
     let mut one = realtime.watch(root, record, &Resume::default()).expect("watch one");
     store.patch("notes", "a", json!({"n": 30}), None).expect("other record");
