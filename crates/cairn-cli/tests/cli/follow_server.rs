@@ -22,17 +22,7 @@ fn serve(dir: &std::path::Path, listen: &str) -> (Child, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn cairn serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    let address = loop {
-        line.clear();
-        assert!(stderr.read_line(&mut line).expect("stderr") > 0, "cairn serve ended before it listened");
-        if let Some(at) = line.find("on http://") {
-            break line[at + "on http://".len()..].trim().to_string();
-        }
-    };
-    // Keep draining its log, so that it never blocks on a full pipe.
-    std::thread::spawn(move || for _ in stderr.lines() {});
+    let address = super::served_address(&mut child);
     (child, address)
 }
 

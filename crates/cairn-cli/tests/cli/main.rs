@@ -38,6 +38,23 @@ const SCHEMA: &str = r#"{"name": "notes", "fields": [
     {"name": "title", "type": "text", "required": true, "summary": true},
     {"name": "n", "type": "integer"}]}"#;
 
+/// The address a `cairn serve` child says it serves on (its stderr piped); the rest of its
+/// log is drained, so that it never blocks on a full pipe.
+fn served_address(server: &mut std::process::Child) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut errors = BufReader::new(server.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    let address = loop {
+        line.clear();
+        assert!(errors.read_line(&mut line).expect("read stderr") > 0, "the server stopped before serving");
+        if let Some(at) = line.find("on http://") {
+            break line[at + "on http://".len()..].trim().to_string();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut errors, &mut std::io::sink()));
+    address
+}
+
 fn store_with_notes() -> (tempfile::TempDir, std::path::PathBuf) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("store");
@@ -920,7 +937,7 @@ fn completions_and_man_pages_are_generated() {
 
 #[test]
 fn serve_answers_http_and_stops_cleanly_on_sigterm() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
     let (tmp, dir) = store_with_notes();
@@ -960,16 +977,7 @@ fn serve_answers_http_and_stops_cleanly_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn server");
-    let mut errors = BufReader::new(server.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    let address = loop {
-        line.clear();
-        assert!(errors.read_line(&mut line).expect("read stderr") > 0, "the server stopped before serving");
-        if let Some(at) = line.find("on http://") {
-            break line[at + "on http://".len()..].trim().to_string();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut errors, &mut std::io::sink()));
+    let address = served_address(&mut server);
     let request = |raw: String| {
         let mut stream = std::net::TcpStream::connect(&address).expect("connect");
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
