@@ -159,6 +159,7 @@ pub(crate) fn spawn_cairn(cairn: &Path) -> Result<Server> {
         .env("CAIRN_RATE_READ_PER_MINUTE", "0")
         .env("CAIRN_RATE_WRITE_PER_MINUTE", "0")
         .env("CAIRN_RATE_LOGIN_PER_MINUTE", "0")
+        .env("CAIRN_REALTIME_MAX_STREAMS_PER_USER", "0")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

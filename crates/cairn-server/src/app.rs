@@ -35,7 +35,8 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: D
     let cors = cors(&config.cors_origins);
     let body_limit = config.max_body_bytes;
     let limits = Arc::new(crate::limits::Limits::new(&config));
-    let state = AppState { backend, config: Arc::new(config), draining, limits, in_flight: Arc::default() };
+    let streams = Arc::new(crate::streams::Streams::new(&config));
+    let state = AppState { backend, config: Arc::new(config), draining, limits, streams, in_flight: Arc::default() };
     let security = [
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::CONTENT_SECURITY_POLICY, "default-src 'none'; frame-ancestors 'none'"),

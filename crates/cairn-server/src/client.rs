@@ -279,7 +279,10 @@ impl Follower {
                             self.backoff = Duration::from_millis(100);
                             self.stream.insert(stream)
                         }
-                        Err(ClientError::Transport(_)) if self.attempts_left > 1 => {
+                        // Unreachable, or busy (too many streams, shutting down): later.
+                        Err(ClientError::Transport(_) | ClientError::Refused { status: 429 | 503, .. })
+                            if self.attempts_left > 1 =>
+                        {
                             self.attempts_left -= 1;
                             tokio::time::sleep(self.backoff).await;
                             self.backoff = (self.backoff * 2).min(Duration::from_secs(5));

@@ -61,6 +61,11 @@ pub struct ServerConfig {
     pub realtime_ticket_seconds: u64,
     /// The most subscriptions one WebSocket may hold. Default: 32.
     pub realtime_max_subscriptions: usize,
+    /// The most realtime streams (SSE or WebSocket) one user may have open (0: no limit).
+    /// Default: 32.
+    pub realtime_max_streams_per_user: usize,
+    /// The most realtime streams open in all (0: no limit). Default: 10,000.
+    pub realtime_max_streams: usize,
     /// Events held per realtime subscriber before it catches up from the change log instead.
     /// Default: 256.
     pub realtime_buffer: usize,
@@ -171,6 +176,8 @@ impl Default for ServerConfig {
             realtime_heartbeat_ms: 15_000,
             realtime_ticket_seconds: 30,
             realtime_max_subscriptions: 32,
+            realtime_max_streams_per_user: 32,
+            realtime_max_streams: 10_000,
             realtime_buffer: 256,
             realtime_retry_ms: 2_000,
             send_stall_timeout_ms: 30_000,

@@ -30,6 +30,7 @@ mod routes;
 mod serve;
 mod stall;
 mod stream;
+mod streams;
 mod tls;
 
 pub use app::app;

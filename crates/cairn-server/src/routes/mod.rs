@@ -35,6 +35,8 @@ pub(crate) struct AppState {
     /// realtime streams send their `shutdown` event and end.
     pub draining: Draining,
     pub limits: Arc<crate::limits::Limits>,
+    /// The realtime streams open, per user and in all.
+    pub streams: Arc<crate::streams::Streams>,
     /// Idempotency keys whose first request is still running.
     pub in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }

@@ -48,6 +48,7 @@ use utoipa_axum::routes;
 use super::{AppState, Caller, Q};
 use crate::backend::Subscription;
 use crate::problem::Problem;
+use crate::streams::StreamPermit;
 
 /// The largest WebSocket message a client may send.
 const MAX_CLIENT_MESSAGE: usize = 64 << 10;
@@ -134,9 +135,13 @@ async fn stream(
     };
     let spec = spec(params.collection, params.record, params.filter, params.fields.map(|f| split_fields(&f)));
     let resume = Resume { since, epoch: params.epoch.as_deref().map(parse_epoch).transpose()? };
+    let permit = state.streams.open(&caller.user.id)?;
     let subscription = state.backend.watch(caller.clone(), spec.clone(), resume).await?;
     let (frames, body) = mpsc::channel(16);
-    tokio::spawn(sse_session(state, caller, spec, subscription, frames));
+    tokio::spawn(async move {
+        sse_session(state, caller, spec, subscription, frames).await;
+        drop(permit);
+    });
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),
         (header::CACHE_CONTROL, "no-store"),
@@ -166,10 +171,16 @@ async fn socket(
     let upgrade = upgrade.map_err(|e| {
         Problem::new(StatusCode::UPGRADE_REQUIRED, "upgrade_required", format!("this route speaks WebSocket only: {e}"))
     })?;
-    Ok(upgrade
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| ws_session(state, caller, socket)))
+    let permit = caller.as_ref().map(|c| state.streams.open(&c.user.id)).transpose()?;
+    Ok(upgrade.max_message_size(MAX_CLIENT_MESSAGE).max_frame_size(MAX_CLIENT_MESSAGE).on_upgrade(
+        move |socket| async move {
+            let held = match (caller, permit) {
+                (Some(caller), Some(permit)) => Some((caller, permit)),
+                _ => None,
+            };
+            ws_session(state, held, socket).await
+        },
+    ))
 }
 
 /// How a WebSocket authenticates at the upgrade (else: with its first message).
@@ -554,11 +565,20 @@ async fn ws_auth(state: &AppState, socket: &mut WebSocket) -> Result<Principal, 
 
 /// Runs one WebSocket until the client closes it, the caller's token stops letting them in,
 /// or the server shuts down.
-async fn ws_session(state: AppState, caller: Option<Principal>, mut socket: WebSocket) {
-    let caller = match caller {
-        Some(caller) => caller,
+async fn ws_session(state: AppState, caller: Option<(Principal, StreamPermit)>, mut socket: WebSocket) {
+    // The caller, and their stream's place (held until the socket ends).
+    let (caller, _permit) = match caller {
+        Some(held) => held,
         None => match ws_auth(&state, &mut socket).await {
-            Ok(caller) => caller,
+            Ok(caller) => match state.streams.open(&caller.user.id) {
+                Ok(permit) => (caller, permit),
+                Err(problem) => {
+                    let closed =
+                        json!({"type": "closed", "reason": "too_many_streams", "problem": problem.body_value()});
+                    let _ = send(&mut socket, &closed).await;
+                    return close(&mut socket, 1013, "too many streams").await;
+                }
+            },
             Err(problem) => {
                 let _ = send(
                     &mut socket,

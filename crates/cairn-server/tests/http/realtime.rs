@@ -579,3 +579,42 @@ async fn an_idle_stream_gets_heartbeats_and_stays_open_for_ten_minutes() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_may_hold_only_so_many_streams_and_closing_one_frees_its_place() {
+    let config = ServerConfig { realtime_max_streams_per_user: 2, ..quick() };
+    let mut served = Served::start(config).await;
+    let (ana, bob) = (served.token("ana"), served.token("bob"));
+    let client = served.client(&ana);
+    let first = client.stream(&notes(), None).await.expect("first");
+    let _second = client.stream(&notes(), None).await.expect("second");
+    let err = client.stream(&notes(), None).await.expect_err("a third");
+    let cairn_server::client::ClientError::Refused { status, problem } = err else { panic!("{err}") };
+    assert_eq!((status, problem["type"].as_str()), (429, Some("urn:cairn:problem:too_many_streams")));
+    // A WebSocket counts too, whether it signs in at the upgrade or with its first message.
+    let bearer = format!("Bearer {ana}");
+    let (status, _, problem) = get(&served, "/api/realtime/ws", &[("authorization", &bearer)]).await;
+    assert_eq!(status, 426, "a plain request is still answered as one: {problem}");
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{}/api/realtime/ws", served.address)).await.expect("connect");
+    send(&mut ws, json!({"type": "auth", "token": ana})).await;
+    let closed = receive(&mut ws).await;
+    assert_eq!((closed["type"].as_str(), closed["reason"].as_str()), (Some("closed"), Some("too_many_streams")));
+    assert_eq!(receive(&mut ws).await["code"], 1013);
+    // Others are not held back by her streams.
+    served.client(&bob).stream(&notes(), None).await.expect("bob's");
+    // Closing one frees its place (once the server notices the connection is gone).
+    drop(first);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        match client.stream(&notes(), None).await {
+            Ok(_) => break,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                assert!(e.to_string().contains("429"), "{e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("the place was not freed: {e}"),
+        }
+    }
+    served.stop().await;
+}
