@@ -27,7 +27,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -36,7 +36,7 @@ use crate::access::watch::{Lookups, Matcher, ResetReason, Verdict, WatchEvent, W
 use crate::data::changes::changes_since;
 use crate::data::feed::{FeedEvent, FeedOptions, FEED_PAGE};
 use crate::engine::change::{Change, Seq};
-use crate::engine::hub::{Delivery, Slot};
+use crate::engine::hub::{Delivery, Slot, SlotReader};
 use crate::engine::lineage::Epoch;
 use crate::engine::store::{Inner, Store};
 use crate::error::{Error, Result};
@@ -318,21 +318,7 @@ impl Watch {
     /// The next item, waiting up to `timeout` on this thread; `Ok(None)` when none came in
     /// time or the watch has ended ([`Watch::is_ended`]).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<WatchItem>> {
-        let deadline = Instant::now() + timeout;
-        let mut delivery = None;
-        loop {
-            if let Some(item) = self.step(delivery.take())? {
-                return Ok(Some(item));
-            }
-            if self.ended {
-                return Ok(None);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.subscriber.slot.wait(left) {
-                Some(d) => delivery = Some(d),
-                None => return Ok(None),
-            }
-        }
+        self.wait_item(timeout)
     }
 
     /// How far this subscription has been judged: every change up to this seq has been
@@ -361,29 +347,25 @@ impl Watch {
         lock(&self.subscriber.matcher).set_principal(principal)
     }
 
-    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<WatchItem>>> {
-        let mut delivery = None;
-        loop {
-            match self.step(delivery.take()) {
-                Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
-                Ok(None) if self.ended => return Poll::Ready(None),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-            match self.subscriber.slot.poll(cx) {
-                Poll::Ready(d) => delivery = Some(d),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-
     fn end(&mut self, reason: ResetReason) -> Option<WatchItem> {
         self.ended = true;
         self.subscriber.slot.close();
         Some(WatchItem::Reset { reason, seq: Seq(self.last), epoch: self.shared.epoch.to_string() })
     }
+}
 
-    /// The next item available without waiting.
+impl SlotReader for Watch {
+    type Delivered = Verdict;
+    type Item = WatchItem;
+
+    fn slot(&self) -> &Slot<Verdict> {
+        &self.subscriber.slot
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
     fn step(&mut self, delivery: Option<Delivery<Verdict>>) -> Result<Option<WatchItem>> {
         if let Some(item) = self.pending.take() {
             return Ok(Some(item));

@@ -26,7 +26,7 @@ use serde::Serialize;
 
 use crate::data::changes::{changes_since, Change};
 use crate::engine::change::Seq;
-use crate::engine::hub::{Delivery, Slot};
+use crate::engine::hub::{Delivery, Slot, SlotReader};
 use crate::engine::store::{Inner, Store};
 use crate::error::{Error, Result};
 
@@ -199,27 +199,13 @@ pub struct Feed {
 impl Feed {
     /// The next event; `None` once the feed has ended (after a gap, or when the store closed).
     pub async fn next(&mut self) -> Option<Result<FeedEvent>> {
-        std::future::poll_fn(|cx| self.poll_event(cx)).await
+        std::future::poll_fn(|cx| self.poll_item(cx)).await
     }
 
     /// The next event, waiting up to `timeout` on this thread; `Ok(None)` when none came in
     /// time or the feed has ended (see [`Feed::is_ended`]).
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<FeedEvent>> {
-        let deadline = Instant::now() + timeout;
-        let mut delivery = None;
-        loop {
-            if let Some(event) = self.event(delivery.take())? {
-                return Ok(Some(event));
-            }
-            if self.ended {
-                return Ok(None);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.cursor.slot.wait(left) {
-                Some(d) => delivery = Some(d),
-                None => return Ok(None),
-            }
-        }
+        self.wait_item(timeout)
     }
 
     /// The seq of the last change delivered (or the `since` the feed started from).
@@ -231,9 +217,21 @@ impl Feed {
     pub fn is_ended(&self) -> bool {
         self.ended
     }
+}
 
-    /// The next event available without waiting.
-    fn event(&mut self, delivery: Option<Delivery<Change>>) -> Result<Option<FeedEvent>> {
+impl SlotReader for Feed {
+    type Delivered = Change;
+    type Item = FeedEvent;
+
+    fn slot(&self) -> &Slot<Change> {
+        &self.cursor.slot
+    }
+
+    fn ended(&self) -> bool {
+        self.ended
+    }
+
+    fn step(&mut self, delivery: Option<Delivery<Change>>) -> Result<Option<FeedEvent>> {
         if self.ended {
             return Ok(None);
         }
@@ -255,29 +253,13 @@ impl Feed {
             Err(e) => Err(e),
         }
     }
-
-    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<FeedEvent>>> {
-        let mut delivery = None;
-        loop {
-            match self.event(delivery.take()) {
-                Ok(Some(event)) => return Poll::Ready(Some(Ok(event))),
-                Ok(None) if self.ended => return Poll::Ready(None),
-                Ok(None) => {}
-                Err(e) => return Poll::Ready(Some(Err(e))),
-            }
-            match self.cursor.slot.poll(cx) {
-                Poll::Ready(d) => delivery = Some(d),
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
 }
 
 impl futures_core::Stream for Feed {
     type Item = Result<FeedEvent>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.get_mut().poll_event(cx)
+        self.get_mut().poll_item(cx)
     }
 }
 

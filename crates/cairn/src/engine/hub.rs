@@ -221,6 +221,61 @@ impl<T> Slot<T> {
     }
 }
 
+/// A reader that turns what its slot delivers into items of its own — the change feed, a
+/// realtime watch — and waits for the slot the same way, blocking or from async code.
+pub(crate) trait SlotReader {
+    /// What the slot holds.
+    type Delivered;
+    /// What the reader gives out.
+    type Item;
+
+    fn slot(&self) -> &Slot<Self::Delivered>;
+
+    /// The next item available without waiting, given what the slot just delivered (if
+    /// anything); `Ok(None)` when there is none yet, or the reader has ended.
+    fn step(&mut self, delivery: Option<Delivery<Self::Delivered>>) -> crate::error::Result<Option<Self::Item>>;
+
+    fn ended(&self) -> bool;
+
+    /// The next item, waiting up to `timeout` on this thread; `Ok(None)` when none came in
+    /// time or the reader has ended.
+    fn wait_item(&mut self, timeout: Duration) -> crate::error::Result<Option<Self::Item>> {
+        let deadline = Instant::now() + timeout;
+        let mut delivery = None;
+        loop {
+            if let Some(item) = self.step(delivery.take())? {
+                return Ok(Some(item));
+            }
+            if self.ended() {
+                return Ok(None);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.slot().wait(left) {
+                Some(d) => delivery = Some(d),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The next item for async code: ready (`None` once the reader has ended), or pending
+    /// with `cx`'s waker registered with the slot.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<crate::error::Result<Self::Item>>> {
+        let mut delivery = None;
+        loop {
+            match self.step(delivery.take()) {
+                Ok(Some(item)) => return Poll::Ready(Some(Ok(item))),
+                Ok(None) if self.ended() => return Poll::Ready(None),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+            match self.slot().poll(cx) {
+                Poll::Ready(d) => delivery = Some(d),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
