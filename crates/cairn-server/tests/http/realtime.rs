@@ -314,14 +314,16 @@ where
     ws.send(Message::Text(message.to_string().into())).await.expect("send");
 }
 
-/// The next JSON message that is not a heartbeat (`Value::Null` once the socket closed).
+/// The next JSON message that is not a heartbeat (`Value::Null` once the socket closed),
+/// within 20 s however many heartbeats come meanwhile.
 async fn receive<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Value
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use futures_util::StreamExt;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
-        let message = tokio::time::timeout(Duration::from_secs(20), ws.next()).await.expect("a message in time");
+        let message = tokio::time::timeout_at(deadline, ws.next()).await.expect("a message in time");
         match message {
             Some(Ok(Message::Text(text))) => {
                 let value: Value = serde_json::from_str(&text).expect("JSON");

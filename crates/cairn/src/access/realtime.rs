@@ -412,7 +412,8 @@ impl SlotReader for Watch {
                     return Ok(Some(WatchItem::Event(event)));
                 }
                 Delivery::Item(Verdict::End(reason)) => return Ok(self.end(reason)),
-                Delivery::Item(_) => {}
+                // The fan-out's slots are never lapsed (only the hub's are).
+                Delivery::Item(_) | Delivery::Lapsed => {}
                 Delivery::Overflowed => {
                     // The queue was dropped: what it held, and what the fan-out skipped
                     // since, is read from the log, up to where the fan-out is now.

@@ -168,7 +168,7 @@ impl Cursor {
                     return self.deliver(change).map(Step::Change)
                 }
                 // Committed before the queue caught up with the log: it is in the log.
-                Delivery::Item(_) => self.behind = true,
+                Delivery::Item(_) | Delivery::Lapsed => self.behind = true,
                 Delivery::Overflowed => return Ok(Step::Overflowed),
                 Delivery::Closed => return Ok(Step::Closed),
             }

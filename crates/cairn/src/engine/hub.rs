@@ -43,6 +43,8 @@ struct SlotState<T> {
     /// Threads blocked in [`Slot::wait`].
     sleepers: usize,
     overflowed: bool,
+    /// Set by [`Slot::lapse`]: something committed that the queue does not hold.
+    lapsed: bool,
     closed: bool,
     waker: Option<Waker>,
 }
@@ -53,6 +55,9 @@ pub(crate) enum Delivery<T> {
     Item(T),
     /// The queue overflowed: changes were dropped here (they are in the log).
     Overflowed,
+    /// Changes were committed that the slot was not given (see [`Hub::lapse`]): they are in
+    /// the log.
+    Lapsed,
     /// The store closed.
     Closed,
 }
@@ -62,6 +67,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
+    /// Tells every slot that changes committed which it was not given: a write decides when
+    /// it begins whether to build [`Change`] values (only when someone listens), so a
+    /// subscriber that registered while it ran gets this instead, and reads the log.
+    pub(crate) fn lapse(&self) {
+        for slot in lock(&self.slots).iter() {
+            let mut state = lock(&slot.state);
+            if !state.closed {
+                state.lapsed = true;
+                slot.wake(&mut state);
+            }
+        }
+    }
+
     /// True when someone listens, so the writer knows whether to build [`Change`] values.
     pub(crate) fn has_subscribers(&self) -> bool {
         !lock(&self.slots).is_empty()
@@ -106,6 +124,7 @@ impl<T> Slot<T> {
                 mark: 0,
                 sleepers: 0,
                 overflowed: false,
+                lapsed: false,
                 closed: false,
                 waker: None,
             }),
@@ -166,6 +185,10 @@ impl<T> Slot<T> {
     }
 
     fn take(state: &mut SlotState<T>) -> Option<Delivery<T>> {
+        if state.lapsed {
+            state.lapsed = false;
+            return Some(Delivery::Lapsed);
+        }
         if let Some(item) = state.queue.pop_front() {
             return Some(Delivery::Item(item));
         }

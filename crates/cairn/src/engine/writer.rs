@@ -229,6 +229,7 @@ impl Writer {
         let result = catch_unwind(AssertUnwindSafe(|| f(&mut tx)))
             .unwrap_or_else(|_| Err(Error::Internal("the write closure panicked; its writes were rolled back".into())));
         let changes = std::mem::take(&mut tx.changes);
+        let tx_publish = tx.publish;
         let outcome = match result {
             Ok(value) if !commit => Err(Ok(value)),
             Ok(value) => match control(conn, "COMMIT") {
@@ -239,7 +240,7 @@ impl Writer {
         };
         match outcome {
             Ok(value) => {
-                hub.publish(&changes);
+                published(hub, tx_publish, &changes);
                 Ok(value)
             }
             // Rolled back: a failure, or a dry run's result.
@@ -528,7 +529,7 @@ fn commit_group(
     };
     match outcome {
         Ok(()) => {
-            hub.publish(&committed);
+            published(hub, publish, &committed);
             for job in batch {
                 job.complete(Ok(()));
             }
@@ -541,6 +542,17 @@ fn commit_group(
             tracing::error!(error = %msg, "group commit failed; nothing of it was written");
             fail_all(batch, msg);
         }
+    }
+}
+
+/// After a commit: the group's changes to the subscribers — or, when the group began with no
+/// one listening and so built none, word to whoever registered since that they must read
+/// the log.
+fn published(hub: &crate::engine::hub::Hub, built: bool, changes: &[crate::engine::change::Change]) {
+    if built {
+        hub.publish(changes);
+    } else if hub.has_subscribers() {
+        hub.lapse();
     }
 }
 

@@ -141,3 +141,44 @@ fn the_blocking_subscription_refills_after_an_overflow_by_itself() {
     }
     assert!(seqs == (start + 1..=last).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_feed_that_registers_while_a_write_runs_still_gets_that_write() {
+    // The write begins with no one listening, so it builds no change values to hand out; a
+    // feed registers and reads the log while the write runs (finding nothing new), then the
+    // write commits. The feed must still get it — from the log, told by the hub.
+    let (_dir, store) = store();
+    for mode in ["blocking", "async"] {
+        let reader = store.clone();
+        let since = store.last_seq().expect("seq");
+        let (feeds, feed) = std::sync::mpsc::channel();
+        let (subs, sub) = std::sync::mpsc::channel();
+        let written = store
+            .transaction(move |tx| {
+                let mut registered = reader.feed(&FeedOptions::since(since)).expect("feed");
+                assert!(registered.recv_timeout(Duration::ZERO).expect("read").is_none(), "nothing committed yet");
+                let mut subscription = reader.subscribe(Some(since)).expect("subscribe");
+                assert!(subscription.recv_timeout(Duration::ZERO).expect("read").is_none());
+                feeds.send(registered).expect("send");
+                subs.send(subscription).expect("send");
+                tx.create("events", None, json!({"n": 1}))
+            })
+            .expect("write");
+        let mut feed = feed.recv().expect("feed");
+        let event = match mode {
+            "blocking" => feed.recv_timeout(Duration::from_secs(5)).expect("recv"),
+            _ => futures_lite_block_on(feed.next()).transpose().expect("recv"),
+        };
+        let Some(FeedEvent::Change(change)) = event else { panic!("{mode}: the write was missed: {event:?}") };
+        assert_eq!(change.seq, written.seq);
+        let mut subscription = sub.recv().expect("subscription");
+        let change = subscription.recv_timeout(Duration::from_secs(5)).expect("recv").expect("the write");
+        assert_eq!(change.seq, written.seq, "the blocking subscription too");
+    }
+}
+
+/// Runs a future to completion on this thread (the feed's waker is all it needs).
+fn futures_lite_block_on<F: std::future::Future>(future: F) -> F::Output {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("runtime");
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), future).await.expect("in time") })
+}
