@@ -2,7 +2,7 @@
 //! and started again mid-stream; the follower resumes from its last seq and prints every
 //! change once, in order — also those committed while no server ran.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -66,15 +66,7 @@ fn a_follower_resumes_across_a_killed_and_restarted_server_without_a_gap() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn follower");
-    let stdout = follower.stdout.take().expect("stdout");
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let seen = super::stdout_lines(&mut follower);
     let read = |count: usize| -> Vec<u64> {
         (0..count)
             .map(|_| {

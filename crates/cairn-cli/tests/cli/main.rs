@@ -38,6 +38,21 @@ const SCHEMA: &str = r#"{"name": "notes", "fields": [
     {"name": "title", "type": "text", "required": true, "summary": true},
     {"name": "n", "type": "integer"}]}"#;
 
+/// The lines a child prints on its (piped) stdout, as they come.
+fn stdout_lines(child: &mut std::process::Child) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{BufRead, BufReader};
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, seen) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    seen
+}
+
 /// The address a `cairn serve` child says it serves on (its stderr piped); the rest of its
 /// log is drained, so that it never blocks on a full pipe.
 fn served_address(server: &mut std::process::Child) -> String {
@@ -251,7 +266,6 @@ fn collections_settings_batch_and_drop() {
 
 #[test]
 fn changes_follow_prints_commits_of_another_process_as_they_happen() {
-    use std::io::{BufRead, BufReader};
     use std::time::Duration;
 
     let (_tmp, dir) = store_with_notes();
@@ -263,15 +277,7 @@ fn changes_follow_prints_commits_of_another_process_as_they_happen() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn follower");
-    let stdout = follower.stdout.take().expect("stdout");
-    let (lines, seen) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let seen = stdout_lines(&mut follower);
     // This process writes while the follower reads.
     let store = cairn::Store::open(&dir, cairn::StoreOptions::existing()).expect("writer");
     for i in 0..5 {

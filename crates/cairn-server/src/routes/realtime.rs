@@ -231,10 +231,10 @@ fn parse_epoch(text: &str) -> Result<Epoch, Problem> {
     text.parse::<Epoch>().map_err(Problem::from)
 }
 
-/// An item as JSON: a record event as the library writes it, a reset with its reason.
+/// An item other than a record event as JSON: a reset with its reason (record events are
+/// written once by the library, `WatchEvent::to_json`).
 fn item_json(item: &WatchItem) -> Value {
     match item {
-        WatchItem::Event(event) => serde_json::from_str(event.to_json()).unwrap_or_default(),
         WatchItem::Reset { reason, seq, epoch } => {
             json!({"type": "reset", "reason": reason, "seq": seq, "epoch": epoch})
         }

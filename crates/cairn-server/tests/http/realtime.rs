@@ -384,6 +384,16 @@ async fn a_websocket_holds_several_subscriptions_and_refuses_bad_messages_withou
     send(&mut ws, json!({"type": "subscribe", "id": "bad", "collection": "nope"})).await;
     let refused = receive(&mut ws).await;
     assert_eq!((refused["id"].as_str(), refused["problem"]["status"].as_u64()), (Some("bad"), Some(404)));
+    // With a place free, a subscription is checked for what it says.
+    for (message, needle) in [
+        (json!({"type": "subscribe", "id": "f", "collection": "notes", "filter": "n >"}), "filter"),
+        (json!({"type": "subscribe", "id": "e", "collection": "notes", "since": 1, "epoch": "x"}), "epoch"),
+    ] {
+        send(&mut ws, message).await;
+        let refused = receive(&mut ws).await;
+        assert_eq!(refused["problem"]["status"], 400, "{refused}");
+        assert!(refused["problem"]["detail"].as_str().expect("detail").contains(needle), "{refused}");
+    }
     send(
         &mut ws,
         json!({"type": "subscribe", "id": "big", "collection": "notes", "filter": "n >= 10", "fields": ["n"]}),
