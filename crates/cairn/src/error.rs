@@ -229,6 +229,28 @@ pub enum Error {
     #[error("not signed in: {reason}")]
     Unauthenticated { reason: String },
 
+    /// No job has this id.
+    #[error("no job has the id {id}")]
+    JobNotFound { id: i64 },
+
+    /// A worker wrote to a job under a lease it no longer holds: the lease expired and the
+    /// job was given to another attempt, or it was finished or deleted meanwhile.
+    #[error("job {id} is no longer held by attempt {attempt}: its lease was lost")]
+    LeaseLost { id: i64, attempt: i64 },
+
+    /// No schedule has this name.
+    #[error("no schedule is named {name:?}")]
+    ScheduleNotFound { name: String },
+
+    /// A schedule of this name exists already.
+    #[error("a schedule named {name:?} exists already")]
+    ScheduleExists { name: String },
+
+    /// An external command a job asked for is not allowed to run as asked: not on the
+    /// allow-list, or an argument that fails its template.
+    #[error("command `{command}` refused: {reason}")]
+    CommandRefused { command: String, reason: String },
+
     /// `down` would have to pass a migration that cannot be reversed.
     #[error("migration {number} ({name}) is irreversible and cannot be undone: {reason}")]
     Irreversible { number: u32, name: String, reason: String },
@@ -366,6 +388,10 @@ impl Error {
             Error::UserExists { .. } => K::AlreadyExists,
             Error::KeyReused { .. } => K::InvalidInput,
             Error::Forbidden { .. } => K::Forbidden,
+            Error::JobNotFound { .. } | Error::ScheduleNotFound { .. } => K::NotFound,
+            Error::LeaseLost { .. } => K::Conflict,
+            Error::ScheduleExists { .. } => K::AlreadyExists,
+            Error::CommandRefused { .. } => K::InvalidInput,
         }
     }
 
@@ -516,6 +542,11 @@ mod tests {
             (Error::GrantNotFound { id: s() }, K::NotFound),
             (Error::KeyReused { key: s() }, K::InvalidInput),
             (Error::Forbidden { collection: s(), reason: s() }, K::Forbidden),
+            (Error::JobNotFound { id: 1 }, K::NotFound),
+            (Error::LeaseLost { id: 1, attempt: 1 }, K::Conflict),
+            (Error::ScheduleNotFound { name: s() }, K::NotFound),
+            (Error::ScheduleExists { name: s() }, K::AlreadyExists),
+            (Error::CommandRefused { command: s(), reason: s() }, K::InvalidInput),
         ];
         for (e, _) in &all {
             // No wildcard: a new variant must be added to the table above.
@@ -570,7 +601,12 @@ mod tests {
                 | Error::TokenNotFound { .. }
                 | Error::GrantNotFound { .. }
                 | Error::KeyReused { .. }
-                | Error::Forbidden { .. } => {}
+                | Error::Forbidden { .. }
+                | Error::JobNotFound { .. }
+                | Error::LeaseLost { .. }
+                | Error::ScheduleNotFound { .. }
+                | Error::ScheduleExists { .. }
+                | Error::CommandRefused { .. } => {}
             }
         }
         all

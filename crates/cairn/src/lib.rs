@@ -41,6 +41,7 @@ mod data;
 mod engine;
 mod error;
 mod governance;
+mod jobs;
 mod migrate;
 mod portability;
 mod safety;
@@ -125,6 +126,13 @@ pub use access::tokens::{ApiKeyOptions, IssuedToken, Principal, SessionOptions, 
 pub use access::users::User;
 pub use access::watch::{ResetReason, WatchEvent, WatchKind, WatchSpec};
 pub use data::grants::Access;
+
+// Durable jobs: the queue, worker pools, schedules, external commands, folder ingest.
+pub use jobs::backoff::Backoff;
+pub use jobs::queue::{Beat, ClaimFilter, Enqueued, JobFilter, Queue, QueueStats, Retention};
+pub use jobs::schedule::{CatchUp, Fired, Schedule, ScheduleSpec};
+pub use jobs::worker::{CancelToken, Done, Failure, Handler, JobContext, PoolStats, WorkerOptions, WorkerPool, Workers};
+pub use jobs::{AttemptError, Clock, Job, JobState, Lease, ManualClock, NewJob, SystemClock, UniqueOptions};
 
 // Encryption and the audit trail.
 pub use engine::keyring::Secret;

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Bottom first.
-const LAYERS: [&str; 8] = ["engine", "data", "blobs", "governance", "access", "safety", "portability", "migrate"];
+const LAYERS: [&str; 9] =
+    ["engine", "data", "blobs", "governance", "access", "safety", "portability", "migrate", "jobs"];
 
 /// The layer of a file, by its path under `src/`.
 fn layer_of(rel: &Path) -> usize {

@@ -45,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("format/0008_idempotency.sql"),
     include_str!("format/0009_grants.sql"),
     include_str!("format/0010_lineage.sql"),
+    include_str!("format/0011_jobs.sql"),
 ];
 
 /// The newest store format this build reads and writes.

@@ -14,6 +14,7 @@ mod feed;
 mod hostile;
 mod idempotency;
 mod integrity;
+mod jobs;
 mod migrate;
 mod portability;
 mod query;
