@@ -96,6 +96,9 @@ pub struct AttemptError {
     pub attempt: i64,
     pub at: Timestamp,
     pub error: String,
+    /// What else was kept (an external command's exit status and output).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<Value>,
 }
 
 /// A job as stored.

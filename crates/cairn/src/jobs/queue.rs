@@ -23,6 +23,7 @@ use crate::engine::timestamp::Timestamp;
 use crate::engine::writer::Tx;
 use crate::error::{Error, Result};
 use crate::jobs::backoff::Backoff;
+use crate::jobs::worker::Failure;
 use crate::jobs::{AttemptError, Clock, Job, JobState, Lease, NewJob, SystemClock};
 
 const JOB_COLS: &str = "id, kind, queue, args, state, priority, run_at, attempt, attempt_base, max_attempts, tags, \
@@ -389,8 +390,13 @@ impl Queue {
     /// `retry` is false or it has used all its attempts, is dead (discarded) with every
     /// error kept. A job whose cancel was asked is cancelled instead.
     pub fn fail(&self, lease: Lease, error: &str, retry: bool) -> Result<Job> {
-        let (now, backoff, error) = (self.now(), self.backoff, error.to_string());
-        self.store.write(move |tx| settle_failure(tx.conn, lease, now, &error, retry, backoff))
+        self.fail_with(lease, &Failure { message: error.to_string(), retry, detail: None })
+    }
+
+    /// [`Queue::fail`] with what a handler returned, its detail kept with the error.
+    pub fn fail_with(&self, lease: Lease, failure: &Failure) -> Result<Job> {
+        let (now, backoff, failure) = (self.now(), self.backoff, failure.clone());
+        self.store.write(move |tx| settle_failure(tx.conn, lease, now, &failure, backoff))
     }
 
     /// Records that the attempt holding `lease` stopped because it was cancelled.
@@ -442,7 +448,7 @@ impl Queue {
             let mut moved = Vec::with_capacity(expired.len());
             for (lease, owner) in expired {
                 let error = format!("the lease of worker {owner} expired: it stopped or stopped heartbeating");
-                moved.push(settle_failure(tx.conn, lease, now, &error, true, backoff)?);
+                moved.push(settle_failure(tx.conn, lease, now, &Failure::retry(error), backoff)?);
             }
             Ok(moved)
         })
@@ -649,14 +655,7 @@ fn finished(job: &Job, verb: &str) -> Error {
 
 /// Ends the attempt holding `lease` as failed: retryable after a backoff, dead when out of
 /// attempts (or `retry` is false), cancelled when a cancel was asked.
-fn settle_failure(
-    conn: &Connection,
-    lease: Lease,
-    now: Timestamp,
-    error: &str,
-    retry: bool,
-    backoff: Backoff,
-) -> Result<Job> {
+fn settle_failure(conn: &Connection, lease: Lease, now: Timestamp, failure: &Failure, backoff: Backoff) -> Result<Job> {
     let (used, max, cancel): (i64, i64, bool) = conn
         .prepare_cached(
             "SELECT attempt - attempt_base, max_attempts, cancel_requested FROM cairn_jobs
@@ -665,11 +664,16 @@ fn settle_failure(
         .query_row(params![lease.id, lease.attempt], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?
         .ok_or(Error::LeaseLost { id: lease.id, attempt: lease.attempt })?;
-    let entry = AttemptError { attempt: lease.attempt, at: now, error: error.chars().take(10_000).collect() };
+    let entry = AttemptError {
+        attempt: lease.attempt,
+        at: now,
+        error: failure.message.chars().take(10_000).collect(),
+        detail: failure.detail.clone(),
+    };
     let entry = serde_json::to_string(&entry).map_err(|e| Error::Internal(e.to_string()))?;
     let (state, run_at) = if cancel {
         (JobState::Cancelled, now)
-    } else if !retry || used >= max {
+    } else if !failure.retry || used >= max {
         (JobState::Discarded, now)
     } else {
         (JobState::Retryable, Timestamp(now.0.saturating_add(backoff.random_delay(used).as_millis() as i64)))

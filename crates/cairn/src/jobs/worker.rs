@@ -72,28 +72,36 @@ impl Done {
 }
 
 /// A failed attempt: retried after its backoff, or (`discard`) dead at once.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Failure {
     pub message: String,
     pub retry: bool,
+    /// What else is kept with the error (a command's exit status and output).
+    pub detail: Option<Value>,
 }
 
 impl Failure {
     /// A failure worth another attempt.
     pub fn retry(message: impl Into<String>) -> Self {
-        Failure { message: message.into(), retry: true }
+        Failure { message: message.into(), retry: true, detail: None }
     }
 
     /// A failure no attempt will fix (bad arguments): the job is dead at once.
     pub fn discard(message: impl Into<String>) -> Self {
-        Failure { message: message.into(), retry: false }
+        Failure { message: message.into(), retry: false, detail: None }
+    }
+
+    /// Keeps `detail` with the error.
+    pub fn detail(mut self, detail: Value) -> Self {
+        self.detail = Some(detail);
+        self
     }
 }
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         let retry = !matches!(e.kind(), crate::ErrorKind::InvalidInput | crate::ErrorKind::NotFound);
-        Failure { message: e.to_string(), retry }
+        Failure { message: e.to_string(), retry, detail: None }
     }
 }
 
@@ -400,7 +408,7 @@ fn run_one(shared: &Shared, job: Job) {
         }
         Err(failure) => {
             shared.stats.failed.fetch_add(1, Ordering::Relaxed);
-            shared.queue.fail(lease, &failure.message, failure.retry)
+            shared.queue.fail_with(lease, &failure)
         }
     };
     record(shared, lease, result);

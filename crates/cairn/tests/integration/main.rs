@@ -6,6 +6,7 @@ mod backup;
 mod blobs;
 mod changelog;
 mod collections;
+mod commands;
 mod compression;
 mod concurrency;
 mod crash;
@@ -25,6 +26,7 @@ mod reports;
 mod rules;
 #[path = "../support/scene.rs"]
 mod scene;
+mod schedules;
 mod search;
 
 use std::io::BufRead;
