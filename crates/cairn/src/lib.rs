@@ -129,12 +129,13 @@ pub use data::grants::Access;
 
 // Durable jobs: the queue, worker pools, schedules, external commands, folder ingest.
 pub use jobs::backoff::Backoff;
-pub use jobs::command::{
-    CommandRun, CommandSpec, Commands, Limits, OutputMapping, ParamSpec, ParamType, COMMAND_KIND,
-};
+pub use jobs::command::{CommandRun, CommandSpec, Commands, Limits, OutputMapping, ParamSpec, ParamType, COMMAND_KIND};
+pub use jobs::ingest::{Ingest, IngestJob, IngestRule, IngestSpec, IngestWatcher, Ingested};
 pub use jobs::queue::{Beat, ClaimFilter, Enqueued, JobFilter, Queue, QueueStats, Retention};
 pub use jobs::schedule::{CatchUp, Fired, Schedule, ScheduleSpec};
-pub use jobs::worker::{CancelToken, Done, Failure, Handler, JobContext, PoolStats, WorkerOptions, WorkerPool, Workers};
+pub use jobs::worker::{
+    CancelToken, Done, Failure, Handler, JobContext, PoolStats, WorkerOptions, WorkerPool, Workers,
+};
 pub use jobs::{AttemptError, Clock, Job, JobState, Lease, ManualClock, NewJob, SystemClock, UniqueOptions};
 
 // Encryption and the audit trail.

@@ -17,9 +17,9 @@
 //! names in content.rs, verification, collection and recovery in maintain.rs; the link counts
 //! a record write moves are the data layer's (data/attachments.rs).
 
-mod content;
+pub(crate) mod content;
 mod maintain;
-mod put;
+pub(crate) mod put;
 mod read;
 
 use std::collections::BTreeMap;
@@ -110,7 +110,7 @@ pub struct Attachment {
 }
 
 impl Attachment {
-    fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({"hash": self.hash, "name": self.name, "mime": self.mime, "size": self.size})
     }
 }

@@ -275,7 +275,10 @@ impl CommandSpec {
         for template in self.args.iter().chain(self.output.iter().flat_map(|o| o.set.values())) {
             for p in placeholders(template) {
                 if !self.params.contains_key(p) {
-                    return Err(refused(name, format!("the template names {{{p}}}, which is not a declared parameter")));
+                    return Err(refused(
+                        name,
+                        format!("the template names {{{p}}}, which is not a declared parameter"),
+                    ));
                 }
             }
         }
@@ -425,7 +428,12 @@ fn signal_group(child: &Child, signal: rustix::process::Signal) {
 }
 
 /// Runs command `name` (already checked) with checked `values`.
-pub fn run(name: &str, spec: &CommandSpec, values: &BTreeMap<String, String>, cancel: &CancelToken) -> Result<CommandRun> {
+pub fn run(
+    name: &str,
+    spec: &CommandSpec,
+    values: &BTreeMap<String, String>,
+    cancel: &CancelToken,
+) -> Result<CommandRun> {
     let argv = spec.argv(values);
     let limits = spec.limits.prlimit_args();
     let mut command = if limits.is_empty() {
@@ -453,8 +461,11 @@ pub fn run(name: &str, spec: &CommandSpec, values: &BTreeMap<String, String>, ca
             command.current_dir(spec.confined(name, "working_dir", dir)?);
         }
         None => {
-            scratch = tempfile::tempdir()
-                .map_err(|cause| Error::Io { action: "create a working folder in", path: std::env::temp_dir(), cause })?;
+            scratch = tempfile::tempdir().map_err(|cause| Error::Io {
+                action: "create a working folder in",
+                path: std::env::temp_dir(),
+                cause,
+            })?;
             command.current_dir(scratch.path());
         }
     }
@@ -469,7 +480,9 @@ pub fn run(name: &str, spec: &CommandSpec, values: &BTreeMap<String, String>, ca
     let grace = Duration::from_secs(spec.kill_grace_seconds);
     let (mut timed_out, mut cancelled, mut termed_at) = (false, false, None::<Instant>);
     let status = loop {
-        if let Some(status) = child.try_wait().map_err(|cause| Error::Io { action: "wait for", path: spec.program.clone(), cause })? {
+        if let Some(status) =
+            child.try_wait().map_err(|cause| Error::Io { action: "wait for", path: spec.program.clone(), cause })?
+        {
             break status;
         }
         match termed_at {
@@ -510,8 +523,8 @@ pub fn run(name: &str, spec: &CommandSpec, values: &BTreeMap<String, String>, ca
 impl Commands {
     /// Parses the allow-list from TOML (`[name]` tables) and checks every command.
     pub fn from_toml(text: &str, source: &str) -> Result<Commands> {
-        let commands: Commands =
-            toml::from_str(text).map_err(|e| Error::InvalidInput { source_name: source.into(), reason: e.to_string() })?;
+        let commands: Commands = toml::from_str(text)
+            .map_err(|e| Error::InvalidInput { source_name: source.into(), reason: e.to_string() })?;
         commands.check()?;
         Ok(commands)
     }
@@ -583,7 +596,8 @@ impl Handler for CommandHandler {
         }
         let mut done = Done::new().result(record);
         if let Some(mapping) = spec.output.clone() {
-            let body = mapped_body(&name, &mapping, &run.stdout, &values).map_err(|e| Failure::discard(e.to_string()))?;
+            let body =
+                mapped_body(&name, &mapping, &run.stdout, &values).map_err(|e| Failure::discard(e.to_string()))?;
             done = done.writes(move |tx| tx.create(&mapping.collection, None, body).map(drop));
         }
         Ok(done)

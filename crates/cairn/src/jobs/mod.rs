@@ -10,7 +10,6 @@
 //! that holds the job now.
 
 pub(crate) mod backoff;
-pub(crate) mod builtin;
 pub(crate) mod command;
 pub(crate) mod ingest;
 pub(crate) mod queue;
@@ -262,9 +261,7 @@ impl NewJob {
                 || name.len() > 100
                 || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'))
             {
-                return bad(format!(
-                    "{what} {name:?} must be 1 to 100 letters, digits, `_`, `-`, `.` or `:`"
-                ));
+                return bad(format!("{what} {name:?} must be 1 to 100 letters, digits, `_`, `-`, `.` or `:`"));
             }
         }
         if !(1..=1000).contains(&self.max_attempts) {

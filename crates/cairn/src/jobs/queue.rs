@@ -540,7 +540,9 @@ impl Queue {
         let now = self.now();
         self.admin(id, "job.cancel", move |tx, job| {
             match job.state {
-                JobState::Running => tx.conn.execute("UPDATE cairn_jobs SET cancel_requested = 1 WHERE id = ?1", [id])?,
+                JobState::Running => {
+                    tx.conn.execute("UPDATE cairn_jobs SET cancel_requested = 1 WHERE id = ?1", [id])?
+                }
                 state if state.is_finished() => return Err(finished(job, "cancelled")),
                 _ => tx.conn.execute(
                     "UPDATE cairn_jobs SET state = 'cancelled', finished_at = ?2, unique_key = NULL WHERE id = ?1",
@@ -583,7 +585,9 @@ impl Queue {
                 )
                 .optional()?;
             if let Some(holder) = holder {
-                return Err(Error::NotAllowed(format!("job {holder} holds the same unique key; job {id} cannot run again")));
+                return Err(Error::NotAllowed(format!(
+                    "job {holder} holds the same unique key; job {id} cannot run again"
+                )));
             }
             let keep_attempts = !fresh && !job.state.is_finished();
             tx.conn.execute(
@@ -619,11 +623,13 @@ impl Queue {
         let secs = |s: u64| now.saturating_sub(s.saturating_mul(1000).min(i64::MAX as u64) as i64);
         let (completed, failed) = (secs(retention.completed_seconds), secs(retention.failed_seconds));
         self.store.write(move |tx| {
-            let n = tx.conn.prepare_cached(
-                "DELETE FROM cairn_jobs WHERE (state = 'completed' AND finished_at < ?1)
+            let n = tx
+                .conn
+                .prepare_cached(
+                    "DELETE FROM cairn_jobs WHERE (state = 'completed' AND finished_at < ?1)
                      OR (state IN ('cancelled', 'discarded') AND finished_at < ?2)",
-            )?
-            .execute(params![completed, failed])? as u64;
+                )?
+                .execute(params![completed, failed])? as u64;
             if n > 0 {
                 tx.audit("job.prune", "jobs", "ok", &format!("{n} finished jobs deleted"))?;
             }

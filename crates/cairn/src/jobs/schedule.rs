@@ -157,11 +157,10 @@ impl ScheduleSpec {
 }
 
 fn parse_cron(pattern: &str) -> std::result::Result<Cron, Error> {
-    let parsed = croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Optional)
-        .build()
-        .parse(pattern);
-    parsed.map_err(|e| Error::InvalidInput { source_name: "cron expression".into(), reason: format!("{pattern:?}: {e}") })
+    let parsed =
+        croner::parser::CronParser::builder().seconds(croner::parser::Seconds::Optional).build().parse(pattern);
+    parsed
+        .map_err(|e| Error::InvalidInput { source_name: "cron expression".into(), reason: format!("{pattern:?}: {e}") })
 }
 
 /// A stored schedule.
@@ -197,7 +196,8 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
     };
     let last_fire: Option<i64> = row.get(9)?;
     let created_at = Timestamp(row.get(10)?);
-    let next_fire = spec.validate().ok().and_then(|(cron, tz)| next_after(&cron, tz, last_fire.unwrap_or(created_at.0)));
+    let next_fire =
+        spec.validate().ok().and_then(|(cron, tz)| next_after(&cron, tz, last_fire.unwrap_or(created_at.0)));
     Ok(Schedule { spec, enabled: row.get(8)?, last_fire: last_fire.map(Timestamp), next_fire, created_at })
 }
 
@@ -291,7 +291,12 @@ impl Queue {
                     now.0,
                 ])?;
             let verb = if existing.is_some() { "replaced" } else { "added" };
-            tx.audit("schedule.add", &spec.name, "ok", &format!("{verb}: {} {} -> {}", spec.cron, spec.time_zone, spec.kind))?;
+            tx.audit(
+                "schedule.add",
+                &spec.name,
+                "ok",
+                &format!("{verb}: {} {} -> {}", spec.cron, spec.time_zone, spec.kind),
+            )?;
             schedule_by_name(tx.conn, &spec.name)
         })
     }
@@ -364,10 +369,8 @@ impl Queue {
                 let (runs, newest) = due(&schedule.spec, &cron, tz, last, now.0);
                 let mut fired = Vec::new();
                 if let Some(newest) = newest {
-                    tx.conn.execute(
-                        "UPDATE cairn_schedules SET last_fire = ?2 WHERE name = ?1",
-                        params![name, newest],
-                    )?;
+                    tx.conn
+                        .execute("UPDATE cairn_schedules SET last_fire = ?2 WHERE name = ?1", params![name, newest])?;
                 }
                 for occurrence in runs {
                     let job = fire(tx, &schedule.spec, Timestamp(occurrence), now)?;
@@ -417,7 +420,10 @@ mod tests {
         let (spec, cron, tz) = hourly(CatchUp::None);
         assert_eq!(due(&spec, &cron, tz, last, now), (vec![], Some(at("2026-01-01T05:00:00Z"))));
         let (spec, cron, tz) = hourly(CatchUp::One);
-        assert_eq!(due(&spec, &cron, tz, last, now), (vec![at("2026-01-01T05:00:00Z")], Some(at("2026-01-01T05:00:00Z"))));
+        assert_eq!(
+            due(&spec, &cron, tz, last, now),
+            (vec![at("2026-01-01T05:00:00Z")], Some(at("2026-01-01T05:00:00Z")))
+        );
         let (spec, cron, tz) = hourly(CatchUp::All);
         let runs = vec![at("2026-01-01T03:00:00Z"), at("2026-01-01T04:00:00Z"), at("2026-01-01T05:00:00Z")];
         assert_eq!(due(&spec, &cron, tz, last, now), (runs, Some(at("2026-01-01T05:00:00Z"))), "within the window");

@@ -79,7 +79,8 @@ impl Bench {
         let id = queue.enqueue(job).expect("enqueue").job.id;
         let mut workers = Workers::new();
         workers.register_commands(&self.commands);
-        let pool = workers.start(queue.clone(), WorkerOptions::named("cmd").concurrency(1).poll(Duration::from_millis(20)));
+        let pool =
+            workers.start(queue.clone(), WorkerOptions::named("cmd").concurrency(1).poll(Duration::from_millis(20)));
         let job = loop {
             let job = queue.get(id).expect("job");
             if job.state.is_finished() {
@@ -136,7 +137,11 @@ fn refusals_are_recorded_and_never_run_anything() {
         ("echo", json!({"file": file, "label": "ok", "extra": 1}), "not a parameter"),
         ("echo", json!({"label": "ok"}), "file is required"),
         ("echo", json!({"file": outside, "label": "ok"}), "outside the allowed folders"),
-        ("echo", json!({"file": format!("{}/../secret.txt", b.allowed.display()), "label": "ok"}), "outside the allowed folders"),
+        (
+            "echo",
+            json!({"file": format!("{}/../secret.txt", b.allowed.display()), "label": "ok"}),
+            "outside the allowed folders",
+        ),
         ("echo", json!({"file": link, "label": "ok"}), "outside the allowed folders"),
         ("echo", json!({"file": b.allowed.join("missing.wav"), "label": "ok"}), "does not exist"),
     ];

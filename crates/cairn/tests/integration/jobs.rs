@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cairn::{
-    Backoff, ClaimFilter, Done, Error, ErrorKind, Failure, JobContext, JobFilter, JobState, ManualClock, NewJob,
-    Queue, Retention, Timestamp, UniqueOptions, WorkerOptions, Workers,
+    Backoff, ClaimFilter, Done, Error, ErrorKind, Failure, JobContext, JobFilter, JobState, ManualClock, NewJob, Queue,
+    Retention, Timestamp, UniqueOptions, WorkerOptions, Workers,
 };
 use serde_json::json;
 
@@ -111,7 +111,8 @@ fn writes_made_with_a_completion_happen_only_for_the_attempt_that_holds_the_job(
     queue.reap().expect("reap");
     clock.advance(Duration::from_secs(120));
     let fresh = queue.claim("w2", &any(&["k"]), 1, LEASE).expect("claim").remove(0);
-    let write = |title: &'static str| move |tx: &mut cairn::Tx<'_>| tx.create("notes", None, json!({"title": title})).map(drop);
+    let write =
+        |title: &'static str| move |tx: &mut cairn::Tx<'_>| tx.create("notes", None, json!({"title": title})).map(drop);
     assert!(queue.complete_with(stale.lease(), None, write("stale")).is_err());
     queue.complete_with(fresh.lease(), None, write("fresh")).expect("fresh");
     let titles: Vec<String> = store
@@ -245,7 +246,9 @@ fn cancel_retry_restart_and_delete() {
     assert!(matches!(queue.get(running), Err(Error::JobNotFound { .. })));
     assert!(matches!(queue.cancel(12345), Err(Error::JobNotFound { id: 12345 })));
     // Every admin action is audited.
-    let trail = store.audit_log(Some("action in ('job.cancel', 'job.retry', 'job.restart', 'job.delete')"), 0, 100).expect("audit");
+    let trail = store
+        .audit_log(Some("action in ('job.cancel', 'job.retry', 'job.restart', 'job.delete')"), 0, 100)
+        .expect("audit");
     let actions: Vec<&str> = trail.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["job.cancel", "job.cancel", "job.retry", "job.restart", "job.delete"]);
 }
@@ -318,7 +321,9 @@ fn a_pool_runs_handlers_reports_progress_and_honours_a_cancel() {
     workers.register("note", |ctx: &JobContext| {
         ctx.progress(50.0, Some("halfway"))?;
         let title = ctx.args()["title"].as_str().unwrap_or_default().to_string();
-        Ok(Done::new().result(json!({"ok": true})).writes(move |tx| tx.create("notes", None, json!({"title": title})).map(drop)))
+        Ok(Done::new()
+            .result(json!({"ok": true}))
+            .writes(move |tx| tx.create("notes", None, json!({"title": title})).map(drop)))
     });
     workers.register("flaky", |_: &JobContext| Err(Failure::discard("always")));
     workers.register("slow", |ctx: &JobContext| {

@@ -14,6 +14,7 @@ mod encryption;
 mod feed;
 mod hostile;
 mod idempotency;
+mod ingest;
 mod integrity;
 mod jobs;
 mod migrate;

@@ -61,7 +61,9 @@ fn fires_over(cron: &str, tz: &str, from: &str, to: &str) -> Vec<Timestamp> {
     let (_dir, store) = crate::temp_store();
     let clock = ManualClock::new(at(from));
     let queue = store.queue().with_clock(clock.clone());
-    queue.add_schedule(ScheduleSpec::new("daily", cron, "k").time_zone(tz).catch_up(CatchUp::None, 0), false).expect("add");
+    queue
+        .add_schedule(ScheduleSpec::new("daily", cron, "k").time_zone(tz).catch_up(CatchUp::None, 0), false)
+        .expect("add");
     let mut fired = Vec::new();
     while clock.now() < at(to) {
         clock.advance(Duration::from_secs(600));
@@ -89,7 +91,9 @@ fn two_schedulers_racing_fire_each_occurrence_once() {
     let (_dir, store) = crate::temp_store();
     let clock = ManualClock::new(at("2026-05-01T00:00:00Z"));
     let queue = store.queue().with_clock(clock.clone());
-    queue.add_schedule(ScheduleSpec::new("minutely", "* * * * *", "k").catch_up(CatchUp::All, 3600), false).expect("add");
+    queue
+        .add_schedule(ScheduleSpec::new("minutely", "* * * * *", "k").catch_up(CatchUp::All, 3600), false)
+        .expect("add");
     let fired = Arc::new(std::sync::Mutex::new(0usize));
     for minute in 1..=20 {
         clock.set(Timestamp(at("2026-05-01T00:00:00Z").0 + minute * 60_000 + 100));
