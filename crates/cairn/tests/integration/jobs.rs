@@ -399,3 +399,87 @@ fn jobs_are_in_every_backup() {
     let restored = cairn::Store::open(&restored_dir, cairn::StoreOptions::existing()).expect("open");
     assert_eq!(restored.queue().get(id).expect("job").args, json!({"keep": true}));
 }
+
+const CRASH_CHILD_ENV: &str = "CAIRN_JOBS_CRASH_CHILD";
+const CRASH_LEASE: Duration = Duration::from_millis(300);
+
+/// The workers of the crash test: each job sleeps a little, then completes by writing one
+/// `done` record naming the job and the attempt, in the completion's transaction.
+fn crash_workers(store: &cairn::Store, name: &str) -> cairn::WorkerPool {
+    let mut workers = Workers::new();
+    workers.register("work", |ctx: &JobContext| {
+        std::thread::sleep(Duration::from_millis(fastrand::u64(0..30)));
+        let (job, attempt) = (ctx.job().id, ctx.job().attempt);
+        Ok(Done::new().writes(move |tx| tx.create("done", None, json!({"job": job, "attempt": attempt})).map(drop)))
+    });
+    let queue = store.queue().with_backoff(Backoff { base_ms: 20, cap_ms: 200 });
+    workers.start(queue, WorkerOptions::named(name).concurrency(4).lease(CRASH_LEASE).poll(Duration::from_millis(20)))
+}
+
+/// A worker process is SIGKILLed at random moments, 24 times; afterwards (and after one
+/// last pool drains the queue) every job was completed exactly once: one completion, one
+/// record written with it, none lost, and jobs whose worker died were run again.
+#[test]
+fn a_worker_killed_at_random_moments_completes_every_job_exactly_once() {
+    if let Ok(dir) = std::env::var(CRASH_CHILD_ENV) {
+        let store = cairn::Store::open(&dir, cairn::StoreOptions::existing()).expect("open");
+        let _pool = crash_workers(&store, &format!("child-{}", std::process::id()));
+        println!("ready");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
+    }
+    let (_tmp, store) = crate::temp_store();
+    store
+        .create_collection(
+            cairn::CollectionSchema::from_json(
+                r#"{"name": "done", "fields": [{"name": "job", "type": "integer"}, {"name": "attempt", "type": "integer"}]}"#,
+                "done",
+            )
+            .expect("schema"),
+        )
+        .expect("done");
+    let jobs = 1500;
+    for i in 0..jobs {
+        store.queue().enqueue(NewJob::new("work", json!({"i": i})).max_attempts(1000)).expect("enqueue");
+    }
+    let dir = store.dir().to_path_buf();
+    store.close().expect("close");
+    // About ten seconds of work; each child gets 50..250 ms of it before it is killed.
+    for _ in 0..24 {
+        let mut child = crate::ChildRun::spawn(
+            "jobs::a_worker_killed_at_random_moments_completes_every_job_exactly_once",
+            &[(CRASH_CHILD_ENV, dir.as_os_str())],
+        );
+        child.wait_for(|l| l == "ready");
+        std::thread::sleep(Duration::from_millis(fastrand::u64(50..250)));
+        child.kill();
+    }
+    let store = cairn::Store::open(&dir, cairn::StoreOptions::existing()).expect("reopen");
+    let completed = |store: &cairn::Store| {
+        let filter = JobFilter { state: Some(JobState::Completed), limit: 10_000, ..Default::default() };
+        store.queue().list(&filter).expect("list").len()
+    };
+    assert!(completed(&store) < jobs, "the kills landed while jobs were left");
+    // One last worker, in this process, runs what the killed ones left once their leases expire.
+    let pool = crash_workers(&store, "drain");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while completed(&store) < jobs && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    pool.stop(Duration::from_secs(5));
+    let all = store.queue().list(&JobFilter { limit: 10_000, ..Default::default() }).expect("list");
+    assert_eq!(all.len(), jobs);
+    assert!(all.iter().all(|j| j.state == JobState::Completed), "every job completed");
+    let mut written: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    let everything = cairn::ScanOptions { limit: 100_000, ..Default::default() };
+    for record in store.scan("done", &everything).expect("scan") {
+        let job = record.body["job"].as_i64().expect("job");
+        written.entry(job).or_default().push(record.body["attempt"].as_i64().expect("attempt"));
+    }
+    for job in &all {
+        let attempts = written.get(&job.id).cloned().unwrap_or_default();
+        assert_eq!(attempts, vec![job.attempt], "job {} completed once, by the attempt that holds it", job.id);
+    }
+    assert!(all.iter().any(|j| j.attempt > 1), "some jobs were re-run after their worker died");
+}
