@@ -129,9 +129,13 @@ pub use data::grants::Access;
 
 // Durable jobs: the queue, worker pools, schedules, external commands, folder ingest.
 pub use jobs::backoff::Backoff;
+pub use jobs::builtin::{
+    BuiltinSchedules, BACKUP_KIND, BLOB_GC_KIND, CHECK_KIND, MAINTENANCE_QUEUE, PRUNE_JOBS_KIND, VERIFY_BACKUPS_KIND,
+};
 pub use jobs::command::{CommandRun, CommandSpec, Commands, Limits, OutputMapping, ParamSpec, ParamType, COMMAND_KIND};
 pub use jobs::ingest::{Ingest, IngestJob, IngestRule, IngestSpec, IngestWatcher, Ingested};
 pub use jobs::queue::{Beat, ClaimFilter, Enqueued, JobFilter, Queue, QueueStats, Retention};
+pub use jobs::runtime::{JobsConfig, JobsRuntime};
 pub use jobs::schedule::{CatchUp, Fired, Schedule, ScheduleSpec};
 pub use jobs::worker::{
     CancelToken, Done, Failure, Handler, JobContext, PoolStats, WorkerOptions, WorkerPool, Workers,

@@ -116,7 +116,7 @@ impl IngestSpec {
     }
 
     /// Checks the spec and compiles its globs.
-    fn compile(&self) -> Result<Vec<GlobMatcher>> {
+    pub(crate) fn compile(&self) -> Result<Vec<GlobMatcher>> {
         let bad =
             |reason: String| Error::InvalidInput { source_name: format!("ingest {}", self.folder.display()), reason };
         if !self.folder.is_absolute() {

@@ -10,9 +10,11 @@
 //! that holds the job now.
 
 pub(crate) mod backoff;
+pub(crate) mod builtin;
 pub(crate) mod command;
 pub(crate) mod ingest;
 pub(crate) mod queue;
+pub(crate) mod runtime;
 pub(crate) mod schedule;
 pub(crate) mod worker;
 

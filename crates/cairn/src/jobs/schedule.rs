@@ -138,7 +138,7 @@ impl ScheduleSpec {
         self
     }
 
-    fn validate(&self) -> Result<(Cron, Tz)> {
+    pub(crate) fn validate(&self) -> Result<(Cron, Tz)> {
         let bad = |reason: String| Error::InvalidInput { source_name: format!("schedule {:?}", self.name), reason };
         if self.name.is_empty()
             || self.name.len() > 100

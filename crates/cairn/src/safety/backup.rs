@@ -64,6 +64,8 @@ pub enum BackupReason {
     PreMigration,
     /// Before an import.
     PreImport,
+    /// By a schedule (the built-in `cairn.backup` job).
+    Scheduled,
 }
 
 impl BackupReason {
@@ -77,6 +79,7 @@ impl BackupReason {
             BackupReason::PreRepair => "pre_repair",
             BackupReason::PreMigration => "pre_migration",
             BackupReason::PreImport => "pre_import",
+            BackupReason::Scheduled => "scheduled",
         }
     }
 }

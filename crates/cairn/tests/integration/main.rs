@@ -17,6 +17,7 @@ mod idempotency;
 mod ingest;
 mod integrity;
 mod jobs;
+mod maintenance;
 mod migrate;
 mod portability;
 mod query;
