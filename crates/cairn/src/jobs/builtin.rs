@@ -85,7 +85,7 @@ impl BuiltinSchedules {
 fn reporter(ctx: &JobContext) -> impl FnMut(&str, u64, u64) + '_ {
     let mut last: Option<(String, u64)> = None;
     move |stage: &str, done: u64, total: u64| {
-        let percent = if total == 0 { 0 } else { (done.min(total) * 100) / total };
+        let percent = (done.min(total) * 100).checked_div(total).unwrap_or(0);
         if last.as_ref().is_some_and(|(s, p)| s == stage && *p == percent) {
             return;
         }
