@@ -95,6 +95,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .merge(routes::changes::router())
         .merge(routes::realtime::signed_in())
         .merge(routes::admin::router())
+        .merge(routes::jobs::router())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::audit_denied))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), crate::limits::limit))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), routes::auth::require));

@@ -141,6 +141,30 @@ pub trait Backend: Send + Sync + 'static {
         outcome: String,
         detail: String,
     ) -> BackendFuture<'_, ()>;
+    /// Jobs matching `filter`, newest first.
+    fn jobs(&self, filter: cairn::JobFilter) -> BackendFuture<'_, Vec<cairn::Job>>;
+    /// One job.
+    fn job(&self, id: i64) -> BackendFuture<'_, cairn::Job>;
+    /// Each queue's jobs by state.
+    fn job_stats(&self) -> BackendFuture<'_, Vec<cairn::QueueStats>>;
+    /// Enqueues a job as the caller (an admin).
+    fn enqueue(&self, caller: Principal, job: cairn::NewJob) -> BackendFuture<'_, cairn::Enqueued>;
+    /// Cancels, retries, restarts or deletes a job as the caller; returns it as it is now
+    /// (as it was, for a delete).
+    fn job_action(&self, caller: Principal, id: i64, action: JobAction) -> BackendFuture<'_, cairn::Job>;
+    /// Every schedule.
+    fn schedules(&self) -> BackendFuture<'_, Vec<cairn::Schedule>>;
+    /// Adds a schedule (or replaces the one of its name, keeping when it last fired).
+    fn put_schedule(
+        &self,
+        caller: Principal,
+        spec: cairn::ScheduleSpec,
+        replace: bool,
+    ) -> BackendFuture<'_, cairn::Schedule>;
+    /// Removes a schedule; the jobs it enqueued stay.
+    fn remove_schedule(&self, caller: Principal, name: String) -> BackendFuture<'_, cairn::Schedule>;
+    /// Enqueues a schedule's job now, outside its timetable.
+    fn run_schedule(&self, caller: Principal, name: String) -> BackendFuture<'_, cairn::Enqueued>;
     /// How many write groups and requests the backend has committed.
     fn write_stats(&self) -> BackendFuture<'_, cairn::WriteStats>;
     /// Whether the backend can take writes now, and why not.
@@ -271,4 +295,17 @@ impl Readiness {
     pub fn is_ready(&self) -> bool {
         self.reasons.is_empty()
     }
+}
+
+/// What can be done to a job once it is enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobAction {
+    /// A waiting job is cancelled; a running one is told to stop.
+    Cancel,
+    /// A dead or cancelled job runs again, with fresh attempts.
+    Retry,
+    /// Any job runs again from the start (a running one is stopped first).
+    Restart,
+    /// A job that is not running is deleted.
+    Delete,
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use serde::{Deserialize, Serialize};
 
 /// The server's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     /// Where to listen. Default: `127.0.0.1:8080`. Only loopback addresses are accepted: the
@@ -75,6 +75,10 @@ pub struct ServerConfig {
     /// A connection whose writes make no progress for this long (a client that stopped
     /// reading: a stalled stream) is closed. Default: 30,000 ms.
     pub send_stall_timeout_ms: u64,
+    /// The jobs this server runs (`[jobs]`: workers, schedules, commands, watched folders;
+    /// docs/jobs.md). Default: two workers, the scheduler and the built-in maintenance
+    /// schedules; no commands and no watched folders.
+    pub jobs: cairn::JobsConfig,
 }
 
 impl ServerConfig {
@@ -102,6 +106,7 @@ impl ServerConfig {
                 ));
             }
         }
+        self.jobs.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(())
     }
 
@@ -116,7 +121,8 @@ impl ServerConfig {
         };
         for (name, value) in vars {
             let Some(key) = name.strip_prefix("CAIRN_").map(str::to_ascii_lowercase) else { continue };
-            let Some(current) = table.get(&key) else { continue };
+            // A table (`[jobs]`) is set in the file, not by one variable.
+            let Some(current) = table.get(&key).filter(|v| !v.is_object()) else { continue };
             let parsed = match current {
                 serde_json::Value::Number(_) => value.trim().parse::<u64>().map(serde_json::Value::from).ok(),
                 serde_json::Value::Array(_) => Some(serde_json::Value::from(
@@ -181,6 +187,7 @@ impl Default for ServerConfig {
             realtime_buffer: 256,
             realtime_retry_ms: 2_000,
             send_stall_timeout_ms: 30_000,
+            jobs: cairn::JobsConfig::default(),
         }
     }
 }

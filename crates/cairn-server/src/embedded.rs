@@ -2,14 +2,14 @@
 //! returns only once its group commit is on disk, and must not hold an async worker).
 
 use cairn::{
-    Access, BackupStatus, Backups, Change, CollectionInfo, Grant, Grantee, IssuedToken, Once, OnceOptions, Page,
-    Principal, Query, Realtime, RealtimeOptions, Record, Resume, Seq, SessionOptions, Store, StoreOptions,
-    StoredAnswer, TokenInfo, User, WatchSpec,
+    Access, BackupStatus, Backups, Change, CollectionInfo, Grant, Grantee, IssuedToken, JobsConfig, JobsRuntime, Once,
+    OnceOptions, Page, Principal, Query, Realtime, RealtimeOptions, Record, Resume, Seq, SessionOptions, Store,
+    StoreOptions, StoredAnswer, TokenInfo, User, WatchSpec, Workers,
 };
 
 use std::sync::{Arc, Mutex, RwLock};
 
-use crate::backend::{Backend, BackendFuture, Readiness, RecordWrite, Subscription};
+use crate::backend::{Backend, BackendFuture, JobAction, Readiness, RecordWrite, Subscription};
 
 /// A [`Backend`] over an open [`Store`].
 ///
@@ -24,6 +24,35 @@ pub struct Embedded {
     /// it (its subscribers then subscribe again, to the restored store, and are reset).
     realtime: Arc<Mutex<Option<Arc<Realtime>>>>,
     realtime_options: RealtimeOptions,
+    /// The jobs this process runs on the store; a restore stops them and starts them again
+    /// on the restored store.
+    jobs: Arc<Mutex<JobsHost>>,
+}
+
+/// How long running jobs get to finish when the server stops or restores.
+const JOBS_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[derive(Debug, Default)]
+struct JobsHost {
+    config: Option<(JobsConfig, Workers)>,
+    running: Option<JobsRuntime>,
+}
+
+impl JobsHost {
+    fn stop(&mut self) {
+        if let Some(runtime) = self.running.take() {
+            let stats = runtime.stop(JOBS_GRACE);
+            tracing::info!(released = stats.released, "the jobs of this process stopped");
+        }
+    }
+
+    fn start(&mut self, store: &Store) -> cairn::Result<()> {
+        if let Some((config, workers)) = &self.config {
+            let name = format!("serve-{}", std::process::id());
+            self.running = Some(JobsRuntime::start(store, config, workers, &name)?);
+        }
+        Ok(())
+    }
 }
 
 impl Embedded {
@@ -40,7 +69,21 @@ impl Embedded {
             reopen: options,
             realtime: Arc::default(),
             realtime_options: RealtimeOptions::default(),
+            jobs: Arc::default(),
         }
+    }
+
+    /// Runs the workers, schedules and watchers `config` asks for on the store (with the
+    /// handlers of `workers` besides the built-in ones) until the server stops.
+    pub fn with_jobs(self, config: JobsConfig, workers: Workers) -> cairn::Result<Embedded> {
+        {
+            let held = self.store.read().unwrap_or_else(|p| p.into_inner());
+            let store = held.as_ref().ok_or(cairn::Error::WriterStopped)?;
+            let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.config = Some((config, workers));
+            jobs.start(store)?;
+        }
+        Ok(self)
     }
 
     /// Holds up to `buffer` events per realtime subscriber before it must catch up from the
@@ -257,6 +300,55 @@ impl Backend for Embedded {
         self.blocking(move |s| s.audit_log(filter.as_deref(), after, limit))
     }
 
+    fn jobs(&self, filter: cairn::JobFilter) -> BackendFuture<'_, Vec<cairn::Job>> {
+        self.blocking(move |s| s.queue().list(&filter))
+    }
+
+    fn job(&self, id: i64) -> BackendFuture<'_, cairn::Job> {
+        self.blocking(move |s| s.queue().get(id))
+    }
+
+    fn job_stats(&self) -> BackendFuture<'_, Vec<cairn::QueueStats>> {
+        self.blocking(|s| s.queue().stats())
+    }
+
+    fn enqueue(&self, caller: Principal, job: cairn::NewJob) -> BackendFuture<'_, cairn::Enqueued> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).queue().enqueue(job))
+    }
+
+    fn job_action(&self, caller: Principal, id: i64, action: JobAction) -> BackendFuture<'_, cairn::Job> {
+        self.blocking(move |s| {
+            let queue = s.as_actor(&caller.user.name).queue();
+            match action {
+                JobAction::Cancel => queue.cancel(id),
+                JobAction::Retry => queue.retry(id),
+                JobAction::Restart => queue.restart(id),
+                JobAction::Delete => queue.delete(id),
+            }
+        })
+    }
+
+    fn schedules(&self) -> BackendFuture<'_, Vec<cairn::Schedule>> {
+        self.blocking(|s| s.queue().schedules())
+    }
+
+    fn put_schedule(
+        &self,
+        caller: Principal,
+        spec: cairn::ScheduleSpec,
+        replace: bool,
+    ) -> BackendFuture<'_, cairn::Schedule> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).queue().add_schedule(spec, replace))
+    }
+
+    fn remove_schedule(&self, caller: Principal, name: String) -> BackendFuture<'_, cairn::Schedule> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).queue().remove_schedule(&name))
+    }
+
+    fn run_schedule(&self, caller: Principal, name: String) -> BackendFuture<'_, cairn::Enqueued> {
+        self.blocking(move |s| s.as_actor(&caller.user.name).queue().run_schedule_now(&name))
+    }
+
     fn backups(&self) -> BackendFuture<'_, Vec<cairn::BackupInfo>> {
         self.blocking(|s| s.backups())
     }
@@ -332,16 +424,25 @@ impl Backend for Embedded {
     }
 
     fn restore(&self, backup: String) -> BackendFuture<'_, cairn::RestoreReport> {
-        let (store, reopen, realtime) = (self.store.clone(), self.reopen.clone(), self.realtime.clone());
+        let (store, reopen, realtime, jobs) =
+            (self.store.clone(), self.reopen.clone(), self.realtime.clone(), self.jobs.clone());
         off_the_runtime(move || {
             let mut held = store.write().unwrap_or_else(|p| p.into_inner());
             // The fan-out follows the store being replaced; its subscribers come back to the
-            // restored one (and are told to start over: its epoch is new).
+            // restored one (and are told to start over: its epoch is new). The jobs stop
+            // (running ones get their grace, then go back to the queue) and start again.
             drop(realtime.lock().unwrap_or_else(|p| p.into_inner()).take());
+            let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+            jobs.stop();
             let current = held.take().ok_or(cairn::Error::WriterStopped)?;
             let reopened = current.restore_in_place(&backup, &reopen, &mut |_, _, _| {});
             match reopened.store {
-                Ok(store) => *held = Some(store),
+                Ok(store) => {
+                    if let Err(e) = jobs.start(&store) {
+                        tracing::error!(error = %e, "the jobs could not start again after a restore");
+                    }
+                    *held = Some(store);
+                }
                 Err(e) => tracing::error!(error = %e, "the store could not be opened again after a restore"),
             }
             reopened.restored
@@ -375,8 +476,9 @@ impl Backend for Embedded {
     }
 
     fn close(&self) -> BackendFuture<'_, ()> {
-        let (store, realtime) = (self.store.clone(), self.realtime.clone());
+        let (store, realtime, jobs) = (self.store.clone(), self.realtime.clone(), self.jobs.clone());
         off_the_runtime(move || {
+            jobs.lock().unwrap_or_else(|p| p.into_inner()).stop();
             drop(realtime.lock().unwrap_or_else(|p| p.into_inner()).take());
             let taken = store.write().unwrap_or_else(|p| p.into_inner()).take();
             taken.map_or(Ok(()), Store::close)

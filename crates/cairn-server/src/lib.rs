@@ -34,7 +34,7 @@ mod streams;
 mod tls;
 
 pub use app::app;
-pub use backend::{Backend, BackendFuture, Readiness, RecordWrite};
+pub use backend::{Backend, BackendFuture, JobAction, Readiness, RecordWrite};
 pub use config::ServerConfig;
 pub use embedded::Embedded;
 pub use problem::Problem;

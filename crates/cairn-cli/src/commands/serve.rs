@@ -70,7 +70,8 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
         eprintln!("cairn: serving {} on http://{}", ctx.dir.display(), listener.local_addr()?);
         // After a restore over HTTP the store is opened again the way it was opened here.
         let backend = Embedded::reopening_with(store, ctx.writable_options(StoreOptions::existing()))
-            .with_realtime_buffer(config.realtime_buffer);
+            .with_realtime_buffer(config.realtime_buffer)
+            .with_jobs(config.jobs.clone(), cairn::Workers::new())?;
         cairn_server::serve(listener, Arc::new(backend), config, shutdown).await?;
         Ok(())
     })

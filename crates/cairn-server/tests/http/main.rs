@@ -7,6 +7,7 @@ mod attachments;
 mod auth;
 mod bad_input;
 mod idempotency;
+mod jobs;
 mod limits;
 mod openapi;
 mod realtime;

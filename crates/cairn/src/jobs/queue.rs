@@ -129,7 +129,7 @@ pub struct JobFilter {
 
 /// How long finished jobs are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct Retention {
     /// Completed jobs, in seconds.
     pub completed_seconds: u64,

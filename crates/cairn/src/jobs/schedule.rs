@@ -94,13 +94,18 @@ pub struct ScheduleSpec {
     pub kind: String,
     #[serde(default = "default_queue")]
     pub queue: String,
-    #[serde(default)]
+    /// An object; `scheduled_at` is added to it for each occurrence.
+    #[serde(default = "empty_args")]
     pub args: Value,
     #[serde(default = "default_catch_up")]
     pub catch_up: CatchUp,
     /// How late (seconds) a missed occurrence may be and still run (`one`, `all`).
     #[serde(default = "default_window")]
     pub catch_up_window_seconds: u64,
+}
+
+fn empty_args() -> Value {
+    Value::Object(Default::default())
 }
 
 impl ScheduleSpec {
@@ -111,7 +116,7 @@ impl ScheduleSpec {
             time_zone: default_tz(),
             kind: kind.into(),
             queue: default_queue(),
-            args: Value::Null,
+            args: empty_args(),
             catch_up: default_catch_up(),
             catch_up_window_seconds: default_window(),
         }
