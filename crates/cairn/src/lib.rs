@@ -117,6 +117,9 @@ pub use portability::archive::ExportArchive;
 pub use portability::export::{ExportCollection, ExportFile, ExportManifest, ExportOptions, Redaction};
 pub use portability::import::{ImportCounts, ImportOptions, ImportReport, OnConflict};
 pub use portability::report::{ReportFormat, ReportOptions, ReportSummary};
+pub use portability::transcript::{
+    render as render_transcript, segments as transcript_segments, Segment, TranscriptFormat,
+};
 
 // Users, sessions and API keys (for the server).
 pub use access::grants::{Grant, Grantee};
@@ -140,7 +143,10 @@ pub use jobs::schedule::{CatchUp, Fired, Schedule, ScheduleSpec};
 pub use jobs::worker::{
     CancelToken, Done, Failure, Handler, JobContext, PoolStats, WorkerOptions, WorkerPool, Workers,
 };
-pub use jobs::{AttemptError, Clock, Job, JobState, Lease, ManualClock, NewJob, SystemClock, UniqueOptions};
+pub use jobs::{
+    AttemptError, Clock, Job, JobState, Lease, ManualClock, NewJob, SystemClock, UniqueOptions, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_QUEUE,
+};
 
 // Encryption and the audit trail.
 pub use engine::keyring::Secret;

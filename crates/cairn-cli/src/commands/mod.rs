@@ -7,6 +7,7 @@ mod blob;
 mod changes;
 mod collection;
 mod demo;
+mod jobs;
 mod key;
 mod migrate;
 mod portability;
@@ -255,6 +256,18 @@ pub enum Command {
     Token(user::TokenCommand),
     /// Serve the REST API over the store (docs/server.md), until SIGINT or SIGTERM.
     Serve(serve::ServeArgs),
+    /// The durable job queue: list, show, enqueue, cancel, retry, restart, delete, prune,
+    /// stats (docs/jobs.md).
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+    /// Cron schedules that enqueue jobs: list, add, remove, run-now, enable, disable.
+    #[command(subcommand)]
+    Schedule(jobs::ScheduleCommand),
+    /// Run the jobs of the store (the `[jobs]` of --config: workers, schedules, watched
+    /// folders) until SIGINT or SIGTERM. `cairn serve` runs them itself.
+    Worker(jobs::WorkerArgs),
+    /// Watch the configured ingest folders and take in each file once it is complete.
+    Watch(jobs::WatchArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions(shell::CompletionsArgs),
     /// Print the manual page (or write every command's with --out DIR).
@@ -288,6 +301,10 @@ pub fn run(ctx: &Context, command: Command) -> Result<()> {
         Command::User(cmd) => user::run(ctx, cmd),
         Command::Token(cmd) => user::run_token(ctx, cmd),
         Command::Serve(args) => serve::run(ctx, args),
+        Command::Jobs(cmd) => jobs::run(ctx, cmd),
+        Command::Schedule(cmd) => jobs::run_schedule(ctx, cmd),
+        Command::Worker(args) => jobs::run_worker(ctx, args),
+        Command::Watch(args) => jobs::run_watch(ctx, args),
         Command::Completions(args) => shell::completions(args),
         Command::Man(args) => shell::man(args),
     }

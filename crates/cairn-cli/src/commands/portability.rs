@@ -18,9 +18,16 @@ pub struct ExportArgs {
     /// settings.json, collections/*.jsonl and, with --blobs, blobs/. Report: the file.
     #[arg(long, value_name = "PATH")]
     out: PathBuf,
-    /// Report format (needs COLLECTION).
+    /// Report format (needs COLLECTION): csv, xlsx; or a transcript of one record's timed
+    /// segments (needs --record): txt, srt, vtt, json, md.
     #[arg(long, value_enum, requires = "collection")]
     format: Option<Format>,
+    /// Transcript: the record whose segments to write (`--out -` writes to stdout).
+    #[arg(long, value_name = "ID", requires = "collection")]
+    record: Option<String>,
+    /// Transcript: the field that holds the segments (`[{start, end, text, speaker?}]`).
+    #[arg(long, default_value = "segments", requires = "record")]
+    field: String,
     /// Report: only records matching this filter.
     #[arg(long, requires = "collection")]
     filter: Option<String>,
@@ -55,6 +62,11 @@ pub struct ExportArgs {
 enum Format {
     Csv,
     Xlsx,
+    Txt,
+    Srt,
+    Vtt,
+    Json,
+    Md,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -86,11 +98,36 @@ enum Conflict {
 pub fn run_export(ctx: &Context, args: ExportArgs) -> Result<()> {
     let store = ctx.open_write_or_read()?;
     if let (Some(collection), Some(format)) = (&args.collection, args.format) {
+        let report = match format {
+            Format::Csv => Some(ReportFormat::Csv),
+            Format::Xlsx => Some(ReportFormat::Xlsx),
+            _ => None,
+        };
+        let Some(report) = report else {
+            let Some(id) = &args.record else {
+                return Err(crate::UsageError("a transcript format needs --record ID".into()).into());
+            };
+            let format = cairn::TranscriptFormat::parse(&format!("{format:?}"))?;
+            let text = store.transcript(collection, id, &args.field, format)?;
+            if args.out.as_os_str() == "-" {
+                print!("{text}");
+            } else {
+                if args.out.exists() && !args.force {
+                    let shown = args.out.display();
+                    return Err(crate::UsageError(format!("{shown} exists; give --force to replace it")).into());
+                }
+                std::fs::write(&args.out, &text).map_err(|e| cairn::Error::io("write", &args.out, e))?;
+                eprintln!("{collection}/{id} written to {} as {}", args.out.display(), format.extension());
+            }
+            return Ok(());
+        };
+        if args.record.is_some() {
+            return Err(
+                crate::UsageError("--record goes with a transcript format (txt, srt, vtt, json, md)".into()).into()
+            );
+        }
         let options = ReportOptions {
-            format: match format {
-                Format::Csv => ReportFormat::Csv,
-                Format::Xlsx => ReportFormat::Xlsx,
-            },
+            format: report,
             filter: args.filter,
             columns: args.columns,
             group_by: args.group_by,

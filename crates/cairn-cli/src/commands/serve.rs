@@ -34,8 +34,10 @@ pub struct ServeArgs {
     bootstrap_admin_password_file: Option<PathBuf>,
 }
 
-pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
-    let mut config = match &args.config {
+/// The settings of `--config FILE` (the defaults without one), with the environment's
+/// `CAIRN_<SETTING>` variables laid over them.
+pub(super) fn read_config(file: Option<&std::path::Path>) -> Result<ServerConfig> {
+    let config = match file {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
             toml::from_str::<ServerConfig>(&text)
@@ -43,7 +45,11 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
         }
         None => ServerConfig::default(),
     };
-    config = config.with_env(std::env::vars()).map_err(crate::UsageError)?;
+    Ok(config.with_env(std::env::vars()).map_err(crate::UsageError)?)
+}
+
+pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
+    let mut config = read_config(args.config.as_deref())?;
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -78,7 +84,7 @@ pub fn run(ctx: &Context, args: ServeArgs) -> Result<()> {
 }
 
 /// A future that completes on SIGINT or SIGTERM, with both handlers installed now.
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(super) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let mut terminate = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 use serde_json::Value;
 
 mod follow_server;
+mod jobs;
 mod tour;
 
 fn cairn(dir: &Path, args: &[&str]) -> Output {

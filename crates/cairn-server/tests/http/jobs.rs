@@ -52,7 +52,9 @@ async fn admins_manage_jobs_and_schedules_and_others_are_refused() {
     assert_eq!(call(&api, Method::DELETE, &uri, None, &[]).await.status, 200);
     call(&api, Method::GET, &uri, None, &[]).await.problem(404, "not_found");
     call(&api, Method::POST, &format!("{uri}/cancel"), None, &[]).await.problem(404, "not_found");
-    let audited = store.audit_log(Some("action in ('job.cancel', 'job.retry', 'job.restart', 'job.delete')"), 0, 100).expect("audit");
+    let audited = store
+        .audit_log(Some("action in ('job.cancel', 'job.retry', 'job.restart', 'job.delete')"), 0, 100)
+        .expect("audit");
     assert!(audited.iter().all(|e| e.actor == "root") && audited.len() >= 4, "{audited:?}");
 
     // Bad requests.

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -401,10 +401,20 @@ fn fill(template: &str, values: &BTreeMap<String, String>) -> String {
 }
 
 /// Reads a pipe to its end, keeping up to `cap` bytes.
-fn capture(mut pipe: impl Read + Send + 'static, cap: usize) -> JoinHandle<(Vec<u8>, bool)> {
+/// The prefix of a stderr line that reports progress: `cairn-progress: <percent> [message]`.
+pub const PROGRESS_PREFIX: &str = "cairn-progress:";
+
+/// Reads `pipe` to its end, keeping up to `cap` bytes; with `progress`, every complete line
+/// that reports progress is sent on as it arrives.
+fn capture(
+    mut pipe: impl Read + Send + 'static,
+    cap: usize,
+    progress: Option<mpsc::Sender<(f64, String)>>,
+) -> JoinHandle<(Vec<u8>, bool)> {
     std::thread::spawn(move || {
         let mut kept = Vec::new();
         let mut truncated = false;
+        let mut line = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match pipe.read(&mut buf) {
@@ -413,11 +423,33 @@ fn capture(mut pipe: impl Read + Send + 'static, cap: usize) -> JoinHandle<(Vec<
                     let room = cap.saturating_sub(kept.len());
                     kept.extend_from_slice(&buf[..n.min(room)]);
                     truncated |= n > room;
+                    let Some(progress) = &progress else { continue };
+                    for &byte in &buf[..n] {
+                        if byte != b'\n' {
+                            // A line longer than any progress report is not one.
+                            if line.len() < 1024 {
+                                line.push(byte);
+                            }
+                            continue;
+                        }
+                        if let Some(report) = progress_line(&String::from_utf8_lossy(&line)) {
+                            progress.send(report).ok();
+                        }
+                        line.clear();
+                    }
                 }
             }
         }
         (kept, truncated)
     })
+}
+
+/// `cairn-progress: 42.5 decoding` → (42.5, "decoding").
+fn progress_line(line: &str) -> Option<(f64, String)> {
+    let rest = line.trim().strip_prefix(PROGRESS_PREFIX)?.trim_start();
+    let (number, message) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+    let percent: f64 = number.trim_end_matches('%').parse().ok().filter(|p: &f64| p.is_finite())?;
+    Some((percent.clamp(0.0, 100.0), message.trim().to_string()))
 }
 
 fn signal_group(child: &Child, signal: rustix::process::Signal) {
@@ -427,12 +459,14 @@ fn signal_group(child: &Child, signal: rustix::process::Signal) {
     }
 }
 
-/// Runs command `name` (already checked) with checked `values`.
+/// Runs command `name` (already checked) with checked `values`; its progress reports
+/// (stderr lines `cairn-progress: <percent> [message]`) go to `progress` as they come.
 pub fn run(
     name: &str,
     spec: &CommandSpec,
     values: &BTreeMap<String, String>,
     cancel: &CancelToken,
+    progress: &mut dyn FnMut(f64, &str),
 ) -> Result<CommandRun> {
     let argv = spec.argv(values);
     let limits = spec.limits.prlimit_args();
@@ -474,8 +508,9 @@ pub fn run(
     let started = Instant::now();
     let mut child =
         command.spawn().map_err(|cause| Error::Io { action: "start command", path: spec.program.clone(), cause })?;
-    let stdout = child.stdout.take().map(|p| capture(p, spec.output_cap_bytes));
-    let stderr = child.stderr.take().map(|p| capture(p, spec.output_cap_bytes));
+    let (reports, reported) = mpsc::channel();
+    let stdout = child.stdout.take().map(|p| capture(p, spec.output_cap_bytes, None));
+    let stderr = child.stderr.take().map(|p| capture(p, spec.output_cap_bytes, Some(reports)));
     let timeout = Duration::from_secs(spec.timeout_seconds);
     let grace = Duration::from_secs(spec.kill_grace_seconds);
     let (mut timed_out, mut cancelled, mut termed_at) = (false, false, None::<Instant>);
@@ -497,6 +532,9 @@ pub fn run(
             }
             _ => {}
         }
+        for (percent, message) in reported.try_iter() {
+            progress(percent, &message);
+        }
         std::thread::sleep(Duration::from_millis(10));
     };
     // Whatever the command started is ended with it.
@@ -505,6 +543,9 @@ pub fn run(
     let take = |h: Option<JoinHandle<(Vec<u8>, bool)>>| h.and_then(|h| h.join().ok()).unwrap_or_default();
     let (out, out_cut) = take(stdout);
     let (err, err_cut) = take(stderr);
+    for (percent, message) in reported.try_iter() {
+        progress(percent, &message);
+    }
     Ok(CommandRun {
         command: name.into(),
         argv,
@@ -575,7 +616,13 @@ impl Handler for CommandHandler {
             name = requested;
             let spec = self.commands.spec(&name)?;
             let values = spec.values(&name, &params)?;
-            let run = run(&name, spec, &values, ctx.cancel_token())?;
+            let mut report = |percent: f64, message: &str| {
+                let message = (!message.is_empty()).then_some(message);
+                if let Err(e) = ctx.progress(percent, message) {
+                    tracing::debug!(error = %e, "a command's progress was not recorded");
+                }
+            };
+            let run = run(&name, spec, &values, ctx.cancel_token(), &mut report)?;
             Ok((spec, values, run))
         });
         let (spec, values, run) = match result {
@@ -625,5 +672,20 @@ impl Workers {
     /// Runs `command` jobs with this allow-list (a job naming any other command is refused).
     pub fn register_commands(&mut self, commands: &Commands) -> &mut Self {
         self.register(COMMAND_KIND, CommandHandler { commands: Arc::new(commands.clone()) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::progress_line;
+
+    #[test]
+    fn progress_lines_are_read_and_anything_else_is_not() {
+        assert_eq!(progress_line("cairn-progress: 42.5 decoding audio"), Some((42.5, "decoding audio".into())));
+        assert_eq!(progress_line("  cairn-progress:100%"), Some((100.0, String::new())));
+        assert_eq!(progress_line("cairn-progress: 250 too much"), Some((100.0, "too much".into())));
+        for line in ["progress: 10", "cairn-progress: NaN", "cairn-progress: ten", "cairn-progress:", "warning: x"] {
+            assert_eq!(progress_line(line), None, "{line}");
+        }
     }
 }

@@ -75,6 +75,15 @@ pub(crate) fn job_by_id(conn: &Connection, id: i64) -> Result<Job> {
         .ok_or(Error::JobNotFound { id })
 }
 
+/// The jobs a claim may take (?2 now, ?4 the kinds and ?5 the queues, as JSON arrays): due,
+/// of a kind and queue asked for, in a queue neither paused nor at its limit.
+const CLAIMABLE: &str = "j.state IN ('available', 'scheduled', 'retryable') AND j.run_at <= ?2
+    AND j.kind IN (SELECT value FROM json_each(?4))
+    AND (?5 IS NULL OR j.queue IN (SELECT value FROM json_each(?5)))
+    AND NOT EXISTS (
+        SELECT 1 FROM cairn_job_queues q WHERE q.name = j.queue AND (q.paused = 1
+            OR q.max_running <= (SELECT count(*) FROM cairn_jobs r WHERE r.queue = j.queue AND r.state = 'running')))";
+
 /// What enqueueing did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[non_exhaustive]
@@ -293,16 +302,7 @@ impl Queue {
             let mut stmt = tx.conn.prepare_cached(&format!(
                 "UPDATE cairn_jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?1, lease_until = ?3,
                      attempted_at = ?2, progress = NULL, progress_message = NULL
-                 WHERE id = (
-                     SELECT j.id FROM cairn_jobs j
-                     WHERE j.state IN ('available', 'scheduled', 'retryable') AND j.run_at <= ?2
-                       AND j.kind IN (SELECT value FROM json_each(?4))
-                       AND (?5 IS NULL OR j.queue IN (SELECT value FROM json_each(?5)))
-                       AND NOT EXISTS (
-                           SELECT 1 FROM cairn_job_queues q WHERE q.name = j.queue AND (q.paused = 1
-                               OR q.max_running <= (SELECT count(*) FROM cairn_jobs r
-                                                    WHERE r.queue = j.queue AND r.state = 'running')))
-                     ORDER BY j.priority, j.run_at, j.id LIMIT 1)
+                 WHERE id = (SELECT j.id FROM cairn_jobs j WHERE {CLAIMABLE} ORDER BY j.priority, j.run_at, j.id LIMIT 1)
                  RETURNING {JOB_COLS}"
             ))?;
             let mut claimed = Vec::new();
@@ -314,6 +314,20 @@ impl Queue {
             }
             Ok(claimed)
         })
+    }
+
+    /// How many jobs `filter` could claim now (0: a worker with it has nothing to do).
+    pub fn claimable(&self, filter: &ClaimFilter) -> Result<u64> {
+        if filter.kinds.is_empty() {
+            return Ok(0);
+        }
+        let kinds = serde_json::to_string(&filter.kinds).map_err(|e| Error::Internal(e.to_string()))?;
+        let queues = filter.queues.as_ref().map(|q| serde_json::to_string(q).unwrap_or_else(|_| "[]".into()));
+        let conn = self.store.reader()?;
+        let mut stmt = conn.prepare_cached(&format!("SELECT count(*) FROM cairn_jobs j WHERE {CLAIMABLE}"))?;
+        // ?1 and ?3 are the claim's worker and lease: unused here, but numbered alike.
+        let n: i64 = stmt.query_row(params![Option::<String>::None, self.now().0, 0, kinds, queues], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     /// Extends a lease to `extend` from now. Tells the worker whether a cancel was asked.

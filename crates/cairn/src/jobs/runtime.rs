@@ -190,6 +190,12 @@ impl JobsRuntime {
         self.pool.as_ref().map(WorkerPool::stats).unwrap_or_default()
     }
 
+    /// Whether the pool (if this process runs one) runs nothing and has nothing it could
+    /// claim now.
+    pub fn is_idle(&self) -> Result<bool> {
+        self.pool.as_ref().map_or(Ok(true), WorkerPool::is_idle)
+    }
+
     /// Stops the watchers and the scheduler, then the pool: running jobs get `grace` to
     /// finish and are given back to the queue after it.
     pub fn stop(mut self, grace: Duration) -> PoolStats {

@@ -490,6 +490,11 @@ impl WorkerPool {
         }
     }
 
+    /// Whether the pool runs nothing and has nothing it could claim now.
+    pub fn is_idle(&self) -> Result<bool> {
+        Ok(self.running() == 0 && self.shared.queue.claimable(&self.shared.filter)? == 0)
+    }
+
     /// Stops claiming, lets running jobs finish for up to `grace`, then cancels the rest and
     /// gives their jobs back to the queue (without using up an attempt). Handlers that ignore
     /// the cancel are left to end on their own; whatever they record later is refused.

@@ -5,3 +5,4 @@ pub(crate) mod export;
 pub(crate) mod import;
 pub(crate) mod load;
 pub(crate) mod report;
+pub(crate) mod transcript;
