@@ -84,6 +84,7 @@ def main():
                 # tests (crates/cairn-server/tests/http/realtime*.rs) drive them.
                 "--exclude-operation-id", "realtime_stream",
                 "--exclude-operation-id", "realtime_socket",
+                "--exclude-operation-id", "job_events",
                 "--header", "Authorization: Bearer " + token,
                 "--max-examples", examples,
                 "--workers", "1",

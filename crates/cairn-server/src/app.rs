@@ -104,6 +104,7 @@ fn routes(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(utoipa_axum::routes!(crate::metrics::render))
         .merge(routes::auth::public())
         .merge(routes::realtime::public())
+        .merge(routes::job_events::public())
         .merge(signed_in)
 }
 

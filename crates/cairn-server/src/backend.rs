@@ -152,6 +152,8 @@ pub trait Backend: Send + Sync + 'static {
     /// Cancels, retries, restarts or deletes a job as the caller; returns it as it is now
     /// (as it was, for a delete).
     fn job_action(&self, caller: Principal, id: i64, action: JobAction) -> BackendFuture<'_, cairn::Job>;
+    /// Listens to job changes from now on (they end when the store closes or is restored).
+    fn job_events(&self) -> BackendFuture<'_, cairn::JobEvents>;
     /// Every schedule.
     fn schedules(&self) -> BackendFuture<'_, Vec<cairn::Schedule>>;
     /// Adds a schedule (or replaces the one of its name, keeping when it last fired).

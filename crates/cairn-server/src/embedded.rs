@@ -328,6 +328,10 @@ impl Backend for Embedded {
         })
     }
 
+    fn job_events(&self) -> BackendFuture<'_, cairn::JobEvents> {
+        self.blocking(|s| Ok(s.job_events()))
+    }
+
     fn schedules(&self) -> BackendFuture<'_, Vec<cairn::Schedule>> {
         self.blocking(|s| s.queue().schedules())
     }

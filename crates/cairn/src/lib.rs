@@ -136,6 +136,7 @@ pub use jobs::builtin::{
     BuiltinSchedules, BACKUP_KIND, BLOB_GC_KIND, CHECK_KIND, MAINTENANCE_QUEUE, PRUNE_JOBS_KIND, VERIFY_BACKUPS_KIND,
 };
 pub use jobs::command::{CommandRun, CommandSpec, Commands, Limits, OutputMapping, ParamSpec, ParamType, COMMAND_KIND};
+pub use jobs::events::{JobEvent, JobEvents, JOB_EVENTS_CAPACITY};
 pub use jobs::ingest::{Ingest, IngestJob, IngestRule, IngestSpec, IngestWatcher, Ingested};
 pub use jobs::queue::{Beat, ClaimFilter, Enqueued, JobFilter, Queue, QueueStats, Retention};
 pub use jobs::runtime::{JobsConfig, JobsRuntime};

@@ -8,6 +8,7 @@ pub(crate) mod changes;
 pub(crate) mod collections;
 pub(crate) mod grants;
 pub(crate) mod health;
+pub(crate) mod job_events;
 pub(crate) mod jobs;
 pub(crate) mod realtime;
 pub(crate) mod records;

@@ -193,7 +193,11 @@ struct SocketParams {
 }
 
 /// Who a stream is for: a ticket, or the Authorization header's token.
-async fn authenticate(state: &AppState, headers: &HeaderMap, ticket: Option<String>) -> Result<Principal, Problem> {
+pub(crate) async fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    ticket: Option<String>,
+) -> Result<Principal, Problem> {
     if let Some(ticket) = ticket {
         return Ok(state.backend.redeem_ticket(ticket).await?);
     }
@@ -367,7 +371,7 @@ fn item_message(item: &WatchItem, sub: &str) -> String {
 }
 
 /// One SSE frame.
-fn frame(event: &str, id: Option<Seq>, data: &Value) -> Bytes {
+pub(crate) fn frame(event: &str, id: Option<Seq>, data: &Value) -> Bytes {
     let id = id.map(|seq| format!("id: {seq}\n")).unwrap_or_default();
     Bytes::from(format!("event: {event}\n{id}data: {data}\n\n"))
 }
@@ -464,7 +468,7 @@ async fn sse_session(
 }
 
 /// The body of an SSE response: the frames its session sends.
-struct Frames(mpsc::Receiver<Bytes>);
+pub(crate) struct Frames(pub(crate) mpsc::Receiver<Bytes>);
 
 impl futures_core::Stream for Frames {
     type Item = Result<Bytes, Infallible>;

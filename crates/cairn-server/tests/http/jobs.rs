@@ -156,3 +156,92 @@ async fn a_server_runs_its_configured_jobs_and_again_after_a_restore() {
     let after = completed(&api, 8).await;
     assert_eq!(after["result"]["counted"], 8);
 }
+
+/// Reads SSE frames from `body` until `done` says enough (at most 30 s); returns (event, data).
+async fn sse_until(
+    body: &mut axum::body::Body,
+    done: impl Fn(&[(String, serde_json::Value)]) -> bool,
+) -> Vec<(String, serde_json::Value)> {
+    use http_body_util::BodyExt;
+    let mut events = Vec::new();
+    let mut text = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !done(&events) {
+        let frame =
+            tokio::time::timeout_at(deadline, body.frame()).await.expect("in time").expect("open").expect("frame");
+        let Ok(data) = frame.into_data() else { continue };
+        text.push_str(std::str::from_utf8(&data).expect("utf8"));
+        while let Some((block, rest)) = text.split_once("\n\n") {
+            let (mut event, mut payload) = (String::new(), serde_json::Value::Null);
+            for line in block.lines() {
+                if let Some(e) = line.strip_prefix("event: ") {
+                    event = e.to_string();
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    payload = serde_json::from_str(d).expect("json data");
+                }
+            }
+            if !event.is_empty() {
+                events.push((event, payload));
+            }
+            text = rest.to_string();
+        }
+    }
+    events
+}
+
+#[tokio::test]
+async fn admins_follow_jobs_live_and_others_are_refused() {
+    use tower::ServiceExt;
+    let tmp = tempfile::tempdir().expect("tmp");
+    let store = cairn::Store::open(tmp.path().join("store"), cairn::StoreOptions::default()).expect("open");
+    store.bootstrap_admin("root", "root password").expect("admin");
+    store.create_user("ana", "ana's password", "user").expect("ana");
+    let token = store.login("root", "root password", &cairn::SessionOptions::default()).expect("login").secret;
+    let ana = store.login("ana", "ana's password", &cairn::SessionOptions::default()).expect("login").secret;
+    let mut workers = Workers::new();
+    workers.register("app.slow", |ctx: &JobContext| {
+        for step in 1..=3 {
+            ctx.progress(f64::from(step) * 25.0, Some(&format!("step {step}")))?;
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Done::new())
+    });
+    let config = JobsConfig { lease_seconds: 5, ..JobsConfig::default() };
+    let backend = cairn_server::Embedded::new(store).with_jobs(config, workers).expect("jobs");
+    let api = Api { router: cairn_server::app(std::sync::Arc::new(backend), ServerConfig::default()), token };
+    let open = |token: Option<&str>| {
+        let mut request = axum::http::Request::builder().uri("/api/jobs/events");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        api.router.clone().oneshot(request.body(axum::body::Body::empty()).expect("request"))
+    };
+    assert_eq!(open(None).await.expect("answer").status(), 401);
+    assert_eq!(open(Some(&ana)).await.expect("answer").status(), 403);
+    let response = open(Some(&api.token)).await.expect("answer");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut body = response.into_body();
+    sse_until(&mut body, |e| e.iter().any(|(name, _)| name == "ready")).await;
+    let made = call(&api, Method::POST, "/api/jobs", Some(r#"{"kind": "app.slow"}"#), &[]).await;
+    let id = made.body["job"]["id"].clone();
+    let events = sse_until(&mut body, |e| e.iter().any(|(n, j)| n == "job" && j["state"] == "completed")).await;
+    let seen: Vec<(String, serde_json::Value)> = events
+        .iter()
+        .filter(|(n, j)| n == "job" && j["id"] == id)
+        .map(|(_, j)| (j["state"].as_str().expect("state").to_string(), j["progress"].clone()))
+        .collect();
+    let expected = [
+        ("available", json!(null)),
+        ("running", json!(null)),
+        ("running", json!(25.0)),
+        ("running", json!(50.0)),
+        ("running", json!(75.0)),
+        ("completed", json!(100.0)),
+    ]
+    .map(|(s, p)| (s.to_string(), p));
+    assert_eq!(seen, expected, "every change, in order: {events:?}");
+    call(&api, Method::DELETE, &format!("/api/jobs/{id}"), None, &[]).await;
+    let events = sse_until(&mut body, |e| e.iter().any(|(n, _)| n == "deleted")).await;
+    assert_eq!(events.last().map(|(_, d)| d["id"].clone()), Some(id));
+}

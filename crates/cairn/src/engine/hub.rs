@@ -238,6 +238,11 @@ impl<T> Slot<T> {
         state.mark = mark;
     }
 
+    /// True once its subscriber is gone.
+    pub(crate) fn is_released(&self) -> bool {
+        self.dropped.load(Ordering::Acquire)
+    }
+
     /// Tells the hub this slot's subscriber is gone.
     pub(crate) fn release(&self) {
         self.dropped.store(true, Ordering::Release);

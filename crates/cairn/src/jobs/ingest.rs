@@ -241,7 +241,14 @@ impl Ingest {
             }
             self.pending.remove(&path);
             let outcome = match self.take(&path, state, rule) {
-                Ok(Some(outcome)) => outcome,
+                Ok(Some(outcome)) => {
+                    if let Ingested::Ingested { jobs, .. } = &outcome {
+                        let queue = self.store.queue();
+                        let enqueued: Vec<_> = jobs.iter().filter_map(|id| queue.get(*id).ok()).collect();
+                        self.store.jobs_changed(&enqueued);
+                    }
+                    outcome
+                }
                 Ok(None) => continue,
                 Err(e) => Ingested::Failed { path: path.clone(), error: e.to_string() },
             };

@@ -12,6 +12,7 @@
 pub(crate) mod backoff;
 pub(crate) mod builtin;
 pub(crate) mod command;
+pub(crate) mod events;
 pub(crate) mod ingest;
 pub(crate) mod queue;
 pub(crate) mod runtime;

@@ -283,7 +283,11 @@ impl Queue {
     /// Enqueues a job on its own (see [`Tx::enqueue`] to enqueue with other writes).
     pub fn enqueue(&self, job: NewJob) -> Result<Enqueued> {
         let now = self.now();
-        self.store.write(move |tx| enqueue_at(tx, &job, now))
+        let enqueued = self.store.write(move |tx| enqueue_at(tx, &job, now))?;
+        if !enqueued.duplicate {
+            self.store.jobs_changed([&enqueued.job]);
+        }
+        Ok(enqueued)
     }
 
     /// Claims up to `n` jobs for `worker`, each under a lease of `lease`: in one
@@ -298,7 +302,7 @@ impl Queue {
         let queues = filter.queues.as_ref().map(|q| serde_json::to_string(q).unwrap_or_else(|_| "[]".into()));
         let worker = worker.to_string();
         let until = now.0.saturating_add(lease.as_millis() as i64);
-        self.store.write(move |tx| {
+        let claimed = self.store.write(move |tx| {
             let mut stmt = tx.conn.prepare_cached(&format!(
                 "UPDATE cairn_jobs SET state = 'running', attempt = attempt + 1, lease_owner = ?1, lease_until = ?3,
                      attempted_at = ?2, progress = NULL, progress_message = NULL
@@ -313,7 +317,9 @@ impl Queue {
                 }
             }
             Ok(claimed)
-        })
+        })?;
+        self.store.jobs_changed(&claimed);
+        Ok(claimed)
     }
 
     /// How many jobs `filter` could claim now (0: a worker with it has nothing to do).
@@ -356,18 +362,17 @@ impl Queue {
             });
         }
         let message = message.map(|m| m.chars().take(1000).collect::<String>());
-        self.store.write(move |tx| {
+        let job = self.announced(self.store.write(move |tx| {
             tx.conn
-                .prepare_cached(
+                .prepare_cached(&format!(
                     "UPDATE cairn_jobs SET progress = ?3, progress_message = ?4
-                     WHERE id = ?1 AND attempt = ?2 AND state = 'running' RETURNING cancel_requested, lease_until",
-                )?
-                .query_row(params![lease.id, lease.attempt, percent, message], |r| {
-                    Ok(Beat { cancel_requested: r.get(0)?, lease_until: Timestamp(r.get(1)?) })
-                })
+                     WHERE id = ?1 AND attempt = ?2 AND state = 'running' RETURNING {JOB_COLS}"
+                ))?
+                .query_row(params![lease.id, lease.attempt, percent, message], job_from_row)
                 .optional()?
                 .ok_or(Error::LeaseLost { id: lease.id, attempt: lease.attempt })
-        })
+        }))?;
+        Ok(Beat { cancel_requested: job.cancel_requested, lease_until: job.lease_until.unwrap_or(job.run_at) })
     }
 
     /// Records the attempt holding `lease` as the job's completion, with its result.
@@ -384,7 +389,7 @@ impl Queue {
     {
         let now = self.now();
         let result = result.map(|r| String::from_utf8_lossy(&canonical_json(&r)).into_owned());
-        self.store.write(move |tx| {
+        self.announced(self.store.write(move |tx| {
             let job = tx
                 .conn
                 .prepare_cached(&format!(
@@ -397,7 +402,7 @@ impl Queue {
                 .ok_or(Error::LeaseLost { id: lease.id, attempt: lease.attempt })?;
             writes(tx)?;
             Ok(job)
-        })
+        }))
     }
 
     /// Records a failed attempt: the job waits for its backoff and runs again, or, when
@@ -410,13 +415,13 @@ impl Queue {
     /// [`Queue::fail`] with what a handler returned, its detail kept with the error.
     pub fn fail_with(&self, lease: Lease, failure: &Failure) -> Result<Job> {
         let (now, backoff, failure) = (self.now(), self.backoff, failure.clone());
-        self.store.write(move |tx| settle_failure(tx.conn, lease, now, &failure, backoff))
+        self.announced(self.store.write(move |tx| settle_failure(tx.conn, lease, now, &failure, backoff)))
     }
 
     /// Records that the attempt holding `lease` stopped because it was cancelled.
     pub fn cancelled(&self, lease: Lease) -> Result<Job> {
         let now = self.now();
-        self.store.write(move |tx| {
+        self.announced(self.store.write(move |tx| {
             tx.conn
                 .prepare_cached(&format!(
                     "UPDATE cairn_jobs SET state = 'cancelled', finished_at = ?3, lease_owner = NULL, lease_until = NULL,
@@ -426,14 +431,14 @@ impl Queue {
                 .query_row(params![lease.id, lease.attempt, now.0], job_from_row)
                 .optional()?
                 .ok_or(Error::LeaseLost { id: lease.id, attempt: lease.attempt })
-        })
+        }))
     }
 
     /// Gives a job back without using up an attempt (a worker stopping before it finished
     /// it): it is available again at once.
     pub fn release(&self, lease: Lease) -> Result<Job> {
         let now = self.now();
-        self.store.write(move |tx| {
+        self.announced(self.store.write(move |tx| {
             tx.conn
                 .prepare_cached(&format!(
                     "UPDATE cairn_jobs SET state = 'available', run_at = ?3, attempt_base = attempt_base + 1,
@@ -443,7 +448,7 @@ impl Queue {
                 .query_row(params![lease.id, lease.attempt, now.0], job_from_row)
                 .optional()?
                 .ok_or(Error::LeaseLost { id: lease.id, attempt: lease.attempt })
-        })
+        }))
     }
 
     /// Returns every job whose lease expired (its worker died or hung) to the queue, as a
@@ -451,7 +456,7 @@ impl Queue {
     /// worker that held it can no longer record anything for it. Returns the jobs moved.
     pub fn reap(&self) -> Result<Vec<Job>> {
         let (now, backoff) = (self.now(), self.backoff);
-        self.store.write(move |tx| {
+        let moved = self.store.write(move |tx| {
             let expired: Vec<(Lease, String)> = tx
                 .conn
                 .prepare_cached(
@@ -465,7 +470,9 @@ impl Queue {
                 moved.push(settle_failure(tx.conn, lease, now, &Failure::retry(error), backoff)?);
             }
             Ok(moved)
-        })
+        })?;
+        self.store.jobs_changed(&moved);
+        Ok(moved)
     }
 
     /// The job with this id.
@@ -621,13 +628,15 @@ impl Queue {
 
     /// Deletes a job that is not running (cancel a running one first).
     pub fn delete(&self, id: i64) -> Result<Job> {
-        self.admin(id, "job.delete", move |tx, job| {
+        let job = self.admin(id, "job.delete", move |tx, job| {
             if job.state == JobState::Running {
                 return Err(Error::NotAllowed(format!("job {id} is running; cancel it first")));
             }
             tx.conn.execute("DELETE FROM cairn_jobs WHERE id = ?1", [id])?;
             Ok(())
-        })
+        })?;
+        self.store.job_deleted(id);
+        Ok(job)
     }
 
     /// Deletes finished jobs older than the retention: completed ones after
@@ -653,19 +662,34 @@ impl Queue {
 
     /// Runs an admin's change to one job in a transaction, audits it, and returns the job as
     /// it is afterwards (or as it was, once deleted).
+    /// `result`, its job announced to the listeners when it is one.
+    fn announced(&self, result: Result<Job>) -> Result<Job> {
+        if let Ok(job) = &result {
+            self.store.jobs_changed([job]);
+        }
+        result
+    }
+
     fn admin<F>(&self, id: i64, action: &'static str, f: F) -> Result<Job>
     where
         F: FnOnce(&mut Tx<'_>, &Job) -> Result<()> + Send + 'static,
     {
-        self.store.write(move |tx| {
-            let before = job_by_id(tx.conn, id)?;
-            f(tx, &before)?;
-            tx.audit(action, &format!("job/{id}"), "ok", &format!("{} ({})", before.kind, before.state.as_str()))?;
-            match job_by_id(tx.conn, id) {
-                Err(Error::JobNotFound { .. }) => Ok(before),
-                other => other,
-            }
-        })
+        self.store
+            .write(move |tx| {
+                let before = job_by_id(tx.conn, id)?;
+                f(tx, &before)?;
+                tx.audit(action, &format!("job/{id}"), "ok", &format!("{} ({})", before.kind, before.state.as_str()))?;
+                match job_by_id(tx.conn, id) {
+                    Err(Error::JobNotFound { .. }) => Ok((before, false)),
+                    other => other.map(|job| (job, true)),
+                }
+            })
+            .map(|(job, exists)| {
+                if exists {
+                    self.store.jobs_changed([&job]);
+                }
+                job
+            })
     }
 }
 

@@ -348,12 +348,14 @@ impl Queue {
     /// Enqueues a schedule's job now, outside its timetable (its last fire is not moved).
     pub fn run_schedule_now(&self, name: &str) -> Result<Enqueued> {
         let (name, now) = (name.to_string(), self.now());
-        self.store().write(move |tx| {
+        let enqueued = self.store().write(move |tx| {
             let schedule = schedule_by_name(tx.conn, &name)?;
             let job = fire(tx, &schedule.spec, now, now)?;
             tx.audit("schedule.run_now", &name, "ok", &format!("job {}", job.job.id))?;
             Ok(job)
-        })
+        })?;
+        self.store().jobs_changed([&enqueued.job]);
+        Ok(enqueued)
     }
 
     /// Fires every enabled schedule's due occurrences (by its catch-up policy) as of the
@@ -384,7 +386,10 @@ impl Queue {
                 Ok(fired)
             });
             match result {
-                Ok(mut f) => fired.append(&mut f),
+                Ok(mut f) => {
+                    self.store().jobs_changed(f.iter().filter(|f| !f.job.duplicate).map(|f| &f.job.job));
+                    fired.append(&mut f);
+                }
                 Err(e) => tracing::warn!(schedule = %schedule.spec.name, error = %e, "a schedule could not fire"),
             }
         }

@@ -483,3 +483,38 @@ fn a_worker_killed_at_random_moments_completes_every_job_exactly_once() {
     }
     assert!(all.iter().any(|j| j.attempt > 1), "some jobs were re-run after their worker died");
 }
+
+#[test]
+fn listeners_hear_of_every_change_of_a_job_and_of_what_they_missed() {
+    let (tmp, store) = crate::temp_store();
+    let events = store.job_events();
+    let queue = store.queue();
+    let next = || match events.wait(Duration::from_secs(5)) {
+        Some(cairn::JobEvent::Changed(job)) => (job.id, job.state, job.progress),
+        other => panic!("expected a change, got {other:?}"),
+    };
+    let id = queue.enqueue(NewJob::new("k", json!({}))).expect("enqueue").job.id;
+    assert_eq!(next(), (id, JobState::Available, None));
+    let job = queue.claim("w", &any(&["k"]), 1, LEASE).expect("claim").remove(0);
+    assert_eq!(next(), (id, JobState::Running, None));
+    queue.heartbeat(job.lease(), LEASE).expect("beat");
+    queue.progress(job.lease(), 40.0, Some("reading")).expect("progress");
+    assert_eq!(next(), (id, JobState::Running, Some(40.0)), "a heartbeat is not an event; progress is");
+    queue.complete(job.lease(), None).expect("complete");
+    assert_eq!(next(), (id, JobState::Completed, Some(100.0)));
+    queue.delete(id).expect("delete");
+    assert_eq!(events.wait(Duration::from_secs(5)), Some(cairn::JobEvent::Deleted(id)));
+    // A refused change is no event.
+    assert!(queue.cancel(id).is_err());
+    assert_eq!(events.wait(Duration::ZERO), None);
+    // One who stops reading is told it missed events rather than holding the queue up.
+    for i in 0..cairn::JOB_EVENTS_CAPACITY + 1 {
+        queue.enqueue(NewJob::new("k", json!({"i": i}))).expect("enqueue");
+    }
+    assert_eq!(events.wait(Duration::ZERO), Some(cairn::JobEvent::Missed));
+    queue.enqueue(NewJob::new("k", json!({"after": true}))).expect("enqueue");
+    assert!(matches!(events.wait(Duration::ZERO), Some(cairn::JobEvent::Changed(_))), "and hears again after");
+    drop((queue, store));
+    assert_eq!(events.wait(Duration::from_secs(5)), Some(cairn::JobEvent::Closed), "the store closed");
+    drop(tmp);
+}
