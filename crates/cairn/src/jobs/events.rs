@@ -49,7 +49,7 @@ impl Drop for JobHub {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobEvent {
     /// A job as it is now, after a change.
-    Changed(Job),
+    Changed(Box<Job>),
     /// A job was deleted.
     Deleted(i64),
     /// Events were dropped because the listener fell behind: list the jobs again.
@@ -106,7 +106,7 @@ impl Store {
 
     /// Tells the listeners that `jobs` changed (called once their change committed).
     pub(crate) fn jobs_changed<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
-        let events: Vec<JobEvent> = jobs.into_iter().cloned().map(JobEvent::Changed).collect();
+        let events: Vec<JobEvent> = jobs.into_iter().map(|job| JobEvent::Changed(Box::new(job.clone()))).collect();
         self.extensions().get_or_default::<JobHub>().publish(&events);
     }
 
