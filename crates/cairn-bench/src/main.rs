@@ -4,10 +4,11 @@
 //!
 //! `cargo run --release -p cairn-bench -- write` runs P1 and P2; `-- query` runs P3 and P4;
 //! `-- blobs` runs P5; `-- backup` runs P6; `-- serve` runs P7 and P8 (`cairn serve` against
-//! PocketBase, with wrk); `-- realtime` runs the realtime delivery benchmark.
+//! PocketBase, with wrk); `-- realtime` runs the realtime delivery benchmark; `-- jobs` runs P10.
 
 mod backup;
 mod blobs;
+mod jobs;
 mod query;
 mod realtime;
 mod serve;
@@ -37,6 +38,8 @@ enum Bench {
     Serve(serve::ServeArgs),
     /// Realtime: SSE subscribers while writers commit; delivery rate, latency, server RSS.
     Realtime(realtime::RealtimeArgs),
+    /// P10: no-op jobs completed per second by 4 workers vs P1's durable create rate; claim latency.
+    Jobs(jobs::JobsArgs),
     /// (internal) One cold P3 measurement in this process: `cairn` or `json`, then the data dir.
     #[command(hide = true)]
     Probe { which: String, dir: std::path::PathBuf },
@@ -50,6 +53,7 @@ fn main() -> Result<()> {
         Bench::Backup(args) => backup::run(&args),
         Bench::Serve(args) => serve::run(&args),
         Bench::Realtime(args) => realtime::run(&args),
+        Bench::Jobs(args) => jobs::run(&args),
         Bench::Probe { which, dir } => query::probe(&which, &dir),
     }
 }

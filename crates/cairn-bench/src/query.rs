@@ -172,7 +172,7 @@ fn run_probe(which: &str, dir: &Path) -> Result<(f64, f64)> {
     }
 }
 
-fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
+pub(crate) fn percentiles(mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(f64::total_cmp);
     let at = |p: f64| ms[((ms.len() as f64 - 1.0) * p).round() as usize];
     (at(0.5), at(0.99))

@@ -59,7 +59,7 @@ fn body(i: usize) -> Value {
     })
 }
 
-fn raw_rusqlite(dir: &Path, count: usize) -> Result<f64> {
+pub(crate) fn raw_rusqlite(dir: &Path, count: usize) -> Result<f64> {
     let conn = rusqlite::Connection::open(dir.join("raw.db"))?;
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch("PRAGMA synchronous = FULL; CREATE TABLE records (id TEXT PRIMARY KEY, body BLOB NOT NULL)")?;
@@ -78,7 +78,7 @@ fn open_store(dir: &Path) -> Result<Store> {
     Ok(store)
 }
 
-fn cairn_single(dir: &Path, count: usize) -> Result<f64> {
+pub(crate) fn cairn_single(dir: &Path, count: usize) -> Result<f64> {
     let store = open_store(dir)?;
     let bodies: Vec<Value> = (0..count).map(body).collect();
     let start = Instant::now();

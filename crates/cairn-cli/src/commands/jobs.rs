@@ -300,7 +300,8 @@ pub fn run_schedule(ctx: &Context, command: ScheduleCommand) -> Result<()> {
                             s.spec.kind.clone(),
                             s.spec.catch_up.as_str().to_string(),
                             if s.enabled { "on".into() } else { "off".into() },
-                            when(s.last_fire),
+                            // A schedule that never fired keeps its creation time there.
+                            when(s.last_fire.filter(|t| *t != s.created_at)),
                             when(s.next_fire),
                         ]
                     })

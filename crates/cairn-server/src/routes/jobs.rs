@@ -93,11 +93,55 @@ struct NewJobBody {
     /// Attempts before it is dead, 1 to 1000 (default 20).
     #[schema(minimum = 1, maximum = 1000)]
     max_attempts: Option<i64>,
-    /// Labels to find it by (at most 20).
-    tags: Option<Vec<String>>,
+    /// Labels to find it by.
+    #[schema(max_items = 20)]
+    tags: Option<Vec<Tag>>,
     /// Enqueue only when no job holds the same key; the answer is then that job.
+    #[serde(default, deserialize_with = "object_only")]
     unique: Option<UniqueBody>,
 }
+
+/// A job's arguments: an object (`{}` when absent).
+fn arguments(args: Option<Value>) -> Result<Value, Problem> {
+    match args {
+        None | Some(Value::Null) => Ok(json!({})),
+        Some(args @ Value::Object(_)) => Ok(args),
+        Some(_) => Err(Problem::invalid("`args` must be an object")),
+    }
+}
+
+/// An optional member that must be an object (serde would also read a struct from an array).
+fn object_only<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned,
+{
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(value @ Value::Object(_)) => serde_json::from_value(value).map(Some).map_err(serde::de::Error::custom),
+        Some(_) => Err(serde::de::Error::custom("expected an object")),
+    }
+}
+
+/// A label: 1 to 100 characters.
+#[derive(Debug, Deserialize)]
+struct Tag(String);
+
+impl utoipa::PartialSchema for Tag {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .min_length(Some(1))
+            .max_length(Some(100))
+            .description(Some("A label: 1 to 100 characters."))
+            .into()
+    }
+}
+
+impl ToSchema for Tag {}
+
+/// The longest period or window in seconds (a hundred years).
+const MAX_SECONDS: u64 = 3_155_760_000;
 
 /// How a job is unique.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -106,7 +150,7 @@ struct UniqueBody {
     /// Include the arguments in the key (otherwise kind and queue alone).
     by_args: Option<bool>,
     /// Only within periods of this many seconds.
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 3_155_760_000_u64)]
     period_seconds: Option<u64>,
 }
 
@@ -117,6 +161,7 @@ struct ScheduleBody {
     #[schema(pattern = "^[A-Za-z0-9_.:-]{1,100}$")]
     name: String,
     /// Five fields (minute hour day month weekday), six with seconds first, or `@daily` …
+    #[schema(min_length = 1)]
     cron: String,
     /// An IANA time zone (default `UTC`).
     time_zone: Option<String>,
@@ -131,6 +176,7 @@ struct ScheduleBody {
     #[schema(pattern = "^(none|one|all)$")]
     catch_up: Option<String>,
     /// How late a missed occurrence may be and still run, in seconds (default a day).
+    #[schema(maximum = 3_155_760_000_u64)]
     catch_up_window_seconds: Option<u64>,
     /// Replace the schedule of this name if there is one (keeping when it last fired).
     replace: Option<bool>,
@@ -141,6 +187,9 @@ struct ScheduleBody {
     params(ListParams),
     responses((status = 200, description = "`{\"items\", \"next_before_id\"}`", body = AnyObject)))]
 async fn list(_: Admin, State(state): State<AppState>, Q(params): Q<ListParams>) -> Result<Json<Value>, Problem> {
+    if let Some(before) = params.before_id.filter(|id| *id < 1) {
+        return Err(Problem::invalid(format!("before_id must be a job id (1 or more), not {before}")));
+    }
     let limit = params.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_JOBS as u64 {
         return Err(Problem::invalid(format!("limit must be 1 to {MAX_JOBS}, not {limit}")));
@@ -169,14 +218,17 @@ async fn enqueue(
     State(state): State<AppState>,
     Typed(body): Typed<NewJobBody>,
 ) -> Result<Response, Problem> {
-    let mut job = cairn::NewJob::new(&body.kind, body.args.unwrap_or_else(|| json!({})));
+    let mut job = cairn::NewJob::new(&body.kind, arguments(body.args)?);
     if let Some(queue) = &body.queue {
         job = job.queue(queue);
     }
     job.priority = body.priority.unwrap_or(0);
     job.run_at = body.run_at;
     job.max_attempts = body.max_attempts.unwrap_or(job.max_attempts);
-    job.tags = body.tags.unwrap_or_default();
+    job.tags = body.tags.unwrap_or_default().into_iter().map(|t| t.0).collect();
+    if body.unique.as_ref().and_then(|u| u.period_seconds).is_some_and(|s| s > MAX_SECONDS) {
+        return Err(Problem::invalid(format!("unique.period_seconds must be at most {MAX_SECONDS}")));
+    }
     job.unique = body.unique.map(|u| {
         let mut unique = cairn::UniqueOptions::default();
         unique.by_args = u.by_args.unwrap_or(false);
@@ -292,11 +344,12 @@ async fn add_schedule(
     if let Some(queue) = &body.queue {
         spec = spec.queue(queue);
     }
-    if let Some(args) = body.args {
-        spec = spec.args(args);
-    }
+    spec = spec.args(arguments(body.args)?);
     let policy = body.catch_up.as_deref().map(cairn::CatchUp::parse).transpose()?.unwrap_or(spec.catch_up);
     let window = body.catch_up_window_seconds.unwrap_or(spec.catch_up_window_seconds);
+    if window > MAX_SECONDS {
+        return Err(Problem::invalid(format!("catch_up_window_seconds must be at most {MAX_SECONDS}")));
+    }
     spec = spec.catch_up(policy, window);
     let schedule = state.backend.put_schedule(caller, spec, body.replace.unwrap_or(false)).await?;
     Ok((StatusCode::CREATED, Json(schedule)).into_response())

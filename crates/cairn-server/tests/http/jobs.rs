@@ -67,6 +67,15 @@ async fn admins_manage_jobs_and_schedules_and_others_are_refused() {
     call(&api, Method::POST, "/api/jobs", Some(r#"{"kind": "k", "colour": 1}"#), &[])
         .await
         .problem(400, "invalid_input");
+    for body in [
+        r#"{"kind": "k", "args": [1, 2]}"#,
+        r#"{"kind": "k", "unique": [true, null]}"#,
+        r#"{"kind": "k", "tags": [""]}"#,
+        r#"{"kind": "k", "unique": {"period_seconds": 9223372036854775808}}"#,
+    ] {
+        call(&api, Method::POST, "/api/jobs", Some(body), &[]).await.problem(400, "invalid_input");
+    }
+    call(&api, Method::GET, "/api/jobs?before_id=0", None, &[]).await.problem(400, "invalid_input");
 
     // Schedules.
     let nightly = r#"{"name": "nightly", "cron": "0 2 * * *", "time_zone": "Europe/Berlin", "kind": "report", "catch_up": "all"}"#;
