@@ -18,25 +18,34 @@ pub enum JobsCommand {
         /// available, scheduled, running, retryable, completed, cancelled or discarded (dead).
         #[arg(long)]
         state: Option<String>,
+        /// Only this queue's jobs.
         #[arg(long)]
         queue: Option<String>,
+        /// Only jobs of this kind.
         #[arg(long)]
         kind: Option<String>,
         /// Only jobs older than this id (the next page).
         #[arg(long)]
         before: Option<i64>,
+        /// At most this many.
         #[arg(long, default_value_t = 50)]
         limit: usize,
     },
     /// One job in full: arguments, attempts, progress, result, every error.
-    Show { id: i64 },
+    Show {
+        /// The job's id.
+        id: i64,
+    },
     /// Enqueue a job of KIND with ARGS (a JSON object, `-` for stdin; default `{}`).
     Enqueue {
+        /// What runs it: a handler's kind, `command`, or a built-in `cairn.*` task.
         kind: String,
+        /// The arguments, a JSON object (`-` reads stdin).
         args: Option<String>,
         /// Read the arguments from this file.
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// The queue it waits in.
         #[arg(long, default_value = cairn::DEFAULT_QUEUE)]
         queue: String,
         /// Lower runs first.
@@ -45,6 +54,7 @@ pub enum JobsCommand {
         /// Not before this many seconds from now.
         #[arg(long, value_name = "SECONDS")]
         delay: Option<u64>,
+        /// Attempts before it is dead (1 to 1000).
         #[arg(long, default_value_t = cairn::DEFAULT_MAX_ATTEMPTS)]
         max_attempts: i64,
         /// A label (repeatable).
@@ -58,13 +68,25 @@ pub enum JobsCommand {
         unique_within: Option<u64>,
     },
     /// Cancel a job: a waiting one at once; a running one is told to stop.
-    Cancel { id: i64 },
+    Cancel {
+        /// The job's id.
+        id: i64,
+    },
     /// Run a dead or cancelled job again, with fresh attempts.
-    Retry { id: i64 },
+    Retry {
+        /// The job's id.
+        id: i64,
+    },
     /// Run a job again from the start.
-    Restart { id: i64 },
+    Restart {
+        /// The job's id.
+        id: i64,
+    },
     /// Delete a job that is not running.
-    Delete { id: i64 },
+    Delete {
+        /// The job's id.
+        id: i64,
+    },
     /// Delete finished jobs past their retention.
     Prune {
         /// Keep completed jobs this long.
@@ -85,12 +107,16 @@ pub enum ScheduleCommand {
     /// Add a schedule: NAME fires a job of KIND on CRON (five fields, six with seconds, or
     /// `@daily`…).
     Add {
+        /// The schedule's name.
         name: String,
+        /// When: a cron expression (quote it).
         cron: String,
+        /// The kind of job each occurrence enqueues.
         kind: String,
         /// An IANA time zone.
         #[arg(long, default_value = "UTC")]
         time_zone: String,
+        /// The queue its jobs wait in.
         #[arg(long, default_value = cairn::DEFAULT_QUEUE)]
         queue: String,
         /// The job's arguments, a JSON object.
@@ -107,13 +133,25 @@ pub enum ScheduleCommand {
         replace: bool,
     },
     /// Remove a schedule (its jobs stay).
-    Remove { name: String },
+    Remove {
+        /// The schedule's name.
+        name: String,
+    },
     /// Enqueue a schedule's job now.
-    RunNow { name: String },
+    RunNow {
+        /// The schedule's name.
+        name: String,
+    },
     /// Turn a schedule on (it starts from now, without catching up).
-    Enable { name: String },
+    Enable {
+        /// The schedule's name.
+        name: String,
+    },
     /// Turn a schedule off.
-    Disable { name: String },
+    Disable {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
 use cairn::{ErrorKind, JobEvent, Principal};
 use serde::Deserialize;
 use serde_json::json;
@@ -19,7 +19,7 @@ use utoipa::IntoParams;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::realtime::{authenticate, frame, Frames};
+use super::realtime::{authenticate, frame, sse_response, ticket_of};
 use super::AppState;
 use crate::problem::Problem;
 
@@ -48,8 +48,7 @@ async fn events(
     headers: HeaderMap,
     pairs: Result<axum::extract::Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, Problem> {
-    let ticket = pairs.ok().and_then(|q| q.0.into_iter().find(|(k, _)| k == "ticket").map(|(_, v)| v));
-    let caller = authenticate(&state, &headers, ticket).await?;
+    let caller = authenticate(&state, &headers, ticket_of(pairs)).await?;
     if caller.user.role != cairn::User::ADMIN_ROLE {
         return Err(Problem::new(StatusCode::FORBIDDEN, "forbidden", "job events are for admins"));
     }
@@ -60,12 +59,7 @@ async fn events(
         session(state, caller, listening, frames).await;
         drop(permit);
     });
-    let headers = [
-        (header::CONTENT_TYPE, "text/event-stream"),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::HeaderName::from_static("x-accel-buffering"), "no"),
-    ];
-    Ok((headers, Body::from_stream(Frames(body))).into_response())
+    Ok(sse_response(body))
 }
 
 /// Listens again after the store went away, for as long as a restore may take.

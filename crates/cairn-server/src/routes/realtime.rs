@@ -118,8 +118,7 @@ async fn stream(
     params: Result<Q<StreamParams>, Problem>,
 ) -> Result<Response, Problem> {
     // Who is asking comes first, as on every route behind a token; then what they ask.
-    let ticket = pairs.ok().and_then(|q| q.0.into_iter().find(|(k, _)| k == "ticket").map(|(_, v)| v));
-    let caller = authenticate(&state, &headers, ticket).await?;
+    let caller = authenticate(&state, &headers, ticket_of(pairs)).await?;
     let Q(params) = params?;
     let last_event_id = headers.get("last-event-id").map(|v| {
         v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()).ok_or_else(|| {
@@ -142,12 +141,24 @@ async fn stream(
         sse_session(state, caller, spec, subscription, frames).await;
         drop(permit);
     });
+    Ok(sse_response(body))
+}
+
+/// The `?ticket=` of a stream request, read before anything else about it.
+pub(crate) fn ticket_of(
+    pairs: Result<axum::extract::Query<Vec<(String, String)>>, axum::extract::rejection::QueryRejection>,
+) -> Option<String> {
+    pairs.ok().and_then(|q| q.0.into_iter().find(|(k, _)| k == "ticket").map(|(_, v)| v))
+}
+
+/// A Server-Sent Events response carrying the frames its session sends on `body`'s channel.
+pub(crate) fn sse_response(body: mpsc::Receiver<Bytes>) -> Response {
     let headers = [
         (header::CONTENT_TYPE, "text/event-stream"),
         (header::CACHE_CONTROL, "no-store"),
         (header::HeaderName::from_static("x-accel-buffering"), "no"),
     ];
-    Ok((headers, Body::from_stream(Frames(body))).into_response())
+    (headers, Body::from_stream(Frames(body))).into_response()
 }
 
 /// Realtime events over a WebSocket: JSON messages, several subscriptions per socket.
@@ -468,7 +479,7 @@ async fn sse_session(
 }
 
 /// The body of an SSE response: the frames its session sends.
-pub(crate) struct Frames(pub(crate) mpsc::Receiver<Bytes>);
+struct Frames(mpsc::Receiver<Bytes>);
 
 impl futures_core::Stream for Frames {
     type Item = Result<Bytes, Infallible>;

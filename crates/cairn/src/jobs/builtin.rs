@@ -137,7 +137,8 @@ fn check(ctx: &JobContext) -> Result<Done, Failure> {
     let report = ctx.store().check(&options, &mut reporter(ctx))?;
     let detail = serde_json::to_value(&report).unwrap_or(Value::Null);
     if !report.is_ok() {
-        let message = format!("check found {} problems; run `cairn check` and `cairn repair`", report.problems.len());
+        let message =
+            format!("check found {} problems (listed in the detail); a repair can fix them", report.problems.len());
         return Err(Failure::discard(message).detail(detail));
     }
     Ok(Done::new().result(detail))

@@ -100,20 +100,17 @@ pub struct Limits {
 impl Limits {
     fn prlimit_args(&self) -> Vec<String> {
         let mb = |m: u64| m.saturating_mul(1024 * 1024);
-        let mut args = Vec::new();
-        if let Some(s) = self.cpu_seconds {
-            args.push(format!("--cpu={s}"));
-        }
-        if let Some(m) = self.memory_mb {
-            args.push(format!("--as={}", mb(m)));
-        }
-        if let Some(n) = self.open_files {
-            args.push(format!("--nofile={n}"));
-        }
-        if let Some(m) = self.file_size_mb {
-            args.push(format!("--fsize={}", mb(m)));
-        }
-        args
+        // prlimit's resource names: CPU seconds, address space and file size in bytes, and
+        // open file descriptors.
+        [
+            ("cpu", self.cpu_seconds),
+            ("as", self.memory_mb.map(mb)),
+            ("nofile", self.open_files),
+            ("fsize", self.file_size_mb.map(mb)),
+        ]
+        .into_iter()
+        .filter_map(|(resource, limit)| limit.map(|limit| format!("--{resource}={limit}")))
+        .collect()
     }
 }
 
