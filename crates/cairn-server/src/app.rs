@@ -46,6 +46,10 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: D
         (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
     ];
     let (routes, doc) = routes(&state).split_for_parts();
+    let console = match state.config.console_path.as_str() {
+        "" => Router::new(),
+        path => crate::console::router(path),
+    };
     let doc: Arc<str> = crate::openapi::finish(doc).to_json().unwrap_or_default().into();
     crate::metrics::handle();
     let mut router = routes
@@ -56,6 +60,7 @@ pub(crate) fn build(backend: Arc<dyn Backend>, config: ServerConfig, draining: D
             }),
         )
         .route_layer(axum::middleware::from_fn(crate::metrics::track))
+        .merge(console)
         .fallback(|| async { StatusCode::NOT_FOUND })
         .with_state(state)
         .layer(DefaultBodyLimit::max(body_limit))

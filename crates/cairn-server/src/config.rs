@@ -75,6 +75,9 @@ pub struct ServerConfig {
     /// A connection whose writes make no progress for this long (a client that stopped
     /// reading: a stalled stream) is closed. Default: 30,000 ms.
     pub send_stall_timeout_ms: u64,
+    /// Where the web console is served (its page at `<path>/`); empty: no console.
+    /// Default: `/console`.
+    pub console_path: String,
     /// The jobs this server runs (`[jobs]`: workers, schedules, commands, watched folders;
     /// docs/jobs.md). Default: two workers, the scheduler and the built-in maintenance
     /// schedules; no commands and no watched folders.
@@ -105,6 +108,21 @@ impl ServerConfig {
                     format!("cors_origins: {origin:?} is not an origin (scheme://host[:port], no wildcard)"),
                 ));
             }
+        }
+        let console = &self.console_path;
+        let reserved = ["/api", "/health", "/ready", "/metrics"].iter().any(|p| console.trim_end_matches('/') == *p);
+        let plain = console.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.'));
+        if !console.is_empty()
+            && (!console.starts_with('/')
+                || console.trim_end_matches('/').is_empty()
+                || reserved
+                || !plain
+                || console.contains('{'))
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("console_path: {console:?} must be a path like /console (not / nor an API path), or empty"),
+            ));
         }
         self.jobs.validate().map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         Ok(())
@@ -187,6 +205,7 @@ impl Default for ServerConfig {
             realtime_buffer: 256,
             realtime_retry_ms: 2_000,
             send_stall_timeout_ms: 30_000,
+            console_path: "/console".into(),
             jobs: cairn::JobsConfig::default(),
         }
     }

@@ -21,6 +21,7 @@ mod app;
 mod backend;
 pub mod client;
 mod config;
+mod console;
 mod embedded;
 mod limits;
 mod metrics;

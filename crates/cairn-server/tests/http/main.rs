@@ -6,6 +6,7 @@ mod admin;
 mod attachments;
 mod auth;
 mod bad_input;
+mod console;
 mod idempotency;
 mod jobs;
 mod limits;

@@ -1,0 +1,218 @@
+// The cairn console: plain ES modules, no build step, only the public REST and realtime
+// APIs, with the signed-in user's own permissions. The session token is kept in this tab's
+// sessionStorage and sent as a bearer token; streams use single-use tickets.
+
+const main = document.getElementById("main");
+const state = { token: sessionStorage.getItem("cairn.token"), me: null, stream: null };
+
+/** Calls the API; a problem+json answer becomes an Error carrying it. */
+async function api(method, path, body) {
+  const headers = { accept: "application/json" };
+  if (state.token) headers.authorization = `Bearer ${state.token}`;
+  if (body !== undefined) headers["content-type"] = "application/json";
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await response.text();
+  const data = text ? JSON.parse(text) : null;
+  if (!response.ok) {
+    const error = new Error((data && data.detail) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    error.problem = data;
+    throw error;
+  }
+  return data;
+}
+
+/** An element with attributes and children (strings become text, never HTML). */
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (key.startsWith("on")) el.addEventListener(key.slice(2), value);
+    else el.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child !== null && child !== undefined) el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function show(...nodes) {
+  main.replaceChildren(...nodes);
+}
+
+function toast(message) {
+  const el = h("div", { class: "toast" }, message);
+  document.getElementById("toasts").append(el);
+  setTimeout(() => el.remove(), 4000);
+}
+
+function failure(error) {
+  if (error.status === 401) {
+    signOut(false);
+    return;
+  }
+  show(h("h1", {}, "Something went wrong"), h("p", { class: "error", role: "alert" }, error.message));
+}
+
+function stopStream() {
+  if (state.stream) {
+    state.stream.close();
+    state.stream = null;
+  }
+  document.getElementById("banner").hidden = true;
+}
+
+function signInPage(message, name = "") {
+  const form = h("form", { class: "card", "aria-labelledby": "sign-in-title" },
+    h("h1", { id: "sign-in-title" }, "Sign in"),
+    h("label", { for: "name" }, "Name"),
+    h("input", { id: "name", name: "name", autocomplete: "username", required: true, value: name }),
+    h("label", { for: "password" }, "Password"),
+    h("input", { id: "password", name: "password", type: "password", autocomplete: "current-password", required: true }),
+    message ? h("p", { class: "error", role: "alert" }, message) : null,
+    h("button", { type: "submit" }, "Sign in"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const data = new FormData(form);
+    try {
+      const answer = await api("POST", "/api/auth/login", { name: data.get("name"), password: data.get("password") });
+      state.token = answer.token;
+      sessionStorage.setItem("cairn.token", state.token);
+      await route();
+    } catch (error) {
+      signInPage(error.status === 401 ? "That name and password do not sign anyone in." : error.message, data.get("name"));
+    }
+  });
+  show(form);
+  document.getElementById(name ? "password" : "name").focus();
+}
+
+async function signOut(tell = true) {
+  stopStream();
+  if (tell && state.token) {
+    try { await api("POST", "/api/auth/logout"); } catch { /* the token may already be gone */ }
+  }
+  state.token = null;
+  state.me = null;
+  sessionStorage.removeItem("cairn.token");
+  document.getElementById("nav").hidden = true;
+  document.getElementById("sign-out").hidden = true;
+  document.getElementById("who").textContent = "";
+  location.hash = "#/";
+  signInPage();
+}
+
+async function collectionsPage() {
+  show(h("h1", {}, "Collections"), h("p", { class: "loading" }, "Loading…"));
+  const { items } = await api("GET", "/api/collections");
+  if (items.length === 0) {
+    show(h("h1", {}, "Collections"), h("p", { class: "empty" }, "No collections yet."));
+    return;
+  }
+  const rows = items.map((c) => h("tr", {},
+    h("td", {}, c.schema.name),
+    h("td", {}, String(c.schema.fields.length)),
+    h("td", {}, String(c.live_records))));
+  show(h("h1", {}, "Collections"), h("div", { class: "wide" }, h("table", {},
+    h("caption", { class: "empty" }, `${items.length} collection(s)`),
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Fields"), h("th", { scope: "col" }, "Records"))),
+    h("tbody", {}, rows))));
+}
+
+function jobRow(job) {
+  const progress = job.progress === null || job.progress === undefined ? "" :
+    h("progress", { max: "100", value: String(job.progress), "aria-label": `job ${job.id} progress` });
+  const error = job.errors && job.errors.length ? job.errors[job.errors.length - 1].error : "";
+  const act = (verb) => h("button", { type: "button", class: "quiet", onclick: async () => {
+    try {
+      await api("POST", `/api/jobs/${job.id}/${verb}`);
+      toast(`Job ${job.id}: ${verb} asked`);
+    } catch (e) { toast(e.message); }
+  } }, verb);
+  const actions = job.state === "running" || job.state === "available" || job.state === "scheduled" || job.state === "retryable"
+    ? [act("cancel")] : [act("retry"), act("restart")];
+  return h("tr", { "data-job": String(job.id) },
+    h("td", {}, String(job.id)), h("td", {}, job.kind), h("td", {}, job.queue),
+    h("td", { class: `state-${job.state}` }, job.state),
+    h("td", {}, progress, " ", job.progress_message || ""),
+    h("td", {}, error), h("td", {}, actions));
+}
+
+async function jobsPage() {
+  show(h("h1", {}, "Jobs"), h("p", { class: "loading" }, "Loading…"));
+  const { items } = await api("GET", "/api/jobs?limit=100");
+  const body = h("tbody", {}, items.map(jobRow));
+  const empty = h("p", { class: "empty", hidden: items.length > 0 }, "No jobs yet.");
+  show(h("h1", {}, "Jobs"), empty, h("div", { class: "wide" }, h("table", {},
+    h("thead", {}, h("tr", {}, ["Id", "Kind", "Queue", "State", "Progress", "Last error", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+    body)));
+  const upsert = (job) => {
+    const row = jobRow(job);
+    const old = body.querySelector(`tr[data-job="${job.id}"]`);
+    if (old) old.replaceWith(row); else body.prepend(row);
+    empty.hidden = true;
+  };
+  await follow("/api/jobs/events", {
+    job: (job) => upsert(job),
+    deleted: ({ id }) => body.querySelector(`tr[data-job="${id}"]`)?.remove(),
+    reset: () => jobsPage(),
+  });
+}
+
+/** Follows a server-sent event stream with a fresh ticket; shows a banner while it is down. */
+async function follow(path, handlers) {
+  stopStream();
+  const banner = document.getElementById("banner");
+  let lost = false;
+  const open = async () => {
+    const { ticket } = await api("POST", "/api/realtime/tickets");
+    const source = new EventSource(`${path}?ticket=${encodeURIComponent(ticket)}`);
+    state.stream = source;
+    source.addEventListener("ready", () => {
+      banner.hidden = true;
+      // What changed while the connection was down is not replayed: list again.
+      if (lost && handlers.reset) handlers.reset({ reason: "reconnected" });
+      lost = false;
+    });
+    for (const [name, handle] of Object.entries(handlers)) {
+      source.addEventListener(name, (event) => handle(JSON.parse(event.data)));
+    }
+    source.onerror = () => {
+      // A ticket is good once: reconnect with a new one after a pause.
+      source.close();
+      if (state.stream !== source) return;
+      lost = true;
+      banner.textContent = "The connection to the server was lost; trying again…";
+      banner.hidden = false;
+      setTimeout(() => {
+        if (state.stream === source) open().catch(() => { state.stream = source; source.onerror(); });
+      }, 2000);
+    };
+  };
+  await open();
+}
+
+async function route() {
+  stopStream();
+  if (!state.token) return signInPage();
+  try {
+    if (!state.me) {
+      state.me = await api("GET", "/api/auth/me");
+      const admin = state.me.user.role === "admin";
+      document.getElementById("who").textContent = `${state.me.user.name} (${state.me.user.role})`;
+      document.getElementById("nav").hidden = false;
+      document.getElementById("sign-out").hidden = false;
+      for (const link of document.querySelectorAll("[data-admin]")) link.hidden = !admin;
+    }
+    const page = location.hash.replace(/^#\/?/, "") || "collections";
+    if (page === "jobs") await jobsPage();
+    else await collectionsPage();
+    main.focus();
+  } catch (error) {
+    failure(error);
+  }
+}
+
+document.getElementById("sign-out").addEventListener("click", () => signOut());
+window.addEventListener("hashchange", route);
+route();
