@@ -3,7 +3,8 @@
 
 Starts `cairn serve` on an ephemeral 127.0.0.1 port over a fresh store (a bootstrap admin, a
 `notes` collection with a record, a user who is not an admin), then as the admin: a wrong
-password is refused; signing in shows the collections; the jobs page lists a job enqueued
+password is refused; signing in shows the collections; a collection's records are filtered (a bad filter pointed at), sorted and updated live
+when another client writes; the jobs page lists a job enqueued
 meanwhile and follows it live to completion; killing the server shows the lost-connection
 banner, and after a restart on the same port the job enqueued while it was down appears.
 As the other user: no jobs link, and the jobs page by URL is refused. No page may break the
@@ -77,7 +78,7 @@ def main():
         try:
             token = call(base, "POST", "/api/auth/login", body={"name": "root", "password": PASSWORD})["token"]
             call(base, "POST", "/api/collections", token,
-                 {"name": "notes", "fields": [{"name": "title", "type": "text", "summary": True}]})
+                 {"name": "notes", "fields": [{"name": "title", "type": "text", "summary": True, "indexed": True}]})
             call(base, "POST", "/api/collections/notes/records", token, {"title": "first note"})
             call(base, "POST", "/api/users", token, {"name": "ana", "password": "ana's password", "role": "user"})
             server = run_browser(cairn, store, password_file, base, token, server, shots)
@@ -104,6 +105,29 @@ def run_browser(cairn, store, password_file, base, token, server, shots):
             expect(page.get_by_role("heading", name="Collections")).to_be_visible()
             expect(page.get_by_role("row", name=re.compile(r"notes\s+1\s+1"))).to_be_visible()
             page.screenshot(path=os.path.join(shots, "collections.png"))
+
+            # Records: a table of the summary fields, a filter whose error points at the
+            # character, sorting by a column, and another client's write appearing live.
+            page.get_by_role("link", name="notes").click()
+            expect(page.get_by_role("heading", name="notes")).to_be_visible()
+            expect(page.get_by_role("cell", name="first note")).to_be_visible()
+            page.get_by_label("Filter").fill('title = "first note" and >')
+            page.get_by_role("button", name="Apply").click()
+            expect(page.get_by_role("alert")).to_contain_text("filter")
+            expect(page.locator("pre.caret")).to_have_text('title = "first note" and >\n' + " " * 25 + "^")
+            page.screenshot(path=os.path.join(shots, "records-filter-error.png"))
+            page.get_by_label("Filter").fill('title != "nothing"')
+            page.get_by_role("button", name="Apply").click()
+            expect(page.get_by_role("cell", name="first note")).to_be_visible()
+            call(base, "POST", "/api/collections/notes/records", token, {"title": "a second note"})
+            expect(page.get_by_role("cell", name="a second note")).to_be_visible(timeout=15_000)
+            page.get_by_role("button", name="title").click()
+            expect(page.get_by_role("columnheader", name="title")).to_have_attribute("aria-sort", "ascending")
+            expect(page.locator("tbody tr").first).to_contain_text("a second note")
+            page.get_by_role("button", name="title").click()
+            expect(page.get_by_role("columnheader", name="title")).to_have_attribute("aria-sort", "descending")
+            expect(page.locator("tbody tr").first).to_contain_text("first note")
+            page.screenshot(path=os.path.join(shots, "records.png"))
 
             page.get_by_role("link", name="Jobs").click()
             expect(page.get_by_role("heading", name="Jobs")).to_be_visible()

@@ -110,13 +110,99 @@ async function collectionsPage() {
     return;
   }
   const rows = items.map((c) => h("tr", {},
-    h("td", {}, c.schema.name),
+    h("td", {}, h("a", { href: `#/records/${encodeURIComponent(c.schema.name)}` }, c.schema.name)),
     h("td", {}, String(c.schema.fields.length)),
     h("td", {}, String(c.live_records))));
   show(h("h1", {}, "Collections"), h("div", { class: "wide" }, h("table", {},
     h("caption", { class: "empty" }, `${items.length} collection(s)`),
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "Name"), h("th", { scope: "col" }, "Fields"), h("th", { scope: "col" }, "Records"))),
     h("tbody", {}, rows))));
+}
+
+/** The columns a collection's table shows: its summary fields, else its first three. */
+function columnsOf(schema) {
+  const summary = schema.fields.filter((f) => f.summary).map((f) => f.name);
+  return summary.length ? summary : schema.fields.slice(0, 3).map((f) => f.name);
+}
+
+function cell(value) {
+  if (value === null || value === undefined) return "";
+  if (typeof value === "object") return JSON.stringify(value);
+  return String(value);
+}
+
+/** A filter's error with a caret under the character where it went wrong. */
+function filterError(filter, error) {
+  const out = [h("p", { class: "error", role: "alert", id: "filter-error" }, error.message)];
+  const position = error.problem && error.problem.position;
+  if (Number.isInteger(position)) {
+    out.push(h("pre", { class: "caret", "aria-hidden": "true" }, `${filter}\n${" ".repeat(position)}^`));
+  }
+  return out;
+}
+
+async function recordsPage(collection, params) {
+  const info = await api("GET", `/api/collections/${encodeURIComponent(collection)}`);
+  const columns = columnsOf(info.schema);
+  const filter = params.get("filter") || "";
+  const sort = params.get("sort") || "";
+  const cursor = params.get("cursor") || "";
+  const go = (changes) => {
+    const next = new URLSearchParams(params);
+    for (const [key, value] of Object.entries(changes)) {
+      if (value) next.set(key, value); else next.delete(key);
+    }
+    location.hash = `#/records/${encodeURIComponent(collection)}?${next}`;
+  };
+  const form = h("form", { class: "filter", role: "search" },
+    h("label", { for: "filter" }, "Filter (cairn's filter language)"),
+    h("input", { id: "filter", name: "filter", value: filter, placeholder: 'title = "x" and n > 2', spellcheck: "false" }),
+    h("button", { type: "submit" }, "Apply"));
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    go({ filter: new FormData(form).get("filter").trim(), cursor: "" });
+  });
+  const heading = h("h1", {}, collection);
+  show(heading, form, h("p", { class: "loading" }, "Loading…"));
+  const query = new URLSearchParams({ limit: "20" });
+  if (filter) query.set("filter", filter);
+  if (sort) query.set("sort", sort);
+  if (cursor) query.set("cursor", cursor);
+  let page;
+  try {
+    page = await api("GET", `/api/collections/${encodeURIComponent(collection)}/records?${query}`);
+  } catch (error) {
+    if (error.status !== 400) throw error;
+    show(heading, form, ...filterError(filter, error));
+    document.getElementById("filter").setAttribute("aria-describedby", "filter-error");
+    return;
+  }
+  const sortButton = (name) => {
+    const order = sort === name ? "ascending" : sort === `-${name}` ? "descending" : "none";
+    const next = order === "ascending" ? `-${name}` : name;
+    return h("th", { scope: "col", "aria-sort": order },
+      h("button", { type: "button", class: "quiet", onclick: () => go({ sort: next, cursor: "" }) },
+        name, order === "ascending" ? " ▲" : order === "descending" ? " ▼" : ""));
+  };
+  const rows = page.items.map((r) => h("tr", { "data-record": r.id },
+    h("td", {}, r.id), ...columns.map((c) => h("td", {}, cell(r.fields[c]))), h("td", {}, String(r.version))));
+  const table = h("div", { class: "wide" }, h("table", {},
+    h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "id"), ...columns.map(sortButton), h("th", { scope: "col" }, "version"))),
+    h("tbody", {}, rows)));
+  const empty = h("p", { class: "empty" }, filter ? "No records match this filter." : "No records yet.");
+  const more = page.next_cursor
+    ? h("button", { type: "button", onclick: () => go({ cursor: page.next_cursor }) }, "Next page") : null;
+  show(heading, form, page.items.length ? table : empty, more);
+  // Another tab's change, a record entering or leaving the filter: read the page again.
+  let pending = null;
+  const refresh = () => {
+    clearTimeout(pending);
+    pending = setTimeout(() => recordsPage(collection, params).catch(failure), 150);
+  };
+  const stream = new URLSearchParams({ collection });
+  if (filter) stream.set("filter", filter);
+  await follow(`/api/realtime?${stream}`, Object.fromEntries(
+    ["create", "update", "delete", "enter", "leave", "reset"].map((name) => [name, refresh])), "&");
 }
 
 function jobRow(job) {
@@ -160,13 +246,13 @@ async function jobsPage() {
 }
 
 /** Follows a server-sent event stream with a fresh ticket; shows a banner while it is down. */
-async function follow(path, handlers) {
+async function follow(path, handlers, joiner = "?") {
   stopStream();
   const banner = document.getElementById("banner");
   let lost = false;
   const open = async () => {
     const { ticket } = await api("POST", "/api/realtime/tickets");
-    const source = new EventSource(`${path}?ticket=${encodeURIComponent(ticket)}`);
+    const source = new EventSource(`${path}${joiner}ticket=${encodeURIComponent(ticket)}`);
     state.stream = source;
     source.addEventListener("ready", () => {
       banner.hidden = true;
@@ -204,8 +290,10 @@ async function route() {
       document.getElementById("sign-out").hidden = false;
       for (const link of document.querySelectorAll("[data-admin]")) link.hidden = !admin;
     }
-    const page = location.hash.replace(/^#\/?/, "") || "collections";
+    const [path, search] = location.hash.replace(/^#\/?/, "").split("?");
+    const [page, arg] = path.split("/");
     if (page === "jobs") await jobsPage();
+    else if (page === "records" && arg) await recordsPage(decodeURIComponent(arg), new URLSearchParams(search || ""));
     else await collectionsPage();
     main.focus();
   } catch (error) {

@@ -32,6 +32,8 @@ pub(crate) struct ProblemDoc {
     instance: String,
     /// The request's id, as in `X-Request-Id` and the server's log.
     request_id: Option<String>,
+    /// For a filter that does not parse: the character where it went wrong (from 0).
+    position: Option<u64>,
 }
 
 /// A record as the API sends it.

@@ -28,12 +28,15 @@ pub struct Problem {
     pub kind: &'static str,
     /// What was wrong and where.
     pub detail: String,
+    /// For a filter that does not parse: the character (not byte) where it went wrong, so a
+    /// client can point at it.
+    pub position: Option<usize>,
 }
 
 impl Problem {
     /// A problem with its own status and kind.
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Problem {
-        Problem { status, kind, detail: detail.into() }
+        Problem { status, kind, detail: detail.into(), position: None }
     }
 
     /// Bad input the library never saw: a malformed header, query parameter or body.
@@ -69,7 +72,13 @@ impl Problem {
             _ => error.to_string(),
         };
         let kind = if status == StatusCode::PRECONDITION_FAILED { "precondition_failed" } else { kind.as_str() };
-        Problem { status, kind, detail }
+        let position = match error {
+            cairn::Error::InvalidFilter { filter, position, .. } => {
+                Some(filter.get(..*position).map_or(*position, |s| s.chars().count()))
+            }
+            _ => None,
+        };
+        Problem { status, kind, detail, position }
     }
 }
 
@@ -81,12 +90,15 @@ impl From<cairn::Error> for Problem {
 
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
-        let body = json!({
+        let mut body = json!({
             "type": format!("urn:cairn:problem:{}", self.kind),
             "title": title(self.status),
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(position) = self.position {
+            body["position"] = json!(position);
+        }
         let mut response = (self.status, axum::Json(body)).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         response

@@ -113,6 +113,19 @@ async fn lists_filter_sort_page_by_cursor_and_count() {
         assert!(detail.to_lowercase().contains(named), "{uri}: {detail}");
     }
     call(&api, Method::GET, "/api/collections/nope/records", None, &[]).await.problem(404, "not_found");
+    // A filter's problem says where it went wrong, in characters, for a client to point at.
+    let answer = call(
+        &api,
+        Method::GET,
+        "/api/collections/notes/records?filter=title%20%3D%20%22%C3%A9%22%20and%20%3E",
+        None,
+        &[],
+    )
+    .await;
+    answer.problem(400, "invalid_input");
+    assert_eq!(answer.body["position"], 16, "{answer:?}");
+    let other = call(&api, Method::GET, "/api/collections/notes/records?limit=abc", None, &[]).await;
+    assert!(other.body.get("position").is_none(), "only filters have one");
 }
 
 #[tokio::test]
