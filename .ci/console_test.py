@@ -4,7 +4,8 @@
 Starts `cairn serve` on an ephemeral 127.0.0.1 port over a fresh store (a bootstrap admin, a
 `notes` collection with a record, a user who is not an admin), then as the admin: a wrong
 password is refused; signing in shows the collections; a collection's records are filtered (a bad filter pointed at), sorted and updated live
-when another client writes; the jobs page lists a job enqueued
+when another client writes; a record is edited, meets another client's edit as a conflict,
+is reverted from its history, deleted and undone; the jobs page lists a job enqueued
 meanwhile and follows it live to completion; killing the server shows the lost-connection
 banner, and after a restart on the same port the job enqueued while it was down appears.
 As the other user: no jobs link, and the jobs page by URL is refused. No page may break the
@@ -37,6 +38,11 @@ def call(base, method, path, token=None, body=None):
         request.add_header("authorization", "Bearer " + token)
     with urllib.request.urlopen(request, timeout=30) as response:
         return json.loads(response.read() or b"null")
+
+
+def call_with(base, method, path, token, body):
+    """A write as another client would make it (no If-Match)."""
+    return call(base, method, path, token, body)
 
 
 def serve(cairn, store, password_file, listen):
@@ -128,6 +134,32 @@ def run_browser(cairn, store, password_file, base, token, server, shots):
             expect(page.get_by_role("columnheader", name="title")).to_have_attribute("aria-sort", "descending")
             expect(page.locator("tbody tr").first).to_contain_text("first note")
             page.screenshot(path=os.path.join(shots, "records.png"))
+
+            # A record: edit, a conflict with another client's edit, history and revert,
+            # delete (confirmed) and undo.
+            page.locator("tbody tr", has_text="first note").get_by_role("link").click()
+            expect(page.locator("h1")).to_contain_text("notes / ")
+            record_id = page.locator("h1").inner_text().split(" / ")[1]
+            page.get_by_label("title").fill("first note, edited")
+            page.get_by_role("button", name="Save").click()
+            expect(page.get_by_text("version 2,")).to_be_visible()
+            call_with(base, "PATCH", f"/api/collections/notes/records/{record_id}", token, {"title": "changed elsewhere"})
+            expect(page.get_by_role("status").filter(has_text="Version 3 was saved elsewhere")).to_be_visible(timeout=15_000)
+            page.get_by_label("title").fill("a stale edit")
+            page.get_by_role("button", name="Save").click()
+            expect(page.get_by_role("alert")).to_contain_text("now version 3")
+            page.screenshot(path=os.path.join(shots, "record-conflict.png"))
+            page.get_by_role("button", name="Show the newer version").click()
+            expect(page.get_by_label("title")).to_have_value("changed elsewhere")
+            page.get_by_role("button", name="Revert to version 1").click()
+            expect(page.get_by_text("version 4,")).to_be_visible()
+            expect(page.get_by_label("title")).to_have_value("first note")
+            page.screenshot(path=os.path.join(shots, "record.png"))
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.get_by_role("button", name="Delete").click()
+            expect(page.get_by_text("is deleted")).to_be_visible()
+            page.get_by_role("button", name="Undo the delete").click()
+            expect(page.get_by_label("title")).to_have_value("first note")
 
             page.get_by_role("link", name="Jobs").click()
             expect(page.get_by_role("heading", name="Jobs")).to_be_visible()

@@ -6,8 +6,8 @@ const main = document.getElementById("main");
 const state = { token: sessionStorage.getItem("cairn.token"), me: null, stream: null };
 
 /** Calls the API; a problem+json answer becomes an Error carrying it. */
-async function api(method, path, body) {
-  const headers = { accept: "application/json" };
+async function api(method, path, body, extra = {}) {
+  const headers = { accept: "application/json", ...extra };
   if (state.token) headers.authorization = `Bearer ${state.token}`;
   if (body !== undefined) headers["content-type"] = "application/json";
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
@@ -185,7 +185,7 @@ async function recordsPage(collection, params) {
         name, order === "ascending" ? " ▲" : order === "descending" ? " ▼" : ""));
   };
   const rows = page.items.map((r) => h("tr", { "data-record": r.id },
-    h("td", {}, r.id), ...columns.map((c) => h("td", {}, cell(r.fields[c]))), h("td", {}, String(r.version))));
+    h("td", {}, h("a", { href: `#/record/${encodeURIComponent(collection)}/${encodeURIComponent(r.id)}` }, r.id)), ...columns.map((c) => h("td", {}, cell(r.fields[c]))), h("td", {}, String(r.version))));
   const table = h("div", { class: "wide" }, h("table", {},
     h("thead", {}, h("tr", {}, h("th", { scope: "col" }, "id"), ...columns.map(sortButton), h("th", { scope: "col" }, "version"))),
     h("tbody", {}, rows)));
@@ -203,6 +203,123 @@ async function recordsPage(collection, params) {
   if (filter) stream.set("filter", filter);
   await follow(`/api/realtime?${stream}`, Object.fromEntries(
     ["create", "update", "delete", "enter", "leave", "reset"].map((name) => [name, refresh])), "&");
+}
+
+/** An input for a field of a simple type; other types are shown, not edited, here. */
+function fieldInput(field, value) {
+  const id = `field-${field.name}`;
+  const common = { id, name: field.name, required: field.required || false };
+  switch (field.type) {
+    case "text":
+      return h("input", { ...common, value: value ?? "" });
+    case "integer":
+    case "number":
+      return h("input", { ...common, type: "number", step: field.type === "integer" ? "1" : "any", value: value ?? "" });
+    case "bool":
+      return h("input", { ...common, type: "checkbox", checked: value === true, required: false });
+    default:
+      return null;
+  }
+}
+
+function fieldValue(field, input) {
+  if (field.type === "bool") return input.checked;
+  if (input.value === "") return null;
+  if (field.type === "integer") return Number.parseInt(input.value, 10);
+  if (field.type === "number") return Number(input.value);
+  return input.value;
+}
+
+async function recordPage(collection, id) {
+  const base = `/api/collections/${encodeURIComponent(collection)}/records/${encodeURIComponent(id)}`;
+  const [info, record, history] = await Promise.all([
+    api("GET", `/api/collections/${encodeURIComponent(collection)}`),
+    api("GET", base),
+    api("GET", `${base}/history`),
+  ]);
+  const heading = h("h1", {}, `${collection} / ${id}`);
+  const meta = h("p", { class: "empty" }, `version ${record.version}, updated ${record.updated_at}`);
+  const notice = h("div", { id: "notice" });
+  const inputs = [];
+  const form = h("form", { class: "record", "aria-label": "Edit the record" });
+  for (const field of info.schema.fields) {
+    const input = fieldInput(field, record.body[field.name]);
+    if (input) {
+      inputs.push([field, input]);
+      form.append(h("label", { for: input.id }, field.name), input,
+        h("p", { class: "error", id: `${input.id}-error`, hidden: true }));
+    } else {
+      form.append(h("p", {}, h("strong", {}, `${field.name}: `), cell(record.body[field.name])));
+    }
+  }
+  form.append(h("button", { type: "submit" }, "Save"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const patch = Object.fromEntries(inputs.map(([field, input]) => [field.name, fieldValue(field, input)]));
+    try {
+      await api("PATCH", base, patch, { "if-match": `"${record.version}"` });
+      toast("Saved");
+      await recordPage(collection, id);
+    } catch (error) {
+      if (error.status === 412 || error.status === 409) {
+        const newer = await api("GET", base);
+        notice.replaceChildren(h("div", { class: "error", role: "alert" },
+          `Someone changed this record meanwhile (now version ${newer.version}). Your edit was not saved. `,
+          h("button", { type: "button", class: "quiet", onclick: () => recordPage(collection, id) }, "Show the newer version")));
+      } else {
+        notice.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+      }
+    }
+  });
+  const act = (label, run, confirmText) => h("button", { type: "button", class: "quiet", onclick: async () => {
+    if (confirmText && !confirm(confirmText)) return;
+    try {
+      await run();
+      toast(`${label}: done`);
+      await recordPage(collection, id);
+    } catch (error) {
+      notice.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+    }
+  } }, label);
+  const actions = h("p", { class: "actions" },
+    act("Undo", () => api("POST", `${base}/undo`)),
+    act("Redo", () => api("POST", `${base}/redo`)),
+    h("button", { type: "button", class: "quiet", onclick: async () => {
+      if (!confirm(`Delete ${collection}/${id}? Undo brings it back.`)) return;
+      try {
+        await api("DELETE", base, undefined, { "if-match": `"${record.version}"` });
+      } catch (error) {
+        notice.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+        return;
+      }
+      stopStream();
+      toast("Deleted");
+      show(heading, h("p", {}, `${collection}/${id} is deleted. `,
+        h("button", { type: "button", onclick: async () => {
+          try {
+            await api("POST", `${base}/undo`);
+            toast("Undo: done");
+            await recordPage(collection, id);
+          } catch (error) { failure(error); }
+        } }, "Undo the delete")));
+    } }, "Delete"));
+  const versions = history.items.slice().reverse().map((change) => h("tr", {},
+    h("td", {}, String(change.version)), h("td", {}, change.op), h("td", {}, change.actor), h("td", {}, change.at),
+    h("td", {}, change.version === record.version || !change.after ? "" :
+      act(`Revert to version ${change.version}`, () => api("POST", `${base}/revert`, { version: change.version })))));
+  show(heading, meta, notice, form, actions, h("h2", {}, "History"), h("div", { class: "wide" }, h("table", {},
+    h("thead", {}, h("tr", {}, ["Version", "Change", "By", "At", ""].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, versions))));
+  // Another client's change to this record: say so, and keep the form as it is.
+  await follow(`/api/realtime?${new URLSearchParams({ collection, record: id })}`, {
+    delete: () => notice.replaceChildren(h("p", { class: "error", role: "status" }, "This record was deleted elsewhere.")),
+    update: (event) => {
+      if (event.version && event.version !== record.version) {
+        notice.replaceChildren(h("div", { class: "error", role: "status" }, `Version ${event.version} was saved elsewhere. `,
+          h("button", { type: "button", class: "quiet", onclick: () => recordPage(collection, id) }, "Show it")));
+      }
+    },
+  }, "&");
 }
 
 function jobRow(job) {
@@ -294,6 +411,7 @@ async function route() {
     const [page, arg] = path.split("/");
     if (page === "jobs") await jobsPage();
     else if (page === "records" && arg) await recordsPage(decodeURIComponent(arg), new URLSearchParams(search || ""));
+    else if (page === "record" && arg) await recordPage(decodeURIComponent(arg), decodeURIComponent(path.split("/")[2] || ""));
     else await collectionsPage();
     main.focus();
   } catch (error) {

@@ -67,6 +67,18 @@ async fn revert_undo_and_redo_make_new_versions() {
     let redone = call(&api, Method::POST, &format!("{base}/redo"), None, &[]).await;
     assert_eq!((redone.status.as_u16(), &redone.body["body"]["title"]), (200, &json!("v1")));
     call(&api, Method::POST, &format!("{base}/redo"), None, &[]).await.problem(409, "not_allowed");
+    // A deleted record is brought back by undo (and can be reverted), but not patched.
+    assert_eq!(call(&api, Method::DELETE, base, None, &[]).await.status, 204);
+    call(&api, Method::PATCH, base, Some(r#"{"title": "x"}"#), &[]).await.problem(404, "not_found");
+    let back = call(&api, Method::POST, &format!("{base}/undo"), None, &[]).await;
+    assert_eq!(
+        (back.status.as_u16(), &back.body["body"]["title"], &back.body["deleted_at"]),
+        (200, &json!("v1"), &json!(null)),
+        "{back:?}"
+    );
+    assert_eq!(call(&api, Method::DELETE, base, None, &[]).await.status, 204);
+    let reverted = call(&api, Method::POST, &format!("{base}/revert"), Some(r#"{"version": 2}"#), &[]).await;
+    assert_eq!((reverted.status.as_u16(), &reverted.body["body"]["title"]), (200, &json!("v2")), "{reverted:?}");
 }
 
 #[tokio::test]

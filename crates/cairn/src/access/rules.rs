@@ -216,7 +216,10 @@ impl Tx<'_> {
         change: impl FnOnce(&mut Tx<'_>) -> Result<Record>,
     ) -> Result<Record> {
         let schema = self.collection(collection)?.schema.clone();
-        let before = self.visible_to(principal, &schema, id)?;
+        // A soft-deleted record can still be changed by undo, redo and revert (the change
+        // itself refuses anything else on a deleted record).
+        let stored = self.get_including_deleted(collection, id)?;
+        let before = viewable(self.conn, principal, &schema, stored)?;
         let write_granted = principal.user.role != ADMIN_ROLE
             && grants::access(self.conn, &shared_with(principal), collection, id)? == Some(Access::Write);
         let update = if write_granted { Allowed::All } else { rule(&schema, Verb::Update, principal)? };

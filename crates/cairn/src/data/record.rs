@@ -201,6 +201,18 @@ impl Tx<'_> {
         self.opened(&c, record)
     }
 
+    /// Reads a record inside the transaction whether or not it is soft-deleted (what undo,
+    /// redo and revert start from).
+    pub(crate) fn get_including_deleted(&mut self, collection: &str, id: &str) -> Result<Record> {
+        let c = self.collection(collection)?;
+        let record = read(self.conn, &c, id)?.ok_or_else(|| Error::NotFound {
+            collection: collection.into(),
+            id: id.into(),
+            deleted: false,
+        })?;
+        self.opened(&c, record)
+    }
+
     /// A stored record as callers see it: encrypted fields opened where this handle can.
     pub(crate) fn opened(&self, c: &Collection, mut record: Record) -> Result<Record> {
         record.sealed = self.open_some(c, &record.id, &mut record.body)?;
