@@ -5,7 +5,8 @@ Starts `cairn serve` on an ephemeral 127.0.0.1 port over a fresh store (a bootst
 `notes` collection with a record, a user who is not an admin), then as the admin: a wrong
 password is refused; signing in shows the collections; a collection's records are filtered (a bad filter pointed at), sorted and updated live
 when another client writes; a record is edited, meets another client's edit as a conflict,
-is reverted from its history, deleted and undone; the jobs page lists a job enqueued
+is reverted from its history, deleted and undone; a backup is taken, verified and restored
+with its typed confirmation; the jobs page lists a job enqueued
 meanwhile and follows it live to completion; killing the server shows the lost-connection
 banner, and after a restart on the same port the job enqueued while it was down appears.
 As the other user: no jobs link, and the jobs page by URL is refused. No page may break the
@@ -160,6 +161,26 @@ def run_browser(cairn, store, password_file, base, token, server, shots):
             expect(page.get_by_text("is deleted")).to_be_visible()
             page.get_by_role("button", name="Undo the delete").click()
             expect(page.get_by_label("title")).to_have_value("first note")
+
+            # Backups: take one, verify it, restore it with the typed confirmation.
+            page.get_by_role("link", name="Backups").click()
+            page.get_by_role("button", name="Take a backup now").click()
+            first = page.locator("tbody tr").first
+            expect(first).to_contain_text("verified", timeout=30_000)
+            backup_id = first.locator("td").first.inner_text()
+            first.get_by_role("button", name="Verify").click()
+            expect(page.locator(".toast", has_text=f"Backup {backup_id}: verified")).to_be_visible(timeout=30_000)
+            page.screenshot(path=os.path.join(shots, "backups.png"))
+            page.locator(f'tr[data-backup="{backup_id}"]').get_by_role("button", name="Restore…").click()
+            go = page.get_by_role("button", name="Replace the store with this backup")
+            expect(go).to_be_disabled()
+            page.get_by_label(re.compile("Type the backup's id")).fill("not the id")
+            expect(go).to_be_disabled()
+            page.get_by_label(re.compile("Type the backup's id")).fill(backup_id)
+            page.screenshot(path=os.path.join(shots, "restore-confirm.png"))
+            go.click()
+            expect(page.locator(".toast", has_text=f"Restored from {backup_id}")).to_be_visible(timeout=60_000)
+            expect(page.get_by_role("cell", name="pre_restore").first).to_be_visible()
 
             page.get_by_role("link", name="Jobs").click()
             expect(page.get_by_role("heading", name="Jobs")).to_be_visible()

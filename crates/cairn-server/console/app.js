@@ -322,6 +322,71 @@ async function recordPage(collection, id) {
   }, "&");
 }
 
+function backupRow(backup, reload) {
+  const m = backup.manifest;
+  const records = m ? m.collections.reduce((n, c) => n + c.live, 0) : 0;
+  const verify = h("button", { type: "button", class: "quiet", onclick: async () => {
+    try {
+      const checked = await api("POST", `/api/backups/${encodeURIComponent(backup.id)}/verify`);
+      toast(`Backup ${backup.id}: ${checked.status === "good" ? "verified" : checked.status}`);
+      await reload();
+    } catch (error) { toast(error.message); }
+  } }, "Verify");
+  const restore = h("button", { type: "button", class: "quiet", onclick: () => restoreDialog(backup, records, reload) }, "Restore…");
+  return h("tr", { "data-backup": backup.id },
+    h("td", {}, backup.id), h("td", {}, m ? m.created_at : ""), h("td", {}, m ? m.reason : ""),
+    h("td", {}, m ? `${records} records in ${m.collections.length} collections` : ""),
+    h("td", { class: backup.status === "good" ? "state-completed" : "state-discarded" },
+      backup.status === "good" ? "verified" : `${backup.status}${backup.error ? `: ${backup.error}` : ""}`),
+    h("td", {}, backup.status === "good" ? [verify, restore] : verify));
+}
+
+/** The typed confirmation a whole-store restore needs: it names what will be replaced. */
+function restoreDialog(backup, records, reload) {
+  const input = h("input", { id: "confirm-restore", autocomplete: "off", spellcheck: "false" });
+  const go = h("button", { type: "submit", disabled: true }, "Replace the store with this backup");
+  input.addEventListener("input", () => { go.disabled = input.value.trim() !== backup.id; });
+  const form = h("form", { class: "card wide-card", "aria-labelledby": "restore-title" },
+    h("h2", { id: "restore-title" }, `Restore backup ${backup.id}`),
+    h("p", {}, `Everything in the store now — every collection, record, attachment, user and job — is replaced by `,
+      `this backup (taken ${backup.manifest.created_at}, ${records} records). The current state is backed up first.`),
+    h("label", { for: "confirm-restore" }, `Type the backup's id (${backup.id}) to confirm`), input,
+    h("p", { class: "actions" }, go, h("button", { type: "button", class: "quiet", onclick: reload }, "Cancel")));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    go.disabled = true;
+    go.textContent = "Restoring…";
+    try {
+      const report = await api("POST", `/api/backups/${encodeURIComponent(backup.id)}/restore`, { confirm: backup.id });
+      toast(`Restored from ${report.backup}; the state before is backup ${report.pre_restore_backup}`);
+      await reload();
+    } catch (error) {
+      form.append(h("p", { class: "error", role: "alert" }, error.message));
+      go.textContent = "Replace the store with this backup";
+    }
+  });
+  show(form);
+  input.focus();
+}
+
+async function backupsPage() {
+  show(h("h1", {}, "Backups"), h("p", { class: "loading" }, "Loading…"));
+  const { items } = await api("GET", "/api/backups");
+  const create = h("button", { type: "button", onclick: async () => {
+    create.disabled = true;
+    create.textContent = "Taking a backup…";
+    try {
+      const made = await api("POST", "/api/backups");
+      toast(`Backup ${made.id} taken and verified`);
+    } catch (error) { toast(error.message); }
+    await backupsPage();
+  } }, "Take a backup now");
+  const table = items.length ? h("div", { class: "wide" }, h("table", {},
+    h("thead", {}, h("tr", {}, ["Id", "Taken", "Why", "Holds", "State", "Actions"].map((t) => h("th", { scope: "col" }, t)))),
+    h("tbody", {}, items.map((b) => backupRow(b, backupsPage))))) : h("p", { class: "empty" }, "No backups yet.");
+  show(h("h1", {}, "Backups"), h("p", {}, create), table);
+}
+
 function jobRow(job) {
   const progress = job.progress === null || job.progress === undefined ? "" :
     h("progress", { max: "100", value: String(job.progress), "aria-label": `job ${job.id} progress` });
@@ -410,6 +475,7 @@ async function route() {
     const [path, search] = location.hash.replace(/^#\/?/, "").split("?");
     const [page, arg] = path.split("/");
     if (page === "jobs") await jobsPage();
+    else if (page === "backups") await backupsPage();
     else if (page === "records" && arg) await recordsPage(decodeURIComponent(arg), new URLSearchParams(search || ""));
     else if (page === "record" && arg) await recordPage(decodeURIComponent(arg), decodeURIComponent(path.split("/")[2] || ""));
     else await collectionsPage();
