@@ -15,7 +15,6 @@ failure.
 
 Usage: .ci/console_test.py PATH_TO_CAIRN SHOTS_DIR
 """
-import json
 import os
 import re
 import signal
@@ -24,26 +23,12 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 
 from playwright.sync_api import expect, sync_playwright
 
+from cairn_api import call
+
 PASSWORD = "console admin password"
-
-
-def call(base, method, path, token=None, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", "Bearer " + token)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
-
-
-def call_with(base, method, path, token, body):
-    """A write as another client would make it (no If-Match)."""
-    return call(base, method, path, token, body)
 
 
 def serve(cairn, store, password_file, listen):
@@ -144,7 +129,7 @@ def run_browser(cairn, store, password_file, base, token, server, shots):
             page.get_by_label("title").fill("first note, edited")
             page.get_by_role("button", name="Save").click()
             expect(page.get_by_text("version 2,")).to_be_visible()
-            call_with(base, "PATCH", f"/api/collections/notes/records/{record_id}", token, {"title": "changed elsewhere"})
+            call(base, "PATCH", f"/api/collections/notes/records/{record_id}", token, {"title": "changed elsewhere"})
             expect(page.get_by_role("status").filter(has_text="Version 3 was saved elsewhere")).to_be_visible(timeout=15_000)
             page.get_by_label("title").fill("a stale edit")
             page.get_by_role("button", name="Save").click()

@@ -11,7 +11,6 @@ Schemathesis's.
 Usage: .ci/schemathesis.py PATH_TO_CAIRN PATH_TO_ST [MAX_EXAMPLES]
 """
 
-import json
 import os
 import re
 import signal
@@ -19,19 +18,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
+
+from cairn_api import call
 
 PASSWORD = "schemathesis admin password"
-
-
-def call(base, method, path, token=None, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(base + path, data=data, method=method)
-    request.add_header("content-type", "application/json")
-    if token:
-        request.add_header("authorization", "Bearer " + token)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read() or b"null")
 
 
 def main():

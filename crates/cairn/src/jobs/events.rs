@@ -106,8 +106,20 @@ impl Store {
 
     /// Tells the listeners that `jobs` changed (called once their change committed).
     pub(crate) fn jobs_changed<'a>(&self, jobs: impl IntoIterator<Item = &'a Job>) {
+        // Every claim and completion comes here: copy nothing when no one listens.
+        if !self.job_listeners() {
+            return;
+        }
         let events: Vec<JobEvent> = jobs.into_iter().map(|job| JobEvent::Changed(Box::new(job.clone()))).collect();
         self.extensions().get_or_default::<JobHub>().publish(&events);
+    }
+
+    /// Whether anyone listens to job changes now.
+    pub(crate) fn job_listeners(&self) -> bool {
+        let hub = self.extensions().get_or_default::<JobHub>();
+        let mut slots = hub.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.retain(|slot| !slot.is_released());
+        !slots.is_empty()
     }
 
     /// Tells the listeners that job `id` was deleted.

@@ -242,7 +242,8 @@ impl Ingest {
             self.pending.remove(&path);
             let outcome = match self.take(&path, state, rule) {
                 Ok(Some(outcome)) => {
-                    if let Ingested::Ingested { jobs, .. } = &outcome {
+                    // The jobs are read back only for listeners (the console's live list).
+                    if let (Ingested::Ingested { jobs, .. }, true) = (&outcome, self.store.job_listeners()) {
                         let queue = self.store.queue();
                         let enqueued: Vec<_> = jobs.iter().filter_map(|id| queue.get(*id).ok()).collect();
                         self.store.jobs_changed(&enqueued);
